@@ -1,0 +1,43 @@
+# The two commands a newcomer needs:
+#   make demo   set up, then run the whole pipeline on the embedded default
+#               (local broker + embedded ClickHouse, simulated market)
+#   make test   set up, then lint, type-check and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+DEMO_ARGS ?= --source sim --symbols 20 --duration 60
+
+.PHONY: setup demo test lint unit integration bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/perpstream run $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration -q
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.producer_bench
+	$(BIN)/python -m benchmarks.sink_bench
+	$(BIN)/python -m benchmarks.snapshots_bench
+
+clean:
+	rm -rf $(VENV) .perpstream .pytest_cache .mypy_cache .ruff_cache

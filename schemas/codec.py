@@ -1,0 +1,261 @@
+"""Avro codec for both wire framings.
+
+- Schema Registry configured: Confluent wire format, ``0x00`` + 4-byte
+  big-endian schema id + Avro body.
+- No registry (the embedded default): Avro single-object encoding,
+  ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint of the schema's
+  Parsing Canonical Form + Avro body.
+
+``decode`` detects the framing from the first byte, so a consumer reads both
+no matter how it is configured (a Confluent-framed record still needs a
+registry to resolve its id). Writer schemas are resolved against the reader
+schema, so a newer reader (a field added with a default, an enum symbol added)
+reads older events.
+
+Records are plain dicts with timestamps as epoch-millisecond ints: the codec
+parses the schema with logical types removed, which leaves the fingerprint
+unchanged (Parsing Canonical Form drops ``logicalType``) and halves the
+per-record cost of fastavro.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from io import BytesIO
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.exceptions import (
+    BadMagicError,
+    DecodeError,
+    EncodeError,
+    TruncatedRecordError,
+    UnknownSchemaError,
+)
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+_SINGLE_HEADER = 10
+_CONFLUENT_HEADER = 5
+_CONFLUENT_ID = struct.Struct(">I")
+
+
+class Framing(StrEnum):
+    SINGLE_OBJECT = "single_object"
+    CONFLUENT = "confluent"
+
+
+def _strip_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+        return out
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
+
+
+@dataclass(frozen=True)
+class AvroSchema:
+    """One schema version: its JSON, the parsed form used on hot paths, its fingerprint."""
+
+    definition: dict[str, Any]
+    parsed: Any = field(repr=False)
+    canonical: str = field(repr=False)
+    fingerprint: bytes
+
+    @property
+    def full_name(self) -> str:
+        ns = self.definition.get("namespace")
+        name = str(self.definition["name"])
+        return f"{ns}.{name}" if ns else name
+
+    @property
+    def json(self) -> str:
+        return json.dumps(self.definition, separators=(",", ":"))
+
+    @classmethod
+    def from_definition(cls, definition: Mapping[str, Any]) -> AvroSchema:
+        d = copy.deepcopy(dict(definition))
+        canonical = to_parsing_canonical_form(d)
+        fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        parsed = fastavro.parse_schema(_strip_logical_types(d), _write_hint=False)
+        return cls(definition=d, parsed=parsed, canonical=canonical, fingerprint=fp)
+
+    @classmethod
+    def from_json(cls, text: str) -> AvroSchema:
+        return cls.from_definition(json.loads(text))
+
+
+@cache
+def load_schema(name: str) -> AvroSchema:
+    """Load a schema shipped with the package: ``metric_point``, ``market_snapshot``,
+    or an older version kept under ``history/`` (``history/metric_point.v0``)."""
+    text = resources.files("schemas").joinpath(f"{name}.avsc").read_text("utf-8")
+    return AvroSchema.from_json(text)
+
+
+class AvroCodec:
+    """Encode and decode one record type in either framing.
+
+    ``registry`` is a ``confluent_kafka.schema_registry.SchemaRegistryClient``
+    (``mock://`` works); with it, ``encode`` writes the Confluent framing under
+    ``subject`` and ``decode`` resolves ids through it. ``writers`` are extra
+    schema versions that single-object records may have been written with; the
+    reader schema itself is always known.
+    """
+
+    def __init__(
+        self,
+        reader: AvroSchema,
+        *,
+        writers: Iterable[AvroSchema] = (),
+        registry: Any | None = None,
+        subject: str | None = None,
+    ) -> None:
+        self.reader = reader
+        self._by_fingerprint: dict[bytes, AvroSchema] = {reader.fingerprint: reader}
+        for w in writers:
+            self._by_fingerprint.setdefault(w.fingerprint, w)
+        self._registry = registry
+        self._subject = subject or reader.full_name
+        self._by_id: dict[int, AvroSchema] = {}
+        self._writer_id: int | None = None
+        self._header = SINGLE_OBJECT_MAGIC + reader.fingerprint
+        self.framing = Framing.CONFLUENT if registry is not None else Framing.SINGLE_OBJECT
+
+    # -- encoding ---------------------------------------------------------------
+
+    def _confluent_header(self) -> bytes:
+        if self._writer_id is None:
+            from confluent_kafka.schema_registry import Schema
+
+            try:
+                sid = self._registry.register_schema(  # type: ignore[union-attr]
+                    self._subject, Schema(self.reader.json, "AVRO")
+                )
+            except Exception as exc:  # registry client raises several types
+                raise EncodeError(f"schema registration for {self._subject!r} failed: {exc}") from exc
+            self._writer_id = int(sid)
+            self._by_id[self._writer_id] = self.reader
+            self._header = bytes([CONFLUENT_MAGIC]) + _CONFLUENT_ID.pack(self._writer_id)
+        return self._header
+
+    def header(self) -> bytes:
+        """The framing prefix every record written by this codec starts with."""
+        if self.framing is Framing.CONFLUENT:
+            return self._confluent_header()
+        return self._header
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        buf = BytesIO()
+        buf.write(self.header())
+        try:
+            fastavro.schemaless_writer(buf, self.reader.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            raise EncodeError(f"record does not fit {self.reader.full_name}: {exc}") from exc
+        return buf.getvalue()
+
+    def encode_body(self, record: Mapping[str, Any], buf: BytesIO) -> None:
+        """Append one Avro body (no header) to ``buf``: the producer's hot path."""
+        fastavro.schemaless_writer(buf, self.reader.parsed, record)
+
+    # -- decoding ---------------------------------------------------------------
+
+    def _writer_for_id(self, schema_id: int) -> AvroSchema:
+        w = self._by_id.get(schema_id)
+        if w is not None:
+            return w
+        if self._registry is None:
+            raise UnknownSchemaError(
+                f"Confluent-framed record (schema id {schema_id}) but no schema registry is configured"
+            )
+        try:
+            reg = self._registry.get_schema(schema_id)
+        except Exception as exc:
+            raise UnknownSchemaError(f"schema id {schema_id} not in the registry: {exc}") from exc
+        w = AvroSchema.from_json(reg.schema_str)
+        self._by_id[schema_id] = w
+        return w
+
+    def writer_of(self, data: bytes) -> AvroSchema:
+        """The writer schema named by a record's header (no body decoding)."""
+        if len(data) < 1:
+            raise TruncatedRecordError("empty record")
+        if data[0] == CONFLUENT_MAGIC:
+            if len(data) < _CONFLUENT_HEADER:
+                raise TruncatedRecordError(f"Confluent header needs 5 bytes, got {len(data)}")
+            return self._writer_for_id(_CONFLUENT_ID.unpack_from(data, 1)[0])
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < _SINGLE_HEADER:
+                raise TruncatedRecordError(f"single-object header needs 10 bytes, got {len(data)}")
+            fp = bytes(data[2:_SINGLE_HEADER])
+            w = self._by_fingerprint.get(fp)
+            if w is None:
+                raise UnknownSchemaError(f"unknown schema fingerprint {fp.hex()}")
+            return w
+        raise BadMagicError(f"unknown framing, first bytes {bytes(data[:2]).hex()}")
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        writer = self.writer_of(data)
+        start = _CONFLUENT_HEADER if data[0] == CONFLUENT_MAGIC else _SINGLE_HEADER
+        buf = BytesIO(data)
+        buf.seek(start)
+        reader = None if writer is self.reader else self.reader.parsed
+        try:
+            rec = fastavro.schemaless_reader(buf, writer.parsed, reader)
+        except (EOFError, StopIteration, IndexError, struct.error) as exc:
+            raise TruncatedRecordError(f"Avro body ends early: {exc!r}") from exc
+        except Exception as exc:  # fastavro raises many types on corrupt bytes
+            raise DecodeError(f"corrupt Avro body: {exc!r}") from exc
+        if buf.tell() != len(data):
+            raise TruncatedRecordError(
+                f"{len(data) - buf.tell()} trailing bytes after the Avro body"
+            )
+        if not isinstance(rec, dict):
+            raise DecodeError("Avro body did not decode to a record")
+        return rec
+
+
+@cache
+def metric_point_writers() -> tuple[AvroSchema, ...]:
+    """Every MetricPoint version ever shipped (current first)."""
+    out = [load_schema("metric_point")]
+    root = resources.files("schemas").joinpath("history")
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith("metric_point.") and entry.name.endswith(".avsc"):
+            out.append(AvroSchema.from_json(entry.read_text("utf-8")))
+    return tuple(out)
+
+
+def metric_point_codec(registry: Any | None = None, subject: str | None = None) -> AvroCodec:
+    return AvroCodec(
+        load_schema("metric_point"), writers=metric_point_writers(), registry=registry,
+        subject=subject,
+    )
+
+
+def market_snapshot_codec(registry: Any | None = None, subject: str | None = None) -> AvroCodec:
+    return AvroCodec(load_schema("market_snapshot"), registry=registry, subject=subject)
+
+
+def registry_client(url: str | None) -> Any | None:
+    """A Schema Registry client for ``url`` (``mock://`` gives the in-memory one), or None."""
+    if not url:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient.new_client({"url": url})
+
+
+def subject_for(topic: str) -> str:
+    """TopicNameStrategy, as Confluent serializers name value subjects."""
+    return f"{topic}-value"

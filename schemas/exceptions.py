@@ -1,0 +1,50 @@
+"""Exception hierarchy. Every error perpstream raises on purpose derives from
+:class:`PerpstreamError`, so callers can catch the project's errors in one place
+and let programming errors through."""
+
+from __future__ import annotations
+
+
+class PerpstreamError(Exception):
+    """Root of every error perpstream raises on purpose."""
+
+
+class ConfigError(PerpstreamError):
+    """Bad configuration, detected at start-up. The message names the setting."""
+
+
+class EncodeError(PerpstreamError):
+    """A record could not be encoded (it does not fit the schema or breaks a rule)."""
+
+
+class DecodeError(PerpstreamError):
+    """Bytes that cannot be turned into a record. Never partially decoded.
+
+    ``reason`` is a short stable label used in counters and DLQ headers.
+    """
+
+    reason = "undecodable"
+
+
+class BadMagicError(DecodeError):
+    """The first bytes are neither Confluent framing (0x00) nor single-object (C3 01)."""
+
+    reason = "bad_magic"
+
+
+class UnknownSchemaError(DecodeError):
+    """The schema id or fingerprint in the header is not known to this reader."""
+
+    reason = "unknown_schema"
+
+
+class TruncatedRecordError(DecodeError):
+    """The header or the Avro body is shorter (or longer) than the schema requires."""
+
+    reason = "truncated"
+
+
+class InvalidRecordError(DecodeError):
+    """Decoded fine, but the values break the contract (NaN price, empty symbol...)."""
+
+    reason = "invalid"
