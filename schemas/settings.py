@@ -33,6 +33,10 @@ class CommonSettings(BaseSettings):
         default=None,
         description="http(s)://user:pass@host:8123/ or chdb:///abs/dir; unset = embedded chdb in --data-dir",
     )
+    clickhouse_database: str = Field(
+        default="perpstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="database holding metric_points and market_snapshots",
+    )
     data_dir: str = Field(default=".perpstream", description="where embedded state lives")
     metrics_topic: str = METRICS_TOPIC
     snapshots_topic: str = SNAPSHOTS_TOPIC
