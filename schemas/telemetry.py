@@ -1,0 +1,156 @@
+"""Counters, gauges and structured log lines shared by every perpstream process.
+
+Counter names and labels are part of what operators rely on, so they live with
+the contract. :class:`Telemetry` is a thread-safe registry with a Prometheus
+text rendering; :func:`serve_metrics` exposes it over HTTP (stdlib server on a
+daemon thread: the one socket this package opens, and only when asked).
+:func:`configure_logging` makes every log line one JSON object (or plain text).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+LabelKey = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: Mapping[str, str] | None) -> LabelKey:
+    return tuple(sorted((labels or {}).items()))
+
+
+class Telemetry:
+    """Counters (monotonic) and gauges (set, or computed at scrape time).
+
+    ``inc`` is cheap enough for per-batch use; per-event hot paths should count
+    locally and add in bulk.
+    """
+
+    def __init__(self, namespace: str = "perpstream") -> None:
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._counters: dict[str, dict[LabelKey, float]] = {}
+        self._gauges: dict[str, dict[LabelKey, float]] = {}
+        self._gauge_fns: dict[str, Callable[[], Mapping[LabelKey, float] | float]] = {}
+        self._help: dict[str, str] = {}
+
+    def describe(self, name: str, help_text: str) -> None:
+        self._help[name] = help_text
+
+    def inc(self, name: str, amount: float = 1, labels: Mapping[str, str] | None = None) -> None:
+        key = _labels(labels)
+        with self._lock:
+            series = self._counters.setdefault(name, {})
+            series[key] = series.get(key, 0) + amount
+
+    def set(self, name: str, value: float, labels: Mapping[str, str] | None = None) -> None:
+        with self._lock:
+            self._gauges.setdefault(name, {})[_labels(labels)] = value
+
+    def gauge_fn(self, name: str, fn: Callable[[], Mapping[LabelKey, float] | float]) -> None:
+        """A gauge computed when scraped (buffer fill, lag, event ages)."""
+        self._gauge_fns[name] = fn
+
+    def get(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        key = _labels(labels)
+        with self._lock:
+            if name in self._counters:
+                return self._counters[name].get(key, 0)
+            return self._gauges.get(name, {}).get(key, 0)
+
+    def total(self, name: str) -> float:
+        """Sum of a counter over all label sets."""
+        with self._lock:
+            return sum(self._counters.get(name, {}).values())
+
+    def snapshot(self) -> dict[str, dict[LabelKey, float]]:
+        with self._lock:
+            out = {k: dict(v) for k, v in self._counters.items()}
+            out.update({k: dict(v) for k, v in self._gauges.items()})
+        for name, fn in list(self._gauge_fns.items()):
+            val = fn()
+            out[name] = {(): float(val)} if isinstance(val, int | float) else dict(val)
+        return out
+
+    def render_prometheus(self) -> str:
+        lines: list[str] = []
+        with self._lock:
+            counters = {k: dict(v) for k, v in self._counters.items()}
+        snap = self.snapshot()
+        for name, series in sorted(snap.items()):
+            full = f"{self.namespace}_{name}"
+            if name in self._help:
+                lines.append(f"# HELP {full} {self._help[name]}")
+            lines.append(f"# TYPE {full} {'counter' if name in counters else 'gauge'}")
+            for key, value in sorted(series.items()):
+                lbl = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
+                lines.append(f"{full}{{{lbl}}} {value:g}" if lbl else f"{full} {value:g}")
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> dict[str, float]:
+        """Flat totals per name, for the periodic one-line log summary."""
+        return {name: sum(series.values()) for name, series in self.snapshot().items()}
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def serve_metrics(telemetry: Telemetry, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve ``GET /metrics`` (Prometheus text format) until ``server.shutdown()``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404)
+                return
+            body = telemetry.render_prometheus().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus any ``extra`` fields."""
+
+    _skip = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in record.__dict__.items():
+            if k not in self._skip and not k.startswith("_"):
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
