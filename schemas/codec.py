@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -120,8 +120,10 @@ class AvroCodec:
         writers: Iterable[AvroSchema] = (),
         registry: Any | None = None,
         subject: str | None = None,
+        resolve_fingerprint: Callable[[bytes], AvroSchema | None] | None = None,
     ) -> None:
         self.reader = reader
+        self._resolve_fingerprint = resolve_fingerprint
         self._by_fingerprint: dict[bytes, AvroSchema] = {reader.fingerprint: reader}
         for w in writers:
             self._by_fingerprint.setdefault(w.fingerprint, w)
@@ -199,6 +201,12 @@ class AvroCodec:
                 raise TruncatedRecordError(f"single-object header needs 10 bytes, got {len(data)}")
             fp = bytes(data[2:_SINGLE_HEADER])
             w = self._by_fingerprint.get(fp)
+            if w is None and self._resolve_fingerprint is not None:
+                w = self._resolve_fingerprint(fp)
+                if w is not None and w.fingerprint == fp:
+                    self._by_fingerprint[fp] = w
+                else:
+                    w = None
             if w is None:
                 raise UnknownSchemaError(f"unknown schema fingerprint {fp.hex()}")
             return w
