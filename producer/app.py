@@ -1,0 +1,156 @@
+"""``ProducerApp``: one producer process (or thread) from settings to Kafka.
+
+It owns an asyncio loop of its own, so it runs the same from the CLI's main
+thread or from a worker thread of ``perpstream run``; it installs no signal
+handlers (the caller sets the ``stop`` event). On stop, on ``duration``, or
+when a replay file is exhausted it stops the source first, then drains the
+buffers into Kafka within ``flush_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+from producer.backoff import BackoffFactory, factory
+from producer.encoding import MetricPointEncoder
+from producer.ingest import FrameSink, Ingest
+from producer.publisher import Publisher, producer_config
+from producer.settings import ProducerSettings
+from producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
+from schemas.codec import metric_point_codec, registry_client, subject_for
+from schemas.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+#: How often delivery callbacks are served and counters reach the telemetry.
+PUMP_INTERVAL = 0.02
+SUMMARY_KEYS = (
+    "frames_received", "points_published", "points_delivered", "frames_rejected", "reconnects",
+    "rest_requests", "rest_weight_used", "delivery_failures", "points_dropped", "buffer_fill",
+)
+
+
+def build_source(
+    settings: ProducerSettings, telemetry: Telemetry, backoff_factory: BackoffFactory | None = None,
+) -> Any:
+    """The source the settings ask for; each has ``async run(sink, stop)``."""
+    if settings.source == "sim":
+        start = settings.sim_start_ms if settings.sim_start_ms is not None else now_ms()
+        market = SimulatedMarket(settings.sim_symbols, settings.seed, start,
+                                 int(settings.oi_interval * 1000))
+        return SimSource(market, settings.sim_rate)
+    if settings.source == "replay":
+        assert settings.replay_file is not None
+        return ReplaySource(settings.replay_file, settings.replay_rate)
+    from producer.live import LiveSource
+
+    settings.require_live_symbols()
+    return LiveSource(settings, telemetry, backoff_factory or factory(settings.backoff_initial,
+                                                                     cap=settings.backoff_cap))
+
+
+class ProducerApp:
+    """Runs the producer until ``stop`` is set; see the module doc."""
+
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        telemetry: Telemetry | None = None,
+        *,
+        backoff_factory: BackoffFactory | None = None,
+        kafka_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry or Telemetry()
+        self._backoff_factory = backoff_factory
+        self._kafka_extra = kafka_extra
+        self.publisher: Publisher | None = None
+        self.ingest: Ingest | None = None
+        #: Set once the source runs (tests and ``perpstream run`` wait on it).
+        self.started = threading.Event()
+
+    def run(self, stop: threading.Event) -> int:
+        """Block until ``stop`` (or duration / end of replay); 0 when everything was delivered."""
+        return asyncio.run(self._main(stop))
+
+    async def _main(self, stop: threading.Event) -> int:
+        s = self.settings
+        bootstrap = s.require_kafka()
+        source = build_source(s, self.telemetry, self._backoff_factory)
+        codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
+        encoder = MetricPointEncoder(codec)
+        publisher = self.publisher = Publisher(
+            producer_config(
+                bootstrap, compression=s.kafka_compression, linger_ms=s.kafka_linger_ms,
+                batch_size=s.kafka_batch_size, buffer_max_messages=s.buffer_max_messages,
+                delivery_timeout_ms=s.kafka_delivery_timeout_ms, extra=self._kafka_extra,
+            ),
+            s.metrics_topic, self.telemetry, overflow_max_points=s.overflow_max_points,
+        )
+        symbols = frozenset(s.symbol_list) if s.source == "live" and s.symbol_list else None
+        ingest = self.ingest = Ingest(
+            publisher, encoder.encode, self.telemetry, max_frame_bytes=s.max_frame_bytes,
+            symbols=symbols if s.stream_mode == "all_market" else None,
+        )
+        log.info("producer starting", extra={
+            "source": s.source, "topic": s.metrics_topic, "bootstrap": bootstrap,
+            "fast_encoder": encoder.fast,
+        })
+        astop = asyncio.Event()
+        source_task = asyncio.create_task(self._run_source(source, ingest, astop), name="source")
+        pump_task = asyncio.create_task(self._pump(publisher, ingest, astop), name="pump")
+        deadline = time.monotonic() + s.duration if s.duration else None
+        self.started.set()
+        rc = 0
+        try:
+            while not source_task.done():
+                if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            astop.set()
+            try:
+                await asyncio.wait_for(source_task, timeout=max(5.0, s.flush_timeout / 2))
+            except TimeoutError:
+                log.error("source did not stop in time; cancelled")
+            except Exception:
+                log.exception("source failed")
+                rc = 1
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump_task
+            ingest.sync()
+            left = await asyncio.to_thread(publisher.close, s.flush_timeout)
+            self._sync_publisher(publisher)
+            log.info("producer stopped", extra=self._summary())
+        return 1 if rc or left else 0
+
+    async def _run_source(self, source: Any, sink: FrameSink, stop: asyncio.Event) -> None:
+        await source.run(sink, stop)
+
+    def _sync_publisher(self, publisher: Publisher) -> None:
+        t = self.telemetry
+        delivered = publisher.delivered - int(t.get("points_delivered"))
+        if delivered:
+            t.inc("points_delivered", delivered)
+
+    def _summary(self) -> dict[str, float]:
+        summary = self.telemetry.summary()
+        return {k: summary.get(k, 0.0) for k in SUMMARY_KEYS}
+
+    async def _pump(self, publisher: Publisher, ingest: Ingest, stop: asyncio.Event) -> None:
+        """Serve delivery callbacks, move counters to telemetry, log a summary line."""
+        next_summary = time.monotonic() + self.settings.summary_interval
+        while True:
+            publisher.poll(0)
+            ingest.sync()
+            self._sync_publisher(publisher)
+            if time.monotonic() >= next_summary:
+                next_summary += self.settings.summary_interval
+                log.info("producer summary", extra=self._summary())
+            await asyncio.sleep(PUMP_INTERVAL)

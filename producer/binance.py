@@ -1,0 +1,257 @@
+"""Binance USD-M payloads: pure parsing and naming, no sockets.
+
+Everything here takes the local clock as an argument (``ingest_ms``) so the
+same raw frame always gives the same points, whichever source it came from
+(live websocket, replay file, simulated market).
+
+Binance field names are kept as sent, with a comment each:
+
+- ``e`` event type ("markPriceUpdate"), ``E`` event time (ms),
+- ``s`` symbol, ``p`` mark price, ``i`` index price,
+- ``P`` estimated settle price, ``r`` funding rate, ``T`` next funding time (ms).
+
+Dated delivery contracts send ``"r": ""`` and ``"T": 0``: they have no funding,
+so no funding metric is emitted (not a zero). Newer fields (``ap``, ``st``)
+are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from producer.exceptions import FrameRejected
+from schemas.models import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
+
+SOURCE: Final = "binance_usdm"
+
+LIVE_WS_URL: Final = "wss://fstream.binance.com/market"
+LIVE_REST_URL: Final = "https://fapi.binance.com"
+TESTNET_WS_URL: Final = "wss://stream.binancefuture.com"
+TESTNET_REST_URL: Final = "https://testnet.binancefuture.com"
+
+ALL_MARKET_STREAM: Final = "!markPrice@arr@1s"
+#: Binance caps a connection at 200 streams.
+MAX_STREAMS_PER_CONNECTION: Final = 200
+#: Request weight per minute per IP.
+REST_WEIGHT_LIMIT: Final = 2400
+#: Frames larger than this are rejected before parsing. The all-market array
+#: for ~700 symbols is ~200 kB; anything near megabytes is not a markPrice frame.
+DEFAULT_MAX_FRAME_BYTES: Final = 4_000_000
+
+#: HTTP statuses worth retrying with backoff (server side or gateway trouble).
+RETRYABLE_HTTP_STATUSES: Final = frozenset({500, 502, 503, 504})
+#: Binance error codes that mean "try again later" rather than "your request is wrong".
+RETRYABLE_ERROR_CODES: Final = frozenset({-1000, -1001, -1003, -1007, -1008})
+
+# Rejection reasons (labels of the frames_rejected counter).
+BAD_JSON: Final = "bad_json"
+NOT_OBJECT: Final = "not_object"
+MISSING_FIELD: Final = "missing_field"
+BAD_NUMBER: Final = "bad_number"
+NON_FINITE: Final = "non_finite"
+BAD_TIMESTAMP: Final = "bad_timestamp"
+BAD_SYMBOL: Final = "bad_symbol"
+TOO_LARGE: Final = "too_large"
+UNEXPECTED_EVENT: Final = "unexpected_event"
+REJECT_REASONS: Final = (
+    BAD_JSON, NOT_OBJECT, MISSING_FIELD, BAD_NUMBER, NON_FINITE, BAD_TIMESTAMP,
+    BAD_SYMBOL, TOO_LARGE, UNEXPECTED_EVENT,
+)
+
+_MARK: Final = "mark_price"
+_INDEX: Final = "index_price"
+_SETTLE: Final = "estimated_settle_price"
+_FUNDING: Final = "funding_rate"
+_NEXT_FUNDING: Final = "next_funding_time"
+_OI: Final = "open_interest"
+
+Record = dict[str, Any]
+
+
+def mark_price_stream(symbol: str, fast: bool = True) -> str:
+    """Stream name for one symbol: ``btcusdt@markPrice@1s`` (or the 3 s stream)."""
+    return f"{symbol.lower()}@markPrice@1s" if fast else f"{symbol.lower()}@markPrice"
+
+
+def combined_stream_url(ws_base: str) -> str:
+    """The combined-stream endpoint under a base such as ``wss://fstream.binance.com/market``."""
+    return ws_base.rstrip("/") + "/stream"
+
+
+def open_interest_url(rest_base: str) -> str:
+    return rest_base.rstrip("/") + "/fapi/v1/openInterest"
+
+
+def exchange_info_url(rest_base: str) -> str:
+    return rest_base.rstrip("/") + "/fapi/v1/exchangeInfo"
+
+
+def shard(streams: Iterable[str], per_connection: int = MAX_STREAMS_PER_CONNECTION) -> list[list[str]]:
+    """Split streams (sorted, so the layout is stable) into connection-sized groups."""
+    if per_connection < 1:
+        raise ValueError("per_connection must be >= 1")
+    ordered = sorted(set(streams))
+    return [ordered[i:i + per_connection] for i in range(0, len(ordered), per_connection)]
+
+
+def subscribe_message(streams: list[str], request_id: int, method: str = "SUBSCRIBE") -> str:
+    return json.dumps({"method": method, "params": streams, "id": request_id}, separators=(",", ":"))
+
+
+def trading_perpetuals(exchange_info: Mapping[str, Any]) -> set[str]:
+    """Symbols a ``--all`` producer follows: PERPETUAL contracts with status TRADING."""
+    symbols = exchange_info.get("symbols")
+    if not isinstance(symbols, list):
+        raise FrameRejected(MISSING_FIELD, "exchangeInfo has no symbols list")
+    return {
+        s["symbol"] for s in symbols
+        if isinstance(s, dict) and s.get("contractType") == "PERPETUAL"
+        and s.get("status") == "TRADING" and isinstance(s.get("symbol"), str)
+    }
+
+
+def sample(raw: str | bytes, limit: int = 200) -> str:
+    """A truncated, printable excerpt of a frame for log lines."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)
+    return text if len(text) <= limit else text[:limit] + f"...(+{len(text) - limit} chars)"
+
+
+def load_json(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any:
+    if len(raw) > max_bytes:
+        raise FrameRejected(TOO_LARGE, f"{len(raw)} bytes > {max_bytes}")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FrameRejected(BAD_JSON, str(exc)) from None
+
+
+def _number(v: Any, field: str, *, non_negative: bool) -> float:
+    # Binance sends decimal strings; float() of a decimal string is the nearest
+    # double, and repr() of it round-trips, so no precision is invented or lost.
+    if type(v) is str:
+        try:
+            x = float(v)
+        except ValueError:
+            raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number") from None
+    elif type(v) is int or type(v) is float:
+        x = float(v)
+    else:
+        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number")
+    if not math.isfinite(x):
+        raise FrameRejected(NON_FINITE, f"{field}={v!r}")
+    if non_negative and x < 0:
+        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is negative")
+    return x
+
+
+def _millis(v: Any, field: str) -> int:
+    if type(v) is not int:
+        raise FrameRejected(BAD_TIMESTAMP, f"{field}={v!r} is not integer milliseconds")
+    if not MIN_EVENT_TIME_MS <= v < MAX_EVENT_TIME_MS:
+        raise FrameRejected(BAD_TIMESTAMP, f"{field}={v} is outside 2017..2100")
+    return v
+
+
+def _symbol(v: Any) -> str:
+    if type(v) is not str or not v or len(v) > 64 or not v.isascii() or v != v.upper():
+        raise FrameRejected(BAD_SYMBOL, f"s={v!r}")
+    return v
+
+
+def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Record]:
+    """The MetricPoint records of one markPriceUpdate payload (all or nothing)."""
+    if type(d) is not dict:
+        raise FrameRejected(NOT_OBJECT, f"markPrice payload is {type(d).__name__}")
+    try:
+        e = d["e"]  # event type
+        s = d["s"]  # symbol
+        E = d["E"]  # event time, ms
+        p = d["p"]  # mark price
+        i = d["i"]  # index price
+        P = d["P"]  # estimated settle price
+        r = d["r"]  # funding rate ("" for delivery contracts)
+        T = d["T"]  # next funding time, ms (0 for delivery contracts)
+    except KeyError as exc:
+        raise FrameRejected(MISSING_FIELD, f"markPriceUpdate without {exc.args[0]!r}") from None
+    if e != "markPriceUpdate":
+        raise FrameRejected(UNEXPECTED_EVENT, f"e={e!r}")
+    symbol = _symbol(s)
+    et = _millis(E, "E")
+    out = [
+        {"source": source, "symbol": symbol, "metric": _MARK,
+         "value": _number(p, "p", non_negative=True), "event_time": et, "ingest_time": ingest_ms},
+        {"source": source, "symbol": symbol, "metric": _INDEX,
+         "value": _number(i, "i", non_negative=True), "event_time": et, "ingest_time": ingest_ms},
+        {"source": source, "symbol": symbol, "metric": _SETTLE,
+         "value": _number(P, "P", non_negative=True), "event_time": et, "ingest_time": ingest_ms},
+    ]
+    if r != "":
+        out.append({"source": source, "symbol": symbol, "metric": _FUNDING,
+                    "value": _number(r, "r", non_negative=False), "event_time": et,
+                    "ingest_time": ingest_ms})
+    if T != 0:
+        out.append({"source": source, "symbol": symbol, "metric": _NEXT_FUNDING,
+                    "value": float(_millis(T, "T")), "event_time": et, "ingest_time": ingest_ms})
+    return out
+
+
+def is_control(msg: Any) -> bool:
+    """True for a SUBSCRIBE/UNSUBSCRIBE answer (``{"result": ..., "id": n}`` or an error)."""
+    return type(msg) is dict and "id" in msg and ("result" in msg or "error" in msg)
+
+
+def points_from_message(
+    msg: Any, ingest_ms: int, source: str = SOURCE, symbols: frozenset[str] | None = None,
+) -> list[Record]:
+    """Points of one decoded websocket message: combined ``{"stream", "data"}``,
+    a raw payload, or the all-market array.
+
+    An array is parsed item by item: one bad item is rejected (raised after the
+    good ones are kept would lose them, so bad items are collected and the good
+    points returned via :class:`PartialFrame`). ``symbols``, when given, keeps
+    only those symbols (the all-market stream sends every symbol).
+    """
+    data = msg.get("data", msg) if type(msg) is dict and "stream" in msg else msg
+    if type(data) is list:
+        out: list[Record] = []
+        errors: list[FrameRejected] = []
+        for item in data:
+            if symbols is not None and type(item) is dict and item.get("s") not in symbols:
+                continue
+            try:
+                out.extend(mark_price_points(item, ingest_ms, source))
+            except FrameRejected as exc:
+                errors.append(exc)
+        if errors:
+            raise PartialFrame(out, errors)
+        return out
+    if symbols is not None and type(data) is dict and data.get("s") not in symbols:
+        return []
+    return mark_price_points(data, ingest_ms, source)
+
+
+class PartialFrame(FrameRejected):
+    """An array frame where some items were bad: ``points`` holds the good ones."""
+
+    def __init__(self, points: list[Record], errors: list[FrameRejected]) -> None:
+        super().__init__(errors[0].reason, f"{len(errors)} bad item(s), first: {errors[0].detail}")
+        self.points = points
+        self.errors = errors
+
+
+def open_interest_point(d: Any, ingest_ms: int, source: str = SOURCE) -> Record:
+    """The MetricPoint of one ``GET /fapi/v1/openInterest`` response body."""
+    if type(d) is not dict:
+        raise FrameRejected(NOT_OBJECT, f"openInterest payload is {type(d).__name__}")
+    try:
+        oi = d["openInterest"]  # contracts open, decimal string
+        s = d["symbol"]
+        t = d["time"]  # observation time, ms
+    except KeyError as exc:
+        raise FrameRejected(MISSING_FIELD, f"openInterest without {exc.args[0]!r}") from None
+    return {"source": source, "symbol": _symbol(s), "metric": _OI,
+            "value": _number(oi, "openInterest", non_negative=True),
+            "event_time": _millis(t, "time"), "ingest_time": ingest_ms}

@@ -1,0 +1,135 @@
+"""``perpstream produce`` and ``perpstream record``: flags -> settings -> app.
+
+Flags override ``PERPSTREAM_*`` env vars. Signal handlers live here (not in
+:class:`ProducerApp`), so the app can also run on a worker thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from producer.settings import ProducerSettings
+
+#: CLI flag dest -> settings field (only flags actually given override env).
+_FIELDS = {
+    "source": "source", "symbols": "symbols", "all": "all_symbols", "sim_symbols": "sim_symbols",
+    "seed": "seed", "sim_rate": "sim_rate", "sim_start_ms": "sim_start_ms",
+    "replay_file": "replay_file", "replay_rate": "replay_rate", "duration": "duration",
+    "ws_url": "binance_ws_url", "rest_url": "binance_rest_url", "testnet": "testnet",
+    "oi_interval": "oi_interval", "bootstrap_servers": "kafka_bootstrap_servers",
+    "metrics_port": "metrics_port", "topic": "metrics_topic", "stream_mode": "stream_mode",
+    "schema_registry_url": "schema_registry_url", "log_level": "log_level", "log_format": "log_format",
+}
+
+
+def _common_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--symbols", help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
+    p.add_argument("--all", action="store_true", default=None,
+                   help="every PERPETUAL/TRADING symbol from exchangeInfo, refreshed at run time")
+    p.add_argument("--stream-mode", choices=["per_symbol", "all_market"],
+                   help="per-symbol @markPrice@1s streams (default) or the !markPrice@arr@1s array")
+    p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    p.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL), "
+                   "default wss://fstream.binance.com/market")
+    p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL), "
+                   "default https://fapi.binance.com")
+    p.add_argument("--testnet", action="store_true", default=None, help="use Binance futures testnet URLs")
+    p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s (default 10)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["json", "text"])
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("produce", help="stream Binance mark price / funding / open interest to Kafka")
+    p.add_argument("--source", choices=["live", "replay", "sim"], help="default live")
+    _common_flags(p)
+    p.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
+    p.add_argument("--seed", type=int, help="simulated market seed (default 1)")
+    p.add_argument("--sim-rate", type=float,
+                   help="simulated seconds per wall second (default 1 = real time; 0 = unthrottled)")
+    p.add_argument("--sim-start-ms", type=int, help="event time of the first simulated tick (default now)")
+    p.add_argument("--replay-file", help="file written by `perpstream record`")
+    p.add_argument("--replay-rate", type=float, help="replay speed factor (default 0 = as fast as possible)")
+    p.add_argument("--bootstrap-servers",
+                   help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--schema-registry-url",
+                   help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
+    p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (/metrics)")
+    p.set_defaults(func=produce_main)
+
+    r = sub.add_parser("record", help="record raw live frames to a replay file (no Kafka)")
+    _common_flags(r)
+    r.add_argument("--out", required=True, help="replay file to write (JSON lines)")
+    r.set_defaults(func=record_main, source="live")
+
+
+def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
+    overrides = {
+        field: getattr(args, dest) for dest, field in _FIELDS.items()
+        if getattr(args, dest, None) is not None
+    }
+    return ProducerSettings(**overrides)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def produce_main(args: argparse.Namespace) -> int:
+    from producer.app import ProducerApp
+    from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+
+    settings = settings_from_args(args)
+    settings.require_kafka()
+    if settings.source == "live":
+        settings.require_live_symbols()
+    configure_logging(settings.log_level, settings.log_format)
+    telemetry = Telemetry()
+    server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
+    try:
+        return ProducerApp(settings, telemetry).run(_stop_on_signals())
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def record_main(args: argparse.Namespace) -> int:
+    from producer.live import LiveSource
+    from producer.sources import Recorder
+    from schemas.telemetry import Telemetry, configure_logging
+
+    settings = settings_from_args(args)
+    settings.require_live_symbols()
+    configure_logging(settings.log_level, settings.log_format)
+    stop = _stop_on_signals()
+    out_path = Path(args.out)
+
+    async def main(out: IO[str]) -> int:
+        astop = asyncio.Event()
+        recorder = Recorder(out)
+        task = asyncio.create_task(LiveSource(settings, Telemetry()).run(recorder, astop))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.duration if settings.duration else None
+        while not task.done() and not stop.is_set():
+            if deadline is not None and loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.1)
+        astop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task, 10)
+        print(f"recorded {recorder.frames} frames to {out_path}", file=sys.stderr)
+        return 0
+
+    with out_path.open("a", encoding="utf-8") as out:
+        return asyncio.run(main(out))

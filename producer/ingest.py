@@ -1,0 +1,178 @@
+"""The one normalisation path: raw frames in, MetricPoints published.
+
+Every source (live websocket + REST poller, replay file, simulated market)
+hands raw frame text to a :class:`FrameSink`; :class:`Ingest` is the sink
+that parses, encodes and publishes. A bad frame is rejected, counted by
+reason and logged with a truncated sample; it never stops the stream.
+
+Per-event counting goes to plain ints here and reaches :class:`Telemetry` in
+bulk (:meth:`Ingest.sync`), because a lock per event would cost as much as
+encoding it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from producer import binance
+from producer.binance import PartialFrame
+from producer.exceptions import FrameRejected
+from schemas.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """Where sources deliver raw frames. ``congested`` asks pausable sources to wait."""
+
+    @property
+    def congested(self) -> bool: ...
+
+    def on_ws_frame(self, raw: str | bytes, ingest_ms: int) -> Any | None:
+        """Handle one websocket message; returns the decoded message if it was a
+        control answer (SUBSCRIBE ack/error) for the connection to act on."""
+        ...
+
+    def on_open_interest(self, raw: str | bytes, ingest_ms: int) -> None: ...
+
+
+class PublishTarget(Protocol):
+    @property
+    def congested(self) -> bool: ...
+
+    def publish(self, key: bytes, value: bytes) -> None: ...
+
+
+class Ingest:
+    """Parse -> encode -> publish, with counters. See the module doc."""
+
+    def __init__(
+        self,
+        target: PublishTarget,
+        encode: Callable[[dict[str, Any]], bytes],
+        telemetry: Telemetry,
+        *,
+        source: str = binance.SOURCE,
+        max_frame_bytes: int = binance.DEFAULT_MAX_FRAME_BYTES,
+        symbols: frozenset[str] | None = None,
+    ) -> None:
+        self._target = target
+        self._encode = encode
+        self._telemetry = telemetry
+        self._source = source
+        self._max_bytes = max_frame_bytes
+        #: Only these symbols are kept (all-market stream); None keeps all.
+        self.symbols = symbols
+        self.frames_ws = 0
+        self.frames_oi = 0
+        self.points = 0
+        self.oi_duplicates = 0
+        self._synced = (0, 0, 0, 0)
+        self._oi_last: dict[str, int] = {}
+        #: Latest event time seen per symbol (freshness gauge).
+        self.last_event: dict[str, int] = {}
+        self._keys: dict[str, bytes] = {}
+        self._last_reject_log = 0.0
+        self._suppressed = 0
+        telemetry.describe("frames_received", "raw frames handed to normalisation, by kind")
+        telemetry.describe("points_published", "MetricPoints handed to Kafka")
+        telemetry.describe("frames_rejected", "frames or items rejected by normalisation, by reason")
+        telemetry.gauge_fn("last_event_age_seconds", self._ages)
+
+    @property
+    def congested(self) -> bool:
+        return self._target.congested
+
+    def _key(self, symbol: str) -> bytes:
+        k = self._keys.get(symbol)
+        if k is None:
+            k = self._keys[symbol] = symbol.encode()
+        return k
+
+    def _publish(self, points: list[dict[str, Any]]) -> None:
+        enc = self._encode
+        pub = self._target.publish
+        last = self.last_event
+        sym = ""
+        key = b""
+        for r in points:
+            if r["symbol"] is not sym:
+                sym = r["symbol"]
+                key = self._key(sym)
+                last[sym] = r["event_time"]
+            pub(key, enc(r))
+        self.points += len(points)
+
+    def on_ws_frame(self, raw: str | bytes, ingest_ms: int) -> Any | None:
+        self.frames_ws += 1
+        try:
+            msg = binance.load_json(raw, self._max_bytes)
+            if binance.is_control(msg):
+                self.frames_ws -= 1
+                return msg
+            points = binance.points_from_message(msg, ingest_ms, self._source, self.symbols)
+        except PartialFrame as exc:
+            self._publish(exc.points)
+            for err in exc.errors:
+                self._reject(err, raw)
+            return None
+        except FrameRejected as exc:
+            self._reject(exc, raw)
+            return None
+        self._publish(points)
+        return None
+
+    def on_open_interest(self, raw: str | bytes, ingest_ms: int) -> None:
+        self.frames_oi += 1
+        try:
+            point = binance.open_interest_point(binance.load_json(raw, self._max_bytes), ingest_ms,
+                                                self._source)
+        except FrameRejected as exc:
+            self._reject(exc, raw)
+            return
+        sym = point["symbol"]
+        if self._oi_last.get(sym) == point["event_time"]:
+            self.oi_duplicates += 1  # same observation polled twice: one event
+            return
+        self._oi_last[sym] = point["event_time"]
+        self._publish([point])
+
+    def _reject(self, exc: FrameRejected, raw: str | bytes) -> None:
+        self._telemetry.inc("frames_rejected", 1, {"reason": exc.reason})
+        now = time.monotonic()
+        if now - self._last_reject_log >= 1.0:  # a flood of garbage must not flood the log
+            self._last_reject_log = now
+            log.warning("frame rejected", extra={"reason": exc.reason, "detail": exc.detail[:300],
+                                                 "sample": binance.sample(raw),
+                                                 "suppressed": self._suppressed})
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    def forget(self, symbols: set[str]) -> None:
+        """Drop per-symbol state of delisted symbols (keeps week-long runs bounded)."""
+        for s in symbols:
+            self.last_event.pop(s, None)
+            self._oi_last.pop(s, None)
+            self._keys.pop(s, None)
+
+    def _ages(self) -> dict[tuple[tuple[str, str], ...], float]:
+        now = time.time() * 1000
+        return {(("symbol", s),): max(0.0, (now - t) / 1000) for s, t in list(self.last_event.items())}
+
+    def sync(self) -> None:
+        """Add what was counted since the last call to the shared telemetry."""
+        cur = (self.frames_ws, self.frames_oi, self.points, self.oi_duplicates)
+        prev, self._synced = self._synced, cur
+        t = self._telemetry
+        if cur[0] - prev[0]:
+            t.inc("frames_received", cur[0] - prev[0], {"kind": "mark_price"})
+        if cur[1] - prev[1]:
+            t.inc("frames_received", cur[1] - prev[1], {"kind": "open_interest"})
+        if cur[2] - prev[2]:
+            t.inc("points_published", cur[2] - prev[2])
+        if cur[3] - prev[3]:
+            t.inc("open_interest_duplicates", cur[3] - prev[3])

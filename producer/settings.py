@@ -1,0 +1,110 @@
+"""``ProducerSettings``: everything ``perpstream produce`` can be told, from
+``PERPSTREAM_*`` env vars or CLI flags (flags win). Built once at the edge."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from producer import binance
+from schemas.exceptions import ConfigError
+from schemas.settings import CommonSettings
+
+
+class ProducerSettings(CommonSettings):
+    source: Literal["live", "replay", "sim"] = "live"
+    symbols: str | None = Field(default=None, description="comma-separated symbols (live source)")
+    all_symbols: bool = Field(default=False, description="follow every PERPETUAL/TRADING symbol")
+    stream_mode: Literal["per_symbol", "all_market"] = Field(
+        default="per_symbol",
+        description="per_symbol = <s>@markPrice@1s sharded over connections; all_market = !markPrice@arr@1s",
+    )
+
+    sim_symbols: int = Field(default=20, ge=1, le=100_000)
+    seed: int = 1
+    sim_rate: float = Field(
+        default=1.0, ge=0, description="simulated seconds per wall second; 0 = as fast as possible",
+    )
+    sim_start_ms: int | None = Field(
+        default=None, description="event time of the first simulated tick; unset = now",
+    )
+    replay_file: str | None = None
+    replay_rate: float = Field(default=0.0, ge=0, description="replay speed; 0 = as fast as possible")
+    duration: float | None = Field(default=None, gt=0, description="stop cleanly after this many seconds")
+
+    binance_ws_url: str | None = Field(default=None, description="websocket base, default the routed /market")
+    binance_rest_url: str | None = None
+    testnet: bool = False
+
+    oi_interval: float = Field(default=10.0, gt=0, description="open-interest poll period per symbol, s")
+    rest_weight_limit: int = Field(default=binance.REST_WEIGHT_LIMIT, gt=0)
+    rest_weight_share: float = Field(default=0.5, gt=0, le=1, description="share of the weight limit we use")
+    rest_timeout: float = Field(default=10.0, gt=0)
+    rest_concurrency: int = Field(default=8, ge=1)
+    exchange_info_interval: float = Field(default=300.0, gt=0, description="symbol list refresh period, s")
+
+    ws_streams_per_connection: int = Field(default=binance.MAX_STREAMS_PER_CONNECTION, ge=1, le=1024)
+    ws_silence_timeout: float = Field(default=10.0, gt=0, description="reconnect after this long silent")
+    ws_max_lifetime: float = Field(
+        default=23.5 * 3600, gt=0, description="rotate connections before Binance's 24 h limit, s",
+    )
+    ws_max_messages_per_second: float = Field(default=5.0, gt=0, le=10)
+    ws_open_timeout: float = Field(default=10.0, gt=0)
+    backoff_initial: float = Field(default=1.0, gt=0)
+    backoff_cap: float = Field(default=60.0, gt=0)
+    max_frame_bytes: int = Field(default=binance.DEFAULT_MAX_FRAME_BYTES, gt=0)
+
+    kafka_compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "zstd"
+    kafka_linger_ms: int = Field(default=20, ge=0)
+    kafka_batch_size: int = Field(default=1_000_000, gt=0)
+    kafka_delivery_timeout_ms: int = Field(default=120_000, gt=0)
+    buffer_max_messages: int = Field(
+        default=100_000, ge=10, description="librdkafka queue: messages not yet acked",
+    )
+    overflow_max_points: int = Field(
+        default=100_000, ge=0, description="points held here when the librdkafka queue is full",
+    )
+    flush_timeout: float = Field(default=15.0, gt=0, description="bounded drain on stop, s")
+    summary_interval: float = Field(default=30.0, gt=0, description="one-line summary log period, s")
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        return ",".join(s.strip().upper() for s in v.split(",") if s.strip())
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProducerSettings:
+        if self.source == "replay" and not self.replay_file:
+            raise ValueError("source=replay needs replay_file (--replay-file / PERPSTREAM_REPLAY_FILE)")
+        return self
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return self.symbols.split(",") if self.symbols else []
+
+    @property
+    def ws_url(self) -> str:
+        if self.binance_ws_url:
+            return self.binance_ws_url
+        return binance.TESTNET_WS_URL if self.testnet else binance.LIVE_WS_URL
+
+    @property
+    def rest_url(self) -> str:
+        if self.binance_rest_url:
+            return self.binance_rest_url
+        return binance.TESTNET_REST_URL if self.testnet else binance.LIVE_REST_URL
+
+    def require_live_symbols(self) -> None:
+        if not self.all_symbols and not self.symbol_list:
+            raise ConfigError("the live source needs --symbols A,B (PERPSTREAM_SYMBOLS) or --all")
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError(
+                "no Kafka cluster configured: set PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS or pass "
+                "--bootstrap-servers (`perpstream run` starts an embedded broker instead)"
+            )
+        return self.kafka_bootstrap_servers
