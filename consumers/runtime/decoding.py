@@ -1,0 +1,44 @@
+"""Decoding on the consumer hot path.
+
+:func:`fast_decoder` returns a ``bytes -> dict`` that takes a shortcut for the
+common case (single-object framing written with the reader's own schema:
+header compare, then one fastavro call) and falls back to
+``AvroCodec.decode`` for everything else (Confluent framing, older writer
+schemas, corrupt bytes), so the errors and their ``reason`` are the codec's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+
+import fastavro
+
+from schemas.codec import AvroCodec, Framing
+
+_HEADER_LEN = 10
+
+
+def fast_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
+    if codec.framing is not Framing.SINGLE_OBJECT:
+        return codec.decode
+    header = codec.header()
+    parsed = codec.reader.parsed
+    reader = fastavro.schemaless_reader
+    slow = codec.decode
+
+    def decode(data: bytes) -> dict[str, Any]:
+        if data[:_HEADER_LEN] != header:
+            return slow(data)
+        buf = BytesIO(data)
+        buf.seek(_HEADER_LEN)
+        try:
+            rec = reader(buf, parsed, None)
+        except Exception:
+            return slow(data)  # raises the typed DecodeError
+        if buf.tell() != len(data) or not isinstance(rec, dict):
+            return slow(data)
+        return rec
+
+    return decode

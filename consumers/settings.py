@@ -1,0 +1,68 @@
+"""Settings every consumer-group member shares (sink, snapshots).
+
+Each consumer process subclasses :class:`ConsumerSettings` and sets its own
+``group_id`` default. Everything reads ``PERPSTREAM_*`` env vars (pydantic
+settings) and is built once at the edge (the CLI); inner code receives the
+plain librdkafka dict from :meth:`ConsumerSettings.consumer_config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from schemas.exceptions import ConfigError
+from schemas.settings import CommonSettings
+
+
+class ConsumerSettings(CommonSettings):
+    group_id: str = Field(default="perpstream-consumer", min_length=1)
+    workers: int = Field(default=1, ge=1, le=64, description="group members as threads in this process")
+    batch_max_records: int = Field(
+        default=20_000, ge=1, description="records per batch; bounds memory per member"
+    )
+    batch_max_ms: int = Field(default=500, ge=1, description="longest wait to fill a batch")
+    poll_timeout_ms: int = Field(default=500, ge=10, le=5_000, description="one consume() call at most")
+    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    retry_backoff_initial_ms: int = Field(default=200, ge=1)
+    retry_backoff_max_ms: int = Field(default=30_000, ge=1)
+    drain_timeout_ms: int = Field(
+        default=30_000, ge=0, description="on stop, how long to keep retrying an unstored batch"
+    )
+    fetch_queue_kbytes: int = Field(
+        default=32_768, ge=1_024, description="librdkafka queued.max.messages.kbytes per member"
+    )
+
+    def require_bootstrap(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError(
+                "kafka_bootstrap_servers is not set: pass --bootstrap-servers or set "
+                "PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS (the embedded broker is started by `perpstream run`)"
+            )
+        return self.kafka_bootstrap_servers
+
+    def consumer_config(self, **overrides: Any) -> dict[str, Any]:
+        """The librdkafka consumer config of one member (offsets managed by the runtime)."""
+        cfg: dict[str, Any] = {
+            "bootstrap.servers": self.require_bootstrap(),
+            "group.id": self.group_id,
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            "max.poll.interval.ms": self.max_poll_interval_ms,
+            "queued.max.messages.kbytes": self.fetch_queue_kbytes,
+        }
+        cfg.update(overrides)
+        return cfg
+
+    def resolved_clickhouse_dsn(self) -> str:
+        """The DSN to open: the configured one, or embedded chdb under ``data_dir``."""
+        return self.clickhouse_dsn or embedded_dsn(self.data_dir)
+
+
+def embedded_dsn(data_dir: str) -> str:
+    """Same rule as ``perpstream.local.embedded_dsn`` (consumers must not import the CLI shell)."""
+    return "chdb://" + str(Path(data_dir, "clickhouse").resolve())

@@ -1,0 +1,1 @@
+"""The ClickHouse sink: MetricPoints from Kafka into ``<database>.metric_points``."""

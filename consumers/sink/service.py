@@ -1,0 +1,64 @@
+"""Wiring of the sink process: members, shared client, migrations.
+
+``perpstream sink`` and ``perpstream run`` both call :func:`run_sink`; tests
+and the benchmark call :func:`sink_loop` to get one member.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from consumers.clickhouse import ClickHouseBatchJournal
+from consumers.runtime.decoding import fast_decoder
+from consumers.runtime.loop import ConsumeLoop, run_workers
+from consumers.sink.handler import ClickHouseSink, validate_row
+from consumers.sink.migrations import migrate_sink
+from consumers.sink.settings import SinkSettings
+from schemas.codec import metric_point_codec, registry_client
+from schemas.telemetry import Telemetry
+
+
+def sink_loop(
+    settings: SinkSettings, client: Any, *, telemetry: Telemetry | None = None, member: int = 0,
+    consumer_overrides: Mapping[str, Any] | None = None, handler: ClickHouseSink | None = None,
+) -> ConsumeLoop:
+    """One sink member (tables must exist: call :func:`migrate_sink` first)."""
+    telemetry = telemetry or Telemetry()
+    codec = metric_point_codec(registry_client(settings.schema_registry_url))
+    handler = handler or ClickHouseSink(client, settings.clickhouse_database, telemetry=telemetry,
+                                        group_id=settings.group_id)
+    return ConsumeLoop(
+        settings.consumer_config(**dict(consumer_overrides or {})),
+        [settings.metrics_topic],
+        settings.group_id,
+        handler,
+        decode=fast_decoder(codec),
+        validate=validate_row,
+        dlq_topic=settings.dlq_topic,
+        telemetry=telemetry,
+        journal=ClickHouseBatchJournal(client, settings.clickhouse_database),
+        max_records=settings.batch_max_records,
+        max_wait=settings.batch_max_ms / 1000,
+        poll_timeout=settings.poll_timeout_ms / 1000,
+        backoff_initial=settings.retry_backoff_initial_ms / 1000,
+        backoff_max=settings.retry_backoff_max_ms / 1000,
+        drain_timeout=settings.drain_timeout_ms / 1000,
+        name=f"sink-{member}",
+    )
+
+
+def run_sink(
+    settings: SinkSettings, client: Any, stop: threading.Event, *, telemetry: Telemetry | None = None,
+    consumer_overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """Migrate, then run ``settings.workers`` members until ``stop``; the worst exit code."""
+    telemetry = telemetry or Telemetry()
+    settings.require_bootstrap()
+    migrate_sink(client, settings.clickhouse_database)
+    return run_workers(
+        lambda i: sink_loop(settings, client, telemetry=telemetry, member=i,
+                            consumer_overrides=consumer_overrides),
+        settings.workers, stop, name="sink",
+    )

@@ -1,0 +1,12 @@
+"""Settings of ``perpstream sink``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from consumers.settings import ConsumerSettings
+from schemas.topics import SINK_GROUP
+
+
+class SinkSettings(ConsumerSettings):
+    group_id: str = Field(default=SINK_GROUP, min_length=1)
