@@ -1,0 +1,224 @@
+"""The engine against a brute-force reference, arrival-order independence,
+late/duplicate counting, stale detection and bounded memory."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.snapshots.engine import (
+    ACCEPTED,
+    DUPLICATE,
+    IGNORED,
+    INVALID,
+    LATE,
+    EngineConfig,
+    SnapshotEngine,
+    sample_stdev_exact,
+)
+from consumers.snapshots.exceptions import SnapshotConfigError
+from tests.unit.snapshots.reference import Point, keyed, reference_snapshots
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+SRC = "binance_usdm"
+
+
+def run(engine: SnapshotEngine, points: list[Point]) -> list[dict[str, Any]]:
+    for p in points:
+        engine.add(*p)
+    out, engine.out = engine.out, []
+    return out
+
+
+@st.composite
+def streams(draw: st.DrawFn, lateness: int = 2000) -> tuple[list[Point], list[Point], int]:
+    """(clean points in event-time order, arrival order with duplicates, n duplicates)."""
+    rnd = random.Random(draw(st.integers(0, 2**32)))
+    n_symbols = draw(st.integers(1, 3))
+    points: list[Point] = []
+    for s in range(n_symbols):
+        symbol = f"S{s}USDT"
+        et = T0 + draw(st.integers(0, 20_000))
+        mark = draw(st.floats(0.01, 50_000))
+        oi = draw(st.floats(0, 1e9))
+        n_events = draw(st.integers(1, 160))
+        for _ in range(n_events):
+            r = rnd.random()
+            et += rnd.choice([1, 2, 1000, 1000, 1000, 999, 3000]) if r < 0.93 else rnd.randint(5_000, 200_000)
+            mark *= math.exp(rnd.gauss(0, 1e-3))
+            index = mark * (1 + rnd.gauss(0, 1e-4))
+            if rnd.random() < 0.9:
+                points.append((SRC, symbol, "mark_price", mark, et))
+            if rnd.random() < 0.85:
+                points.append((SRC, symbol, "index_price", index, et))
+            if rnd.random() < 0.8:
+                points.append((SRC, symbol, "funding_rate", rnd.gauss(1e-4, 1e-4), et))
+            if rnd.random() < 0.3:
+                points.append((SRC, symbol, "estimated_settle_price", mark, et))
+            if rnd.random() < 0.15:
+                oi = max(0.0, oi + rnd.gauss(0, 1e5))
+                points.append((SRC, symbol, "open_interest", oi, et))
+    # Within-lateness disorder: arrival key = et + jitter in [0, lateness], so each
+    # point is at most `lateness` behind the largest event time before it.
+    keyed_points = [(p[4] + rnd.randint(0, lateness), i, p) for i, p in enumerate(points)]
+    n_dup = 0
+    for p in list(points):
+        if p[2] != "estimated_settle_price" and rnd.random() < 0.1:
+            keyed_points.append((p[4] + rnd.randint(0, lateness), len(keyed_points), p))
+            n_dup += 1
+    arrival = [p for _, _, p in sorted(keyed_points)]
+    return points, arrival, n_dup
+
+
+CFG_SMALL = EngineConfig(windows_s=(10, 30, 60))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_engine_equals_reference(data: tuple[list[Point], list[Point], int]) -> None:
+    points, arrival, n_dup = data
+    cfg = CFG_SMALL
+    expected = reference_snapshots(
+        points, interval_ms=cfg.interval_ms, windows_s=cfg.windows_s, lateness_ms=cfg.allowed_lateness_ms
+    )
+    engine = SnapshotEngine(cfg)
+    got = run(engine, arrival)
+    assert keyed(got) == keyed(expected)
+    assert engine.counters.duplicate == n_dup
+    assert engine.counters.late == 0
+    # The event-time ordered stream gives bit-identical snapshots, in the same order per symbol.
+    ordered = run(SnapshotEngine(cfg), sorted(points, key=lambda p: p[4]))
+    assert keyed(ordered) == keyed(got)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+def test_default_windows_equal_reference(data: tuple[list[Point], list[Point], int]) -> None:
+    points, arrival, _ = data
+    cfg = EngineConfig()
+    expected = reference_snapshots(
+        points, interval_ms=cfg.interval_ms, windows_s=cfg.windows_s, lateness_ms=cfg.allowed_lateness_ms
+    )
+    assert keyed(run(SnapshotEngine(cfg), arrival)) == keyed(expected)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.randoms(use_true_random=False))
+def test_late_points_are_counted_and_change_nothing(
+    data: tuple[list[Point], list[Point], int], rnd: random.Random
+) -> None:
+    _, arrival, _ = data
+    clean = run(SnapshotEngine(CFG_SMALL), arrival)
+    engine = SnapshotEngine(CFG_SMALL)
+    injected = 0
+    for p in arrival:
+        engine.add(*p)
+        last = engine.last_emitted(p[1])
+        if last is not None and rnd.random() < 0.2:
+            metric = rnd.choice(["mark_price", "index_price", "funding_rate", "open_interest"])
+            et = last - rnd.randint(0, 90_000)
+            before = engine.counters.late + engine.counters.duplicate
+            outcome = engine.add(SRC, p[1], metric, rnd.uniform(1, 100), et)
+            assert outcome in (LATE, DUPLICATE)
+            assert engine.counters.late + engine.counters.duplicate == before + 1
+            injected += 1
+    got, engine.out = engine.out, []
+    assert keyed(got) == keyed(clean)
+
+
+def test_no_snapshot_before_watermark_passes_strictly() -> None:
+    e = SnapshotEngine(EngineConfig(allowed_lateness_ms=2000))
+    for et in (T0 + 1, T0 + 4000, T0 + 7000):
+        e.add(SRC, "BTCUSDT", "mark_price", 100.0, et)
+    # first t = T0 + 5000 (first multiple >= T0 + 1); watermark 5000 is not > 5000.
+    assert e.out == []
+    assert e.add(SRC, "BTCUSDT", "mark_price", 101.0, T0 + 7001) == ACCEPTED
+    assert {s["snapshot_time"] for s in e.out} == {T0 + 5000}
+    # a point within lateness of 7001 (>= 5001) still counts for t = 10000
+    assert e.add(SRC, "BTCUSDT", "mark_price", 102.0, T0 + 5001) == ACCEPTED
+    assert e.add(SRC, "BTCUSDT", "mark_price", 102.0, T0 + 5000) == LATE
+    assert e.add(SRC, "BTCUSDT", "mark_price", 100.0, T0 + 4000) == DUPLICATE
+    assert e.add(SRC, "BTCUSDT", "next_funding_time", 1.0, T0 + 9000) == IGNORED
+    assert e.add(SRC, "BTCUSDT", "mark_price", 0.0, T0 + 9000) == INVALID
+    assert e.counters.as_dict() | {"snapshots": 0} == {
+        "accepted": 5, "duplicate": 1, "late": 1, "ignored": 1, "invalid": 1,
+        "foreign_source": 0, "snapshots": 0,
+    }
+
+
+def test_stale_when_open_interest_polling_stops() -> None:
+    cfg = EngineConfig(windows_s=(60,))
+    e = SnapshotEngine(cfg)
+    oi_stop = T0 + 120_000
+    for s in range(0, 300):
+        et = T0 + s * 1000
+        e.add(SRC, "ETHUSDT", "mark_price", 3000.0 + s, et)
+        if et <= oi_stop and s % 10 == 0:
+            e.add(SRC, "ETHUSDT", "open_interest", 1e6, et)
+    snaps = sorted(e.out, key=lambda s: s["snapshot_time"])
+    threshold = cfg.oi_stale_ms
+    first_stale = next(s for s in snaps if s["snapshot_time"] > T0 + 5000 and s["stale"])
+    assert first_stale["oi_age_ms"] > threshold
+    assert first_stale["snapshot_time"] <= oi_stop + threshold + cfg.interval_ms
+    for s in snaps:
+        if T0 + 5000 <= s["snapshot_time"] < first_stale["snapshot_time"]:
+            assert not s["stale"], s
+        if s["snapshot_time"] >= first_stale["snapshot_time"]:
+            assert s["stale"]
+
+
+def test_stale_when_marks_missing_or_old() -> None:
+    e = SnapshotEngine(EngineConfig(windows_s=(60,)))
+    e.add(SRC, "X", "open_interest", 5.0, T0)
+    e.add(SRC, "X", "open_interest", 5.0, T0 + 10_000)
+    assert [s["stale"] for s in e.out] == [True, True]  # no mark ever: mark_age null
+    assert all(s["mark_age_ms"] is None for s in e.out)
+
+
+def test_memory_bounded_by_largest_window() -> None:
+    cfg = EngineConfig(windows_s=(60, 300))
+    e = SnapshotEngine(cfg)
+    peak = 0
+    for s in range(4 * 3600):
+        et = T0 + s * 1000
+        e.add(SRC, "BTCUSDT", "mark_price", 100.0 + (s % 7), et)
+        e.add(SRC, "BTCUSDT", "index_price", 100.0, et)
+        e.add(SRC, "BTCUSDT", "funding_rate", 1e-4, et)
+        if s % 10 == 0:
+            e.add(SRC, "BTCUSDT", "open_interest", 1e6, et)
+        e.out.clear()
+        peak = max(peak, e.point_count())
+    per_metric = 300 + 5 + 2 + 34  # window + interval + lateness + eviction slack, at 1 point/s
+    assert peak <= 3 * per_metric + per_metric // 10 + 40
+    assert e.counters.snapshots > 0
+
+
+def test_exact_stdev_matches_statistics_and_survives_cancellation() -> None:
+    rnd = random.Random(7)
+    xs = [1e-3 + rnd.gauss(0, 1e-12) for _ in range(500)]  # tiny spread around a large mean
+    n1 = [math.ldexp(x, 128) for x in xs]
+    s1 = sum(int(v) for v in n1)
+    s2 = sum(int(v) ** 2 for v in n1)
+    assert all(v == int(v) for v in n1)
+    assert sample_stdev_exact(len(xs), s1, s2) == statistics.stdev(xs)
+
+
+def test_bad_config_is_refused() -> None:
+    with pytest.raises(SnapshotConfigError):
+        EngineConfig(interval_ms=0)
+    with pytest.raises(SnapshotConfigError):
+        EngineConfig(windows_s=())
+
+
+def test_foreign_source_is_not_applied() -> None:
+    e = SnapshotEngine()
+    e.add(SRC, "BTCUSDT", "mark_price", 1.0, T0)
+    e.add("other", "BTCUSDT", "mark_price", 2.0, T0 + 1)
+    assert e.counters.foreign_source == 1
+    assert e.point_count("BTCUSDT") == 1
