@@ -1,0 +1,346 @@
+"""The snapshot consumer-group member: MetricPoints in, MarketSnapshots out to
+ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = symbol).
+
+It plugs a :class:`SnapshotHandler` into the shared consume loop
+(``consumers.runtime``): decoding, DLQ and offset commits are the runtime's;
+the handler owns one :class:`SnapshotEngine` per assigned partition (the
+key is the symbol, so a symbol lives in exactly one partition).
+
+State recovery — why a restart or a rebalance resumes exactly
+-------------------------------------------------------------
+The engine's state after the points up to offset ``o`` of a partition is a
+function of the points it *applied* (late ones are never applied) and of the
+last snapshot time emitted per symbol. Both are persisted, in this order,
+before ``handle`` returns (so before the offsets are committed):
+
+1. ``snapshot_points``: the points applied in this batch;
+2. the snapshots: ``market_snapshots`` and the topic (flushed);
+3. ``snapshot_checkpoints``: per symbol, the last snapshot time emitted.
+
+When a member is assigned a partition, the first batch of it rebuilds each
+symbol from those tables (``SnapshotStore.load_partition``): the applied
+points with ``event_time > checkpoint - max window`` plus the latest point
+per metric (and the latest mark/index pair) before that, with the watermark
+back at the largest applied event time. The batch is then re-read from the
+committed offset. Why the result is identical to an uninterrupted run:
+
+- A snapshot for ``t`` reads only applied points with ``event_time <= t``
+  and every one of them was applied *before* ``t`` was emitted (after it, it
+  would have been late). So the restored points give the same values for
+  every ``t`` not yet checkpointed; snapshots the restored watermark already
+  allows (a crash between steps 1 and 3) are emitted again at restore, with
+  the values they had — ReplacingMergeTree keeps one row, consumers of the
+  topic see an identical duplicate (at-least-once, idempotent by identity).
+- Re-read points that were applied before the crash are duplicates now;
+  points late then are late now (the restored last time is never earlier
+  than theirs). Counters of late/duplicate points may count a re-read twice;
+  the snapshots do not change.
+- Nothing depends on the sink group: recovery reads only this group's tables.
+
+A batch that must be retried (ClickHouse or the topic unavailable: the
+runtime pauses and hands the *same* batch again) is not re-applied to the
+engine: its outputs are computed once and kept until they are durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.exceptions import BackpressureError
+from consumers.runtime.batch import Batch, TopicPartitionId
+from consumers.runtime.decoding import fast_decoder
+from consumers.runtime.loop import ConsumeLoop, run_workers
+from consumers.snapshots.engine import ACCEPTED, OUTCOMES, EngineConfig, SnapshotEngine
+from consumers.snapshots.settings import SnapshotSettings
+from consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
+from schemas.models import check_metric_point
+from schemas.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotPublisher:
+    """Avro MarketSnapshots to the snapshots topic, key = symbol; ``publish``
+    returns only when the broker acknowledged every record."""
+
+    def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
+                 *, flush_timeout: float = 30.0) -> None:
+        from confluent_kafka import Producer
+
+        cfg: dict[str, Any] = {"acks": "all", "linger.ms": 20, "compression.type": "lz4"}
+        cfg.update(producer_config)
+        self._producer = Producer(cfg)
+        self.topic = topic
+        self._codec = codec
+        self._flush_timeout = flush_timeout
+        self._failed = 0
+        self._error: str | None = None
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self._failed += 1
+            self._error = str(err)
+
+    def publish(self, snaps: list[dict[str, Any]]) -> None:
+        if not snaps:
+            return
+        self._failed, self._error = 0, None
+        produce, encode, topic, cb = self._producer.produce, self._codec.encode, self.topic, self._on_delivery
+        for s in snaps:
+            value = encode(s)
+            while True:
+                try:
+                    produce(topic, value, s["symbol"].encode(), on_delivery=cb)
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        left = self._producer.flush(self._flush_timeout)
+        if left or self._failed:
+            raise BackpressureError(
+                f"snapshots topic {topic!r}: {self._failed} failed, {left} unacknowledged ({self._error})"
+            )
+
+    def close(self) -> None:
+        self._producer.flush(5.0)
+
+
+@dataclass
+class _PartitionOut:
+    points: list[tuple[str, str, str, int, float]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    batch: Batch
+    parts: dict[TopicPartitionId, _PartitionOut]
+    done: set[str] = field(default_factory=set)
+
+
+class SnapshotHandler:
+    """The :class:`~consumers.runtime.loop.BatchHandler` of the snapshot group."""
+
+    def __init__(
+        self,
+        store: SnapshotStore,
+        config: EngineConfig,
+        publisher: SnapshotPublisher | None,
+        *,
+        telemetry: Telemetry | None = None,
+        group_id: str = "",
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.publisher = publisher
+        self.telemetry = telemetry or Telemetry()
+        self._labels = {"group": group_id}
+        self.engines: dict[TopicPartitionId, SnapshotEngine] = {}
+        self._restore: set[TopicPartitionId] = set()
+        self._restored_out: dict[TopicPartitionId, list[dict[str, Any]]] = {}
+        self._prepared: _Prepared | None = None
+        #: symbol -> (latest snapshot time, its stale flag), for the freshness gauge
+        self.latest: dict[str, tuple[int, bool]] = {}
+        self._lock = threading.Lock()
+
+    # -- BatchHandler -------------------------------------------------------------
+
+    def on_assigned(self, partitions: list[TopicPartitionId]) -> None:
+        # Rebuilt lazily in handle(): a ClickHouse outage then becomes backpressure
+        # (pause and retry) instead of an error inside the rebalance callback.
+        for tp in partitions:
+            self._forget(tp)
+            self._restore.add(tp)
+
+    def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
+        for tp in partitions:
+            self._forget(tp)
+            self._restore.discard(tp)
+
+    def _forget(self, tp: TopicPartitionId) -> None:
+        engine = self.engines.pop(tp, None)
+        self._restored_out.pop(tp, None)
+        if engine is not None:
+            with self._lock:
+                for s in engine.symbols:
+                    self.latest.pop(s, None)
+
+    def handle(self, batch: Batch) -> None:
+        prep = self._prepared
+        if prep is None or prep.batch is not batch:
+            prep = self._prepared = self._prepare(batch)
+        parts = {tp: out for tp, out in prep.parts.items() if tp in batch.partitions}
+        if "points" not in prep.done:
+            for (topic, partition), out in parts.items():
+                self.store.write_points(topic, partition, out.points)
+            prep.done.add("points")
+        snaps = [s for out in parts.values() for s in out.snapshots]
+        if "snapshots" not in prep.done:
+            self.store.write_snapshots(snaps)
+            prep.done.add("snapshots")
+        if "topic" not in prep.done:
+            if self.publisher is not None:
+                self.publisher.publish(snaps)
+            prep.done.add("topic")
+        for (topic, partition), out in parts.items():
+            self.store.write_checkpoints(topic, partition, out.checkpoints)
+        self._prepared = None
+        self.telemetry.inc("snapshots_emitted", len(snaps), self._labels)
+        self.telemetry.inc("snapshot_points_applied", sum(len(o.points) for o in parts.values()),
+                           self._labels)
+        with self._lock:
+            for s in snaps:
+                cur = self.latest.get(s["symbol"])
+                if cur is None or s["snapshot_time"] >= cur[0]:
+                    self.latest[s["symbol"]] = (s["snapshot_time"], s["stale"])
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _engine(self, tp: TopicPartitionId) -> SnapshotEngine:
+        engine = self.engines.get(tp)
+        if engine is None or tp in self._restore:
+            engine = SnapshotEngine(self.config)
+            started = time.perf_counter()
+            recs = self.store.load_partition(tp[0], tp[1], self.config.max_window_ms)
+            for r in recs:
+                engine.restore_symbol(r.symbol, r.source, r.points, last_t=r.last_t,
+                                      carry_bound=r.carry_bound, carry_basis=r.carry_basis)
+            self._restored_out[tp] = engine.out
+            engine.out = []
+            self.engines[tp] = engine
+            self._restore.discard(tp)
+            log.info("partition state rebuilt", extra={
+                "topic": tp[0], "partition": tp[1], "symbols": len(recs),
+                "points": engine.point_count(), "reemitted": len(self._restored_out[tp]),
+                "seconds": round(time.perf_counter() - started, 3)})
+        return engine
+
+    def _prepare(self, batch: Batch) -> _Prepared:
+        # Rebuild every partition first: a failed read leaves no engine half-fed.
+        for tp in batch.partitions:
+            self._engine(tp)
+        parts: dict[TopicPartitionId, _PartitionOut] = {}
+        for tp, pb in batch.partitions.items():
+            engine = self.engines[tp]
+            before = engine.counters.as_dict()
+            out = _PartitionOut()
+            out.snapshots = self._restored_out.pop(tp, [])
+            pts = out.points
+            add = engine.add
+            for rec in pb.records:
+                source, symbol, metric = rec["source"], rec["symbol"], rec["metric"]
+                value, et = rec["value"], rec["event_time"]
+                if add(source, symbol, metric, value, et) == ACCEPTED:
+                    pts.append((source, symbol, metric, et, value))
+            out.snapshots.extend(engine.out)
+            engine.out = []
+            for s in out.snapshots:
+                t = s["snapshot_time"]
+                if out.checkpoints.get(s["symbol"], -1) < t:
+                    out.checkpoints[s["symbol"]] = t
+            after = engine.counters.as_dict()
+            for name in OUTCOMES:
+                if after[name] != before[name]:
+                    self.telemetry.inc("snapshot_points", after[name] - before[name],
+                                       {**self._labels, "outcome": name})
+            parts[tp] = out
+        return _Prepared(batch, parts)
+
+    def stale_symbols(self, now_ms: int | None = None) -> list[str]:
+        """Symbols whose context cannot be trusted now: the latest snapshot is
+        stale, or none arrived for longer than a mark may be old plus the
+        emission delay (interval + lateness)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        slack = self.config.interval_ms + self.config.allowed_lateness_ms + self.config.mark_stale_ms
+        with self._lock:
+            return sorted(s for s, (t, stale) in self.latest.items() if stale or now_ms - t > slack)
+
+
+class SnapshotService:
+    """The snapshot group in this process: ``settings.workers`` members sharing
+    one ClickHouse client and one Telemetry. ``perpstream snapshots`` and
+    ``perpstream run`` both use it; it installs no signal handlers."""
+
+    def __init__(
+        self,
+        settings: SnapshotSettings,
+        client: Any,
+        telemetry: Telemetry | None = None,
+        *,
+        consumer_overrides: Mapping[str, Any] | None = None,
+        producer_overrides: Mapping[str, Any] | None = None,
+        handler_factory: Callable[[SnapshotService, int], SnapshotHandler] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.telemetry = telemetry or Telemetry()
+        self._consumer_overrides = dict(consumer_overrides or {})
+        self._producer_overrides = dict(producer_overrides or {})
+        self._handler_factory = handler_factory
+        self.handlers: list[SnapshotHandler] = []
+        self.loops: list[ConsumeLoop] = []
+        self.telemetry.describe("snapshot_stale_symbols", "symbols whose market context is stale now")
+        self.telemetry.gauge_fn("snapshot_stale_symbols", lambda: float(len(self.stale_symbols())))
+
+    def migrate(self) -> None:
+        migrate_snapshots(self.client, self.settings.clickhouse_database)
+
+    def make_handler(self, member: int = 0) -> SnapshotHandler:
+        s = self.settings
+        registry = registry_client(s.schema_registry_url)
+        codec = market_snapshot_codec(registry, subject_for(s.snapshots_topic) if registry else None)
+        producer_cfg = {"bootstrap.servers": s.require_bootstrap(), **self._producer_overrides}
+        return SnapshotHandler(
+            SnapshotStore(self.client, s.clickhouse_database, s.group_id),
+            s.engine_config(),
+            SnapshotPublisher(producer_cfg, s.snapshots_topic, codec),
+            telemetry=self.telemetry,
+            group_id=s.group_id,
+        )
+
+    def make_loop(self, member: int = 0) -> ConsumeLoop:
+        s = self.settings
+        handler = (self._handler_factory or SnapshotService.make_handler)(self, member)
+        self.handlers.append(handler)
+        codec = metric_point_codec(registry_client(s.schema_registry_url))
+        loop = ConsumeLoop(
+            s.consumer_config(**self._consumer_overrides),
+            [s.metrics_topic],
+            s.group_id,
+            handler,
+            decode=fast_decoder(codec),
+            validate=check_metric_point,
+            dlq_topic=s.dlq_topic,
+            telemetry=self.telemetry,
+            max_records=s.batch_max_records,
+            max_wait=s.batch_max_ms / 1000,
+            poll_timeout=s.poll_timeout_ms / 1000,
+            backoff_initial=s.retry_backoff_initial_ms / 1000,
+            backoff_max=s.retry_backoff_max_ms / 1000,
+            drain_timeout=s.drain_timeout_ms / 1000,
+            name=f"snapshots-{member}",
+        )
+        self.loops.append(loop)
+        return loop
+
+    def stale_symbols(self, now_ms: int | None = None) -> list[str]:
+        out: set[str] = set()
+        for h in list(self.handlers):
+            out.update(h.stale_symbols(now_ms))
+        return sorted(out)
+
+    def run(self, stop: threading.Event) -> int:
+        """Migrate, then run the members until ``stop``; the worst exit code."""
+        self.settings.require_bootstrap()
+        self.migrate()
+        return run_workers(self.make_loop, self.settings.workers, stop, name="snapshots")

@@ -1,0 +1,272 @@
+"""ClickHouse tables of the snapshot group and the reads that rebuild its state.
+
+Tables (created by versioned migrations, component ``snapshots``):
+
+- ``market_snapshots``: the product. ReplacingMergeTree ORDER BY
+  (symbol, window_s, snapshot_time); a snapshot written twice is written
+  with identical values (the engine is deterministic), so duplicates are
+  harmless and ``FINAL`` reads are exact.
+- ``snapshot_points``: every point the engine *applied*, per
+  (group, topic, partition). This is the group's own state log: recovery must
+  not depend on the sink group, which may lag or not run at all.
+- ``snapshot_checkpoints``: per (group, topic, partition, symbol) the last
+  snapshot time whose outputs are all durable. Written last in a batch.
+
+Write order in a batch: points, then snapshots (ClickHouse and topic), then
+checkpoints. Recovery of a partition (:meth:`SnapshotStore.load_partition`):
+for each symbol with checkpoint ``c``, every applied point with
+``event_time > c - max_window`` plus, per metric, the latest one at or
+before that bound plus the latest (mark, index) pair at or before it; for a
+symbol without a checkpoint, all its points. ``consumers.snapshots.app``
+explains why this reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from consumers.clickhouse import Migration, apply_migrations
+from consumers.exceptions import StoreUnavailableError
+from consumers.snapshots.engine import METRIC_NAMES, basis_of
+
+log = logging.getLogger(__name__)
+
+SNAPSHOTS_TABLE = "market_snapshots"
+POINTS_TABLE = "snapshot_points"
+CHECKPOINTS_TABLE = "snapshot_checkpoints"
+
+#: Applied points are kept this long after they were written (not after their
+#: event time: a replay of old data must be recoverable too). A symbol silent
+#: for longer loses its m0/o0 history on a restore (docs/snapshots.md).
+POINTS_RETENTION_DAYS = 8
+
+_NO_BOUND = -(2**62)
+
+SNAPSHOT_MIGRATIONS = (
+    Migration(
+        1,
+        "market_snapshots",
+        "CREATE TABLE IF NOT EXISTS {db}.market_snapshots ("
+        " source LowCardinality(String),"
+        " symbol LowCardinality(String),"
+        " window_s UInt32,"
+        " snapshot_time DateTime64(3, 'UTC'),"
+        " mark_last Nullable(Float64),"
+        " index_last Nullable(Float64),"
+        " funding_last Nullable(Float64),"
+        " oi_last Nullable(Float64),"
+        " mark_return Nullable(Float64),"
+        " mark_volatility Nullable(Float64),"
+        " basis_last Nullable(Float64),"
+        " basis_mean Nullable(Float64),"
+        " funding_mean Nullable(Float64),"
+        " oi_change_pct Nullable(Float64),"
+        " n_mark UInt32,"
+        " n_oi UInt32,"
+        " mark_age_ms Nullable(Int64),"
+        " oi_age_ms Nullable(Int64),"
+        " stale Bool"
+        ") ENGINE = ReplacingMergeTree ORDER BY (symbol, window_s, snapshot_time)",
+    ),
+    Migration(
+        2,
+        "snapshot_points",
+        "CREATE TABLE IF NOT EXISTS {db}.snapshot_points ("
+        " group_id LowCardinality(String),"
+        " topic LowCardinality(String),"
+        " partition UInt32,"
+        " source LowCardinality(String),"
+        " symbol LowCardinality(String),"
+        " metric LowCardinality(String),"
+        " event_time DateTime64(3, 'UTC'),"
+        " value Float64,"
+        " written_at DateTime DEFAULT now()"
+        ") ENGINE = ReplacingMergeTree"
+        " ORDER BY (group_id, topic, partition, symbol, metric, event_time)"
+        f" TTL written_at + INTERVAL {POINTS_RETENTION_DAYS} DAY",
+    ),
+    Migration(
+        3,
+        "snapshot_checkpoints",
+        "CREATE TABLE IF NOT EXISTS {db}.snapshot_checkpoints ("
+        " group_id LowCardinality(String),"
+        " topic LowCardinality(String),"
+        " partition UInt32,"
+        " symbol LowCardinality(String),"
+        " last_snapshot_ms Int64,"
+        " written_at DateTime64(3, 'UTC') DEFAULT now64(3)"
+        ") ENGINE = ReplacingMergeTree(last_snapshot_ms)"
+        " ORDER BY (group_id, topic, partition, symbol)",
+    ),
+)
+
+SNAPSHOT_COLUMNS = (
+    "source", "symbol", "window_s", "snapshot_time", "mark_last", "index_last", "funding_last",
+    "oi_last", "mark_return", "mark_volatility", "basis_last", "basis_mean", "funding_mean",
+    "oi_change_pct", "n_mark", "n_oi", "mark_age_ms", "oi_age_ms", "stale",
+)
+_TS = pa.timestamp("ms", tz="UTC")
+_F = pa.float64()
+_SNAPSHOT_SCHEMA = pa.schema([
+    ("source", pa.string()), ("symbol", pa.string()), ("window_s", pa.uint32()),
+    ("snapshot_time", _TS),
+    *[(c, _F) for c in SNAPSHOT_COLUMNS[4:14]],
+    ("n_mark", pa.uint32()), ("n_oi", pa.uint32()),
+    ("mark_age_ms", pa.int64()), ("oi_age_ms", pa.int64()), ("stale", pa.bool_()),
+])
+_POINTS_SCHEMA = pa.schema([
+    ("group_id", pa.string()), ("topic", pa.string()), ("partition", pa.uint32()),
+    ("source", pa.string()), ("symbol", pa.string()), ("metric", pa.string()),
+    ("event_time", _TS), ("value", _F),
+])
+
+
+def migrate_snapshots(client: Any, database: str) -> list[int]:
+    """Create or upgrade the snapshot group's tables; idempotent, safe from every member."""
+    return apply_migrations(client, database, "snapshots", SNAPSHOT_MIGRATIONS)
+
+
+def snapshots_to_arrow(snaps: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array([s[c] for s in snaps], _SNAPSHOT_SCHEMA.field(c).type) for c in SNAPSHOT_COLUMNS],
+        schema=_SNAPSHOT_SCHEMA,
+    )
+
+
+@dataclass
+class SymbolRecovery:
+    """What :meth:`SnapshotEngine.restore_symbol` needs for one symbol."""
+
+    symbol: str
+    source: str
+    last_t: int | None
+    carry_bound: int | None
+    carry_basis: float | None = None
+    points: list[tuple[str, int, float]] = field(default_factory=list)
+
+
+class SnapshotStore:
+    """Writes and recovery reads for one group in one database (shared client)."""
+
+    def __init__(self, client: Any, database: str, group_id: str) -> None:
+        self._client = client
+        self._db = database
+        self._group = group_id
+
+    # -- writes (each raises StoreUnavailableError: the runtime retries the batch) --
+
+    def _insert(self, table: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        try:
+            self._client.insert_arrow(table, data, database=self._db)
+        except Exception as exc:
+            raise StoreUnavailableError(f"insert into {self._db}.{table} failed: {exc}") from exc
+
+    def write_points(
+        self, topic: str, partition: int, rows: Sequence[tuple[str, str, str, int, float]]
+    ) -> None:
+        """Applied points (source, symbol, metric, event_time, value) of one partition."""
+        if not rows:
+            return
+        n = len(rows)
+        data = pa.Table.from_arrays(
+            [
+                pa.array([self._group] * n, pa.string()),
+                pa.array([topic] * n, pa.string()),
+                pa.array([partition] * n, pa.uint32()),
+                pa.array([r[0] for r in rows], pa.string()),
+                pa.array([r[1] for r in rows], pa.string()),
+                pa.array([r[2] for r in rows], pa.string()),
+                pa.array([r[3] for r in rows], _TS),
+                pa.array([r[4] for r in rows], _F),
+            ],
+            schema=_POINTS_SCHEMA,
+        )
+        self._insert(POINTS_TABLE, data)
+
+    def write_snapshots(self, snaps: Sequence[dict[str, Any]]) -> None:
+        if snaps:
+            self._insert(SNAPSHOTS_TABLE, snapshots_to_arrow(snaps))
+
+    def write_checkpoints(self, topic: str, partition: int, last: dict[str, int]) -> None:
+        if not last:
+            return
+        rows = [[self._group, topic, partition, s, t] for s, t in last.items()]
+        try:
+            self._client.insert(
+                CHECKPOINTS_TABLE, rows,
+                column_names=["group_id", "topic", "partition", "symbol", "last_snapshot_ms"],
+                database=self._db,
+            )
+        except Exception as exc:
+            raise StoreUnavailableError(f"insert into {self._db}.{CHECKPOINTS_TABLE} failed: {exc}") from exc
+
+    # -- recovery -------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        try:
+            return list(self._client.query(sql, parameters=params).result_rows)
+        except Exception as exc:
+            raise StoreUnavailableError(f"state read from {self._db} failed: {exc}") from exc
+
+    def load_partition(self, topic: str, partition: int, max_window_ms: int) -> list[SymbolRecovery]:
+        """Everything needed to rebuild the engine state of one partition."""
+        db = self._db
+        key = {"g": self._group, "t": topic, "p": partition}
+        where = "group_id = %(g)s AND topic = %(t)s AND partition = %(p)s"
+        ckpt = {
+            str(s): int(t)
+            for s, t in self._rows(
+                f"SELECT symbol, max(last_snapshot_ms) FROM {db}.{CHECKPOINTS_TABLE} "
+                f"WHERE {where} GROUP BY symbol", key,
+            )
+        }
+        sources = {
+            str(s): str(src)
+            for s, src in self._rows(
+                f"SELECT symbol, any(source) FROM {db}.{POINTS_TABLE} WHERE {where} GROUP BY symbol", key,
+            )
+        }
+        out: dict[str, SymbolRecovery] = {}
+        syms: list[str] = []
+        bounds: list[int] = []
+        for sym, src in sources.items():
+            last = ckpt.get(sym)
+            bound = None if last is None else last - max_window_ms
+            out[sym] = SymbolRecovery(sym, src, last, bound)
+            syms.append(sym)
+            bounds.append(_NO_BOUND if bound is None else bound)
+        if not out:
+            return []
+        params = {**key, "syms": syms, "bounds": bounds}
+        bound_expr = "transform(toString(symbol), %(syms)s, %(bounds)s, toInt64(0))"
+        et = "toUnixTimestamp64Milli(event_time)"
+        for sym, metric, ms, value in self._rows(
+            f"SELECT symbol, metric, {et}, value FROM {db}.{POINTS_TABLE} "
+            f"WHERE {where} AND {et} > {bound_expr}", params,
+        ):
+            out[str(sym)].points.append((str(metric), int(ms), float(value)))
+        # Per metric, the latest point at or before the bound (m0, o0, *_last).
+        for sym, metric, ms, value in self._rows(
+            f"SELECT symbol, metric, max({et}), argMax(value, event_time) FROM {db}.{POINTS_TABLE} "
+            f"WHERE {where} AND metric IN %(metrics)s AND {et} <= {bound_expr} GROUP BY symbol, metric",
+            {**params, "metrics": list(METRIC_NAMES)},
+        ):
+            out[str(sym)].points.append((str(metric), int(ms), float(value)))
+        # The latest (mark, index) pair at or before the bound (basis_last).
+        for sym, _ms, mark, index in self._rows(
+            "SELECT m.symbol, max(m.ms), argMax(m.value, m.ms), argMax(i.value, m.ms) FROM "
+            f"(SELECT symbol, {et} AS ms, any(value) AS value FROM {db}.{POINTS_TABLE} "
+            f" WHERE {where} AND metric = 'mark_price' AND {et} <= {bound_expr} GROUP BY symbol, ms) AS m "
+            f"INNER JOIN (SELECT symbol, {et} AS ms, any(value) AS value FROM {db}.{POINTS_TABLE} "
+            f" WHERE {where} AND metric = 'index_price' AND {et} <= {bound_expr} GROUP BY symbol, ms) AS i "
+            "ON m.symbol = i.symbol AND m.ms = i.ms GROUP BY m.symbol", params,
+        ):
+            out[str(sym)].carry_basis = basis_of(float(mark), float(index))
+        return list(out.values())
