@@ -12,7 +12,7 @@ from typing import Any
 
 from consumers.clickhouse import ClickHouseBatchJournal
 from consumers.runtime.decoding import fast_decoder
-from consumers.runtime.loop import ConsumeLoop, run_workers
+from consumers.runtime.loop import BatchHandler, ConsumeLoop, run_workers
 from consumers.sink.handler import ClickHouseSink, validate_row
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.settings import SinkSettings
@@ -22,7 +22,7 @@ from schemas.telemetry import Telemetry
 
 def sink_loop(
     settings: SinkSettings, client: Any, *, telemetry: Telemetry | None = None, member: int = 0,
-    consumer_overrides: Mapping[str, Any] | None = None, handler: ClickHouseSink | None = None,
+    consumer_overrides: Mapping[str, Any] | None = None, handler: BatchHandler | None = None,
 ) -> ConsumeLoop:
     """One sink member (tables must exist: call :func:`migrate_sink` first)."""
     telemetry = telemetry or Telemetry()

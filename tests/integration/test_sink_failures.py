@@ -1,0 +1,172 @@
+"""ClickHouse failing for a while, and poison records on the topic."""
+
+from __future__ import annotations
+
+import math
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from consumers.sink.migrations import migrate_sink
+from consumers.sink.service import run_sink
+from schemas.codec import metric_point_codec
+from schemas.telemetry import Telemetry
+from schemas.topics import (
+    DLQ_HEADER_ERROR,
+    DLQ_HEADER_GROUP,
+    DLQ_HEADER_OFFSET,
+    DLQ_HEADER_PARTITION,
+    DLQ_HEADER_REASON,
+    DLQ_HEADER_TOPIC,
+)
+from tests.conftest import TEST_CONSUMER_CONFIG
+from tests.integration.test_sink_support import (
+    Runner,
+    committed_total,
+    make_points,
+    produce,
+    read_dlq,
+    settings_for,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class FailingInserts:
+    """The real client, except that inserts raise while ``failing`` is set.
+
+    Fault injection around the real engine: every insert that is let through
+    lands in ClickHouse as usual.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.failing = threading.Event()
+        self.failed = 0
+
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failing.is_set():
+            self.failed += 1
+            raise ConnectionError("injected: ClickHouse unreachable")
+        return self._client.insert_arrow(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _count(clickhouse: Any, db: str, final: bool = True) -> int:
+    fin = " FINAL" if final else ""
+    return int(clickhouse.query(f"SELECT count() FROM {db}.metric_points{fin}").result_rows[0][0])
+
+
+def test_clickhouse_down_for_a_while(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
+    clickhouse: Any, ch_database: str,
+) -> None:
+    topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
+    points = make_points(40_000)
+    first, more = 30_000, points[30_000:]
+    produce(kafka_bootstrap, topic, points[:first])
+    total = first
+    migrate_sink(clickhouse, ch_database)
+    flaky = FailingInserts(clickhouse)
+    flaky.failing.set()
+    telemetry = Telemetry()
+    settings = settings_for(kafka_bootstrap, ch_database, topic, dlq, group, batch_max_records=3_000)
+    runner = Runner(lambda stop: run_sink(settings, flaky, stop, telemetry=telemetry,
+                                          consumer_overrides=TEST_CONSUMER_CONFIG))
+    try:
+        wait_for(lambda: telemetry.total("batch_retries") >= 4, timeout=120, what="retries")
+        # down: nothing stored, nothing committed, partitions paused, member alive
+        for _ in range(3):
+            committed = committed_total(kafka_bootstrap, group, topic, 3)
+            assert all(o < 0 for o in committed.values()), committed
+            assert _count(clickhouse, ch_database) == 0
+            time.sleep(0.5)
+        assert max(telemetry.snapshot().get("paused", {}).values(), default=0) == 1
+        assert runner.thread.is_alive()
+
+        flaky.failing.clear()
+        wait_for(lambda: sum(committed_total(kafka_bootstrap, group, topic, 3).values()) == first,
+                 timeout=180, what="recovery: all offsets committed")
+        assert _count(clickhouse, ch_database) == first
+
+        # down again while new data arrives: committed offsets never pass what is stored
+        flaky.failing.set()
+        retries = telemetry.total("batch_retries")
+        total = first + produce(kafka_bootstrap, topic, more)
+        wait_for(lambda: telemetry.total("batch_retries") >= retries + 3, timeout=120, what="retries")
+        for _ in range(3):
+            assert sum(committed_total(kafka_bootstrap, group, topic, 3).values()) == first
+            assert _count(clickhouse, ch_database) == first
+            time.sleep(0.3)
+        flaky.failing.clear()
+        wait_for(lambda: sum(committed_total(kafka_bootstrap, group, topic, 3).values()) == total,
+                 timeout=180, what="all offsets committed")
+    finally:
+        assert runner.stop() == 0
+    assert flaky.failed >= 6
+    assert _count(clickhouse, ch_database) == total
+    assert _count(clickhouse, ch_database, final=False) == total  # retries were deduplicated
+    assert telemetry.total("records_stored") >= total
+
+
+def test_poison_records_go_to_the_dlq(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
+    clickhouse: Any, ch_database: str,
+) -> None:
+    topic, dlq, group = topic_factory(1), topic_factory(1), group_factory()
+    codec = metric_point_codec()
+    good = make_points(3_000)
+    valid = codec.encode(good[0])
+    nan = dict(good[1], value=math.nan, event_time=good[1]["event_time"] + 1)
+    poison = [
+        (b"k-random", bytes(range(7, 47)), "bad_magic"),
+        (b"k-schema-id", b"\x00" + struct.pack(">I", 4242) + valid[10:], "unknown_schema"),
+        (b"k-fingerprint", b"\xc3\x01" + b"\x01" * 8 + valid[10:], "unknown_schema"),
+        (b"k-truncated", valid[:-5], "truncated"),
+        (b"k-nan", codec.encode(nan), "invalid"),
+        (b"k-lower", codec.encode(dict(good[2], symbol="btcusdt")), "invalid"),
+    ]
+    produce(kafka_bootstrap, topic, good[:1_000])
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    for key, value, _ in poison:
+        p.produce(topic, key=key, value=value, headers=[("origin", b"test")])
+    assert p.flush(30) == 0
+    produce(kafka_bootstrap, topic, good[1_000:])
+    total = 3_000 + len(poison)
+
+    telemetry = Telemetry()
+    settings = settings_for(kafka_bootstrap, ch_database, topic, dlq, group, batch_max_records=700)
+    migrate_sink(clickhouse, ch_database)
+    runner = Runner(lambda stop: run_sink(settings, clickhouse, stop, telemetry=telemetry,
+                                          consumer_overrides=TEST_CONSUMER_CONFIG))
+    try:
+        wait_for(lambda: committed_total(kafka_bootstrap, group, topic, 1)[0] == total,
+                 timeout=180, what="offsets past the poison committed")
+    finally:
+        assert runner.stop() == 0
+
+    assert _count(clickhouse, ch_database) == 3_000
+    dead = read_dlq(kafka_bootstrap, dlq, len(poison))
+    assert len(dead) == len(poison)
+    by_key = {m.key(): m for m in dead}
+    for key, value, reason in poison:
+        m = by_key[key]
+        headers = dict(m.headers())
+        assert m.value() == value
+        assert headers["origin"] == b"test"
+        assert headers[DLQ_HEADER_REASON].decode() == reason
+        assert headers[DLQ_HEADER_ERROR]
+        assert headers[DLQ_HEADER_GROUP].decode() == group
+        assert headers[DLQ_HEADER_TOPIC].decode() == topic
+        assert headers[DLQ_HEADER_PARTITION] == b"0"
+        assert 1_000 <= int(headers[DLQ_HEADER_OFFSET]) < 1_000 + len(poison)
+    assert telemetry.total("records_dlq") == len(poison)
