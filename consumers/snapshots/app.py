@@ -107,7 +107,11 @@ class SnapshotPublisher:
             )
 
     def close(self) -> None:
+        """Flush and release the client (its threads would otherwise outlive the member)."""
         self._producer.flush(5.0)
+        close = getattr(self._producer, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass

@@ -1,0 +1,138 @@
+"""``perpstream snapshots`` (the group member) and ``perpstream freshness``.
+
+Settings come from ``PERPSTREAM_*`` env vars; flags given on the command line
+override them. Both commands open their own ClickHouse client: with the
+embedded engine (chdb) only one process may open the data directory, so run
+``freshness`` against a ClickHouse server or while the pipeline is stopped
+(inside ``perpstream run`` the ``snapshot_stale_symbols`` gauge says the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from consumers.snapshots.settings import SnapshotSettings
+
+log = logging.getLogger(__name__)
+
+#: flag dest -> settings field
+_FLAGS = {
+    "bootstrap_servers": "kafka_bootstrap_servers",
+    "clickhouse_dsn": "clickhouse_dsn",
+    "database": "clickhouse_database",
+    "group_id": "group_id",
+    "workers": "workers",
+    "interval_ms": "snapshot_interval_ms",
+    "windows": "snapshot_windows_s",
+    "lateness_ms": "allowed_lateness_ms",
+    "mark_stale_ms": "mark_stale_ms",
+    "oi_poll_interval_ms": "oi_poll_interval_ms",
+    "metrics_port": "metrics_port",
+    "data_dir": "data_dir",
+}
+
+
+def _windows(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected seconds like 60,300,3600, got {text!r}") from exc
+    if not out:
+        raise argparse.ArgumentTypeError("at least one window")
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clickhouse-dsn", help="http(s)://host:8123 or chdb:///abs/dir (default: embedded)")
+    p.add_argument("--database", help="ClickHouse database (default perpstream)")
+    p.add_argument("--data-dir", help="where the embedded ClickHouse lives (default .perpstream)")
+    p.add_argument("--group-id", help="consumer group (default perpstream-snapshots)")
+    p.add_argument("--interval-ms", type=int, help="snapshot interval (default 5000)")
+    p.add_argument("--windows", type=_windows, help="window lengths in seconds (default 60,300,3600)")
+    p.add_argument("--lateness-ms", type=int, help="allowed lateness (default 2000)")
+    p.add_argument("--mark-stale-ms", type=int, help="mark age threshold (default 5000)")
+    p.add_argument("--oi-poll-interval-ms", type=int, help="OI poll interval; stale after 3x (default 10000)")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("snapshots", help="run the snapshot consumer group (MarketSnapshots per symbol)")
+    _common(p)
+    p.add_argument("--bootstrap-servers", help="Kafka host:port list")
+    p.add_argument("--workers", type=int, help="group members as threads in this process")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.set_defaults(func=run_snapshots)
+
+    f = sub.add_parser("freshness", help="list symbols whose market context is stale right now")
+    _common(f)
+    f.add_argument("--all", action="store_true", help="list fresh symbols too")
+    f.add_argument("--json", action="store_true", help="one JSON object per line")
+    f.add_argument("--now-ms", type=int, help="evaluate at this epoch-ms instead of the clock")
+    f.add_argument("--fail-on-stale", action="store_true", help="exit 3 when a symbol is stale")
+    f.set_defaults(func=run_freshness)
+
+
+def settings_from(args: argparse.Namespace) -> SnapshotSettings:
+    overrides = {
+        field: getattr(args, flag) for flag, field in _FLAGS.items()
+        if getattr(args, flag, None) is not None
+    }
+    return SnapshotSettings(**overrides)
+
+
+def _open(settings: SnapshotSettings) -> Any:
+    from consumers.clickhouse import open_client
+
+    return open_client(settings.resolved_clickhouse_dsn())
+
+
+def run_snapshots(args: argparse.Namespace) -> int:
+    from consumers.snapshots.app import SnapshotService
+    from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level, settings.log_format)
+    settings.require_bootstrap()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    telemetry = Telemetry()
+    server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port else None
+    client = _open(settings)
+    try:
+        return SnapshotService(settings, client, telemetry).run(stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+        client.close()
+
+
+def run_freshness(args: argparse.Namespace) -> int:
+    from consumers.snapshots.freshness import freshness
+
+    settings = settings_from(args)
+    now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
+    client = _open(settings)
+    try:
+        rows = freshness(client, settings.clickhouse_database, settings.engine_config(), now_ms=now_ms)
+    finally:
+        client.close()
+    shown = rows if args.all else [r for r in rows if r.stale]
+    out = sys.stdout
+    if args.json:
+        for r in shown:
+            out.write(json.dumps(r.as_dict()) + "\n")
+    else:
+        out.write(f"{len([r for r in rows if r.stale])} of {len(rows)} symbols stale\n")
+        for r in shown:
+            d = r.as_dict()
+            out.write(f"{r.symbol:<20} {'STALE' if r.stale else 'fresh':<6} "
+                      f"mark_age_ms={d['mark_age_ms']} oi_age_ms={d['oi_age_ms']} "
+                      f"{'; '.join(r.reasons)}\n")
+    return 3 if args.fail_on_stale and any(r.stale for r in rows) else 0

@@ -1,0 +1,74 @@
+"""``perpstream freshness`` and the stale-symbols gauge: which symbols' context
+cannot be trusted now (stale latest snapshot, or feeds silent vs the clock)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import pytest
+
+from consumers.runtime.batch import Batch, PartitionBatch
+from consumers.snapshots import cli
+from consumers.snapshots.app import SnapshotHandler
+from consumers.snapshots.engine import EngineConfig
+from consumers.snapshots.freshness import freshness
+from consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from tests.unit.snapshots.streams import T0, recorded_market
+
+pytestmark = pytest.mark.integration
+
+
+def _fill(clickhouse: Any, db: str) -> SnapshotHandler:
+    """Two symbols for 120 s; SYM000's open interest stops at 60 s."""
+    migrate_snapshots(clickhouse, db)
+    arrival, _ = recorded_market(symbols=2, seconds=120, seed=3, dup_rate=0, late_rate=0)
+    h = SnapshotHandler(SnapshotStore(clickhouse, db, "g"), EngineConfig(), None)
+    h.on_assigned([("m", 0)])
+    h.handle(Batch({("m", 0): PartitionBatch("m", 0, 0, len(arrival) - 1, arrival,
+                                             list(range(len(arrival))))}, []))
+    return h
+
+
+def test_freshness_lists_the_symbol_whose_open_interest_stopped(clickhouse: Any, ch_database: str) -> None:
+    h = _fill(clickhouse, ch_database)
+    now = T0 + 120_000  # right at the end of the recording
+    rows = {r.symbol: r for r in freshness(clickhouse, ch_database, EngineConfig(), now_ms=now)}
+    assert set(rows) == {"SYM000USDT", "SYM001USDT"}
+    assert rows["SYM000USDT"].stale
+    assert any("open interest" in r or "snapshot" in r for r in rows["SYM000USDT"].reasons)
+    assert not rows["SYM001USDT"].stale, rows["SYM001USDT"].reasons
+    # the in-process gauge agrees
+    assert h.stale_symbols(now) == ["SYM000USDT"]
+    # an hour later every feed is silent: everything is stale
+    later = freshness(clickhouse, ch_database, EngineConfig(), now_ms=now + 3_600_000)
+    assert all(r.stale for r in later)
+
+
+def test_freshness_command_output(clickhouse: Any, ch_database: str, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    _fill(clickhouse, ch_database)
+
+    class Shared:
+        """The session's client; the command must not close it."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(clickhouse, name)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(cli, "_open", lambda settings: Shared())
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["freshness", "--database", ch_database, "--now-ms", str(T0 + 120_000),
+                              "--json", "--fail-on-stale"])
+    assert args.func(args) == 3
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [d["symbol"] for d in lines] == ["SYM000USDT"]
+    args = parser.parse_args(["freshness", "--database", ch_database, "--now-ms", str(T0 + 120_000),
+                              "--all"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1 of 2 symbols stale") and "SYM001USDT" in out
