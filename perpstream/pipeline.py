@@ -1,22 +1,68 @@
-"""``perpstream broker``: the embedded local broker on its own, for development.
+"""Process orchestration for the command line.
 
-(``perpstream run``, the whole pipeline in one process on the embedded
-default, is registered here too once the producer and consumers exist.)
+- ``perpstream run``: the whole pipeline in ONE process on the embedded
+  default: a local Tansu broker (unless ``PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS``
+  names a cluster), embedded ClickHouse (chdb) under ``--data-dir`` (unless
+  ``PERPSTREAM_CLICKHOUSE_DSN`` is set), the producer, the sink group and the
+  snapshot group as threads. One process, because a chdb directory can be
+  opened by one OS process only; the members share one ClickHouse client.
+  Shutdown order: the producer stops and flushes first, the consumers then
+  drain what was delivered (bounded), then stop and commit.
+- ``perpstream topics``: create the standard topics.
+- ``perpstream broker``: a local Tansu broker on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import gc
+import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from perpstream.local import TansuBroker, ensure_topics
+from perpstream.local import TansuBroker, embedded_dsn, ensure_topics, open_clickhouse
 from schemas.exceptions import ConfigError
 from schemas.settings import CommonSettings
+from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+
+log = logging.getLogger("perpstream.run")
+
+#: How long the consumers may take to store what the producer delivered, on stop.
+CATCH_UP_TIMEOUT = 60.0
 
 
 def register(sub: Any) -> None:
+    r = sub.add_parser(
+        "run",
+        help="producer + sink + snapshots in one process (embedded broker and ClickHouse by default)",
+    )
+    r.add_argument("--source", choices=["live", "replay", "sim"], help="default live")
+    r.add_argument("--symbols", help="comma-separated symbols (live source)")
+    r.add_argument("--all", action="store_true", default=None, help="every PERPETUAL/TRADING symbol")
+    r.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
+    r.add_argument("--seed", type=int, help="simulated market seed (default 1)")
+    r.add_argument("--sim-rate", type=float, help="simulated seconds per wall second (0 = unthrottled)")
+    r.add_argument("--replay-file", help="file written by `perpstream record`")
+    r.add_argument("--replay-rate", type=float, help="replay speed factor (0 = as fast as possible)")
+    r.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    r.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL)")
+    r.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
+    r.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
+    r.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+    r.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR)")
+    r.add_argument("--partitions", type=int, default=6, help="partitions of new topics (default 6)")
+    r.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (/metrics)")
+    r.add_argument("--summary-interval", type=float, default=5.0, help="seconds between summary lines")
+    r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    r.add_argument("--log-format", choices=["json", "text"], default="text")
+    r.set_defaults(func=_run)
+
     p = sub.add_parser("broker", help="run a local Tansu broker until Ctrl+C")
     p.add_argument("--port", type=int, default=9092)
     p.set_defaults(func=_broker)
@@ -53,10 +99,15 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _broker(args: argparse.Namespace) -> int:
+def _stop_event() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def _broker(args: argparse.Namespace) -> int:
+    stop = _stop_event()
     with TansuBroker(port=args.port) as broker:
         print(f"broker listening on {broker.bootstrap_servers}; Ctrl+C stops it", flush=True)
         while not stop.wait(0.5):
@@ -64,3 +115,138 @@ def _broker(args: argparse.Namespace) -> int:
                 print("broker exited", flush=True)
                 return 1
     return 0
+
+
+class _Thread(threading.Thread):
+    """A component thread that keeps its exit code (1 when it raised)."""
+
+    def __init__(self, name: str, target: Callable[[], int]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target_fn = target
+        self.rc: int | None = None
+
+    def run(self) -> None:
+        try:
+            self.rc = int(self._target_fn() or 0)
+        except Exception:
+            log.exception("%s failed", self.name)
+            self.rc = 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from consumers.sink.service import run_sink
+    from consumers.sink.settings import SinkSettings
+    from consumers.snapshots.app import SnapshotService
+    from consumers.snapshots.settings import SnapshotSettings
+    from producer.app import ProducerApp
+    from producer.cli import settings_from_args
+
+    if args.partitions < 1:
+        raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
+    common = CommonSettings.model_validate({"data_dir": args.data_dir} if args.data_dir else {})
+    configure_logging(args.log_level or common.log_level, args.log_format)
+    stop = _stop_event()
+    telemetry = Telemetry()
+
+    with contextlib.ExitStack() as stack:
+        bootstrap = common.kafka_bootstrap_servers
+        if bootstrap is None:
+            Path(common.data_dir).mkdir(parents=True, exist_ok=True)
+            broker = stack.enter_context(TansuBroker(log_path=Path(common.data_dir, "broker.log")))
+            bootstrap = broker.bootstrap_servers
+            print(f"embedded broker on {bootstrap} (in memory: topics live as long as this run)")
+        ensure_topics(bootstrap, standard_topics(common, args.partitions))
+        dsn = common.clickhouse_dsn or embedded_dsn(common.data_dir)
+        client = open_clickhouse(dsn)
+        stack.callback(client.close)
+        print(f"ClickHouse: {dsn}, database {common.clickhouse_database}")
+
+        shared = {"kafka_bootstrap_servers": bootstrap, "clickhouse_dsn": dsn,
+                  "data_dir": common.data_dir}
+        args.bootstrap_servers = bootstrap
+        producer_settings = settings_from_args(args)
+        sink_settings = SinkSettings.model_validate(shared)
+        snap_settings = SnapshotSettings.model_validate(shared)
+        if common.kafka_bootstrap_servers is None:
+            # The embedded broker is new every run: consumer groups start from its beginning.
+            overrides: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+        else:
+            overrides = {}
+
+        if args.metrics_port is not None:
+            server = serve_metrics(telemetry, args.metrics_port)
+            stack.callback(server.shutdown)
+
+        consumers_stop = threading.Event()
+        producer_stop = threading.Event()
+        snapshots = SnapshotService(snap_settings, client, telemetry, consumer_overrides=overrides)
+        threads = [
+            _Thread("sink", lambda: run_sink(sink_settings, client, consumers_stop,
+                                             telemetry=telemetry, consumer_overrides=overrides)),
+            _Thread("snapshots", functools.partial(snapshots.run, consumers_stop)),
+        ]
+        producer = ProducerApp(producer_settings, telemetry)
+        producer_thread = _Thread("producer", functools.partial(producer.run, producer_stop))
+        for t in threads:
+            t.start()
+        producer_thread.start()
+
+        next_summary = time.monotonic() + args.summary_interval
+        while producer_thread.is_alive() and not stop.is_set():
+            if any(not t.is_alive() for t in threads):
+                log.error("a consumer stopped unexpectedly; shutting down")
+                break
+            if time.monotonic() >= next_summary:
+                next_summary += args.summary_interval
+                _print_summary(telemetry)
+            time.sleep(0.2)
+
+        producer_stop.set()
+        producer_thread.join()
+        _catch_up(telemetry, stop, threads)
+        consumers_stop.set()
+        for t in threads:
+            t.join()
+        _print_summary(telemetry)
+        _print_tables(client, common.clickhouse_database)
+        rcs = [producer_thread.rc or 0, *[t.rc or 0 for t in threads]]
+        # Release every Kafka client before the embedded broker stops under them.
+        del producer, snapshots, threads, producer_thread
+        gc.collect()
+        return max(rcs)
+
+
+def _catch_up(telemetry: Telemetry, stop: threading.Event, threads: list[_Thread]) -> None:
+    """Let the sink store what the producer delivered (bounded; a second Ctrl+C skips it)."""
+    stop.clear()
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    while time.monotonic() < deadline and not stop.is_set() and all(t.is_alive() for t in threads):
+        delivered = telemetry.total("points_delivered")
+        stored = telemetry.total("records_stored") + telemetry.total("records_dlq")
+        if stored >= delivered:
+            return
+        time.sleep(0.2)
+
+
+def _print_summary(telemetry: Telemetry) -> None:
+    t = telemetry.total
+    print(
+        f"published={t('points_published'):.0f} delivered={t('points_delivered'):.0f} "
+        f"rejected_frames={t('frames_rejected'):.0f} stored={t('records_stored'):.0f} "
+        f"dlq={t('records_dlq'):.0f} snapshots={t('snapshots_emitted'):.0f}",
+        flush=True,
+    )
+
+
+def _print_tables(client: Any, database: str) -> None:
+    with contextlib.suppress(Exception):
+        points = client.command(f"SELECT count() FROM {database}.metric_points FINAL")
+        snaps = client.command(f"SELECT count() FROM {database}.market_snapshots FINAL")
+        print(f"ClickHouse {database}.metric_points: {points} rows, market_snapshots: {snaps} rows")
+        rows = client.query(
+            f"SELECT symbol, snapshot_time, mark_last, funding_last, oi_last, basis_last, "
+            f"mark_volatility, stale FROM {database}.market_snapshots FINAL "
+            f"WHERE window_s = 60 ORDER BY snapshot_time DESC, symbol LIMIT 5"
+        ).result_rows
+        for row in rows:
+            print("  ", *row)
