@@ -166,8 +166,8 @@ def bench_consumer(symbols: int, seconds: int) -> None:
         th.join(60)
         el = end - first[0]
         snaps = client.query("SELECT count() FROM bench.market_snapshots").result_rows[0][0]
-        print(f"consumer: {n:,} events ({symbols} symbols x {seconds} s) in {el:.2f} s = {n / el:,.0f} events/s "
-              f"(process CPU {cpu:.1f} s incl. group join; {snaps:,} snapshot rows)")
+        print(f"consumer: {n:,} events ({symbols} symbols x {seconds} s) in {el:.2f} s = "
+              f"{n / el:,.0f} events/s (process CPU {cpu:.1f} s incl. group join; {snaps:,} snapshot rows)")
         client.close()
 
 
