@@ -103,7 +103,7 @@ def bench_memory(symbols: int) -> None:
           f"RSS +{after - before:,.0f} MB (arrays {arrays / 2**20:,.0f} MB)")
 
 
-def bench_consumer(symbols: int, seconds: int) -> None:
+def bench_consumer(symbols: int, seconds: int, batch: int) -> None:
     from confluent_kafka import Producer
 
     from consumers.clickhouse import open_client
@@ -131,11 +131,12 @@ def bench_consumer(symbols: int, seconds: int) -> None:
         client = open_client(f"chdb://{tmp}/ch")
         settings = SnapshotSettings(
             kafka_bootstrap_servers=bs, clickhouse_database="bench", metrics_topic="m",
-            snapshots_topic="snaps", dlq_topic="dlq", group_id="bench", batch_max_records=20_000,
+            snapshots_topic="snaps", dlq_topic="dlq", group_id="bench", batch_max_records=batch,
         )
         svc = SnapshotService(settings, client,
                               consumer_overrides={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
         first: list[float] = []
+        in_handle = [0.0]
         orig = svc.make_handler
 
         def handler(s: SnapshotService, member: int) -> Any:
@@ -143,9 +144,11 @@ def bench_consumer(symbols: int, seconds: int) -> None:
             inner = h.handle
 
             def timed(batch: Any) -> None:
+                t0 = time.perf_counter()
                 if not first:
-                    first.append(time.perf_counter())
+                    first.append(t0)
                 inner(batch)
+                in_handle[0] += time.perf_counter() - t0
 
             h.handle = timed  # type: ignore[method-assign]
             return h
@@ -167,7 +170,8 @@ def bench_consumer(symbols: int, seconds: int) -> None:
         el = end - first[0]
         snaps = client.query("SELECT count() FROM bench.market_snapshots").result_rows[0][0]
         print(f"consumer: {n:,} events ({symbols} symbols x {seconds} s) in {el:.2f} s = "
-              f"{n / el:,.0f} events/s (process CPU {cpu:.1f} s incl. group join; {snaps:,} snapshot rows)")
+              f"{n / el:,.0f} events/s (process CPU {cpu:.1f} s incl. group join; {snaps:,} snapshot rows; "
+              f"{in_handle[0]:.2f} s in the handler, the rest in poll/decode/commit)")
         client.close()
 
 
@@ -175,6 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", type=int, default=700)
     ap.add_argument("--seconds", type=int, default=60, help="event time of the throughput streams")
+    ap.add_argument("--batch", type=int, default=50_000, help="consumer batch_max_records")
     ap.add_argument("--skip-consumer", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     a = ap.parse_args()
@@ -182,7 +187,7 @@ def main() -> None:
     if not a.skip_memory:
         bench_memory(a.symbols)
     if not a.skip_consumer:
-        bench_consumer(a.symbols, a.seconds)
+        bench_consumer(a.symbols, a.seconds, a.batch)
 
 
 if __name__ == "__main__":

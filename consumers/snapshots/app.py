@@ -14,8 +14,11 @@ last snapshot time emitted per symbol. Both are persisted, in this order,
 before ``handle`` returns (so before the offsets are committed):
 
 1. ``snapshot_points``: the points applied in this batch;
-2. the snapshots: ``market_snapshots`` and the topic (flushed);
+2. the snapshots: ``market_snapshots`` and the topic (acknowledged);
 3. ``snapshot_checkpoints``: per symbol, the last snapshot time emitted.
+
+(1 and 2 may happen in either order, the topic sends overlap the inserts;
+only 3 must come last.)
 
 When a member is assigned a partition, the first batch of it rebuilds each
 symbol from those tables (``SnapshotStore.load_partition``): the applied
@@ -53,13 +56,12 @@ from typing import Any
 
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.runtime.decoding import fast_decoder
 from consumers.runtime.loop import ConsumeLoop, run_workers
 from consumers.snapshots.engine import ACCEPTED, OUTCOMES, EngineConfig, SnapshotEngine
 from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from consumers.snapshots.wire import snapshot_encoder, validating_decoder
 from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
-from schemas.models import check_metric_point
 from schemas.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ class SnapshotPublisher:
         cfg.update(producer_config)
         self._producer = Producer(cfg)
         self.topic = topic
-        self._codec = codec
+        self._encode = snapshot_encoder(codec)
         self._flush_timeout = flush_timeout
         self._failed = 0
         self._error: str | None = None
@@ -87,11 +89,11 @@ class SnapshotPublisher:
             self._failed += 1
             self._error = str(err)
 
-    def publish(self, snaps: list[dict[str, Any]]) -> None:
-        if not snaps:
-            return
+    def send(self, snaps: list[dict[str, Any]]) -> None:
+        """Enqueue; the acknowledgements are awaited by :meth:`wait` (so they
+        overlap the ClickHouse inserts)."""
         self._failed, self._error = 0, None
-        produce, encode, topic, cb = self._producer.produce, self._codec.encode, self.topic, self._on_delivery
+        produce, encode, topic, cb = self._producer.produce, self._encode, self.topic, self._on_delivery
         for s in snaps:
             value = encode(s)
             while True:
@@ -100,11 +102,19 @@ class SnapshotPublisher:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
+
+    def wait(self) -> None:
+        """Return once the broker acknowledged everything sent; else backpressure."""
         left = self._producer.flush(self._flush_timeout)
         if left or self._failed:
+            failed, self._failed = self._failed, 0
             raise BackpressureError(
-                f"snapshots topic {topic!r}: {self._failed} failed, {left} unacknowledged ({self._error})"
+                f"snapshots topic {self.topic!r}: {failed} failed, {left} unacknowledged ({self._error})"
             )
+
+    def publish(self, snaps: list[dict[str, Any]]) -> None:
+        self.send(snaps)
+        self.wait()
 
     def close(self) -> None:
         """Flush and release the client (its threads would otherwise outlive the member)."""
@@ -180,20 +190,27 @@ class SnapshotHandler:
         if prep is None or prep.batch is not batch:
             prep = self._prepared = self._prepare(batch)
         parts = {tp: out for tp, out in prep.parts.items() if tp in batch.partitions}
-        if "points" not in prep.done:
-            for (topic, partition), out in parts.items():
-                self.store.write_points(topic, partition, out.points)
-            prep.done.add("points")
         snaps = [s for out in parts.values() for s in out.snapshots]
+        # Order: the checkpoints last (they say "everything up to here is durable").
+        # Snapshots may go before the points: their values follow from the input,
+        # so a crash in between re-derives the same ones from the committed offset.
+        if "sent" not in prep.done:
+            if self.publisher is not None:
+                self.publisher.send(snaps)
+            prep.done.add("sent")
+        if "points" not in prep.done:
+            self.store.write_points({tp: out.points for tp, out in parts.items()})
+            prep.done.add("points")
         if "snapshots" not in prep.done:
             self.store.write_snapshots(snaps)
             prep.done.add("snapshots")
-        if "topic" not in prep.done:
-            if self.publisher is not None:
-                self.publisher.publish(snaps)
-            prep.done.add("topic")
-        for (topic, partition), out in parts.items():
-            self.store.write_checkpoints(topic, partition, out.checkpoints)
+        if self.publisher is not None:
+            try:
+                self.publisher.wait()
+            except BackpressureError:
+                prep.done.discard("sent")
+                raise
+        self.store.write_checkpoints({tp: out.checkpoints for tp, out in parts.items()})
         self._prepared = None
         self.telemetry.inc("snapshots_emitted", len(snaps), self._labels)
         self.telemetry.inc("snapshot_points_applied", sum(len(o.points) for o in parts.values()),
@@ -322,8 +339,8 @@ class SnapshotService:
             [s.metrics_topic],
             s.group_id,
             handler,
-            decode=fast_decoder(codec),
-            validate=check_metric_point,
+            decode=validating_decoder(codec),
+            validate=None,  # checked inside the decoder, same rules and errors
             dlq_topic=s.dlq_topic,
             telemetry=self.telemetry,
             max_records=s.batch_max_records,

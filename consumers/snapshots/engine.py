@@ -434,12 +434,33 @@ class SnapshotEngine:
             mark_age is None or oi_age is None or mark_age > cfg.mark_stale_ms
             or oi_age > cfg.oi_stale_ms
         )
+        # Points entering are the same for every window (all end at t): sum them once.
+        m_enter: tuple[int, int, int, int] | None = None
+        f_enter: int | None = None
         for w in st.windows:
             start = t - w.w_ms
             m_lo = marks.upto(start)
-            self._advance_marks(st, w, m_lo, m_hi)
+            if m_lo < w.m_hi and m_hi > w.m_hi:
+                if m_enter is None:
+                    m_enter = self._mark_sums(st, w.m_hi, m_hi)
+                self._advance_marks(st, w, m_lo, w.m_hi)
+                r1, r2, bn, bs = m_enter
+                w.r1 += r1
+                w.r2 += r2
+                w.b_n += bn
+                w.b_s += bs
+                w.m_hi = m_hi
+            else:
+                self._advance_marks(st, w, m_lo, m_hi)
             f_lo = fund.upto(start)
-            self._advance_funding(fund, w, f_lo, f_hi)
+            if f_lo <= w.f_hi < f_hi:
+                if f_enter is None:
+                    f_enter = sum(_fx(fund.vs[i - fb]) for i in range(w.f_hi, f_hi))
+                self._advance_funding(fund, w, f_lo, w.f_hi)
+                w.f_s += f_enter
+                w.f_hi = f_hi
+            else:
+                self._advance_funding(fund, w, f_lo, f_hi)
             n_mark = m_hi - m_lo
             mark_return = None
             if mark_last is not None and m_lo > mb:
@@ -488,6 +509,23 @@ class SnapshotEngine:
                 return basis_of(marks.vs[i], x)
             i -= 1
         return st.carry_basis
+
+    @staticmethod
+    def _mark_sums(st: _SymbolState, lo: int, hi: int) -> tuple[int, int, int, int]:
+        """Exact sums over marks [lo, hi) (lo > base): returns r_i = ln(m_i/m_{i-1}),
+        their squares, and the basis of the marks that have an index point."""
+        marks, idx = st.series[MARK], st.series[INDEX]
+        vs, ts, b = marks.vs, marks.ts, marks.base
+        r1 = r2 = bn = bs = 0
+        for i in range(lo, hi):
+            r = _fx_r(log_return(vs[i - b], vs[i - 1 - b]))
+            r1 += r
+            r2 += r * r
+            x = idx.value_at(ts[i - b])
+            if x is not None:
+                bn += 1
+                bs += _fx(basis_of(vs[i - b], x))
+        return r1, r2, bn, bs
 
     def _advance_marks(self, st: _SymbolState, w: _Window, new_lo: int, new_hi: int) -> None:
         lo, hi = w.m_lo, w.m_hi

@@ -12,8 +12,8 @@ Tables (created by versioned migrations, component ``snapshots``):
 - ``snapshot_checkpoints``: per (group, topic, partition, symbol) the last
   snapshot time whose outputs are all durable. Written last in a batch.
 
-Write order in a batch: points, then snapshots (ClickHouse and topic), then
-checkpoints. Recovery of a partition (:meth:`SnapshotStore.load_partition`):
+Write order in a batch: points and snapshots (ClickHouse and topic, either
+order), then checkpoints. Recovery of a partition (:meth:`SnapshotStore.load_partition`):
 for each symbol with checkpoint ``c``, every applied point with
 ``event_time > c - max_window`` plus, per metric, the latest one at or
 before that bound plus the latest (mark, index) pair at or before it; for a
@@ -24,7 +24,7 @@ explains why this reproduces an uninterrupted run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from consumers.clickhouse import Migration, apply_migrations
 from consumers.exceptions import StoreUnavailableError
+from consumers.runtime.batch import TopicPartitionId
 from consumers.snapshots.engine import METRIC_NAMES, basis_of
 
 log = logging.getLogger(__name__)
@@ -169,22 +170,28 @@ class SnapshotStore:
             raise StoreUnavailableError(f"insert into {self._db}.{table} failed: {exc}") from exc
 
     def write_points(
-        self, topic: str, partition: int, rows: Sequence[tuple[str, str, str, int, float]]
+        self, rows: Mapping[TopicPartitionId, Sequence[tuple[str, str, str, int, float]]]
     ) -> None:
-        """Applied points (source, symbol, metric, event_time, value) of one partition."""
-        if not rows:
+        """Applied points (source, symbol, metric, event_time, value) per partition, one insert."""
+        topics: list[str] = []
+        parts: list[int] = []
+        flat: list[tuple[str, str, str, int, float]] = []
+        for (topic, partition), pts in rows.items():
+            topics += [topic] * len(pts)
+            parts += [partition] * len(pts)
+            flat += pts
+        if not flat:
             return
-        n = len(rows)
         data = pa.Table.from_arrays(
             [
-                pa.array([self._group] * n, pa.string()),
-                pa.array([topic] * n, pa.string()),
-                pa.array([partition] * n, pa.uint32()),
-                pa.array([r[0] for r in rows], pa.string()),
-                pa.array([r[1] for r in rows], pa.string()),
-                pa.array([r[2] for r in rows], pa.string()),
-                pa.array([r[3] for r in rows], _TS),
-                pa.array([r[4] for r in rows], _F),
+                pa.array([self._group] * len(flat), pa.string()),
+                pa.array(topics, pa.string()),
+                pa.array(parts, pa.uint32()),
+                pa.array([r[0] for r in flat], pa.string()),
+                pa.array([r[1] for r in flat], pa.string()),
+                pa.array([r[2] for r in flat], pa.string()),
+                pa.array([r[3] for r in flat], _TS),
+                pa.array([r[4] for r in flat], _F),
             ],
             schema=_POINTS_SCHEMA,
         )
@@ -194,10 +201,11 @@ class SnapshotStore:
         if snaps:
             self._insert(SNAPSHOTS_TABLE, snapshots_to_arrow(snaps))
 
-    def write_checkpoints(self, topic: str, partition: int, last: dict[str, int]) -> None:
-        if not last:
+    def write_checkpoints(self, last: Mapping[TopicPartitionId, Mapping[str, int]]) -> None:
+        """Per partition, symbol -> last snapshot time whose outputs are durable; one insert."""
+        rows = [[self._group, t, p, s, ms] for (t, p), syms in last.items() for s, ms in syms.items()]
+        if not rows:
             return
-        rows = [[self._group, topic, partition, s, t] for s, t in last.items()]
         try:
             self._client.insert(
                 CHECKPOINTS_TABLE, rows,

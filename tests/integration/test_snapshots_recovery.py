@@ -48,13 +48,17 @@ class FlakyStore(SnapshotStore):
                 raise Crash(what)
             raise StoreUnavailableError(f"injected {what} failure")
 
+    def write_points(self, rows: Any) -> None:
+        self._maybe_fail("points")
+        super().write_points(rows)
+
     def write_snapshots(self, snaps: Any) -> None:
         self._maybe_fail("snapshots")
         super().write_snapshots(snaps)
 
-    def write_checkpoints(self, topic: str, partition: int, last: dict[str, int]) -> None:
+    def write_checkpoints(self, last: Any) -> None:
         self._maybe_fail("checkpoints")
-        super().write_checkpoints(topic, partition, last)
+        super().write_checkpoints(last)
 
 
 class Member:
@@ -172,6 +176,18 @@ def test_crash_restart_and_partition_moves_give_identical_tables(
             assert b is not None
             try:
                 m2.handler.handle(b)
+            except Crash:
+                break
+            log.commit(b)
+        # and once more before anything of a batch reached ClickHouse
+        m3 = Member(clickhouse, dbs[1], FlakyStore(clickhouse, dbs[1], "g", fail_on="points", crash=True),
+                    cfg=cfg)
+        m3.assign(set(range(PARTS)))
+        for _ in range(4):
+            b = log.batch(m3.owned, 501)
+            assert b is not None
+            try:
+                m3.handler.handle(b)
             except Crash:
                 break
             log.commit(b)
