@@ -57,7 +57,7 @@ from typing import Any
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.runtime.loop import ConsumeLoop, run_workers
-from consumers.snapshots.engine import ACCEPTED, OUTCOMES, EngineConfig, SnapshotEngine
+from consumers.snapshots.engine import ACCEPTED, METRIC_CODES, OUTCOMES, EngineConfig, SnapshotEngine
 from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from consumers.snapshots.wire import snapshot_encoder, validating_decoder
@@ -258,11 +258,17 @@ class SnapshotHandler:
             out.snapshots = self._restored_out.pop(tp, [])
             pts = out.points
             add = engine.add
+            used = METRIC_CODES
+            ignored = 0
             for rec in pb.records:
-                source, symbol, metric = rec["source"], rec["symbol"], rec["metric"]
-                value, et = rec["value"], rec["event_time"]
+                metric = rec["metric"]
+                if metric not in used:
+                    ignored += 1
+                    continue
+                source, symbol, value, et = rec["source"], rec["symbol"], rec["value"], rec["event_time"]
                 if add(source, symbol, metric, value, et) == ACCEPTED:
                     pts.append((source, symbol, metric, et, value))
+            engine.counters.ignored += ignored
             out.snapshots.extend(engine.out)
             engine.out = []
             for s in out.snapshots:

@@ -302,9 +302,14 @@ class SnapshotEngine:
                 return DUPLICATE
             cnt.late += 1
             return LATE
-        if not series.insert(event_time, value):
-            cnt.duplicate += 1
-            return DUPLICATE
+        ts = series.ts
+        if ts and event_time <= ts[-1]:
+            if not series.insert(event_time, value):
+                cnt.duplicate += 1
+                return DUPLICATE
+        else:  # the common case: in order
+            ts.append(event_time)
+            series.vs.append(value)
         cnt.accepted += 1
         if st.max_et is None:
             st.max_et = st.min_et = event_time
