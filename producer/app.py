@@ -37,6 +37,7 @@ SUMMARY_KEYS = (
 
 def build_source(
     settings: ProducerSettings, telemetry: Telemetry, backoff_factory: BackoffFactory | None = None,
+    ingest: Ingest | None = None,
 ) -> Any:
     """The source the settings ask for; each has ``async run(sink, stop)``."""
     if settings.source == "sim":
@@ -50,8 +51,15 @@ def build_source(
     from producer.live import LiveSource
 
     settings.require_live_symbols()
+
+    def on_symbols(current: frozenset[str], removed: set[str]) -> None:
+        if ingest is not None:
+            if settings.stream_mode == "all_market":
+                ingest.symbols = current  # the array stream carries every symbol
+            ingest.forget(removed)
+
     return LiveSource(settings, telemetry, backoff_factory or factory(settings.backoff_initial,
-                                                                     cap=settings.backoff_cap))
+                                                                     cap=settings.backoff_cap), on_symbols)
 
 
 class ProducerApp:
@@ -81,7 +89,8 @@ class ProducerApp:
     async def _main(self, stop: threading.Event) -> int:
         s = self.settings
         bootstrap = s.require_kafka()
-        source = build_source(s, self.telemetry, self._backoff_factory)
+        if s.source == "live":
+            s.require_live_symbols()
         codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
         encoder = MetricPointEncoder(codec)
         publisher = self.publisher = Publisher(
@@ -97,6 +106,7 @@ class ProducerApp:
             publisher, encoder.encode, self.telemetry, max_frame_bytes=s.max_frame_bytes,
             symbols=symbols if s.stream_mode == "all_market" else None,
         )
+        source = build_source(s, self.telemetry, self._backoff_factory, ingest)
         log.info("producer starting", extra={
             "source": s.source, "topic": s.metrics_topic, "bootstrap": bootstrap,
             "fast_encoder": encoder.fast,

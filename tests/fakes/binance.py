@@ -1,0 +1,337 @@
+"""A fake Binance USD-M: a real websocket server and a real HTTP server on
+loopback, run on their own thread and event loop.
+
+Websocket (``ws_url`` = ``ws://127.0.0.1:P/market``): the combined-stream
+endpoint ``/market/stream`` takes SUBSCRIBE / UNSUBSCRIBE messages, answers
+``{"result": null, "id": n}``, pings the client every ``ping_interval``
+seconds, and streams one markPriceUpdate per subscribed symbol per
+simulated second (``tick`` wall seconds each). ``!markPrice@arr@1s`` sends
+the array of every listed symbol.
+
+HTTP (``rest_url``): ``/fapi/v1/exchangeInfo`` lists ``listing``,
+``/fapi/v1/openInterest`` answers with a value that changes every simulated
+second, and every response carries ``X-MBX-USED-WEIGHT-1M``.
+
+Faults, callable from the test thread: :meth:`drop_connections`,
+:meth:`send_garbage`, :meth:`mute_connections` (open but silent),
+:meth:`refuse_connections`, :meth:`fail_rest` (429/418/5xx with
+Retry-After), and :meth:`set_listing` for listings and delistings.
+
+Everything the server sent successfully is recorded (``sent_points``), so a
+test can check that no event sent while connected is missing downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+GARBAGE = [
+    "{not json",
+    '{"stream":"x@markPrice@1s","data":{"e":"markPriceUpdate","E":1790000000000,"s":"X"}}',
+    '{"stream":"x@markPrice@1s","data":{"e":"markPriceUpdate","E":1790000000000,"s":"XUSDT",'
+    '"p":"NaN","i":"1","P":"1","r":"0","T":0}}',
+    "[1,2,3]",
+]
+
+
+def _value(symbol: str, k: int, salt: int) -> float:
+    base = (sum(map(ord, symbol)) % 500) + 10 + salt
+    return round(base * (1 + ((k * 7919 + salt) % 1000 - 500) / 100_000), 8)
+
+
+@dataclass(eq=False)
+class _Conn:
+    ws: ServerConnection
+    streams: set[str] = field(default_factory=set)
+    muted: bool = False
+    garbage: list[str] = field(default_factory=list)
+
+
+class FakeBinance:
+    """See the module doc. Use as a context manager (starts/stops its thread)."""
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        *,
+        start_ms: int = 1_790_000_000_000,
+        tick: float = 0.2,
+        ping_interval: float = 1.0,
+    ) -> None:
+        self.listing: list[str] = sorted(symbols)
+        self.start_ms = start_ms
+        self.tick = tick
+        self.ping_interval = ping_interval
+        self.k = 0
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._thread_main, name="fake-binance", daemon=True)
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self.conns: set[_Conn] = set()
+        #: (symbol, E) -> markPrice payload dict, for frames actually sent.
+        self.sent_mark: dict[tuple[str, int], dict[str, Any]] = {}
+        #: (symbol, time) -> openInterest payload dict, for responses actually sent.
+        self.sent_oi: dict[tuple[str, int], dict[str, Any]] = {}
+        self.connections_total = 0
+        self.subscribes: list[list[str]] = []
+        self.unsubscribes: list[list[str]] = []
+        self.refused = 0
+        self.rest_requests: list[tuple[str, str | None, int]] = []
+        self._refuse_until = 0.0
+        self._rest_faults: list[tuple[int, float | None]] = []
+        self._weight: dict[int, int] = {}
+        self.ws_port = 0
+        self.http_port = 0
+        #: While True the clock stands still and nothing is streamed.
+        self.paused = False
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def __enter__(self) -> FakeBinance:
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise RuntimeError("fake Binance did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        with contextlib.suppress(Exception):
+            fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/market"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _thread_main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        self._ws_server = await serve(
+            self._handle_ws, "127.0.0.1", 0, process_request=self._process_request,
+            ping_interval=self.ping_interval, ping_timeout=max(5.0, self.ping_interval * 5),
+        )
+        self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
+        app = web.Application()
+        app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
+        app.router.add_get("/fapi/v1/openInterest", self._open_interest)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1]
+        self._clock = asyncio.create_task(self._run_clock())
+
+    async def _shutdown(self) -> None:
+        self._clock.cancel()
+        self._ws_server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._ws_server.wait_closed(), 5)
+        await self._runner.cleanup()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the server loop and wait (coroutine functions too)."""
+        async def wrapper() -> Any:
+            res = fn(*args)
+            if asyncio.iscoroutine(res):
+                res = await res
+            return res
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
+
+    # -- faults and controls ------------------------------------------------------------
+
+    def drop_connections(self) -> int:
+        """Close every open websocket (after what was already sent)."""
+        async def drop() -> int:
+            conns = list(self.conns)
+            for c in conns:
+                await c.ws.close(1001, "going away")
+            return len(conns)
+
+        return int(self.call(drop))
+
+    def send_garbage(self) -> None:
+        """Each open connection sends every kind of malformed frame once."""
+        def queue() -> None:
+            for c in self.conns:
+                c.garbage.extend(GARBAGE)
+
+        self.call(queue)
+
+    def mute_connections(self) -> int:
+        """The open connections stay open but never send data again (new ones are normal)."""
+        def mute() -> int:
+            for c in self.conns:
+                c.muted = True
+            return len(self.conns)
+
+        return int(self.call(mute))
+
+    def refuse_connections(self, seconds: float) -> None:
+        """Websocket handshakes fail with HTTP 503 for ``seconds``."""
+        self._refuse_until = time.monotonic() + seconds
+
+    def fail_rest(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
+        """The next ``count`` openInterest requests get ``status`` (with Retry-After)."""
+        with self._lock:
+            self._rest_faults.extend([(status, retry_after)] * count)
+
+    def set_listing(self, symbols: Iterable[str]) -> None:
+        self.listing = sorted(symbols)
+
+    def open_streams(self) -> set[str]:
+        return set().union(*(c.streams for c in list(self.conns))) if self.conns else set()
+
+    # -- websocket ----------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not request.path.startswith("/market/stream"):
+            return Response(HTTPStatus.NOT_FOUND, "Not Found", Headers(), b"unknown path\n")
+        if time.monotonic() < self._refuse_until:
+            self.refused += 1
+            return Response(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable", Headers(), b"busy\n")
+        return None
+
+    async def _handle_ws(self, ws: ServerConnection) -> None:
+        conn = _Conn(ws)
+        self.conns.add(conn)
+        self.connections_total += 1
+        try:
+            async for message in ws:
+                req = json.loads(message)
+                params = list(req.get("params", []))
+                if req.get("method") == "SUBSCRIBE":
+                    conn.streams.update(params)
+                    self.subscribes.append(params)
+                elif req.get("method") == "UNSUBSCRIBE":
+                    conn.streams.difference_update(params)
+                    self.unsubscribes.append(params)
+                else:
+                    await ws.send(json.dumps({"error": {"code": 2, "msg": "Invalid request"},
+                                              "id": req.get("id")}))
+                    continue
+                await ws.send(json.dumps({"result": None, "id": req.get("id")}))
+        except Exception:
+            pass
+        finally:
+            self.conns.discard(conn)
+
+    def payload(self, symbol: str, k: int) -> dict[str, Any]:
+        e = self.start_ms + 1000 * k
+        delivery = "_" in symbol
+        return {
+            "e": "markPriceUpdate", "E": e, "s": symbol,
+            "p": f"{_value(symbol, k, 0):.8f}", "ap": f"{_value(symbol, k, 0):.8f}",
+            "P": f"{_value(symbol, k, 3):.8f}", "i": f"{_value(symbol, k, 1):.8f}",
+            "r": "" if delivery else f"{(k % 13 - 6) / 100_000:.8f}",
+            "T": 0 if delivery else (e // 28_800_000 + 1) * 28_800_000,
+        }
+
+    async def _run_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            await asyncio.sleep(max(0.0, started + (self.k + 1) * self.tick - loop.time()))
+            if self.paused:
+                started += self.tick
+                continue
+            self.k += 1
+            k = self.k
+            await asyncio.gather(*(self._emit(c, k) for c in list(self.conns)), return_exceptions=True)
+
+    async def _emit(self, conn: _Conn, k: int) -> None:
+        if conn.muted:
+            return
+        while conn.garbage:
+            await conn.ws.send(conn.garbage.pop(0))
+        listing = set(self.listing)
+        for stream in sorted(conn.streams):
+            if stream == "!markPrice@arr@1s":
+                items = [self.payload(s, k) for s in sorted(listing)]
+                await conn.ws.send(json.dumps({"stream": stream, "data": items}))
+                for it in items:
+                    self.sent_mark[(it["s"], it["E"])] = it
+                continue
+            symbol = stream.split("@", 1)[0].upper()
+            if symbol not in listing:
+                continue
+            d = self.payload(symbol, k)
+            await conn.ws.send(json.dumps({"stream": stream, "data": d}))
+            self.sent_mark[(symbol, d["E"])] = d
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        minute = int(time.time() // 60)
+        with self._lock:
+            self._weight[minute] = self._weight.get(minute, 0) + 1
+            used = self._weight[minute]
+        return {"X-MBX-USED-WEIGHT-1M": str(used)}
+
+    async def _exchange_info(self, request: web.Request) -> web.Response:
+        headers = self._headers()
+        self.rest_requests.append(("exchangeInfo", None, 200))
+        symbols = [{"symbol": s, "pair": s, "contractType": "CURRENT_QUARTER" if "_" in s else "PERPETUAL",
+                    "status": "TRADING"} for s in self.listing]
+        return web.json_response({"timezone": "UTC", "serverTime": self.start_ms + 1000 * self.k,
+                                  "symbols": symbols}, headers=headers)
+
+    async def _open_interest(self, request: web.Request) -> web.Response:
+        headers = self._headers()
+        symbol = request.query.get("symbol", "")
+        with self._lock:
+            fault = self._rest_faults.pop(0) if self._rest_faults else None
+        if fault is not None:
+            status, retry_after = fault
+            if retry_after is not None:
+                headers["Retry-After"] = str(retry_after)
+            self.rest_requests.append(("openInterest", symbol, status))
+            body = {"code": -1003, "msg": "Too many requests"} if status in (418, 429) else \
+                {"code": -1000, "msg": "internal"}
+            return web.json_response(body, status=status, headers=headers)
+        if symbol not in self.listing:
+            self.rest_requests.append(("openInterest", symbol, 400))
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers)
+        k = self.k
+        d = {"symbol": symbol, "openInterest": f"{_value(symbol, k, 7) * 100:.3f}",
+             "time": self.start_ms + 1000 * k + 500}
+        self.rest_requests.append(("openInterest", symbol, 200))
+        self.sent_oi[(symbol, d["time"])] = d
+        return web.json_response(d, headers=headers)
+
+    # -- expectations -----------------------------------------------------------------------
+
+    def expected_points(self) -> dict[tuple[str, str, int], float]:
+        """(symbol, metric, event_time) -> value for everything sent so far."""
+        from producer import binance
+
+        out: dict[tuple[str, str, int], float] = {}
+        for d in list(self.sent_mark.values()):
+            for p in binance.mark_price_points(d, 0):
+                out[(p["symbol"], p["metric"], p["event_time"])] = p["value"]
+        for d in list(self.sent_oi.values()):
+            p = binance.open_interest_point(d, 0)
+            out[(p["symbol"], p["metric"], p["event_time"])] = p["value"]
+        return out
