@@ -157,7 +157,10 @@ class ProducerApp:
         """Serve delivery callbacks, move counters to telemetry, log a summary line."""
         next_summary = time.monotonic() + self.settings.summary_interval
         while True:
-            publisher.poll(0)
+            try:
+                publisher.poll(0)
+            except Exception:  # the pump must outlive any single failure
+                log.exception("serving the Kafka producer failed")
             ingest.sync()
             self._sync_publisher(publisher)
             if time.monotonic() >= next_summary:

@@ -26,12 +26,13 @@ delivery callbacks run inside :meth:`poll`, on that same thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from schemas.telemetry import Telemetry
 
@@ -125,7 +126,24 @@ class Publisher:
             except BufferError:
                 self._hold(key, value)
                 return
+            except KafkaException as exc:
+                self._on_produce_error(exc, key, value)
+                return
+        except KafkaException as exc:
+            self._on_produce_error(exc, key, value)
+            return
         self.enqueued += 1
+
+    def _on_produce_error(self, exc: KafkaException, key: bytes, value: bytes) -> None:
+        """produce() refuses only when the client is in a fatal state (or for a
+        programming error): keep the point and let :meth:`poll` recreate the client."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is not None and err.fatal() or (err is not None and err.code() == KafkaError._FATAL):
+            if self._fatal is None:
+                self._fatal = err
+            self._hold(key, value)
+            return
+        raise exc
 
     def _hold(self, key: bytes, value: bytes) -> None:
         if len(self._overflow) >= self._overflow_max:
@@ -164,17 +182,39 @@ class Publisher:
 
     def poll(self, timeout: float = 0.0) -> None:
         """Serve delivery callbacks, recover from fatal errors, drain the overflow."""
-        self._producer.poll(timeout)
+        self._serve(timeout)
         if self._fatal is not None:
             self._recreate()
-        while self._overflow:
+        while self._overflow and self._fatal is None:
             key, value = self._overflow[0]
             try:
                 self._producer.produce(self.topic, value, key)
             except BufferError:
                 break
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is None or not (err.fatal() or err.code() == KafkaError._FATAL):
+                    raise
+                self._fatal = err
+                break
             self._overflow.popleft()
             self.enqueued += 1
+
+    def _serve(self, timeout: float, flush: bool = False) -> None:
+        """``poll``/``flush`` that turn a raised fatal error into a recreate request."""
+        try:
+            if flush:
+                self._producer.flush(timeout)
+            else:
+                self._producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or not err.fatal():
+                raise
+            if self._fatal is None:
+                log.error("fatal Kafka producer error; the producer will be recreated",
+                          extra={"error": err.str()})
+                self._fatal = err
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
@@ -210,12 +250,20 @@ class Publisher:
         self._telemetry.inc("producer_recreated", 1)
         old = self._producer
         self._fatal = None
-        try:
+        before = len(self._overflow)
+        with contextlib.suppress(KafkaException):
             old.purge(in_queue=True, in_flight=True, blocking=False)
-            old.poll(0)
-            old.flush(0)
-        except Exception as exc:  # a fatal client may refuse; its callbacks already ran
-            log.warning("purging the failed producer raised", extra={"error": repr(exc)})
+        # Purged messages come back through the delivery callback (re-enqueued).
+        for _ in range(50):
+            with contextlib.suppress(KafkaException):
+                old.poll(0.01)
+            if not len(old):
+                break
+        if len(old):
+            log.error("failed producer kept messages after purge; they are lost",
+                      extra={"lost": len(old)})
+            self._telemetry.inc("points_dropped", len(old), {"reason": "fatal_producer"})
+        log.warning("Kafka producer recreated", extra={"requeued": len(self._overflow) - before})
         self._producer = self._new_producer()
 
     def flush(self, timeout: float) -> int:
@@ -225,7 +273,7 @@ class Publisher:
             self.poll(0)
             if not self.pending:
                 return 0
-            self._producer.flush(min(0.2, max(0.0, deadline - time.monotonic())))
+            self._serve(min(0.2, max(0.0, deadline - time.monotonic())), flush=True)
         self.poll(0)
         return self.pending
 

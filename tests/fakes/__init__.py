@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from schemas.codec import metric_point_codec
@@ -16,12 +17,13 @@ from schemas.codec import metric_point_codec
 def read_topic(
     bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60.0,
     idle: float = 3.0, consumer_config: dict[str, Any] | None = None,
+    until: Callable[[list[tuple[bytes, dict[str, Any]]]], bool] | None = None,
 ) -> list[tuple[bytes, dict[str, Any]]]:
     """Every (key, decoded MetricPoint) on ``topic`` from the start.
 
-    Stops when ``expect`` records were read (then ``idle`` more seconds
-    to catch extras), or after ``idle`` seconds without a record once
-    something was read, or at ``timeout``.
+    Stops one quiet second after ``until(records)`` became true, or when ``expect`` records were
+    read (then one quiet second to catch extras), or after ``idle`` seconds
+    without a record once something was read, or at ``timeout``.
     """
     from confluent_kafka import Consumer
 
@@ -35,6 +37,7 @@ def read_topic(
     out: list[tuple[bytes, dict[str, Any]]] = []
     deadline = time.monotonic() + timeout
     last = time.monotonic()
+    satisfied = False
     try:
         while time.monotonic() < deadline:
             msgs = c.consume(10_000, 0.5)
@@ -45,6 +48,12 @@ def read_topic(
                 out.append((m.key(), codec.decode(m.value())))
             if msgs:
                 last = now
+            if until is not None:
+                if not satisfied and until(out):
+                    satisfied = True
+                if satisfied and now - last >= 1.0:
+                    break
+                continue
             if expect is not None and len(out) >= expect and now - last >= min(idle, 1.0):
                 break
             if expect is None and out and now - last >= idle:
