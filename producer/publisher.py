@@ -138,7 +138,7 @@ class Publisher:
         """produce() refuses only when the client is in a fatal state (or for a
         programming error): keep the point and let :meth:`poll` recreate the client."""
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        if err is not None and err.fatal() or (err is not None and err.code() == KafkaError._FATAL):
+        if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
             if self._fatal is None:
                 self._fatal = err
             self._hold(key, value)
