@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,11 +80,16 @@ def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
     return ProducerSettings(**overrides)
 
 
-def _stop_on_signals() -> threading.Event:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM set the returned event (drain, then exit 0); old handlers come back after."""
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return stop
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def produce_main(args: argparse.Namespace) -> int:
@@ -98,7 +104,8 @@ def produce_main(args: argparse.Namespace) -> int:
     telemetry = Telemetry()
     server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
     try:
-        return ProducerApp(settings, telemetry).run(_stop_on_signals())
+        with _stop_on_signals() as stop:
+            return ProducerApp(settings, telemetry).run(stop)
     finally:
         if server is not None:
             server.shutdown()
@@ -112,10 +119,9 @@ def record_main(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_live_symbols()
     configure_logging(settings.log_level, settings.log_format)
-    stop = _stop_on_signals()
     out_path = Path(args.out)
 
-    async def main(out: IO[str]) -> int:
+    async def main(out: IO[str], stop: threading.Event) -> int:
         astop = asyncio.Event()
         recorder = Recorder(out)
         task = asyncio.create_task(LiveSource(settings, Telemetry()).run(recorder, astop))
@@ -131,5 +137,5 @@ def record_main(args: argparse.Namespace) -> int:
         print(f"recorded {recorder.frames} frames to {out_path}", file=sys.stderr)
         return 0
 
-    with out_path.open("a", encoding="utf-8") as out:
-        return asyncio.run(main(out))
+    with out_path.open("a", encoding="utf-8") as out, _stop_on_signals() as stop:
+        return asyncio.run(main(out, stop))
