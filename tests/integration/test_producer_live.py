@@ -205,3 +205,20 @@ def test_listing_changes_are_followed(kafka_bootstrap: str, topic_factory: Calla
     assert "EEEUSDT" in {r["symbol"] for r in got}
     assert "DDDUSDT_261225" not in {r["symbol"] for r in got}
     assert telemetry.get("symbols_followed") == 3
+
+
+def test_all_market_stream_keeps_only_wanted_symbols(
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+) -> None:
+    topic = topic_factory(2)
+    telemetry = Telemetry()
+    with FakeBinance(["AAAUSDT", "BBBUSDT", "CCCUSDT"], tick=0.1) as fake, \
+            producing(fake, kafka_bootstrap, topic, telemetry, symbols="AAAUSDT,BBBUSDT",
+                      stream_mode="all_market"):
+        wait_for(lambda: fake.open_streams() == {"!markPrice@arr@1s"}, what="array stream subscribed")
+        wait_for(lambda: telemetry.get("points_published") > 100, what="points")
+        settle(fake, telemetry)
+    expected = {k: v for k, v in fake.expected_points().items() if k[0] != "CCCUSDT"}
+    got = {(r["symbol"], r["metric"], r["event_time"]): r["value"]
+           for _, r in read_topic(kafka_bootstrap, topic, expect=len(expected))}
+    assert got == expected
