@@ -29,7 +29,3 @@ class RestError(ProducerError):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.retry_after = retry_after
-
-
-class SubscribeError(ProducerError):
-    """The websocket server refused a SUBSCRIBE/UNSUBSCRIBE request."""

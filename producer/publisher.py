@@ -100,6 +100,7 @@ class Publisher:
         self.delivered = 0
         self._fatal: KafkaError | None = None
         self._last_drop_log = 0.0
+        self._last_retry_log = 0.0
         self._producer = self._new_producer()
         telemetry.gauge_fn("buffer_fill", self.fill)
         telemetry.gauge_fn("buffer_messages", lambda: float(self.pending))
@@ -231,6 +232,11 @@ class Publisher:
         # Re-enqueue: the retry goes behind newer points (order within a symbol
         # may change; identity-based dedup downstream makes that harmless).
         self._telemetry.inc("delivery_retries", 1)
+        now = time.monotonic()
+        if now - self._last_retry_log > 5:
+            self._last_retry_log = now
+            log.warning("delivery failed; point re-enqueued for another attempt",
+                        extra={"reason": reason, "error": err.str(), "pending": self.pending})
         self._overflow.append((msg.key(), msg.value()))
         self.enqueued -= 1
 
