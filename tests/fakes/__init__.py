@@ -17,11 +17,12 @@ from schemas.codec import metric_point_codec
 def read_topic(
     bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60.0,
     idle: float = 3.0, consumer_config: dict[str, Any] | None = None,
-    until: Callable[[list[tuple[bytes, dict[str, Any]]]], bool] | None = None,
+    until: Callable[[list[tuple[bytes, dict[str, Any]]]], bool] | None = None, quiet: float = 1.0,
 ) -> list[tuple[bytes, dict[str, Any]]]:
     """Every (key, decoded MetricPoint) on ``topic`` from the start.
 
-    Stops one quiet second after ``until(records)`` became true, or when ``expect`` records were
+    Stops ``quiet`` seconds without records after ``until(records)`` became
+    true (0: at once, for a topic still being written), or when ``expect`` records were
     read (then one quiet second to catch extras), or after ``idle`` seconds
     without a record once something was read, or at ``timeout``.
     """
@@ -51,7 +52,7 @@ def read_topic(
             if until is not None:
                 if not satisfied and until(out):
                     satisfied = True
-                if satisfied and now - last >= 1.0:
+                if satisfied and now - last >= quiet:
                     break
                 continue
             if expect is not None and len(out) >= expect and now - last >= min(idle, 1.0):

@@ -61,7 +61,7 @@ def test_broker_outage_loses_nothing(broker_kind: str, tmp_path) -> None:  # typ
         wait_for(lambda: telemetry.get("points_delivered") >= published_before, what="acks before outage")
         acked_before = set(_sim_identities(published_before))
         on_first = read_topic(first.bootstrap_servers, topic, timeout=60,
-                              until=lambda recs: acked_before <= _ids(recs))
+                              until=lambda recs: acked_before <= _ids(recs), quiet=0)
         assert acked_before <= _ids(on_first)
         # Crash-like stop. Tansu keeps topics in memory, so whatever it acked
         # after the read above dies with it: those points are accounted for below.
