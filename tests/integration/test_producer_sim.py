@@ -60,7 +60,7 @@ def test_sim_source_unthrottled_is_deterministic(
     telemetry = Telemetry()
     settings = ProducerSettings(kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic,
                                 source="sim", sim_symbols=50, seed=11, sim_rate=0, sim_start_ms=START,
-                                duration=2.0)
+                                duration=0.5)
     assert ProducerApp(settings, telemetry).run(threading.Event()) == 0
     delivered = int(telemetry.get("points_delivered"))
     assert delivered > 1000 and delivered == telemetry.get("points_published")
