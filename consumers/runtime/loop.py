@@ -155,6 +155,7 @@ class ConsumeLoop:
         self._dlq: DlqWriter | None = None
         self.assignment: set[TopicPartitionId] = set()
         self._paused = False
+        self._pause_new = False
         self._carry: list[Any] = []
         self._cuts: dict[TopicPartitionId, list[int]] = {}
         self._collecting: _Builder | None = None
@@ -162,6 +163,10 @@ class ConsumeLoop:
         #: handled, not yet committed (a commit failed): next offset per partition
         self._uncommitted: dict[TopicPartitionId, int] = {}
         self.committed: dict[TopicPartitionId, int] = {}
+        self._last_data: dict[TopicPartitionId, float] = {}
+        self._next_stall_check = 0.0
+        #: a partition with a backlog and no records for this long gets its fetch restarted
+        self.stall_after = max(5.0, 10 * max_wait)
 
     # -- public -------------------------------------------------------------------
 
@@ -184,10 +189,19 @@ class ConsumeLoop:
         rc = 0
         try:
             while not stop.is_set():
+                self._kick_stalled_fetches()
                 batch = self._collect(stop)
-                if batch is not None and not self._deliver(batch, stop):
+                if batch is None:
+                    if self._uncommitted:
+                        # A commit failed earlier (e.g. during a rebalance) and no new batch
+                        # carries these partitions: retry it while idle.
+                        self._commit({})
+                    continue
+                if not self._deliver(batch, stop):
                     rc = 1
                     break
+                for tp in batch.partitions:
+                    self._last_data[tp] = time.monotonic()
         finally:
             self._shutdown()
         return rc
@@ -315,6 +329,9 @@ class ConsumeLoop:
             left = end - time.monotonic()
             if left <= 0:
                 return
+            if self._pause_new and self.assignment:
+                self._consumer.pause(_tps(self.assignment))
+                self._pause_new = False
             msgs = self._consumer.consume(num_messages=1000, timeout=min(left, self.poll_timeout))
             if msgs:
                 # Fetched before the pause took effect: they follow the pending batch.
@@ -381,9 +398,8 @@ class ConsumeLoop:
             for tp, (first, last) in pending.items():
                 self._cuts[tp] = [first - 1, last]
         self.handler.on_assigned(tps)
-        consumer.incremental_assign(partitions)
         if self._paused:
-            consumer.pause(partitions)
+            self._pause_new = True  # paused in _wait_polling once the client has assigned them
         log.info("partitions assigned", extra={"group": self.group_id, "member": self.name,
                                                "partitions": tps})
 
@@ -402,6 +418,7 @@ class ConsumeLoop:
         for tp in tps:
             self._uncommitted.pop(tp, None)
             self._cuts.pop(tp, None)
+            self._last_data.pop(tp, None)
             self.telemetry.set("consumer_lag", 0, {"group": self.group_id, "topic": tp[0],
                                                    "partition": str(tp[1])})
         if self._pending is not None:
@@ -413,6 +430,39 @@ class ConsumeLoop:
         self.handler.on_revoked(sorted(tps))
         log.info("partitions lost" if lost else "partitions revoked",
                  extra={"group": self.group_id, "member": self.name, "partitions": sorted(tps)})
+
+    def _kick_stalled_fetches(self) -> None:
+        """Restart the fetch of partitions that have a backlog but deliver nothing.
+
+        Seen on Tansu after cooperative rebalances: a partition stays assigned
+        and unpaused, the broker holds records past our position, and the
+        fetcher never returns them. A seek to the current position restarts
+        that partition's fetch without skipping or repeating anything. On a
+        healthy broker the condition never holds for ``stall_after`` seconds.
+        """
+        now = time.monotonic()
+        if now < self._next_stall_check or self._paused or not self.assignment:
+            return
+        self._next_stall_check = now + 1.0
+        from confluent_kafka import TopicPartition
+
+        idle = [tp for tp in self.assignment if now - self._last_data.setdefault(tp, now) > self.stall_after]
+        if not idle:
+            return
+        for pos in self._consumer.position(_tps(set(idle))):
+            tp = (pos.topic, pos.partition)
+            if pos.offset < 0:
+                continue  # nothing consumed yet: the committed/reset offset is still being resolved
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            if high is not None and 0 <= high <= pos.offset:
+                self._last_data[tp] = now  # caught up: idle, not stalled
+                continue
+            log.warning("partition fetch stalled; restarting it at the current position",
+                        extra={"group": self.group_id, "member": self.name, "topic": tp[0],
+                               "partition": tp[1], "offset": pos.offset, "high_watermark": high})
+            self.telemetry.inc("fetch_restarts", 1, self._labels)
+            self._consumer.seek(TopicPartition(tp[0], tp[1], pos.offset))
+            self._last_data[tp] = now
 
     # -- lag ----------------------------------------------------------------------------
 

@@ -1,0 +1,174 @@
+"""``perpstream sink`` and ``perpstream query``.
+
+Settings come from ``PERPSTREAM_*`` env vars; flags override them. The sink
+needs a Kafka cluster (``--bootstrap-servers``); the embedded broker and the
+whole pipeline in one process are ``perpstream run``'s job. Without
+``--clickhouse-dsn`` both commands use the embedded engine under
+``--data-dir``; only one process may open that directory, so ``query``
+against the embedded engine works while no other process holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from consumers.clickhouse import open_client
+from consumers.sink import queries
+from consumers.sink.migrations import migrate_sink
+from consumers.sink.service import run_sink
+from consumers.sink.settings import SinkSettings
+from schemas.exceptions import ConfigError
+from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sink", help="store MetricPoints from Kafka in ClickHouse (consumer group member)")
+    _common(p)
+    p.add_argument("--group-id", help="consumer group (default perpstream-sink)")
+    p.add_argument("--workers", type=int, help="group members as threads in this process (default 1)")
+    p.add_argument("--batch-size", type=int, dest="batch_max_records", help="records per batch")
+    p.add_argument("--batch-ms", type=int, dest="batch_max_ms", help="longest wait to fill a batch")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port")
+    p.set_defaults(func=sink_command)
+
+    q = sub.add_parser("query", help="read what the sink stored, and the sink's consumer lag")
+    qs = q.add_subparsers(dest="query", required=True, metavar="QUERY")
+    latest = qs.add_parser("latest", help="latest value per symbol and metric")
+    latest.add_argument("--symbol", action="append", help="repeatable; default all")
+    latest.add_argument("--metric", action="append", help="repeatable; default all")
+    series = qs.add_parser("series", help="time series of one symbol and metric")
+    series.add_argument("--symbol", required=True)
+    series.add_argument("--metric", required=True)
+    series.add_argument("--since", help="ISO-8601 or epoch ms (default: 1 hour before --until)")
+    series.add_argument("--until", help="ISO-8601 or epoch ms, exclusive (default: now)")
+    series.add_argument("--limit", type=int, default=100_000)
+    qs.add_parser("counts", help="exact count and freshest event time per metric (FINAL)")
+    lag = qs.add_parser("lag", help="consumer lag per partition")
+    lag.add_argument("--group-id", help="default perpstream-sink")
+    for sp in (latest, series, qs.choices["counts"], lag):
+        _common(sp)
+        sp.add_argument("--format", choices=("table", "json"), default="table")
+        sp.set_defaults(func=query_command)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap-servers",
+                   help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--clickhouse-dsn",
+                   help="http(s)://... or chdb:///abs/dir (default: embedded in --data-dir)")
+    p.add_argument("--database", dest="clickhouse_database", help="ClickHouse database (default perpstream)")
+    p.add_argument("--data-dir", help="embedded state directory (default .perpstream)")
+    p.add_argument("--topic", dest="metrics_topic", help="MetricPoint topic")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+_FIELDS = {
+    "bootstrap_servers": "kafka_bootstrap_servers", "clickhouse_dsn": "clickhouse_dsn",
+    "clickhouse_database": "clickhouse_database", "data_dir": "data_dir", "metrics_topic": "metrics_topic",
+    "log_level": "log_level", "group_id": "group_id", "workers": "workers",
+    "batch_max_records": "batch_max_records", "batch_max_ms": "batch_max_ms", "metrics_port": "metrics_port",
+}
+
+
+def settings_from_args(args: argparse.Namespace) -> SinkSettings:
+    overrides = {field: getattr(args, attr) for attr, field in _FIELDS.items()
+                 if getattr(args, attr, None) is not None}
+    return SinkSettings(**overrides)
+
+
+def sink_command(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    settings.require_bootstrap()
+    configure_logging(settings.log_level, settings.log_format)
+    telemetry = Telemetry()
+    server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    client = open_client(settings.resolved_clickhouse_dsn())
+    try:
+        return run_sink(settings, client, stop, telemetry=telemetry)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        if server is not None:
+            server.shutdown()
+
+
+def parse_time_ms(text: str) -> int:
+    """Epoch milliseconds from digits, or from an ISO-8601 time (UTC unless it says otherwise)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"expected epoch ms or ISO-8601, got {text!r}") from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+def run_query(args: argparse.Namespace, settings: SinkSettings) -> list[dict[str, Any]]:
+    if args.query == "lag":
+        group = args.group_id or settings.group_id
+        rows = queries.consumer_lag(settings.require_bootstrap(), group, settings.metrics_topic)
+        return [r.as_dict() for r in rows]
+    client = open_client(settings.resolved_clickhouse_dsn())
+    try:
+        db = settings.clickhouse_database
+        migrate_sink(client, db)  # a fresh database answers with no rows instead of an error
+        if args.query == "latest":
+            return queries.latest(client, db, symbols=args.symbol, metrics=args.metric)
+        if args.query == "series":
+            until = parse_time_ms(args.until) if args.until else int(time.time() * 1000)
+            since = parse_time_ms(args.since) if args.since else until - 3_600_000
+            return queries.series(client, db, args.symbol, args.metric, since, until, limit=args.limit)
+        return queries.counts(client, db)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+def query_command(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    rows = run_query(args, settings)
+    print_rows(rows, args.format)
+    return 0
+
+
+def print_rows(rows: Sequence[dict[str, Any]], fmt: str, out: Any = None) -> None:
+    out = out or sys.stdout
+    if fmt == "json":
+        for row in rows:
+            out.write(json.dumps(row, default=str) + "\n")
+        return
+    if not rows:
+        out.write("(no rows)\n")
+        return
+    cols = list(rows[0])
+    cells = [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() + "\n")
+    for line in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.10g}"
+    if v is None:
+        return "-"
+    return str(v)
