@@ -27,6 +27,10 @@ class PartitionBatch:
     last_offset: int
     records: list[dict[str, Any]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    #: The topic's id (a UUID, new for every incarnation of the topic). Offsets
+    #: restart at 0 when a topic is recreated or an in-memory broker restarts,
+    #: so without it a new batch could reuse an old token and be dropped.
+    topic_id: str = ""
 
     @property
     def tp(self) -> TopicPartitionId:
@@ -34,7 +38,7 @@ class PartitionBatch:
 
     @property
     def dedup_token(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.first_offset}:{self.last_offset}"
+        return f"{self.topic}:{self.topic_id}:{self.partition}:{self.first_offset}:{self.last_offset}"
 
 
 @dataclass(slots=True)

@@ -78,6 +78,28 @@ class BatchJournal(Protocol):
     ) -> Mapping[TopicPartitionId, tuple[int, int]]: ...
 
 
+def topic_ids(config: Mapping[str, Any], topics: Sequence[str]) -> dict[str, str]:
+    """Topic ids by name, so batch tokens differ between incarnations of a topic.
+
+    A cluster that cannot describe topics (old brokers) gives no ids: tokens
+    then rest on offsets alone, which is exact as long as topics are not recreated.
+    """
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin_cfg = {k: v for k, v in config.items()
+                 if k.startswith(("bootstrap.", "security.", "sasl.", "ssl."))}
+    out: dict[str, str] = {}
+    try:
+        admin = AdminClient(admin_cfg)  # must outlive the futures
+        futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=10)
+        for name, fut in futures.items():
+            out[name] = str(fut.result(timeout=15).topic_id)
+    except Exception as exc:
+        log.warning("topic ids unavailable; dedup tokens use offsets only", extra={"error": str(exc)})
+    return out
+
+
 def backoff(initial: float, maximum: float, factor: float = 1.618) -> Iterator[float]:
     """Delays with full jitter: uniform in [d/2, d], d growing by ``factor`` up to ``maximum``."""
     d = initial
@@ -158,6 +180,7 @@ class ConsumeLoop:
         self._pause_new = False
         self._carry: list[Any] = []
         self._cuts: dict[TopicPartitionId, list[int]] = {}
+        self._topic_ids: dict[str, str] = {}
         self._collecting: _Builder | None = None
         self._pending: Batch | None = None
         #: handled, not yet committed (a commit failed): next offset per partition
@@ -175,6 +198,7 @@ class ConsumeLoop:
         from confluent_kafka import Consumer
 
         self._consumer = Consumer(self._config, logger=logging.getLogger("librdkafka"))
+        self._topic_ids = topic_ids(self._config, self.topics)
         if self._dlq_topic is not None:
             producer_cfg = {
                 k: v for k, v in self._config.items()
@@ -209,7 +233,7 @@ class ConsumeLoop:
     # -- collecting ---------------------------------------------------------------
 
     def _collect(self, stop: threading.Event) -> Batch | None:
-        b = _Builder(self._decode, self._validate, self._cuts)
+        b = _Builder(self._decode, self._validate, self._cuts, self._topic_ids)
         self._collecting = b
         try:
             carry, self._carry = self._carry, []
@@ -513,11 +537,23 @@ def _tps(tps: set[TopicPartitionId]) -> list[Any]:
 class _Builder:
     """Accumulates one batch. The per-message loop is the consumer's hot path."""
 
-    __slots__ = ("_cuts", "_decode", "_validate", "closed", "consumed", "count", "errors", "parts",
-                 "rejected")
+    __slots__ = (
+        "_cuts",
+        "_decode",
+        "_topic_ids",
+        "_validate",
+        "closed",
+        "consumed",
+        "count",
+        "errors",
+        "parts",
+        "rejected",
+    )
 
     def __init__(self, decode: Decoder, validate: Validator | None,
-                 cuts: dict[TopicPartitionId, list[int]]) -> None:
+                 cuts: dict[TopicPartitionId, list[int]],
+                 topic_ids: Mapping[str, str] | None = None) -> None:
+        self._topic_ids = topic_ids or {}
         self._decode = decode
         self._validate = validate
         self._cuts = cuts
@@ -575,7 +611,8 @@ class _Builder:
                     if not c:
                         del cuts[tp]
             if pb is None:
-                pb = parts[tp] = PartitionBatch(tp[0], tp[1], off, off)
+                pb = parts[tp] = PartitionBatch(tp[0], tp[1], off, off,
+                                                topic_id=self._topic_ids.get(tp[0], ""))
             pb.last_offset = off
             n += 1
             value = m.value()
