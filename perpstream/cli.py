@@ -18,17 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Binance USD-M market context streamed to Kafka and ClickHouse.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # Each package registers its own subcommands; import lazily-cheap modules only.
+    # Each package registers its own subcommands.
+    from consumers.sink import cli as sink_cli
+    from consumers.snapshots import cli as snapshots_cli
     from perpstream import pipeline
+    from producer import cli as producer_cli
 
-    pipeline.register(sub)
-    for modname in ("producer.cli", "consumers.sink.cli", "consumers.snapshots.cli"):
-        try:
-            mod = __import__(modname, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not modname.startswith(exc.name):
-                raise
-            continue
+    for mod in (pipeline, producer_cli, sink_cli, snapshots_cli):
         mod.register(sub)
     return parser
 

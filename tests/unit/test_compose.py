@@ -34,10 +34,7 @@ def compose() -> dict[str, Any]:
 
 def _settings_class(path: str) -> type[BaseSettings]:
     mod, _, name = path.partition(":")
-    try:
-        cls = getattr(importlib.import_module(mod), name)
-    except (ImportError, AttributeError):
-        return CommonSettings
+    cls = getattr(importlib.import_module(mod), name)
     assert issubclass(cls, CommonSettings)
     return cls  # type: ignore[no-any-return]
 
