@@ -83,11 +83,13 @@ def test_full_buffer_drops_oldest_and_counts_it() -> None:
         pub.publish(b"K", b"v%d" % i)
     assert pub.congested
     dropped = telemetry.get("points_dropped", {"reason": "buffer_full"})
-    assert dropped >= 10 and dropped + pub.pending == 30  # every point is queued or counted
+    # every point is queued in librdkafka, held in the overflow, or counted as dropped
+    assert dropped >= 10 and dropped + pub.enqueued + len(pub._overflow) == 30
     # The newest points are the ones kept.
     assert [v for _, v in pub._overflow] == [b"v%d" % i for i in range(25, 30)]
     assert telemetry.snapshot()["buffer_fill"][()] >= 1.0
-    pending = pub.pending
+    # librdkafka's queue length counts protocol requests too, so compare with a bound
+    held = pub.enqueued + len(pub._overflow)
     left = pub.close(0.5)
-    assert left == pending
-    assert telemetry.get("points_dropped", {"reason": "undelivered_at_stop"}) == pending
+    assert left >= held
+    assert telemetry.get("points_dropped", {"reason": "undelivered_at_stop"}) == left
