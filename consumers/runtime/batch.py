@@ -19,6 +19,10 @@ class PartitionBatch:
     ``records[i]`` is the decoded dict (timestamps as epoch-ms ints) of the
     message at ``offsets[i]``. A partition may have no valid records at all
     (everything went to the DLQ); its offsets are still committed.
+
+    A loop given a row decoder (the sink's opt-in fast path) fills ``rows``
+    instead of ``records``: ``rows[i]`` is the decoder's tuple for the message
+    at ``offsets[i]``, and ``records`` stays empty.
     """
 
     topic: str
@@ -31,6 +35,7 @@ class PartitionBatch:
     #: restart at 0 when a topic is recreated or an in-memory broker restarts,
     #: so without it a new batch could reuse an old token and be dropped.
     topic_id: str = ""
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def tp(self) -> TopicPartitionId:
@@ -69,10 +74,10 @@ class Batch:
 
     def __len__(self) -> int:
         """Number of valid records (what the handler stores)."""
-        return sum(len(pb.records) for pb in self.partitions.values())
+        return sum(len(pb.records) + len(pb.rows) for pb in self.partitions.values())
 
     def records(self) -> Iterator[tuple[PartitionBatch, int, dict[str, Any]]]:
-        """Every valid record with its partition batch and offset."""
+        """Every valid record with its partition batch and offset (dict records only)."""
         for pb in self.partitions.values():
             for off, rec in zip(pb.offsets, pb.records, strict=True):
                 yield pb, off, rec

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 Decoder = Callable[[bytes], dict[str, Any]]
 Validator = Callable[[dict[str, Any]], None]
+#: Decodes *and* validates one value into a tuple (raises DecodeError like the pair above).
+RowDecoder = Callable[[bytes], tuple[Any, ...]]
 
 
 class BatchHandler(Protocol):
@@ -124,8 +126,11 @@ class ConsumeLoop:
     ``ConsumerSettings.consumer_config()`` builds one). ``decode`` turns a
     message value into a dict and raises :class:`DecodeError` (whose
     ``reason`` labels the DLQ record); ``validate`` raises a ``DecodeError``
-    subclass for contract violations. ``dlq_topic=None`` makes a rejected
-    record fatal instead (only for tests and tools).
+    subclass for contract violations. ``decode_rows`` (opt-in) replaces both:
+    it decodes and validates a value into a tuple, and valid records land in
+    ``PartitionBatch.rows`` instead of ``records`` (no dict per record).
+    ``dlq_topic=None`` makes a rejected record fatal instead (only for tests
+    and tools).
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class ConsumeLoop:
         *,
         decode: Decoder,
         validate: Validator | None = None,
+        decode_rows: RowDecoder | None = None,
         dlq_topic: str | None,
         telemetry: Telemetry | None = None,
         journal: BatchJournal | None = None,
@@ -160,6 +166,7 @@ class ConsumeLoop:
         self.handler = handler
         self._decode = decode
         self._validate = validate
+        self._decode_rows = decode_rows
         self._dlq_topic = dlq_topic
         self.telemetry = telemetry or Telemetry()
         self._journal = journal
@@ -233,7 +240,8 @@ class ConsumeLoop:
     # -- collecting ---------------------------------------------------------------
 
     def _collect(self, stop: threading.Event) -> Batch | None:
-        b = _Builder(self._decode, self._validate, self._cuts, self._topic_ids)
+        b = _Builder(self._decode, self._validate, self._cuts, self._topic_ids,
+                     decode_rows=self._decode_rows)
         self._collecting = b
         try:
             carry, self._carry = self._carry, []
@@ -540,6 +548,7 @@ class _Builder:
     __slots__ = (
         "_cuts",
         "_decode",
+        "_decode_rows",
         "_topic_ids",
         "_validate",
         "closed",
@@ -552,8 +561,10 @@ class _Builder:
 
     def __init__(self, decode: Decoder, validate: Validator | None,
                  cuts: dict[TopicPartitionId, list[int]],
-                 topic_ids: Mapping[str, str] | None = None) -> None:
+                 topic_ids: Mapping[str, str] | None = None, *,
+                 decode_rows: RowDecoder | None = None) -> None:
         self._topic_ids = topic_ids or {}
+        self._decode_rows = decode_rows
         self._decode = decode
         self._validate = validate
         self._cuts = cuts
@@ -577,42 +588,64 @@ class _Builder:
 
     def add(self, msgs: list[Any], carry: list[Any]) -> None:
         parts = self.parts
-        decode = self._decode
+        decode: Callable[[bytes], Any] = self._decode
         validate = self._validate
+        rows = self._decode_rows is not None
+        if rows:
+            decode = self._decode_rows  # type: ignore[assignment]
+            validate = None
         cuts = self._cuts
         closed = self.closed
+        rejected = self.rejected
         n = 0
+        # The partition batch of the previous message: consume() returns runs of
+        # one partition, so most messages skip the tuple and the dict lookup.
+        last_topic: Any = None
+        last_partition = -1
+        pb: PartitionBatch | None = None
+        out_append: Any = None
+        off_append: Any = None
         for m in msgs:
             err = m.error()
             if err is not None:
                 self.errors.append(err)
                 continue
             off = m.offset()
-            tp = (m.topic(), m.partition())
-            if tp in closed:
-                carry.append(m)
-                continue
-            pb = parts.get(tp)
-            if cuts:
-                c = cuts.get(tp)
-                if c is not None:
-                    if pb is None:
-                        while c and c[0] < off:
-                            c.pop(0)
-                    if c and off >= c[0]:
-                        if off > c[0] and pb is not None:
-                            # the journaled end is missing (compacted): end the batch before it
+            topic = m.topic()
+            partition = m.partition()
+            if partition != last_partition or topic != last_topic or cuts or closed:
+                tp = (topic, partition)
+                if tp in closed:
+                    carry.append(m)
+                    last_topic = None  # re-check the next message
+                    continue
+                pb = parts.get(tp)
+                if cuts:
+                    c = cuts.get(tp)
+                    if c is not None:
+                        if pb is None:
+                            while c and c[0] < off:
+                                c.pop(0)
+                        if c and off >= c[0]:
+                            if off > c[0] and pb is not None:
+                                # the journaled end is missing (compacted): end the batch before it
+                                c.pop(0)
+                                closed.add(tp)
+                                carry.append(m)
+                                last_topic = None
+                                continue
                             c.pop(0)
                             closed.add(tp)
-                            carry.append(m)
-                            continue
-                        c.pop(0)
-                        closed.add(tp)
-                    if not c:
-                        del cuts[tp]
-            if pb is None:
-                pb = parts[tp] = PartitionBatch(tp[0], tp[1], off, off,
-                                                topic_id=self._topic_ids.get(tp[0], ""))
+                        if not c:
+                            del cuts[tp]
+                if pb is None:
+                    pb = parts[tp] = PartitionBatch(topic, partition, off, off,
+                                                    topic_id=self._topic_ids.get(topic, ""))
+                last_topic = topic
+                last_partition = partition
+                out_append = pb.rows.append if rows else pb.records.append
+                off_append = pb.offsets.append
+            assert pb is not None
             pb.last_offset = off
             n += 1
             value = m.value()
@@ -623,11 +656,11 @@ class _Builder:
                 if validate is not None:
                     validate(rec)
             except DecodeError as exc:
-                self.rejected.append(Rejected(tp[0], tp[1], off, m.key(), value, m.headers(),
-                                              str(exc), exc.reason))
+                rejected.append(Rejected(topic, partition, off, m.key(), value, m.headers(),
+                                         str(exc), exc.reason))
                 continue
-            pb.records.append(rec)
-            pb.offsets.append(off)
+            out_append(rec)
+            off_append(off)
         self.count += n
         self.consumed += n
 

@@ -13,7 +13,7 @@ from typing import Any
 from consumers.clickhouse import ClickHouseBatchJournal
 from consumers.runtime.decoding import fast_decoder
 from consumers.runtime.loop import BatchHandler, ConsumeLoop, run_workers
-from consumers.sink.handler import ClickHouseSink, validate_row
+from consumers.sink.handler import ClickHouseSink, row_decoder, validate_row
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.settings import SinkSettings
 from schemas.codec import metric_point_codec, registry_client
@@ -36,6 +36,7 @@ def sink_loop(
         handler,
         decode=fast_decoder(codec),
         validate=validate_row,
+        decode_rows=row_decoder(codec),
         dlq_topic=settings.dlq_topic,
         telemetry=telemetry,
         journal=ClickHouseBatchJournal(client, settings.clickhouse_database),
