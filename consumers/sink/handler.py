@@ -90,6 +90,7 @@ _METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate
             "next_funding_time", "open_interest", "unknown")
 _HEADER_LEN = 10
 _PREFIX_CACHE_MAX = 100_000
+_TAIL_CACHE_MAX = 4_096
 
 
 def _as_row(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -104,7 +105,8 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
     schema is exactly the MetricPoint this was written for (compared by
     Parsing Canonical Form), the Avro body is read by hand and checked against
     conservative versions of the contract's rules; the (source, symbol, metric)
-    prefix is cached with its verdict, since it repeats. Anything else — other
+    prefix and the (event_time, ingest_time) suffix are cached with their
+    verdicts, since they repeat. Anything else — other
     framings or writer schemas, corrupt or truncated bytes, any record a check
     does not clearly pass — goes through ``codec.decode`` and ``validate_row``,
     so results and errors (types and reasons) are exactly theirs.
@@ -123,6 +125,9 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
     known = [m in KNOWN_METRICS for m in _METRICS]
     # prefix bytes (source, symbol, metric) -> (source, symbol, metric), or None: use the slow path
     prefixes: dict[bytes, tuple[str, str, str] | None] = {}
+    # last bytes (event_time, ingest_time) -> both, or None: the points of one
+    # exchange frame share them, so a small cache cleared when full hits often
+    tails: dict[bytes, tuple[int, int] | None] = {}
     min_et, max_et, max_it = MIN_EVENT_TIME_MS, MAX_EVENT_TIME_MS, MAX_DATETIME64_MS
 
     def prefix_of(raw: bytes) -> tuple[str, str, str] | None:
@@ -140,6 +145,31 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
                 or symbol != symbol.upper()):
             return None
         return (source, symbol, _METRICS[idx])
+
+    def times_of(tail: bytes) -> tuple[int, int] | None:
+        # tail = event_time, ingest_time: zigzag varints of at most 9 bytes, nothing after
+        out = []
+        p = 0
+        try:
+            for _ in range(2):
+                b = tail[p]
+                n = b & 0x7F
+                shift = 7
+                p += 1
+                while b & 0x80:
+                    b = tail[p]
+                    n |= (b & 0x7F) << shift
+                    shift += 7
+                    p += 1
+                if shift > 63:  # 10-byte varints: let fastavro decide how 64 bits wrap
+                    return None
+                out.append((n >> 1) ^ -(n & 1))
+        except IndexError:
+            return None
+        et, it = out
+        if p != len(tail) or not min_et <= et < max_et or not 0 <= it <= max_it:
+            return None
+        return (et, it)
 
     def decode(data: bytes) -> tuple[Any, ...]:
         if not data.startswith(header):
@@ -167,34 +197,21 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
             if prefix is None:
                 return slow(data)
             value = unpack(data, p)[0]
-            p += 8
-            # event_time, ingest_time: zigzag varints of at most 9 bytes
-            b = data[p]
-            n = b & 0x7F
-            shift = 7
-            p += 1
-            while b & 0x80:
-                b = data[p]
-                n |= (b & 0x7F) << shift
-                shift += 7
-                p += 1
-            et = (n >> 1) ^ -(n & 1)
-            b = data[p]
-            n = b & 0x7F
-            shift2 = 7
-            p += 1
-            while b & 0x80:
-                b = data[p]
-                n |= (b & 0x7F) << shift2
-                shift2 += 7
-                p += 1
-            it = (n >> 1) ^ -(n & 1)
         except (IndexError, struct.error):
             return slow(data)
-        if (p != len(data) or shift > 63 or shift2 > 63 or value - value != 0.0
-                or not min_et <= et < max_et or not 0 <= it <= max_it):
+        if value - value != 0.0:  # NaN or infinite
             return slow(data)
-        return (prefix[0], prefix[1], prefix[2], et, value, it)
+        tail = data[p + 8:]
+        try:
+            times = tails[tail]
+        except KeyError:
+            times = times_of(tail)
+            if len(tails) >= _TAIL_CACHE_MAX:
+                tails.clear()
+            tails[tail] = times
+        if times is None:
+            return slow(data)
+        return (prefix[0], prefix[1], prefix[2], times[0], value, times[1])
 
     return decode
 
