@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -63,7 +64,12 @@ def test_decoder_on_corrupt_bytes_behaves_like_codec(rec: dict[str, Any], data: 
         with pytest.raises(type(exc)):
             DECODE(bytes(raw))
         return
-    assert DECODE(bytes(raw)) == expected
+    assert _nan_safe(DECODE(bytes(raw))) == _nan_safe(expected)
+
+
+def _nan_safe(rec: dict[str, Any]) -> dict[str, Any]:
+    """A flipped bit can turn a double into NaN, which never equals itself."""
+    return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v for k, v in rec.items()}
 
 
 @settings(max_examples=200, deadline=None)
