@@ -19,6 +19,22 @@ from schemas.codec import AvroCodec, Framing
 
 _HEADER_LEN = 10
 
+#: Parsing Canonical Form of the MetricPoint schema that the hand-written
+#: decoders (sink rows, snapshot records) are written for; they take their
+#: fast path only when the codec's reader schema is exactly this one.
+METRIC_POINT_PCF = (
+    '{"name":"perpstream.MetricPoint","type":"record","fields":['
+    '{"name":"source","type":"string"},{"name":"symbol","type":"string"},'
+    '{"name":"metric","type":{"name":"perpstream.Metric","type":"enum","symbols":['
+    '"mark_price","index_price","estimated_settle_price","funding_rate","next_funding_time",'
+    '"open_interest","unknown"]}},'
+    '{"name":"value","type":"double"},{"name":"event_time","type":"long"},'
+    '{"name":"ingest_time","type":"long"}]}'
+)
+#: The enum symbols of that schema, by index.
+METRIC_SYMBOLS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate",
+                  "next_funding_time", "open_interest", "unknown")
+
 
 def fast_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
     if codec.framing is not Framing.SINGLE_OBJECT:

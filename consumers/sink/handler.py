@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from consumers.exceptions import StoreUnavailableError
 from consumers.runtime.batch import Batch, TopicPartitionId
+from consumers.runtime.decoding import METRIC_POINT_PCF, METRIC_SYMBOLS
 from consumers.sink.migrations import TABLE
 from schemas.codec import AvroCodec, Framing
 from schemas.exceptions import InvalidRecordError
@@ -77,17 +78,6 @@ def to_arrow(records: list[dict[str, Any]]) -> pa.Table:
 ROW_FIELDS = ("source", "symbol", "metric", "event_time", "value", "ingest_time")
 
 #: Parsing Canonical Form of the MetricPoint schema the fast path below reads.
-_METRIC_POINT_PCF = (
-    '{"name":"perpstream.MetricPoint","type":"record","fields":['
-    '{"name":"source","type":"string"},{"name":"symbol","type":"string"},'
-    '{"name":"metric","type":{"name":"perpstream.Metric","type":"enum","symbols":['
-    '"mark_price","index_price","estimated_settle_price","funding_rate","next_funding_time",'
-    '"open_interest","unknown"]}},'
-    '{"name":"value","type":"double"},{"name":"event_time","type":"long"},'
-    '{"name":"ingest_time","type":"long"}]}'
-)
-_METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate",
-            "next_funding_time", "open_interest", "unknown")
 _HEADER_LEN = 10
 _PREFIX_CACHE_MAX = 100_000
 _TAIL_CACHE_MAX = 4_096
@@ -118,11 +108,11 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
         validate_row(rec)
         return _as_row(rec)
 
-    if codec.framing is not Framing.SINGLE_OBJECT or codec.reader.canonical != _METRIC_POINT_PCF:
+    if codec.framing is not Framing.SINGLE_OBJECT or codec.reader.canonical != METRIC_POINT_PCF:
         return slow
     header = codec.header()
     unpack = struct.Struct("<d").unpack_from
-    known = [m in KNOWN_METRICS for m in _METRICS]
+    known = [m in KNOWN_METRICS for m in METRIC_SYMBOLS]
     # prefix bytes (source, symbol, metric) -> (source, symbol, metric), or None: use the slow path
     prefixes: dict[bytes, tuple[str, str, str] | None] = {}
     # last bytes (event_time, ingest_time) -> both, or None: the points of one
@@ -144,7 +134,7 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
         if (not known[idx] or not source or not symbol or len(symbol) > 64
                 or symbol != symbol.upper()):
             return None
-        return (source, symbol, _METRICS[idx])
+        return (source, symbol, METRIC_SYMBOLS[idx])
 
     def times_of(tail: bytes) -> tuple[int, int] | None:
         # tail = event_time, ingest_time: zigzag varints of at most 9 bytes, nothing after

@@ -21,21 +21,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from consumers.runtime.decoding import fast_decoder
+from consumers.runtime.decoding import METRIC_POINT_PCF, METRIC_SYMBOLS, fast_decoder
 from schemas.codec import AvroCodec, Framing
 from schemas.models import KNOWN_METRICS, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, check_metric_point
 
-_METRIC_POINT_PCF = (
-    '{"name":"perpstream.MetricPoint","type":"record","fields":['
-    '{"name":"source","type":"string"},{"name":"symbol","type":"string"},'
-    '{"name":"metric","type":{"name":"perpstream.Metric","type":"enum","symbols":['
-    '"mark_price","index_price","estimated_settle_price","funding_rate","next_funding_time",'
-    '"open_interest","unknown"]}},'
-    '{"name":"value","type":"double"},{"name":"event_time","type":"long"},'
-    '{"name":"ingest_time","type":"long"}]}'
-)
-_METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate",
-            "next_funding_time", "open_interest", "unknown")
 _DOUBLE = struct.Struct("<d")
 _HEADER_LEN = 10
 
@@ -83,12 +72,12 @@ def validating_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
 
 def metric_point_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
     """``bytes -> dict`` equal to ``codec.decode`` (faster for the common case)."""
-    if codec.framing is not Framing.SINGLE_OBJECT or codec.reader.canonical != _METRIC_POINT_PCF:
+    if codec.framing is not Framing.SINGLE_OBJECT or codec.reader.canonical != METRIC_POINT_PCF:
         return fast_decoder(codec)
     header = codec.header()
     slow = codec.decode
     unpack = _DOUBLE.unpack_from
-    metrics = _METRICS
+    metrics = METRIC_SYMBOLS
 
     def decode(data: bytes) -> dict[str, Any]:
         if data[:_HEADER_LEN] != header:

@@ -332,3 +332,12 @@ def test_avsc_files_are_valid_json_with_the_contract_fields() -> None:
     ms = load_schema("market_snapshot").definition
     assert set(MarketSnapshot.model_fields) == {f["name"] for f in ms["fields"]}
     json.dumps(ms)
+
+
+def test_hand_written_decoders_target_the_shipped_schema() -> None:
+    """The consumers' fast decoders are written for one schema shape; a schema
+    change must update them (until then they fall back to the generic codec)."""
+    from consumers.runtime.decoding import METRIC_POINT_PCF, METRIC_SYMBOLS
+
+    assert load_schema("metric_point").canonical == METRIC_POINT_PCF
+    assert tuple(m.value for m in Metric) == METRIC_SYMBOLS
