@@ -45,6 +45,17 @@ class ConsumerSettings(CommonSettings):
             )
         return self.kafka_bootstrap_servers
 
+    def loop_options(self) -> dict[str, Any]:
+        """The batching, retry and drain keyword arguments of ``ConsumeLoop``."""
+        return {
+            "max_records": self.batch_max_records,
+            "max_wait": self.batch_max_ms / 1000,
+            "poll_timeout": self.poll_timeout_ms / 1000,
+            "backoff_initial": self.retry_backoff_initial_ms / 1000,
+            "backoff_max": self.retry_backoff_max_ms / 1000,
+            "drain_timeout": self.drain_timeout_ms / 1000,
+        }
+
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         """The librdkafka consumer config of one member (offsets managed by the runtime)."""
         cfg: dict[str, Any] = {

@@ -40,12 +40,7 @@ def sink_loop(
         dlq_topic=settings.dlq_topic,
         telemetry=telemetry,
         journal=ClickHouseBatchJournal(client, settings.clickhouse_database),
-        max_records=settings.batch_max_records,
-        max_wait=settings.batch_max_ms / 1000,
-        poll_timeout=settings.poll_timeout_ms / 1000,
-        backoff_initial=settings.retry_backoff_initial_ms / 1000,
-        backoff_max=settings.retry_backoff_max_ms / 1000,
-        drain_timeout=settings.drain_timeout_ms / 1000,
+        **settings.loop_options(),
         name=f"sink-{member}",
     )
 

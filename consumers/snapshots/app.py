@@ -349,12 +349,7 @@ class SnapshotService:
             validate=None,  # checked inside the decoder, same rules and errors
             dlq_topic=s.dlq_topic,
             telemetry=self.telemetry,
-            max_records=s.batch_max_records,
-            max_wait=s.batch_max_ms / 1000,
-            poll_timeout=s.poll_timeout_ms / 1000,
-            backoff_initial=s.retry_backoff_initial_ms / 1000,
-            backoff_max=s.retry_backoff_max_ms / 1000,
-            drain_timeout=s.drain_timeout_ms / 1000,
+            **s.loop_options(),
             name=f"snapshots-{member}",
         )
         self.loops.append(loop)
