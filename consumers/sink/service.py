@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from consumers.clickhouse import ClickHouseBatchJournal
-from consumers.runtime.decoding import fast_decoder
+from consumers.runtime.decoding import fast_decoder, row_decoder, validate_row
 from consumers.runtime.loop import BatchHandler, ConsumeLoop, run_workers
-from consumers.sink.handler import ClickHouseSink, row_decoder, validate_row
+from consumers.sink.handler import ClickHouseSink
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.settings import SinkSettings
 from schemas.codec import metric_point_codec, registry_client

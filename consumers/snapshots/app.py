@@ -56,11 +56,12 @@ from typing import Any
 
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, TopicPartitionId
+from consumers.runtime.decoding import fast_decoder, row_decoder, validate_row
 from consumers.runtime.loop import ConsumeLoop, run_workers
 from consumers.snapshots.engine import ACCEPTED, METRIC_CODES, OUTCOMES, EngineConfig, SnapshotEngine
 from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
-from consumers.snapshots.wire import snapshot_encoder, validating_decoder
+from consumers.snapshots.wire import snapshot_encoder
 from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
 from schemas.telemetry import Telemetry
 
@@ -260,12 +261,13 @@ class SnapshotHandler:
             add = engine.add
             used = METRIC_CODES
             ignored = 0
-            for rec in pb.records:
-                metric = rec["metric"]
+            # rows: (source, symbol, metric, event_time, value, ingest_time), see ROW_FIELDS
+            rows = pb.rows or [(r["source"], r["symbol"], r["metric"], r["event_time"], r["value"], 0)
+                               for r in pb.records]
+            for source, symbol, metric, et, value, _ in rows:
                 if metric not in used:
                     ignored += 1
                     continue
-                source, symbol, value, et = rec["source"], rec["symbol"], rec["value"], rec["event_time"]
                 if add(source, symbol, metric, value, et) == ACCEPTED:
                     pts.append((source, symbol, metric, et, value))
             engine.counters.ignored += ignored
@@ -345,8 +347,10 @@ class SnapshotService:
             [s.metrics_topic],
             s.group_id,
             handler,
-            decode=validating_decoder(codec),
-            validate=None,  # checked inside the decoder, same rules and errors
+            # the sink's decoder and checks: both groups accept and reject the same records
+            decode=fast_decoder(codec),
+            validate=validate_row,
+            decode_rows=row_decoder(codec),
             dlq_topic=s.dlq_topic,
             telemetry=self.telemetry,
             **s.loop_options(),

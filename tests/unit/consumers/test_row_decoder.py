@@ -1,4 +1,4 @@
-"""The sink's row decoder: same rows, same errors as ``codec.decode`` + ``validate_row``."""
+"""The consumers' row decoder: same rows, same errors as ``codec.decode`` + ``validate_row``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.runtime.batch import Batch
+from consumers.runtime.decoding import ROW_FIELDS, row_decoder, validate_row
 from consumers.runtime.loop import _Builder
-from consumers.sink.handler import ROW_FIELDS, row_decoder, rows_to_arrow, to_arrow, validate_row
+from consumers.sink.handler import rows_to_arrow, to_arrow
 from schemas.codec import AvroCodec, load_schema, metric_point_codec, metric_point_writers
 from schemas.exceptions import DecodeError
 

@@ -10,12 +10,12 @@ import pytest
 
 from consumers.clickhouse import Migration
 from consumers.runtime.batch import Rejected
-from consumers.runtime.decoding import fast_decoder
+from consumers.runtime.decoding import fast_decoder, validate_row
 from consumers.runtime.dlq import dlq_headers
 from consumers.runtime.loop import _Builder, backoff
 from consumers.settings import ConsumerSettings
 from consumers.sink.cli import parse_time_ms, print_rows
-from consumers.sink.handler import to_arrow, validate_row
+from consumers.sink.handler import to_arrow
 from schemas.codec import metric_point_codec
 from schemas.exceptions import ConfigError, DecodeError, InvalidRecordError
 
@@ -151,3 +151,15 @@ def test_time_parsing_and_table_output() -> None:
     out = io.StringIO()
     print_rows([{"metric": "mark_price", "points": 3, "v": 1.25}], "table", out)
     assert out.getvalue().splitlines() == ["metric      points  v", "mark_price  3       1.25"]
+
+
+def test_consumer_config_is_accepted_by_librdkafka(monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import Consumer
+
+    monkeypatch.setenv("PERPSTREAM_FETCH_QUEUE_BACKOFF_MS", "25")
+    cfg = ConsumerSettings(kafka_bootstrap_servers="127.0.0.1:1", group_id="g").consumer_config()
+    # the short fetch pause is what lets one member drain a backlog (librdkafka waits 1 s by default)
+    assert cfg["fetch.queue.backoff.ms"] == 25
+    Consumer(cfg).close()  # raises on a property this librdkafka does not know
+    with pytest.raises(ValueError, match="fetch_queue_backoff_ms"):
+        ConsumerSettings(fetch_queue_backoff_ms=5_000)
