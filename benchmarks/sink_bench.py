@@ -5,7 +5,10 @@
 
 Baseline: the same rows (already decoded dicts) inserted straight into the
 same table layout with clickhouse-connect's Arrow insert, same batch size,
-same engine, same run. Sink: one member (one process, one thread) from a new
+same engine, same run. Floor: a bare confluent-kafka consumer reading the
+same topic (``consume`` and ``value()``, nothing else), and the ceiling it
+implies for any sink that consumes with it and then inserts like the
+baseline, one after the other. Sink: one member (one process, one thread) from a new
 group at the earliest offset until every offset is committed; the clock
 starts when the partitions are assigned (group join time on Tansu is a
 broker artefact, printed apart). Memory: peak RSS (VmHWM) before and after
@@ -105,6 +108,26 @@ class TimedSink(ClickHouseSink):
         super().handle(batch)
 
 
+def bare_consume(bootstrap: str, topic: str, partitions: int, n: int, batch: int) -> float:
+    """Seconds for a bare consumer to read ``n`` records (assign, no group, no decode)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:6]}",
+                  "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        got = 0
+        start = time.perf_counter()
+        while got < n:
+            msgs = c.consume(batch, 5.0)
+            if not msgs:
+                raise RuntimeError(f"bare consumer stalled after {got:,} records")
+            for m in msgs:
+                m.value()
+            got += len(msgs)
+        return time.perf_counter() - start
+    finally:
+        c.close()
+
+
 def committed_sum(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
@@ -144,6 +167,12 @@ def main() -> None:
         del records
         print(f"baseline  clickhouse-connect insert_arrow of the same rows: {base_rate:>12,.0f} rows/s "
               f"({base_s:.2f} s)")
+        bare_s = bare_consume(bootstrap, topic, args.partitions, args.events, args.batch)
+        ceiling = args.events / (bare_s + base_s)
+        print(f"floor     bare consume() + value() of the topic:            {args.events / bare_s:>12,.0f} "
+              f"records/s ({bare_s:.2f} s)")
+        print(f"ceiling   bare consume, then the baseline insert:           {ceiling:>12,.0f} events/s "
+              f"= {ceiling / base_rate:.2f}x the baseline, before any decoding or bookkeeping")
 
         settings = SinkSettings(kafka_bootstrap_servers=bootstrap, clickhouse_database=db,
                                 metrics_topic=topic, dlq_topic=dlq, group_id=group,
