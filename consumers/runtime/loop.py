@@ -458,6 +458,13 @@ class ConsumeLoop:
         if self._collecting is not None:
             self._collecting.drop(tps)
         self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in tps]
+        if self._paused and tps:
+            # librdkafka keeps a partition's pause flag through revoke and re-assign:
+            # clear it now, or a later assignment of it back to us is never fetched.
+            try:
+                self._consumer.resume(_tps(tps))
+            except Exception as exc:  # lost partitions may be unknown to the client by now
+                log.debug("resume of released partitions failed", extra={"error": str(exc)})
         self.assignment -= tps
         self.handler.on_revoked(sorted(tps))
         log.info("partitions lost" if lost else "partitions revoked",
