@@ -37,7 +37,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.producer_bench
 	$(BIN)/python -m benchmarks.sink_bench
-	$(BIN)/python -m benchmarks.snapshots_bench
+	$(BIN)/python -m benchmarks.snapshots_bench --cpu 0
 
 clean:
 	rm -rf $(VENV) .perpstream .pytest_cache .mypy_cache .ruff_cache

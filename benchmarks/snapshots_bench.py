@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import random
 import tempfile
 import threading
@@ -187,7 +188,12 @@ def main() -> None:
                          "decides how long the last, partial batch waits for records that never come")
     ap.add_argument("--skip-consumer", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--cpu", type=int, default=None,
+                    help="pin the whole benchmark, the broker it starts included, to this one CPU")
     a = ap.parse_args()
+    if a.cpu is not None:
+        os.sched_setaffinity(0, {a.cpu})
+    print(f"cpus:     {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}")
     bench_engine(a.symbols, a.seconds)
     if not a.skip_memory:
         bench_memory(a.symbols)
