@@ -46,6 +46,8 @@ from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
 from schemas.codec import metric_point_codec
+from schemas.process import tune_gc
+from schemas.settings import CommonSettings
 from schemas.telemetry import Telemetry
 
 Frames = list[tuple[str, str]]
@@ -158,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is shown")
     ap.add_argument("--rss-seconds", type=float, default=20.0)
     ap.add_argument("--profile", action="store_true", help="cProfile one pipeline round instead")
+    ap.add_argument("--gc-threshold", type=int, default=CommonSettings().gc_threshold,
+                    help="as the commands apply at start-up (gc_threshold); 0 = the interpreter's default")
     args = ap.parse_args(argv)
+    tune_gc(args.gc_threshold)  # what `perpstream produce` does; the baseline runs under it too
 
     broker: Any = None
     bootstrap = os.environ.get("PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS")

@@ -40,6 +40,8 @@ from consumers.sink.service import sink_loop
 from consumers.sink.settings import SinkSettings
 from perpstream.local import TansuBroker, ensure_topics
 from schemas.codec import metric_point_codec
+from schemas.process import tune_gc
+from schemas.settings import CommonSettings
 
 METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate", "open_interest")
 
@@ -110,8 +112,10 @@ class TimedSink(ClickHouseSink):
 
 def bare_consume(bootstrap: str, topic: str, partitions: int, n: int, batch: int) -> float:
     """Seconds for a bare consumer to read ``n`` records (assign, no group, no decode)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False, "fetch.queue.backoff.ms": 10})
+    # the sink's own librdkafka settings (fetch queue size and backoff), no group membership
+    cfg = SinkSettings(kafka_bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
+                       ).consumer_config()
+    c = Consumer({**cfg, "enable.auto.commit": False})
     try:
         c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         got = 0
@@ -143,7 +147,10 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the sink run, print the top entries")
+    ap.add_argument("--gc-threshold", type=int, default=CommonSettings().gc_threshold,
+                    help="as the commands apply at start-up (gc_threshold); 0 = the interpreter's default")
     args = ap.parse_args()
+    tune_gc(args.gc_threshold)  # what `perpstream sink` does; the baseline runs under it too
 
     broker = None
     bootstrap = os.environ.get("PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS")

@@ -1,6 +1,7 @@
 """Snapshot throughput and memory for 700 symbols. Prints figures; asserts nothing.
 
-    .venv/bin/python -m benchmarks.snapshots_bench [--symbols 700] [--seconds 60] [--skip-consumer]
+    .venv/bin/python -m benchmarks.snapshots_bench [--cpu 0] [--symbols 700] [--seconds 60]
+        [--consumer-seconds 180] [--skip-memory] [--skip-consumer]
 
 1. engine: markPrice events at 1 s (5 metrics each) + open interest every
    10 s for every symbol, in event-time order, through ``SnapshotEngine``
@@ -11,7 +12,8 @@
 3. consumer: the same kind of stream on a local Tansu topic, consumed by one
    ``perpstream snapshots`` member into embedded ClickHouse and the snapshots
    topic (decode, engine, points/snapshots/checkpoint inserts, Avro produce),
-   timed from the first handled batch to the last commit.
+   timed from the partition assignment to the last commit. With ``--cpu N``
+   the benchmark (member included) runs on CPU N and the broker on the others.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+from schemas.process import tune_gc
+from schemas.settings import CommonSettings
 
 T0 = 1_767_225_600_000
 SOURCE = "binance_usdm"
@@ -116,6 +121,12 @@ def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int = 5
     codec = metric_point_codec()
     with TansuBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bs = broker.bootstrap_servers
+        mine = os.sched_getaffinity(0)
+        others = set(range(os.cpu_count() or 1)) - mine
+        if len(mine) == 1 and others:
+            # the member gets its core to itself: the broker (started with our affinity) moves off it
+            for tid in os.listdir(f"/proc/{broker.pid}/task"):  # every thread of it
+                os.sched_setaffinity(int(tid), others)
         ensure_topics(bs, {"m": 6, "snaps": 6, "dlq": 1})
         p = Producer({"bootstrap.servers": bs, "linger.ms": 50, "batch.num.messages": 10000,
                       "queue.buffering.max.messages": 1_000_000})
@@ -143,15 +154,19 @@ def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int = 5
 
         def handler(s: SnapshotService, member: int) -> Any:
             h = orig(member)
-            inner = h.handle
+            inner, inner_assigned = h.handle, h.on_assigned
+
+            def assigned(partitions: Any) -> None:
+                if partitions and not first:
+                    first.append(time.perf_counter())  # the clock starts when the group is joined
+                inner_assigned(partitions)
 
             def timed(batch: Any) -> None:
                 t0 = time.perf_counter()
-                if not first:
-                    first.append(t0)
                 inner(batch)
                 in_handle[0] += time.perf_counter() - t0
 
+            h.on_assigned = assigned  # type: ignore[method-assign]
             h.handle = timed  # type: ignore[method-assign]
             return h
 
@@ -162,7 +177,7 @@ def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int = 5
         th.start()
         while True:
             time.sleep(0.01)  # the members' own record of acknowledged commits
-            done = sum(off for loop in svc.loops for off in loop.committed.values())
+            done = sum(off for loop in list(svc.loops) for off in dict(loop.committed).values())
             if done >= n:
                 break
         end = time.perf_counter()
@@ -181,24 +196,30 @@ def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int = 5
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", type=int, default=700)
-    ap.add_argument("--seconds", type=int, default=60, help="event time of the throughput streams")
+    ap.add_argument("--seconds", type=int, default=60, help="event time of the engine's stream")
+    ap.add_argument("--consumer-seconds", type=int, default=180,
+                    help="event time of the consumer's stream (long enough that start-up does not dominate)")
     ap.add_argument("--batch", type=int, default=50_000, help="consumer batch_max_records")
     ap.add_argument("--batch-max-ms", type=int, default=50,
                     help="consumer batch_max_ms. A backlog fills every batch by size; the time bound only "
                          "decides how long the last, partial batch waits for records that never come")
     ap.add_argument("--skip-consumer", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--gc-threshold", type=int, default=CommonSettings().gc_threshold,
+                    help="as the commands apply at start-up (gc_threshold); 0 = the interpreter's default")
     ap.add_argument("--cpu", type=int, default=None,
-                    help="pin the whole benchmark, the broker it starts included, to this one CPU")
+                    help="pin the benchmark to this one CPU (the broker it starts runs on the others)")
     a = ap.parse_args()
     if a.cpu is not None:
         os.sched_setaffinity(0, {a.cpu})
-    print(f"cpus:     {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}")
+    tune_gc(a.gc_threshold)  # what `perpstream snapshots` does
+    print(f"cpus:     {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}; "
+          f"gc threshold {gc.get_threshold()[0]}")
     bench_engine(a.symbols, a.seconds)
     if not a.skip_memory:
         bench_memory(a.symbols)
     if not a.skip_consumer:
-        bench_consumer(a.symbols, a.seconds, a.batch, a.batch_max_ms)
+        bench_consumer(a.symbols, a.consumer_seconds, a.batch, a.batch_max_ms)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,11 @@ class TansuBroker:
         log.info("tansu broker up", extra={"bootstrap": self.bootstrap_servers})
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The broker process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from perpstream.local import TansuBroker, embedded_dsn, ensure_topics, open_clickhouse
 from schemas.exceptions import ConfigError
+from schemas.process import tune_gc
 from schemas.settings import CommonSettings
 from schemas.telemetry import Telemetry, configure_logging, serve_metrics
 
@@ -145,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
     common = CommonSettings.model_validate({"data_dir": args.data_dir} if args.data_dir else {})
     configure_logging(args.log_level or common.log_level, args.log_format)
+    tune_gc(common.gc_threshold)
     stop = _stop_event()
     telemetry = Telemetry()
 

@@ -94,6 +94,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 def produce_main(args: argparse.Namespace) -> int:
     from producer.app import ProducerApp
+    from schemas.process import tune_gc
     from schemas.telemetry import Telemetry, configure_logging, serve_metrics
 
     settings = settings_from_args(args)
@@ -101,6 +102,7 @@ def produce_main(args: argparse.Namespace) -> int:
     if settings.source == "live":
         settings.require_live_symbols()
     configure_logging(settings.log_level, settings.log_format)
+    tune_gc(settings.gc_threshold)
     telemetry = Telemetry()
     server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
     try:
@@ -114,11 +116,13 @@ def produce_main(args: argparse.Namespace) -> int:
 def record_main(args: argparse.Namespace) -> int:
     from producer.live import LiveSource
     from producer.sources import Recorder
+    from schemas.process import tune_gc
     from schemas.telemetry import Telemetry, configure_logging
 
     settings = settings_from_args(args)
     settings.require_live_symbols()
     configure_logging(settings.log_level, settings.log_format)
+    tune_gc(settings.gc_threshold)
     out_path = Path(args.out)
 
     async def main(out: IO[str], stop: threading.Event) -> int:

@@ -46,6 +46,13 @@ class CommonSettings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Prometheus text endpoint port; unset = off"
     )
+    gc_threshold: int = Field(
+        default=50_000, ge=0,
+        description=(
+            "allocations between collections of CPython's youngest GC generation (Python's default "
+            "is 700, which costs the consumers 20-35% of their CPU); 0 = leave the interpreter's default"
+        ),
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

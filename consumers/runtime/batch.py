@@ -20,7 +20,7 @@ class PartitionBatch:
     message at ``offsets[i]``. A partition may have no valid records at all
     (everything went to the DLQ); its offsets are still committed.
 
-    A loop given a row decoder (the sink's opt-in fast path) fills ``rows``
+    A loop given a row decoder (opt-in; both consumers use it) fills ``rows``
     instead of ``records``: ``rows[i]`` is the decoder's tuple for the message
     at ``offsets[i]``, and ``records`` stays empty.
     """

@@ -27,6 +27,7 @@ from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
 from consumers.sink.settings import SinkSettings
 from schemas.exceptions import ConfigError
+from schemas.process import tune_gc
 from schemas.telemetry import Telemetry, configure_logging, serve_metrics
 
 
@@ -89,6 +90,7 @@ def sink_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     settings.require_bootstrap()
     configure_logging(settings.log_level, settings.log_format)
+    tune_gc(settings.gc_threshold)
     telemetry = Telemetry()
     server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
     stop = threading.Event()

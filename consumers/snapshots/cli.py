@@ -94,11 +94,13 @@ def _open(settings: SnapshotSettings) -> Any:
 
 def run_snapshots(args: argparse.Namespace) -> int:
     from consumers.snapshots.app import SnapshotService
+    from schemas.process import tune_gc
     from schemas.telemetry import Telemetry, configure_logging, serve_metrics
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     settings.require_bootstrap()
+    tune_gc(settings.gc_threshold)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

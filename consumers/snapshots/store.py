@@ -24,6 +24,7 @@ explains why this reproduces an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,9 +133,15 @@ def migrate_snapshots(client: Any, database: str) -> list[int]:
     return apply_migrations(client, database, "snapshots", SNAPSHOT_MIGRATIONS)
 
 
+_SNAPSHOT_ROW = operator.itemgetter(*SNAPSHOT_COLUMNS)
+
+
 def snapshots_to_arrow(snaps: Sequence[dict[str, Any]]) -> pa.Table:
+    # one C-level lookup of every column per snapshot, then a transpose
+    columns = zip(*map(_SNAPSHOT_ROW, snaps), strict=True)
     return pa.Table.from_arrays(
-        [pa.array([s[c] for s in snaps], _SNAPSHOT_SCHEMA.field(c).type) for c in SNAPSHOT_COLUMNS],
+        [pa.array(list(col), _SNAPSHOT_SCHEMA.field(c).type)
+         for c, col in zip(SNAPSHOT_COLUMNS, columns, strict=True)],
         schema=_SNAPSHOT_SCHEMA,
     )
 
@@ -182,16 +189,17 @@ class SnapshotStore:
             flat += pts
         if not flat:
             return
+        source, symbol, metric, event_time, value = map(list, zip(*flat, strict=True))
         data = pa.Table.from_arrays(
             [
                 pa.array([self._group] * len(flat), pa.string()),
                 pa.array(topics, pa.string()),
                 pa.array(parts, pa.uint32()),
-                pa.array([r[0] for r in flat], pa.string()),
-                pa.array([r[1] for r in flat], pa.string()),
-                pa.array([r[2] for r in flat], pa.string()),
-                pa.array([r[3] for r in flat], _TS),
-                pa.array([r[4] for r in flat], _F),
+                pa.array(source, pa.string()),
+                pa.array(symbol, pa.string()),
+                pa.array(metric, pa.string()),
+                pa.array(event_time, _TS),
+                pa.array(value, _F),
             ],
             schema=_POINTS_SCHEMA,
         )

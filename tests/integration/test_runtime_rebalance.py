@@ -117,6 +117,8 @@ class _GatedHandler:
         self.delay = 0.1
         self.handled: dict[int, set[int]] = {}
         self._lock = threading.Lock()
+        self.loop: ConsumeLoop | None = None
+        self.revoked_while_paused: list[TopicPartitionId] = []
 
     def on_assigned(self, partitions: list[TopicPartitionId]) -> None:
         self.owned.update(partitions)
@@ -124,6 +126,8 @@ class _GatedHandler:
     def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
         self.owned.difference_update(partitions)
         self.revoked_calls += 1
+        if self.loop is not None and self.loop._paused:
+            self.revoked_while_paused.extend(partitions)
 
     def handle(self, batch: Batch) -> None:
         if self.blocked:
@@ -156,9 +160,24 @@ def test_partition_revoked_while_paused_is_fetched_when_it_comes_back(
     ha, hb = _GatedHandler(), _GatedHandler()
 
     def member(h: _GatedHandler, name: str) -> Runner:
-        loop = ConsumeLoop(cfg, [topic], group, h, decode=lambda v: {}, dlq_topic=None,
-                           max_records=100, max_wait=0.1, backoff_initial=0.2, backoff_max=0.5, name=name)
-        return Runner(loop.run)
+        h.loop = ConsumeLoop(cfg, [topic], group, h, decode=lambda v: {}, dlq_topic=None,
+                             max_records=100, max_wait=0.1, backoff_initial=0.2, backoff_max=0.5, name=name)
+        return Runner(h.loop.run)
+
+    def settled(seconds: float) -> Callable[[], bool]:
+        """Both members own disjoint halves covering the topic, unchanged for ``seconds``."""
+        since: list[float] = []
+
+        def check() -> bool:
+            a_, b_ = set(ha.owned), set(hb.owned)
+            ok = bool(a_) and bool(b_) and not (a_ & b_) and len(a_ | b_) == parts
+            if not ok:
+                since.clear()
+                return False
+            since.append(time.monotonic())
+            return since[-1] - since[0] >= seconds
+
+        return check
 
     def handled(q: int) -> int:
         return len(ha.handled.get(q, set()) | hb.handled.get(q, set()))
@@ -171,15 +190,20 @@ def test_partition_revoked_while_paused_is_fetched_when_it_comes_back(
         b = member(hb, "b")  # joins: A loses some partitions while paused
         wait_for(lambda: ha.revoked_calls >= 1 and len(hb.owned) > 0, timeout=60, what="B owning partitions")
         ha.blocked = False
-        wait_for(lambda: all(handled(q) > 0 for q in range(parts)), timeout=60, what="both members handling")
-        time.sleep(3)  # let the group settle: a leave during a join wedges Tansu's coordinator
+        assert ha.revoked_while_paused, "A was not paused when it lost partitions: the test proves nothing"
+        # a leave during a join wedges Tansu's coordinator: B leaves only once the group is stable
+        wait_for(settled(2.0), timeout=60, interval=0.1, what="the group settled")
         backlog = [q for q in range(parts) if handled(q) < n // parts and (topic, q) in hb.owned]
         assert backlog, "B finished its partitions before leaving; raise n or the handler delay"
         assert b.stop() == 0  # B leaves: the partitions A lost while paused come back to A
         ha.delay = 0.0
-        wait_for(lambda: all(handled(q) == n // parts for q in range(parts)), timeout=60,
-                 what=f"every offset handled (per partition: { {q: handled(q) for q in range(parts)} }, "
-                      f"B left a backlog on {backlog})")
+        try:
+            wait_for(lambda: all(handled(q) == n // parts for q in range(parts)), timeout=60,
+                     what="every offset handled")
+        except AssertionError as exc:
+            counts = [handled(q) for q in range(parts)]
+            raise AssertionError(f"{exc}: per partition {counts} of {n // parts}, "
+                                 f"B left a backlog on {backlog}, A owns {sorted(ha.owned)}") from exc
         assert len(ha.owned) == parts
     finally:
         for r in (a, b):
