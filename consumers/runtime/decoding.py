@@ -82,7 +82,7 @@ def validate_row(record: dict[str, Any]) -> None:
         raise InvalidRecordError(f"ingest_time does not fit DateTime64(3): {it}")
 
 
-#: Order of the tuples :func:`row_decoder` returns (the table's column order).
+#: Order of the tuples :func:`row_decoder` returns (the column order of ``metric_points``).
 ROW_FIELDS = ("source", "symbol", "metric", "event_time", "value", "ingest_time")
 
 _PREFIX_CACHE_MAX = 100_000

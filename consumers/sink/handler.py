@@ -42,7 +42,6 @@ _SCHEMA = pa.schema([
 ])
 
 
-
 def to_arrow(records: list[dict[str, Any]]) -> pa.Table:
     """Columns straight from the decoded dicts (no per-row objects in between)."""
     return pa.Table.from_arrays(
