@@ -109,7 +109,7 @@ class Publisher:
         cfg = dict(self._config)
         cfg["on_delivery"] = self._on_delivery
         cfg["error_cb"] = self._on_error
-        return Producer(cfg)
+        return Producer(cfg, logger=logging.getLogger("librdkafka"))
 
     # -- hot path -----------------------------------------------------------------
 

@@ -154,3 +154,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # librdkafka's clients log through this logger. Its informational lines (a
+    # connection closed and re-opened, a coordinator moved) are routine; failures
+    # also reach the clients' error callbacks. Shown from WARNING unless DEBUG.
+    logging.getLogger("librdkafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

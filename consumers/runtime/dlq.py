@@ -47,7 +47,7 @@ class DlqWriter:
 
         cfg = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
         cfg.update(producer_config)
-        self._producer = Producer(cfg)
+        self._producer = Producer(cfg, logger=logging.getLogger("librdkafka"))
         self.topic = topic
         self.group_id = group_id
 

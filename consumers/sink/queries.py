@@ -14,6 +14,7 @@ group, and it never commits.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -96,7 +97,7 @@ def consumer_lag(bootstrap_servers: str, group_id: str, topic: str, *, timeout: 
         "fetch.max.bytes": 1_048_576, "max.partition.fetch.bytes": 65_536,
     }
     cfg.update(extra_config or {})
-    c = Consumer(cfg)
+    c = Consumer(cfg, logger=logging.getLogger("librdkafka"))
     try:
         md = c.list_topics(topic, timeout=timeout)
         tmd = md.topics.get(topic)

@@ -78,7 +78,7 @@ class SnapshotPublisher:
 
         cfg: dict[str, Any] = {"acks": "all", "linger.ms": 20, "compression.type": "lz4"}
         cfg.update(producer_config)
-        self._producer = Producer(cfg)
+        self._producer = Producer(cfg, logger=logging.getLogger("librdkafka"))
         self.topic = topic
         self._encode = snapshot_encoder(codec)
         self._flush_timeout = flush_timeout
