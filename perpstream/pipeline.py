@@ -212,7 +212,9 @@ def _run(args: argparse.Namespace) -> int:
         _print_summary(telemetry)
         _print_tables(client, common.clickhouse_database)
         rcs = [producer_thread.rc or 0, *[t.rc or 0 for t in threads]]
-        # Release every Kafka client before the embedded broker stops under them.
+        # Release every Kafka client before the embedded broker stops under them
+        # (the telemetry's computed gauges hold the producer's publisher and the snapshot handlers).
+        telemetry.detach_gauges()
         del producer, snapshots, threads, producer_thread
         gc.collect()
         return max(rcs)

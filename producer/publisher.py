@@ -34,7 +34,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.telemetry import Telemetry
+from schemas.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,8 @@ class Publisher:
         cfg = dict(self._config)
         cfg["on_delivery"] = self._on_delivery
         cfg["error_cb"] = self._on_error
-        return Producer(cfg, logger=logging.getLogger("librdkafka"))
+        cfg.update(kafka_logging())
+        return Producer(cfg)
 
     # -- hot path -----------------------------------------------------------------
 

@@ -68,6 +68,16 @@ class Telemetry:
         with self._lock:
             return sum(self._counters.get(name, {}).values())
 
+    def detach_gauges(self) -> None:
+        """Keep each computed gauge at its current reading and drop its function,
+        releasing what it referenced (a stopped component and its Kafka client)."""
+        fns, self._gauge_fns = self._gauge_fns, {}
+        for name, fn in fns.items():
+            val = fn()
+            series: dict[LabelKey, float] = {(): float(val)} if isinstance(val, int | float) else dict(val)
+            with self._lock:
+                self._gauges[name] = series
+
     def snapshot(self) -> dict[str, dict[LabelKey, float]]:
         with self._lock:
             out = {k: dict(v) for k, v in self._counters.items()}
@@ -154,7 +164,28 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # librdkafka's clients log through this logger. Its informational lines (a
-    # connection closed and re-opened, a coordinator moved) are routine; failures
-    # also reach the clients' error callbacks. Shown from WARNING unless DEBUG.
-    logging.getLogger("librdkafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # librdkafka's clients log through this logger (see kafka_logging). Its
+    # informational lines (a connection closed and re-opened, a coordinator moved)
+    # are routine; failures also reach the clients' error callbacks. From WARNING
+    # unless DEBUG.
+    logging.getLogger(KAFKA_LOGGER).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+#: The Python logger every librdkafka client of the process logs through.
+KAFKA_LOGGER = "librdkafka"
+
+
+def kafka_logging() -> dict[str, Any]:
+    """Config entries for a librdkafka client: log through :data:`KAFKA_LOGGER`,
+    and have librdkafka produce only what that logger shows (``log_level`` is
+    syslog-numbered), so nothing it would drop is queued, or printed raw to
+    stderr when a client is destroyed with log events still queued."""
+    logger = logging.getLogger(KAFKA_LOGGER)
+    level = logger.getEffectiveLevel()
+    if level <= logging.DEBUG:
+        syslog = 7
+    elif level <= logging.INFO:
+        syslog = 6
+    else:
+        syslog = 4 if level <= logging.WARNING else 3
+    return {"logger": logger, "log_level": syslog}

@@ -14,6 +14,7 @@ from typing import Any
 
 from consumers.exceptions import DlqError
 from consumers.runtime.batch import Rejected
+from schemas.telemetry import kafka_logging
 from schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
@@ -47,7 +48,8 @@ class DlqWriter:
 
         cfg = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
         cfg.update(producer_config)
-        self._producer = Producer(cfg, logger=logging.getLogger("librdkafka"))
+        cfg.update(kafka_logging())
+        self._producer = Producer(cfg)
         self.topic = topic
         self.group_id = group_id
 

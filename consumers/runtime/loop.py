@@ -46,7 +46,7 @@ from consumers.exceptions import BackpressureError, DlqError, FatalConsumerError
 from consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
 from consumers.runtime.dlq import DlqWriter
 from schemas.exceptions import DecodeError
-from schemas.telemetry import Telemetry
+from schemas.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class ConsumeLoop:
         """Consume until ``stop`` is set; 0 after a clean drain, 1 if a batch was left unstored."""
         from confluent_kafka import Consumer
 
-        self._consumer = Consumer(self._config, logger=logging.getLogger("librdkafka"))
+        self._consumer = Consumer({**self._config, **kafka_logging()})
         self._topic_ids = topic_ids(self._config, self.topics)
         if self._dlq_topic is not None:
             producer_cfg = {

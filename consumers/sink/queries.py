@@ -14,10 +14,11 @@ group, and it never commits.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from schemas.telemetry import kafka_logging
 
 LATEST_SQL = """
 SELECT source, symbol, metric,
@@ -97,7 +98,7 @@ def consumer_lag(bootstrap_servers: str, group_id: str, topic: str, *, timeout: 
         "fetch.max.bytes": 1_048_576, "max.partition.fetch.bytes": 65_536,
     }
     cfg.update(extra_config or {})
-    c = Consumer(cfg, logger=logging.getLogger("librdkafka"))
+    c = Consumer({**cfg, **kafka_logging()})
     try:
         md = c.list_topics(topic, timeout=timeout)
         tmd = md.topics.get(topic)

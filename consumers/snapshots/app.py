@@ -63,7 +63,7 @@ from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from consumers.snapshots.wire import snapshot_encoder
 from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
-from schemas.telemetry import Telemetry
+from schemas.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class SnapshotPublisher:
 
         cfg: dict[str, Any] = {"acks": "all", "linger.ms": 20, "compression.type": "lz4"}
         cfg.update(producer_config)
-        self._producer = Producer(cfg, logger=logging.getLogger("librdkafka"))
+        cfg.update(kafka_logging())
+        self._producer = Producer(cfg)
         self.topic = topic
         self._encode = snapshot_encoder(codec)
         self._flush_timeout = flush_timeout

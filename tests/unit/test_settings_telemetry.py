@@ -77,3 +77,46 @@ def test_log_lines_are_one_json_object_with_extra_fields() -> None:
     assert out["msg"] == "frame rejected" and out["level"] == "WARNING"
     assert out["reason"] == "bad_json"
     assert "\n" not in line
+
+
+def test_kafka_clients_log_only_what_the_librdkafka_logger_shows() -> None:
+    import logging
+
+    from schemas.telemetry import KAFKA_LOGGER, configure_logging, kafka_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, logging.getLogger(KAFKA_LOGGER).level)
+    try:
+        configure_logging("INFO", "json")
+        cfg = kafka_logging()
+        assert cfg["logger"].name == KAFKA_LOGGER and cfg["log_level"] == 4  # warnings and worse only
+        configure_logging("DEBUG", "text")
+        assert kafka_logging()["log_level"] == 7
+        from confluent_kafka import Producer
+
+        Producer({"bootstrap.servers": "127.0.0.1:1", **kafka_logging()}).flush(0)  # librdkafka accepts both
+    finally:
+        root.handlers[:], lvl, klvl = saved
+        root.setLevel(lvl)
+        logging.getLogger(KAFKA_LOGGER).setLevel(klvl)
+
+
+def test_detached_gauges_keep_their_reading_and_release_their_owner() -> None:
+    import gc
+    import weakref
+
+    from schemas.telemetry import Telemetry
+
+    class Component:
+        def fill(self) -> float:
+            return 0.25
+
+    t = Telemetry()
+    c = Component()
+    ref = weakref.ref(c)
+    t.gauge_fn("buffer_fill", c.fill)
+    t.detach_gauges()
+    del c
+    gc.collect()
+    assert ref() is None  # nothing keeps the stopped component (and its Kafka client) alive
+    assert "perpstream_buffer_fill 0.25" in t.render_prometheus()
