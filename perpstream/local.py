@@ -152,7 +152,9 @@ def ensure_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    from schemas.telemetry import kafka_logging
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **kafka_logging()})
     md = admin.list_topics(timeout=timeout)
     missing = [t for t in topics if t not in md.topics]
     if not missing:

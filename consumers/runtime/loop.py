@@ -93,7 +93,7 @@ def topic_ids(config: Mapping[str, Any], topics: Sequence[str]) -> dict[str, str
                  if k.startswith(("bootstrap.", "security.", "sasl.", "ssl."))}
     out: dict[str, str] = {}
     try:
-        admin = AdminClient(admin_cfg)  # must outlive the futures
+        admin = AdminClient({**admin_cfg, **kafka_logging()})  # must outlive the futures
         futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=10)
         for name, fut in futures.items():
             out[name] = str(fut.result(timeout=15).topic_id)

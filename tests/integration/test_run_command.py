@@ -53,10 +53,6 @@ def test_run_stores_every_delivered_point_and_snapshots(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     delivered2, points2, _ = _counts(again.stdout)
     assert points2 == points + delivered2
-    # librdkafka's clients log through perpstream's logging: no raw "%6|..." lines,
-    # not even when the embedded broker stops under them at the end of a run
-    raw = [line for p in (proc, again) for line in (p.stdout + p.stderr).splitlines() if line.startswith("%")]
-    assert not raw, raw[:5]
 
 
 def test_run_drains_on_sigint(tmp_path: Path) -> None:
