@@ -113,8 +113,8 @@ class TimedSink(ClickHouseSink):
 def bare_consume(bootstrap: str, topic: str, partitions: int, n: int, batch: int) -> float:
     """Seconds for a bare consumer to read ``n`` records (assign, no group, no decode)."""
     # the sink's own librdkafka settings (fetch queue size and backoff), no group membership
-    cfg = SinkSettings(kafka_bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}",
-                       ).consumer_config()
+    settings = SinkSettings(kafka_bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4().hex[:6]}")
+    cfg = settings.consumer_config()
     c = Consumer({**cfg, "enable.auto.commit": False})
     try:
         c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])

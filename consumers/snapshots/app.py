@@ -348,7 +348,7 @@ class SnapshotService:
             [s.metrics_topic],
             s.group_id,
             handler,
-            # the sink's decoder and checks: both groups accept and reject the same records
+            # the runtime's shared decoder and checks: both groups accept and reject the same records
             decode=fast_decoder(codec),
             validate=validate_row,
             decode_rows=row_decoder(codec),
