@@ -46,9 +46,9 @@ from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
 from schemas.codec import metric_point_codec
-from schemas.process import tune_gc
-from schemas.settings import CommonSettings
-from schemas.telemetry import Telemetry
+from service.settings import CommonSettings
+from service.telemetry import Telemetry
+from service.tuning import tune_gc
 
 Frames = list[tuple[str, str]]
 START = 1_790_000_000_000
@@ -140,7 +140,7 @@ def rss_run(bootstrap: str, topic: str, symbols: int, seconds: float) -> tuple[f
     code = (
         "import threading;"
         "from producer.app import ProducerApp; from producer.settings import ProducerSettings;"
-        "from schemas.telemetry import Telemetry;"
+        "from service.telemetry import Telemetry;"
         f"s = ProducerSettings(source='sim', sim_symbols={symbols}, sim_rate=1, duration={seconds},"
         f" metrics_topic='{topic}', oi_interval=10);"
         "t = Telemetry(); ProducerApp(s, t).run(threading.Event());"

@@ -40,8 +40,8 @@ from consumers.sink.service import sink_loop
 from consumers.sink.settings import SinkSettings
 from perpstream.local import TansuBroker, ensure_topics
 from schemas.codec import metric_point_codec
-from schemas.process import tune_gc
-from schemas.settings import CommonSettings
+from service.settings import CommonSettings
+from service.tuning import tune_gc
 
 METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate", "open_interest")
 

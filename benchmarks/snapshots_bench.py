@@ -29,8 +29,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.process import tune_gc
-from schemas.settings import CommonSettings
+from service.settings import CommonSettings
+from service.tuning import tune_gc
 
 T0 = 1_767_225_600_000
 SOURCE = "binance_usdm"

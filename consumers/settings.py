@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from schemas.exceptions import ConfigError
-from schemas.settings import CommonSettings
+from service.settings import CommonSettings
 
 
 class ConsumerSettings(CommonSettings):

@@ -152,7 +152,7 @@ def ensure_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from schemas.telemetry import kafka_logging
+    from service.telemetry import kafka_logging
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **kafka_logging()})
     md = admin.list_topics(timeout=timeout)

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import gc
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +27,10 @@ from typing import Any
 
 from perpstream.local import TansuBroker, embedded_dsn, ensure_topics, open_clickhouse
 from schemas.exceptions import ConfigError
-from schemas.process import tune_gc
-from schemas.settings import CommonSettings
-from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+from service.settings import CommonSettings
+from service.signals import stop_on_signals
+from service.telemetry import Telemetry, configure_logging, serve_metrics
+from service.tuning import tune_gc
 
 log = logging.getLogger("perpstream.run")
 
@@ -100,16 +100,8 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_event() -> threading.Event:
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return stop
-
-
 def _broker(args: argparse.Namespace) -> int:
-    stop = _stop_event()
-    with TansuBroker(port=args.port) as broker:
+    with stop_on_signals() as stop, TansuBroker(port=args.port) as broker:
         print(f"broker listening on {broker.bootstrap_servers}; Ctrl+C stops it", flush=True)
         while not stop.wait(0.5):
             if not broker.running:
@@ -147,10 +139,10 @@ def _run(args: argparse.Namespace) -> int:
     common = CommonSettings.model_validate({"data_dir": args.data_dir} if args.data_dir else {})
     configure_logging(args.log_level or common.log_level, args.log_format)
     tune_gc(common.gc_threshold)
-    stop = _stop_event()
     telemetry = Telemetry()
 
     with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(stop_on_signals())
         bootstrap = common.kafka_bootstrap_servers
         if bootstrap is None:
             Path(common.data_dir).mkdir(parents=True, exist_ok=True)

@@ -16,14 +16,14 @@ import threading
 import time
 from typing import Any
 
-from producer.backoff import BackoffFactory, factory
 from producer.encoding import MetricPointEncoder
 from producer.ingest import FrameSink, Ingest
 from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
 from producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
 from schemas.codec import metric_point_codec, registry_client, subject_for
-from schemas.telemetry import Telemetry
+from service.backoff import BackoffFactory, factory
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,22 +78,11 @@ def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
     return ProducerSettings(**overrides)
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM set the returned event (drain, then exit 0); old handlers come back after."""
-    stop = threading.Event()
-    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
 def produce_main(args: argparse.Namespace) -> int:
     from producer.app import ProducerApp
-    from schemas.process import tune_gc
-    from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+    from service.signals import stop_on_signals
+    from service.telemetry import Telemetry, configure_logging, serve_metrics
+    from service.tuning import tune_gc
 
     settings = settings_from_args(args)
     settings.require_kafka()
@@ -106,7 +93,7 @@ def produce_main(args: argparse.Namespace) -> int:
     telemetry = Telemetry()
     server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
     try:
-        with _stop_on_signals() as stop:
+        with stop_on_signals() as stop:
             return ProducerApp(settings, telemetry).run(stop)
     finally:
         if server is not None:
@@ -116,8 +103,9 @@ def produce_main(args: argparse.Namespace) -> int:
 def record_main(args: argparse.Namespace) -> int:
     from producer.live import LiveSource
     from producer.sources import Recorder
-    from schemas.process import tune_gc
-    from schemas.telemetry import Telemetry, configure_logging
+    from service.signals import stop_on_signals
+    from service.telemetry import Telemetry, configure_logging
+    from service.tuning import tune_gc
 
     settings = settings_from_args(args)
     settings.require_live_symbols()
@@ -141,5 +129,5 @@ def record_main(args: argparse.Namespace) -> int:
         print(f"recorded {recorder.frames} frames to {out_path}", file=sys.stderr)
         return 0
 
-    with out_path.open("a", encoding="utf-8") as out, _stop_on_signals() as stop:
+    with out_path.open("a", encoding="utf-8") as out, stop_on_signals() as stop:
         return asyncio.run(main(out, stop))

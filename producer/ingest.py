@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from producer import binance
 from producer.binance import PartialFrame
 from producer.exceptions import FrameRejected
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from collections.abc import Callable
 import aiohttp
 
 from producer import binance
-from producer.backoff import BackoffFactory, factory
 from producer.exceptions import FrameRejected, RestError
 from producer.ingest import FrameSink
 from producer.rest import BinanceRest, OpenInterestPoller, RestGate
 from producer.settings import ProducerSettings
 from producer.websocket import MarkPriceStreams
-from schemas.telemetry import Telemetry
+from service.backoff import BackoffFactory, factory
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.telemetry import Telemetry, kafka_logging
+from service.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 

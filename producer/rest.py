@@ -29,11 +29,11 @@ from typing import Any
 import aiohttp
 
 from producer import binance
-from producer.backoff import BackoffFactory
 from producer.exceptions import RestError
 from producer.ingest import FrameSink
 from producer.sources import now_ms
-from schemas.telemetry import Telemetry
+from service.backoff import BackoffFactory
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from producer import binance
 from schemas.exceptions import ConfigError
-from schemas.settings import CommonSettings
+from service.settings import CommonSettings
 
 
 class ProducerSettings(CommonSettings):

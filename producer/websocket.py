@@ -33,10 +33,10 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from producer import binance
-from producer.backoff import BackoffFactory
 from producer.ingest import FrameSink
 from producer.sources import now_ms
-from schemas.telemetry import Telemetry
+from service.backoff import BackoffFactory
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Public surface: :class:`ConsumeLoop` (one member), :func:`run_workers` (N
 members as threads), :class:`BatchHandler` (what a consumer implements),
 :class:`Batch` / :class:`PartitionBatch` / :class:`Rejected` (what it
 receives), :class:`BatchJournal` (optional, for identical re-delivered
-batches), :func:`backoff`. Guarantees are listed in ``consumers.runtime.loop``.
+batches). Guarantees are listed in ``consumers.runtime.loop``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
 from consumers.runtime.dlq import DlqWriter, dlq_headers
-from consumers.runtime.loop import BatchHandler, BatchJournal, ConsumeLoop, backoff, run_workers
+from consumers.runtime.loop import BatchHandler, BatchJournal, ConsumeLoop, run_workers
 
 __all__ = [
     "BackpressureError",
@@ -24,7 +24,6 @@ __all__ = [
     "PartitionBatch",
     "Rejected",
     "TopicPartitionId",
-    "backoff",
     "dlq_headers",
     "run_workers",
 ]

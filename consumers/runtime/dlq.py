@@ -14,7 +14,6 @@ from typing import Any
 
 from consumers.exceptions import DlqError
 from consumers.runtime.batch import Rejected
-from schemas.telemetry import kafka_logging
 from schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
@@ -23,6 +22,7 @@ from schemas.topics import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
 )
+from service.telemetry import kafka_logging
 
 log = logging.getLogger(__name__)
 

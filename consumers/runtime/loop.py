@@ -36,17 +36,17 @@ Guarantees (what a handler may rely on):
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from consumers.exceptions import BackpressureError, DlqError, FatalConsumerError
 from consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
 from consumers.runtime.dlq import DlqWriter
 from schemas.exceptions import DecodeError
-from schemas.telemetry import Telemetry, kafka_logging
+from service.backoff import backoff
+from service.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,6 @@ def topic_ids(config: Mapping[str, Any], topics: Sequence[str]) -> dict[str, str
     except Exception as exc:
         log.warning("topic ids unavailable; dedup tokens use offsets only", extra={"error": str(exc)})
     return out
-
-
-def backoff(initial: float, maximum: float, factor: float = 1.618) -> Iterator[float]:
-    """Delays with full jitter: uniform in [d/2, d], d growing by ``factor`` up to ``maximum``."""
-    d = initial
-    while True:
-        yield random.uniform(d / 2, d)
-        d = min(maximum, d * factor)
 
 
 #: Consumer settings the runtime depends on; a caller cannot override them.
@@ -290,7 +282,7 @@ class ConsumeLoop:
     def _deliver(self, batch: Batch, stop: threading.Event) -> bool:
         """Handle (with retries), DLQ, commit. False = gave up on stop (nothing committed)."""
         self._pending = batch
-        delays = backoff(self._backoff_initial, self._backoff_max)
+        delays = backoff(self._backoff_initial, cap=self._backoff_max)
         stop_deadline: float | None = None
         journaled = self._journal is None
         handled = False
@@ -705,6 +697,5 @@ __all__ = [
     "BatchHandler",
     "BatchJournal",
     "ConsumeLoop",
-    "backoff",
     "run_workers",
 ]

@@ -14,9 +14,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,8 +25,9 @@ from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
 from consumers.sink.settings import SinkSettings
 from schemas.exceptions import ConfigError
-from schemas.process import tune_gc
-from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+from service.signals import stop_on_signals
+from service.telemetry import Telemetry, configure_logging, serve_metrics
+from service.tuning import tune_gc
 
 
 def register(sub: Any) -> None:
@@ -93,16 +92,10 @@ def sink_command(args: argparse.Namespace) -> int:
     tune_gc(settings.gc_threshold)
     telemetry = Telemetry()
     server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     client = open_client(settings.resolved_clickhouse_dsn())
     try:
-        return run_sink(settings, client, stop, telemetry=telemetry)
+        with stop_on_signals() as stop:
+            return run_sink(settings, client, stop, telemetry=telemetry)
     finally:
         with contextlib.suppress(Exception):
             client.close()

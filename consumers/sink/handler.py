@@ -27,7 +27,7 @@ import pyarrow as pa
 from consumers.exceptions import StoreUnavailableError
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.sink.migrations import TABLE
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

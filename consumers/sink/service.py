@@ -17,7 +17,7 @@ from consumers.sink.handler import ClickHouseSink
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.settings import SinkSettings
 from schemas.codec import metric_point_codec, registry_client
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 
 
 def sink_loop(

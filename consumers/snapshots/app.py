@@ -63,7 +63,7 @@ from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from consumers.snapshots.wire import snapshot_encoder
 from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
-from schemas.telemetry import Telemetry, kafka_logging
+from service.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 

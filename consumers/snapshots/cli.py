@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
@@ -94,21 +92,20 @@ def _open(settings: SnapshotSettings) -> Any:
 
 def run_snapshots(args: argparse.Namespace) -> int:
     from consumers.snapshots.app import SnapshotService
-    from schemas.process import tune_gc
-    from schemas.telemetry import Telemetry, configure_logging, serve_metrics
+    from service.signals import stop_on_signals
+    from service.telemetry import Telemetry, configure_logging, serve_metrics
+    from service.tuning import tune_gc
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     settings.require_bootstrap()
     tune_gc(settings.gc_threshold)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     telemetry = Telemetry()
     server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port else None
     client = _open(settings)
     try:
-        return SnapshotService(settings, client, telemetry).run(stop)
+        with stop_on_signals() as stop:
+            return SnapshotService(settings, client, telemetry).run(stop)
     finally:
         if server is not None:
             server.shutdown()

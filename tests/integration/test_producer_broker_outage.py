@@ -19,7 +19,7 @@ from producer import binance
 from producer.app import ProducerApp
 from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 from tests.fakes import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

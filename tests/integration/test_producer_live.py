@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from producer.app import ProducerApp
-from producer.backoff import factory
 from producer.settings import ProducerSettings
-from schemas.telemetry import Telemetry
+from service.backoff import factory
+from service.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance
 

@@ -13,7 +13,7 @@ import pytest
 from producer import binance, cli
 from producer.app import ProducerApp
 from producer.settings import ProducerSettings
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance
 

@@ -15,7 +15,7 @@ from consumers.runtime.loop import ConsumeLoop
 from consumers.sink.handler import ClickHouseSink
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import sink_loop
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import (
     Runner,

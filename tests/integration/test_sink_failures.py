@@ -14,7 +14,6 @@ import pytest
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
 from schemas.codec import metric_point_codec
-from schemas.telemetry import Telemetry
 from schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
@@ -23,6 +22,7 @@ from schemas.topics import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
 )
+from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import (
     Runner,

@@ -14,13 +14,13 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from perpstream.cli import build_parser
-from schemas.settings import CommonSettings
+from service.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 #: compose service -> (settings class path, subcommand); the class a process builds its settings from.
 PERPSTREAM_SERVICES = {
-    "topics": ("schemas.settings:CommonSettings", "topics"),
+    "topics": ("service.settings:CommonSettings", "topics"),
     "producer": ("producer.settings:ProducerSettings", "produce"),
     "sink": ("consumers.sink.settings:SinkSettings", "sink"),
     "snapshots": ("consumers.snapshots.settings:SnapshotSettings", "snapshots"),

@@ -12,7 +12,7 @@ from consumers.clickhouse import Migration
 from consumers.runtime.batch import Rejected
 from consumers.runtime.decoding import fast_decoder, validate_row
 from consumers.runtime.dlq import dlq_headers
-from consumers.runtime.loop import _Builder, backoff
+from consumers.runtime.loop import _Builder
 from consumers.settings import ConsumerSettings
 from consumers.sink.cli import parse_time_ms, print_rows
 from consumers.sink.handler import to_arrow
@@ -126,13 +126,6 @@ def test_migration_checksum_and_statements() -> None:
     m = Migration(1, "x", "CREATE TABLE {db}.a (x UInt8) ENGINE = Memory;\nSELECT 1")
     assert m.statements("d") == ["CREATE TABLE d.a (x UInt8) ENGINE = Memory", "SELECT 1"]
     assert m.checksum != Migration(1, "x", "SELECT 2").checksum
-
-
-def test_backoff_grows_and_is_capped() -> None:
-    gen = backoff(0.1, 1.0)
-    delays = [next(gen) for _ in range(20)]
-    assert 0.05 <= delays[0] <= 0.1
-    assert all(d <= 1.0 for d in delays) and max(delays) >= 0.5
 
 
 def test_settings_name_the_missing_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:

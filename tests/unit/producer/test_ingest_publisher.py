@@ -11,7 +11,7 @@ from producer.encoding import MetricPointEncoder
 from producer.ingest import Ingest
 from producer.publisher import Publisher, producer_config
 from schemas.codec import metric_point_codec
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 
 CODEC = metric_point_codec()
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from producer.rest import RestGate
-from schemas.telemetry import Telemetry
+from service.telemetry import Telemetry
 
 
 def test_budget_and_spacing_follow_the_share() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from producer import binance
-from producer.backoff import backoff
 from producer.sources import Recorder, ReplaySource, SimSource, SimulatedMarket
+from service.backoff import backoff
 
 
 class ListSink:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from schemas.process import tune_gc
-from schemas.settings import CommonSettings
+from service.settings import CommonSettings
+from service.tuning import tune_gc
 
 
 @pytest.fixture
