@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from producer.exceptions import FrameRejected
-from schemas.models import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
+from schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
 
 SOURCE: Final = "binance_usdm"
 
@@ -156,8 +156,11 @@ def _millis(v: Any, field: str) -> int:
 
 
 def _symbol(v: Any) -> str:
-    if type(v) is not str or not v or len(v) > 64 or not v.isascii() or v != v.upper():
-        raise FrameRejected(BAD_SYMBOL, f"s={v!r}")
+    if type(v) is not str:
+        raise FrameRejected(BAD_SYMBOL, f"s={v!r} is not a string")
+    problem = symbol_problem(v)
+    if problem is not None:
+        raise FrameRejected(BAD_SYMBOL, problem)
     return v
 
 

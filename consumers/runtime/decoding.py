@@ -21,27 +21,13 @@ from typing import Any
 
 import fastavro
 
+from schemas import rules
+from schemas.avro_binary import METRIC_POINT_LAYOUT, enum_symbols, field_layout, read_long
 from schemas.codec import AvroCodec, Framing
-from schemas.exceptions import InvalidRecordError
-from schemas.models import KNOWN_METRICS, MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, check_metric_point
+from schemas.models import KNOWN_METRICS, check_metric_point
 
 _HEADER_LEN = 10
 
-#: Parsing Canonical Form of the MetricPoint schema that the hand-written
-#: decoders (sink rows, snapshot records) are written for; they take their
-#: fast path only when the codec's reader schema is exactly this one.
-METRIC_POINT_PCF = (
-    '{"name":"perpstream.MetricPoint","type":"record","fields":['
-    '{"name":"source","type":"string"},{"name":"symbol","type":"string"},'
-    '{"name":"metric","type":{"name":"perpstream.Metric","type":"enum","symbols":['
-    '"mark_price","index_price","estimated_settle_price","funding_rate","next_funding_time",'
-    '"open_interest","unknown"]}},'
-    '{"name":"value","type":"double"},{"name":"event_time","type":"long"},'
-    '{"name":"ingest_time","type":"long"}]}'
-)
-#: The enum symbols of that schema, by index.
-METRIC_SYMBOLS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate",
-                  "next_funding_time", "open_interest", "unknown")
 
 
 def fast_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
@@ -70,16 +56,8 @@ def fast_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
     return decode
 
 
-#: DateTime64(3) ends at 2299-12-31T23:59:59.999Z.
-MAX_DATETIME64_MS = 10_413_791_999_999
-
-
-def validate_row(record: dict[str, Any]) -> None:
-    """The contract check plus what the table's column types can hold."""
-    check_metric_point(record)
-    it = record["ingest_time"]
-    if not 0 <= it <= MAX_DATETIME64_MS:
-        raise InvalidRecordError(f"ingest_time does not fit DateTime64(3): {it}")
+#: The contract check of a decoded record, what the table's columns can hold included.
+validate_row = check_metric_point
 
 
 #: Order of the tuples :func:`row_decoder` returns (the column order of ``metric_points``).
@@ -98,8 +76,9 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
     """``bytes -> row`` (see :data:`ROW_FIELDS`): decode plus :func:`validate_row` in one call.
 
     For single-object records written with the reader's own schema, when that
-    schema is exactly the MetricPoint this was written for (compared by
-    Parsing Canonical Form), the Avro body is read by hand and checked against
+    schema has the MetricPoint field layout this was written for
+    (:data:`~schemas.avro_binary.METRIC_POINT_LAYOUT`; the metric enum's
+    symbols are read from the schema itself), the Avro body is read by hand and checked against
     conservative versions of the contract's rules; the (source, symbol, metric)
     prefix and the (event_time, ingest_time) suffix are cached with their
     verdicts, since they repeat. Anything else — other
@@ -114,17 +93,22 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
         validate_row(rec)
         return _as_row(rec)
 
-    if codec.framing is not Framing.SINGLE_OBJECT or codec.reader.canonical != METRIC_POINT_PCF:
+    definition = codec.reader.definition
+    if codec.framing is not Framing.SINGLE_OBJECT or field_layout(definition) != METRIC_POINT_LAYOUT:
         return slow
     header = codec.header()
     unpack = struct.Struct("<d").unpack_from
-    known = [m in KNOWN_METRICS for m in METRIC_SYMBOLS]
+    metric_symbols = enum_symbols(definition, "metric")
+    known = [m in KNOWN_METRICS for m in metric_symbols]
+    n_metrics = len(metric_symbols)
     # prefix bytes (source, symbol, metric) -> (source, symbol, metric), or None: use the slow path
     prefixes: dict[bytes, tuple[str, str, str] | None] = {}
     # last bytes (event_time, ingest_time) -> both, or None: the points of one
     # exchange frame share them, so a small cache cleared when full hits often
     tails: dict[bytes, tuple[int, int] | None] = {}
-    min_et, max_et, max_it = MIN_EVENT_TIME_MS, MAX_EVENT_TIME_MS, MAX_DATETIME64_MS
+    symbol_problem, source_problem = rules.symbol_problem, rules.source_problem
+    min_et, max_et = rules.MIN_EVENT_TIME_MS, rules.MAX_EVENT_TIME_MS
+    min_it, max_it = rules.MIN_INGEST_TIME_MS, rules.MAX_INGEST_TIME_MS
 
     def prefix_of(raw: bytes) -> tuple[str, str, str] | None:
         # raw = source, symbol (one-byte lengths), metric index: validated here once
@@ -137,33 +121,20 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
             idx = raw[p + 1 + n2] >> 1
         except (IndexError, UnicodeDecodeError):
             return None
-        if (not known[idx] or not source or not symbol or len(symbol) > 64
-                or symbol != symbol.upper()):
+        if idx >= n_metrics or not known[idx] or symbol_problem(symbol) or source_problem(source):
             return None
-        return (source, symbol, METRIC_SYMBOLS[idx])
+        return (source, symbol, metric_symbols[idx])
 
     def times_of(tail: bytes) -> tuple[int, int] | None:
         # tail = event_time, ingest_time: zigzag varints of at most 9 bytes, nothing after
-        out = []
-        p = 0
         try:
-            for _ in range(2):
-                b = tail[p]
-                n = b & 0x7F
-                shift = 7
-                p += 1
-                while b & 0x80:
-                    b = tail[p]
-                    n |= (b & 0x7F) << shift
-                    shift += 7
-                    p += 1
-                if shift > 63:  # 10-byte varints: let fastavro decide how 64 bits wrap
-                    return None
-                out.append((n >> 1) ^ -(n & 1))
-        except IndexError:
+            et, p = read_long(tail, 0)
+            it, end = read_long(tail, p)
+        except (IndexError, ValueError):
             return None
-        et, it = out
-        if p != len(tail) or not min_et <= et < max_et or not 0 <= it <= max_it:
+        if p > 9 or end - p > 9:  # 10-byte varints: let fastavro decide how 64 bits wrap
+            return None
+        if end != len(tail) or not min_et <= et < max_et or not min_it <= it <= max_it:
             return None
         return (et, it)
 
@@ -180,7 +151,7 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
                 return slow(data)
             p += 1 + (b >> 1)
             b = data[p]
-            if b & 0x81 or (b >> 1) > 6:  # metric: enum index 0..6
+            if b & 0x81 or (b >> 1) >= n_metrics:  # metric: a one-byte enum index
                 return slow(data)
             p += 1
             key = data[_HEADER_LEN:p]

@@ -1,0 +1,129 @@
+"""The validation rules of the contract, defined once.
+
+Every boundary applies these and nothing else: the producer's Binance
+parsing, the pydantic models, the consumers' decoders (fast and slow) and the
+ClickHouse column ranges. Each ``*_problem`` function returns ``None`` for a
+valid value or a short text saying what is wrong; the ``check_*`` functions
+raise :class:`~schemas.exceptions.InvalidRecordError` with that text.
+
+Symbols are what the exchange's exchangeInfo lists (docs/contract.md,
+"Symbols"): letters of any script, decimal digits, ``_`` and ``-``; at most
+:data:`SYMBOL_MAX_BYTES` bytes of UTF-8; never empty; no lower-case ASCII
+letter (Binance spells ASCII symbols upper case, and stream names are the
+symbol lower-cased, so ``btcusdt`` and ``BTCUSDT`` would collide). Control
+characters, whitespace, punctuation other than ``_``/``-``, symbols, private
+use and unassigned code points are rejected. Examples that pass:
+``BTCUSDT``, ``1000PEPEUSDT``, ``BTCUSDT_261225``, ``币安人生USDT``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from functools import lru_cache
+from typing import Any, Final
+
+from schemas.exceptions import InvalidRecordError
+
+#: Longest symbol or source, in bytes of UTF-8 (Binance's longest is ~20 ASCII characters).
+SYMBOL_MAX_BYTES: Final = 64
+SOURCE_MAX_BYTES: Final = 64
+
+#: Event times outside [2017-01-01, 2100-01-01) are not market data.
+MIN_EVENT_TIME_MS: Final = 1_483_228_800_000
+MAX_EVENT_TIME_MS: Final = 4_102_444_800_000
+#: ClickHouse DateTime64(3) ends at 2299-12-31T23:59:59.999Z; ingest times must fit it.
+MIN_INGEST_TIME_MS: Final = 0
+MAX_INGEST_TIME_MS: Final = 10_413_791_999_999
+
+_ASCII_SYMBOL = re.compile(r"[A-Z0-9_-]+")
+_SOURCE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+#: Unicode general categories a symbol character may have (besides "_" and "-"):
+#: letters (upper, lower, title, modifier, other), combining marks (scripts such
+#: as Thai or Devanagari need them) and decimal digits.
+_SYMBOL_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd"})
+
+
+@lru_cache(maxsize=65_536)
+def symbol_problem(symbol: str) -> str | None:
+    """``None`` when ``symbol`` is a valid exchange symbol, else what is wrong with it.
+
+    Cached: a market has a few hundred symbols and the producer checks one per
+    frame, so the check costs a dictionary lookup after the first sight.
+    """
+    if not symbol:
+        return "symbol is empty"
+    if symbol.isascii():
+        if len(symbol) > SYMBOL_MAX_BYTES:
+            return f"symbol is {len(symbol)} bytes, more than {SYMBOL_MAX_BYTES}"
+        if _ASCII_SYMBOL.fullmatch(symbol) is None:
+            return f"symbol {symbol!r} has a character other than A-Z, 0-9, '_', '-' or a non-ASCII letter"
+        return None
+    try:
+        size = len(symbol.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"symbol {symbol!r} is not valid Unicode (lone surrogate)"
+    if size > SYMBOL_MAX_BYTES:
+        return f"symbol is {size} bytes of UTF-8, more than {SYMBOL_MAX_BYTES}"
+    for ch in symbol:
+        if ch.isascii():
+            if not ("A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "_-"):
+                return f"symbol {symbol!r} has the character {ch!r}"
+        elif unicodedata.category(ch) not in _SYMBOL_CATEGORIES:
+            return f"symbol {symbol!r} has the character U+{ord(ch):04X} ({unicodedata.category(ch)})"
+    return None
+
+
+@lru_cache(maxsize=1_024)
+def source_problem(source: str) -> str | None:
+    """``None`` for a valid source label (``binance_usdm``): lower-case ASCII, digits, ``_.-``."""
+    if not source:
+        return "source is empty"
+    if len(source) > SOURCE_MAX_BYTES:
+        return f"source is longer than {SOURCE_MAX_BYTES} bytes"
+    if not source.isascii() or _SOURCE.fullmatch(source) is None:
+        return f"source {source!r} is not lower-case ASCII letters, digits, '_', '.', '-'"
+    return None
+
+
+def event_time_problem(ms: int) -> str | None:
+    if not MIN_EVENT_TIME_MS <= ms < MAX_EVENT_TIME_MS:
+        return f"event_time {ms} is outside 2017-01-01..2100-01-01"
+    return None
+
+
+def ingest_time_problem(ms: int) -> str | None:
+    if not MIN_INGEST_TIME_MS <= ms <= MAX_INGEST_TIME_MS:
+        return f"ingest_time {ms} does not fit DateTime64(3)"
+    return None
+
+
+def value_problem(value: float) -> str | None:
+    if not math.isfinite(value):
+        return f"value is not finite: {value!r}"
+    return None
+
+
+def metric_point_problem(record: dict[str, Any], known_metrics: frozenset[str]) -> str | None:
+    """The first broken rule of a decoded MetricPoint, or ``None``.
+
+    ``known_metrics`` are the metrics the reader stores (its enum symbols
+    without the ``unknown`` default): a record whose metric the reader does not
+    know breaks the contract for that reader and goes to the DLQ.
+    """
+    return (
+        value_problem(record["value"])
+        or symbol_problem(record["symbol"])
+        or source_problem(record["source"])
+        or (None if record["metric"] in known_metrics else
+            f"metric {record['metric']!r} is unknown to this reader (newer writer schema?)")
+        or event_time_problem(record["event_time"])
+        or ingest_time_problem(record["ingest_time"])
+    )
+
+
+def check(problem: str | None) -> None:
+    """Raise :class:`InvalidRecordError` for a problem text."""
+    if problem is not None:
+        raise InvalidRecordError(problem)
