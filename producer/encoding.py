@@ -1,7 +1,7 @@
 """MetricPoint Avro bodies written without a general-purpose serializer.
 
 The producer's hot path is normalise -> encode -> produce, and Python time per
-event is the limit (ARCHITECTURE.md, cost facts). A MetricPoint body is
+event is the limit (docs/contract.md, "Fast paths"). A MetricPoint body is
 ``string source, string symbol, enum metric, double value, long event_time,
 long ingest_time``: the first two fields repeat for every point of a symbol,
 the metric is one byte, and the two longs are shared by all points of a frame.
@@ -20,13 +20,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from schemas.avro_binary import METRIC_POINT_LAYOUT, avro_string, enum_symbols, field_layout, zigzag_varint
 from schemas.codec import AvroCodec
 
 _DOUBLE = struct.Struct("<d")
-_EXPECTED = [
-    ("source", "string"), ("symbol", "string"), ("metric", "enum"),
-    ("value", "double"), ("event_time", "long"), ("ingest_time", "long"),
-]
 
 _SAMPLES: list[dict[str, Any]] = [
     {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price",
@@ -36,31 +33,6 @@ _SAMPLES: list[dict[str, Any]] = [
     {"source": "binance_usdm", "symbol": "1000PEPEUSDT", "metric": "funding_rate",
      "value": -6.042e-05, "event_time": 63, "ingest_time": 64},
 ]
-
-
-def zigzag_varint(n: int) -> bytes:
-    """Avro ``long``: zig-zag then base-128 varint, least significant group first."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-def _avro_string(s: str) -> bytes:
-    b = s.encode("utf-8")
-    return zigzag_varint(len(b)) + b
-
-
-def _layout(definition: dict[str, Any]) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for f in definition.get("fields", []):
-        t = f["type"]
-        tname = t if isinstance(t, str) else t.get("type") if isinstance(t, dict) else "union"
-        out.append((f["name"], tname))
-    return out
 
 
 class MetricPointEncoder:
@@ -73,9 +45,9 @@ class MetricPointEncoder:
         self._last_times: tuple[int, int] = (-1, -1)
         self._last_times_bytes = b""
         definition = codec.reader.definition
-        self.fast = _layout(definition) == _EXPECTED
+        self.fast = field_layout(definition) == METRIC_POINT_LAYOUT
         if self.fast:
-            symbols = next(f["type"]["symbols"] for f in definition["fields"] if f["name"] == "metric")
+            symbols = enum_symbols(definition, "metric")
             self._metric = {name: zigzag_varint(i) for i, name in enumerate(symbols)}
             self.fast = all(self._fast(r) == codec.encode(r) for r in _SAMPLES)
         self.encode: Callable[[dict[str, Any]], bytes] = self._fast if self.fast else codec.encode
@@ -86,7 +58,7 @@ class MetricPointEncoder:
         if prefix is None:
             if len(self._prefix) > 100_000:  # symbols come and go over weeks
                 self._prefix.clear()
-            prefix = self._prefix[key] = self._header + _avro_string(key[0]) + _avro_string(key[1])
+            prefix = self._prefix[key] = self._header + avro_string(key[0]) + avro_string(key[1])
         times = (r["event_time"], r["ingest_time"])
         if times != self._last_times:
             self._last_times = times

@@ -25,7 +25,7 @@ def zigzag_varint(n: int) -> bytes:
     """The Avro ``long``/``int`` encoding of ``n`` (``LONG_MIN <= n <= LONG_MAX``)."""
     if not LONG_MIN <= n <= LONG_MAX:
         raise OverflowError(f"{n} does not fit an Avro long")
-    z = ((n << 1) ^ (n >> 63)) & 0xFFFF_FFFF_FFFF_FFFF
+    z = (n << 1) ^ (n >> 63)  # non-negative for every n in range
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
@@ -66,7 +66,8 @@ def avro_string(s: str) -> bytes:
 def field_layout(definition: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     """``(name, type)`` of each field of a record schema, logical types ignored.
 
-    Named complex types give their kind (``enum``), unions ``union``. The
+    Named complex types give their kind (``enum``), unions their branches
+    (``union:null,double``). The
     hand-written paths compare this to the layout they were written for and
     fall back to the reference codec on any difference.
     """
@@ -78,10 +79,23 @@ def field_layout(definition: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         elif isinstance(t, dict):
             kind = str(t.get("type"))
         else:
-            kind = "union"
+            # unions are told apart by their branches: ["null","double"] -> "union:null,double"
+            kind = "union:" + ",".join(x if isinstance(x, str) else str(x.get("type")) for x in t)
         out.append((str(f["name"]), kind))
     return tuple(out)
 
+
+#: The MarketSnapshot layout the snapshot encoder handles ("nullable_*" = ["null", T]).
+MARKET_SNAPSHOT_DOUBLES: Final = (
+    "mark_last", "index_last", "funding_last", "oi_last", "mark_return", "mark_volatility",
+    "basis_last", "basis_mean", "funding_mean", "oi_change_pct",
+)
+MARKET_SNAPSHOT_LAYOUT: Final = (
+    ("source", "string"), ("symbol", "string"), ("window_s", "int"), ("snapshot_time", "long"),
+    *[(n, "union:null,double") for n in MARKET_SNAPSHOT_DOUBLES],
+    ("n_mark", "int"), ("n_oi", "int"),
+    ("mark_age_ms", "union:null,long"), ("oi_age_ms", "union:null,long"), ("stale", "boolean"),
+)
 
 #: The MetricPoint layout the producer's encoder and the consumers' row decoder handle.
 METRIC_POINT_LAYOUT: Final = (

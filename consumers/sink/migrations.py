@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from consumers.clickhouse import ClickHouseBatchJournal, Migration, apply_migrations
+from schemas.columns import METRIC_POINT_COLUMNS, ddl_columns
 
 TABLE = "metric_points"
 
@@ -18,13 +19,8 @@ SINK_MIGRATIONS = (
         1,
         "metric_points",
         "CREATE TABLE IF NOT EXISTS {db}.metric_points ("
-        " source LowCardinality(String),"
-        " symbol LowCardinality(String),"
-        " metric LowCardinality(String),"
-        " event_time DateTime64(3, 'UTC'),"
-        " value Float64,"
-        " ingest_time DateTime64(3, 'UTC')"
-        ") ENGINE = ReplacingMergeTree"
+        + ddl_columns(METRIC_POINT_COLUMNS)
+        + ") ENGINE = ReplacingMergeTree"
         " ORDER BY (source, symbol, metric, event_time)"
         f" SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}",
     ),

@@ -35,6 +35,7 @@ from consumers.clickhouse import Migration, apply_migrations
 from consumers.exceptions import StoreUnavailableError
 from consumers.runtime.batch import TopicPartitionId
 from consumers.snapshots.engine import METRIC_NAMES, basis_of
+from schemas.columns import MARKET_SNAPSHOT_COLUMNS, arrow_schema, ddl_columns
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +55,8 @@ SNAPSHOT_MIGRATIONS = (
         1,
         "market_snapshots",
         "CREATE TABLE IF NOT EXISTS {db}.market_snapshots ("
-        " source LowCardinality(String),"
-        " symbol LowCardinality(String),"
-        " window_s UInt32,"
-        " snapshot_time DateTime64(3, 'UTC'),"
-        " mark_last Nullable(Float64),"
-        " index_last Nullable(Float64),"
-        " funding_last Nullable(Float64),"
-        " oi_last Nullable(Float64),"
-        " mark_return Nullable(Float64),"
-        " mark_volatility Nullable(Float64),"
-        " basis_last Nullable(Float64),"
-        " basis_mean Nullable(Float64),"
-        " funding_mean Nullable(Float64),"
-        " oi_change_pct Nullable(Float64),"
-        " n_mark UInt32,"
-        " n_oi UInt32,"
-        " mark_age_ms Nullable(Int64),"
-        " oi_age_ms Nullable(Int64),"
-        " stale Bool"
-        ") ENGINE = ReplacingMergeTree ORDER BY (symbol, window_s, snapshot_time)",
+        + ddl_columns(MARKET_SNAPSHOT_COLUMNS)
+        + ") ENGINE = ReplacingMergeTree ORDER BY (symbol, window_s, snapshot_time)",
     ),
     Migration(
         2,
@@ -107,20 +90,10 @@ SNAPSHOT_MIGRATIONS = (
     ),
 )
 
-SNAPSHOT_COLUMNS = (
-    "source", "symbol", "window_s", "snapshot_time", "mark_last", "index_last", "funding_last",
-    "oi_last", "mark_return", "mark_volatility", "basis_last", "basis_mean", "funding_mean",
-    "oi_change_pct", "n_mark", "n_oi", "mark_age_ms", "oi_age_ms", "stale",
-)
+SNAPSHOT_COLUMNS = tuple(c.name for c in MARKET_SNAPSHOT_COLUMNS)
 _TS = pa.timestamp("ms", tz="UTC")
 _F = pa.float64()
-_SNAPSHOT_SCHEMA = pa.schema([
-    ("source", pa.string()), ("symbol", pa.string()), ("window_s", pa.uint32()),
-    ("snapshot_time", _TS),
-    *[(c, _F) for c in SNAPSHOT_COLUMNS[4:14]],
-    ("n_mark", pa.uint32()), ("n_oi", pa.uint32()),
-    ("mark_age_ms", pa.int64()), ("oi_age_ms", pa.int64()), ("stale", pa.bool_()),
-])
+_SNAPSHOT_SCHEMA = arrow_schema(MARKET_SNAPSHOT_COLUMNS)
 _POINTS_SCHEMA = pa.schema([
     ("group_id", pa.string()), ("topic", pa.string()), ("partition", pa.uint32()),
     ("source", pa.string()), ("symbol", pa.string()), ("metric", pa.string()),
