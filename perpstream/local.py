@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from schemas.exceptions import PerpstreamError
+from schemas.exceptions import ConfigError, PerpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,13 @@ def _accepts(host: str, port: int) -> bool:
 class TansuBroker:
     """A Tansu broker child process. Use as a context manager.
 
-    Tansu differs from Apache Kafka in ways the code must tolerate (see
-    ARCHITECTURE.md): memory storage is lost on stop, and a group join waits
-    ``session.timeout.ms / 2``, so local consumers use ``session.timeout.ms``
-    ≈ 6000. The child gets SIGTERM on stop, SIGKILL after ``stop_timeout``,
-    and is put in its own process group and tied to our death (PR_SET_PDEATHSIG
-    where available) so it never outlives its parent.
+    Tansu differs from Apache Kafka in ways the code must tolerate (README,
+    "Local broker: known differences from Apache Kafka"): memory storage is
+    lost on stop, and a group join waits ``session.timeout.ms / 2``, so local
+    consumers use ``session.timeout.ms`` ≈ 6000. The child gets SIGTERM on
+    stop, SIGKILL after ``stop_timeout``, and is put in its own process group
+    and tied to our death (PR_SET_PDEATHSIG where available) so it never
+    outlives its parent.
     """
 
     def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
@@ -182,22 +182,16 @@ def ensure_topics(
 
 
 def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
-    """A clickhouse-connect client for ``dsn`` (``http://...`` or ``chdb:///abs/dir``)."""
-    import clickhouse_connect
+    """A clickhouse-connect client for ``dsn`` (``http://...`` or ``chdb:///abs/dir``);
+    :class:`InfraError` naming the DSN when it cannot be opened."""
+    from consumers.clickhouse import open_client
 
-    if dsn.startswith("chdb://"):
-        path = dsn[len("chdb://"):]
-        if not path.startswith("/"):
-            raise InfraError(f"chdb DSN needs an absolute directory, got {dsn!r}")
-        Path(path).mkdir(parents=True, exist_ok=True)
     try:
-        return clickhouse_connect.get_client(dsn=dsn, **kwargs)
+        return open_client(dsn, **kwargs)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise InfraError(f"cannot open ClickHouse at {dsn!r}: {exc}") from exc
-
-
-def embedded_dsn(data_dir: str | os.PathLike[str]) -> str:
-    return "chdb://" + str(Path(data_dir, "clickhouse").resolve())
 
 
 @contextlib.contextmanager

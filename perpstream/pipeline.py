@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from perpstream.local import TansuBroker, embedded_dsn, ensure_topics, open_clickhouse
+from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 from schemas.exceptions import ConfigError
 from service.settings import CommonSettings
 from service.signals import stop_on_signals
@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             bootstrap = broker.bootstrap_servers
             print(f"embedded broker on {bootstrap} (in memory: topics live as long as this run)")
         ensure_topics(bootstrap, standard_topics(common, args.partitions))
-        dsn = common.clickhouse_dsn or embedded_dsn(common.data_dir)
+        dsn = common.resolved_clickhouse_dsn()
         client = open_clickhouse(dsn)
         stack.callback(client.close)
         print(f"ClickHouse: {dsn}, database {common.clickhouse_database}")

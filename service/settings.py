@@ -8,6 +8,7 @@ of silently becoming a default.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -54,6 +55,10 @@ class CommonSettings(BaseSettings):
         ),
     )
 
+    def resolved_clickhouse_dsn(self) -> str:
+        """The DSN to open: the configured one, or the embedded engine under ``data_dir``."""
+        return self.clickhouse_dsn or embedded_clickhouse_dsn(self.data_dir)
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap(cls, v: str | None) -> str | None:
@@ -72,4 +77,11 @@ class CommonSettings(BaseSettings):
             return None
         if not v.startswith(("http://", "https://", "chdb://", "clickhouse://")):
             raise ValueError(f"expected http(s)://... or chdb:///dir, got {v!r}")
+        if v.startswith("chdb://") and not v[len("chdb://"):].startswith("/"):
+            raise ValueError(f"a chdb DSN needs an absolute directory (chdb:///abs/dir), got {v!r}")
         return v
+
+
+def embedded_clickhouse_dsn(data_dir: str) -> str:
+    """Where the embedded ClickHouse of a data directory lives: ``chdb:///<data_dir>/clickhouse``."""
+    return "chdb://" + str(Path(data_dir, "clickhouse").resolve())

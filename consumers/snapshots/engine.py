@@ -3,7 +3,7 @@
 No Kafka, no ClickHouse, no clock: the engine is driven by event time only,
 so a replay of the same points gives the same snapshots, bit for bit.
 
-Rules (ARCHITECTURE.md, "Snapshot features", made precise here):
+Rules (docs/snapshots.md, "Features", made precise here):
 
 - Only ``mark_price``, ``index_price``, ``funding_rate`` and ``open_interest``
   feed the snapshots; other metrics are counted as ``ignored`` and touch no

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickhouse
+from schemas.exceptions import ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -102,5 +103,5 @@ def test_embedded_clickhouse_answers_queries(clickhouse: Any, ch_database: str) 
 
 
 def test_relative_chdb_dsn_is_refused() -> None:
-    with pytest.raises(InfraError, match="absolute"):
+    with pytest.raises(ConfigError, match=r"clickhouse_dsn.*absolute"):
         open_clickhouse("chdb://relative/dir")

@@ -1,4 +1,4 @@
-"""A straightforward implementation of ARCHITECTURE.md "Snapshot features",
+"""A straightforward implementation of docs/snapshots.md "Features",
 brute force over the full point list, written independently of the engine
 (exact rational arithmetic via Fraction / statistics, no incremental state).
 """
