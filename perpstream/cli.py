@@ -4,12 +4,15 @@ the package that owns it. Settings are built here, at the edge, and passed down.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from schemas.exceptions import ConfigError
+from schemas.exceptions import ConfigError, PerpstreamError
+from service.settings import describe
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,14 +32,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit codes: 2 = bad configuration or usage (argparse's own), 1 = a fault of the
+#: world the command could not get past (named in one line), 130 = interrupted
+#: before it could drain.
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand. What the user or the world did wrong is one line on
+    stderr and an exit code; only bugs print a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    name = f"perpstream {args.command}"
     try:
         rc = args.func(args)
-    except (ConfigError, ValidationError) as exc:
-        print(f"perpstream {args.command}: configuration error: {exc}", file=sys.stderr)
-        return 2
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (ValidationError, SettingsError) as exc:
+        print(f"{name}: configuration error: {describe(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PerpstreamError as exc:
+        logging.getLogger("perpstream").debug("command failed", exc_info=True)
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return int(rc or 0)
 
 

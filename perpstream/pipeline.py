@@ -27,7 +27,7 @@ from typing import Any
 
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 from schemas.exceptions import ConfigError
-from service.settings import CommonSettings
+from service.settings import CommonSettings, build_settings
 from service.signals import stop_on_signals
 from service.telemetry import Telemetry, configure_logging, serve_metrics
 from service.tuning import tune_gc
@@ -84,7 +84,7 @@ def standard_topics(settings: CommonSettings, partitions: int) -> dict[str, int]
 
 
 def _topics(args: argparse.Namespace) -> int:
-    settings = CommonSettings()
+    settings = build_settings(CommonSettings)
     bootstrap = args.bootstrap_servers or settings.kafka_bootstrap_servers
     if not bootstrap:
         raise ConfigError(
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
-    common = CommonSettings.model_validate({"data_dir": args.data_dir} if args.data_dir else {})
+    common = build_settings(CommonSettings, args, {"data_dir": "data_dir"})
     configure_logging(args.log_level or common.log_level, args.log_format)
     tune_gc(common.gc_threshold)
     telemetry = Telemetry()
@@ -159,8 +159,8 @@ def _run(args: argparse.Namespace) -> int:
                   "data_dir": common.data_dir}
         args.bootstrap_servers = bootstrap
         producer_settings = settings_from_args(args)
-        sink_settings = SinkSettings.model_validate(shared)
-        snap_settings = SnapshotSettings.model_validate(shared)
+        sink_settings = build_settings(SinkSettings, values=shared)
+        snap_settings = build_settings(SnapshotSettings, values=shared)
         if common.kafka_bootstrap_servers is None:
             # The embedded broker is new every run: consumer groups start from its beginning.
             overrides: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}

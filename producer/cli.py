@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from producer.settings import ProducerSettings
+from service.settings import build_settings
 
 #: CLI flag dest -> settings field (only flags actually given override env).
 _FIELDS = {
@@ -71,11 +72,7 @@ def register(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
-    overrides = {
-        field: getattr(args, dest) for dest, field in _FIELDS.items()
-        if getattr(args, dest, None) is not None
-    }
-    return ProducerSettings(**overrides)
+    return build_settings(ProducerSettings, args, _FIELDS)
 
 
 def produce_main(args: argparse.Namespace) -> int:

@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from producer import binance
 from schemas.exceptions import ConfigError
+from schemas.rules import symbol_problem
 from service.settings import CommonSettings
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class ProducerSettings(CommonSettings):
@@ -73,12 +77,23 @@ class ProducerSettings(CommonSettings):
     def _symbols(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        return ",".join(s.strip().upper() for s in v.split(",") if s.strip())
+        # ASCII letters are upper-cased for convenience (btcusdt -> BTCUSDT); other
+        # scripts are kept as typed ("ß".upper() is "SS", not a listed symbol).
+        out = [s.strip().translate(_ASCII_UPPER) for s in v.split(",") if s.strip()]
+        for symbol in out:
+            problem = symbol_problem(symbol)
+            if problem is not None:
+                raise ValueError(problem)
+        return ",".join(out)
 
     @model_validator(mode="after")
     def _consistent(self) -> ProducerSettings:
         if self.source == "replay" and not self.replay_file:
             raise ValueError("source=replay needs replay_file (--replay-file / PERPSTREAM_REPLAY_FILE)")
+        if self.source == "replay" and self.replay_file and not Path(self.replay_file).is_file():
+            raise ValueError(
+                f"replay_file (--replay-file / PERPSTREAM_REPLAY_FILE): no such file: {self.replay_file}"
+            )
         return self
 
     @property

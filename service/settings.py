@@ -1,19 +1,27 @@
 """Settings every perpstream process shares, read from ``PERPSTREAM_*`` env vars.
 
 Each process has one Settings class deriving from :class:`CommonSettings`,
-built at the edge (CLI) and passed down as explicit arguments. Unknown
-``PERPSTREAM_*`` variables are an error, so a typo fails at start-up instead
-of silently becoming a default.
+built at the edge (CLI) with :func:`build_settings` and passed down as
+explicit arguments. Flags given on the command line override the
+environment. Every configuration problem, from any settings class, reaches the
+user as one :class:`~schemas.exceptions.ConfigError` line that names the
+setting, its flag and its environment variable; an unknown ``PERPSTREAM_*``
+variable is such a problem too, so a typo fails at start-up instead of
+silently leaving a default in place.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from schemas.exceptions import ConfigError
 from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
 
@@ -85,3 +93,97 @@ class CommonSettings(BaseSettings):
 def embedded_clickhouse_dsn(data_dir: str) -> str:
     """Where the embedded ClickHouse of a data directory lives: ``chdb:///<data_dir>/clickhouse``."""
     return "chdb://" + str(Path(data_dir, "clickhouse").resolve())
+
+
+ENV_PREFIX = "PERPSTREAM_"
+#: Variables of the test suite's own (bring-your-own infrastructure, containers).
+_NOT_SETTINGS_PREFIXES = ("PERPSTREAM_TEST_",)
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def flag_name(dest: str) -> str:
+    """The long option argparse derives ``dest`` from (``batch_size`` -> ``--batch-size``)."""
+    return "--" + dest.replace("_", "-")
+
+
+def _where(field: str, flags: Mapping[str, str]) -> str:
+    options = [flag_name(dest) for dest, f in flags.items() if f == field]
+    env = ENV_PREFIX + field.upper()
+    return f"{' / '.join(options)} or {env}" if options else env
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe(exc: ValidationError | SettingsError, flags: Mapping[str, str] | None = None) -> str:
+    """One line naming each bad setting, where it is set, what is wrong and what was given."""
+    flags = flags or {}
+    if isinstance(exc, SettingsError):
+        # pydantic-settings: 'error parsing value for field "x" from source "EnvSettingsSource"'
+        text = str(exc)
+        field = text.split('field "', 1)[1].split('"', 1)[0] if 'field "' in text else ""
+        if field:
+            return f"{field} ({_where(field, flags)}): cannot parse the value"
+        return text.splitlines()[0]
+    parts = []
+    for err in exc.errors():
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if not err.get("loc"):  # a rule across settings: its message names them
+            parts.append(msg)
+            continue
+        loc = ".".join(str(x) for x in err["loc"])
+        field = str(err["loc"][0])
+        shown = _shown(err.get("input"))
+        got = "" if err.get("type") == "missing" or shown in msg else f", got {shown}"
+        parts.append(f"{loc} ({_where(field, flags)}): {msg}{got}")
+    return "; ".join(parts)
+
+
+def build_settings(
+    cls: type[S], args: argparse.Namespace | None = None, flags: Mapping[str, str] | None = None,
+    values: Mapping[str, Any] | None = None,
+) -> S:
+    """``cls`` from the environment, overridden by ``values`` and by the flags given in ``args``.
+
+    ``flags`` maps argparse ``dest`` names to settings fields; a flag left at
+    ``None`` (not given) does not override. Any problem -> :class:`ConfigError`.
+    """
+    flags = flags or {}
+    overrides = dict(values or {})
+    if args is not None:
+        for dest, field in flags.items():
+            v = getattr(args, dest, None)
+            if v is not None:
+                overrides[field] = v
+    check_environment(os.environ)
+    try:
+        return cls(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigError(describe(exc, flags)) from None
+
+
+def known_settings() -> set[str]:
+    """Field names of every settings class loaded in this process."""
+    names: set[str] = set()
+    todo: list[type[BaseSettings]] = [CommonSettings]
+    while todo:
+        cls = todo.pop()
+        names.update(cls.model_fields)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``PERPSTREAM_*`` variables that no settings class knows (a typo, a removed setting)."""
+    known = known_settings()
+    unknown = sorted(
+        k for k in environ
+        if k.startswith(ENV_PREFIX) and not k.startswith(_NOT_SETTINGS_PREFIXES)
+        and k[len(ENV_PREFIX):].lower() not in known
+    )
+    if unknown:
+        noun = "no such setting" if len(unknown) == 1 else "no such settings"
+        raise ConfigError(f"{', '.join(unknown)}: {noun} (a typo? the README lists every setting)")

@@ -25,6 +25,7 @@ from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
 from consumers.sink.settings import SinkSettings
 from schemas.exceptions import ConfigError
+from service.settings import build_settings
 from service.signals import stop_on_signals
 from service.telemetry import Telemetry, configure_logging, serve_metrics
 from service.tuning import tune_gc
@@ -35,8 +36,8 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--group-id", help="consumer group (default perpstream-sink)")
     p.add_argument("--workers", type=int, help="group members as threads in this process (default 1)")
-    p.add_argument("--batch-size", type=int, dest="batch_max_records", help="records per batch")
-    p.add_argument("--batch-ms", type=int, dest="batch_max_ms", help="longest wait to fill a batch")
+    p.add_argument("--batch-size", type=int, help="records per batch")
+    p.add_argument("--batch-ms", type=int, help="longest wait to fill a batch")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port")
     p.set_defaults(func=sink_command)
 
@@ -65,24 +66,23 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
     p.add_argument("--clickhouse-dsn",
                    help="http(s)://... or chdb:///abs/dir (default: embedded in --data-dir)")
-    p.add_argument("--database", dest="clickhouse_database", help="ClickHouse database (default perpstream)")
+    p.add_argument("--database", help="ClickHouse database (default perpstream)")
     p.add_argument("--data-dir", help="embedded state directory (default .perpstream)")
-    p.add_argument("--topic", dest="metrics_topic", help="MetricPoint topic")
+    p.add_argument("--topic", help="MetricPoint topic")
     p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
+#: flag dest -> settings field (a flag given on the command line overrides the environment)
 _FIELDS = {
     "bootstrap_servers": "kafka_bootstrap_servers", "clickhouse_dsn": "clickhouse_dsn",
-    "clickhouse_database": "clickhouse_database", "data_dir": "data_dir", "metrics_topic": "metrics_topic",
+    "database": "clickhouse_database", "data_dir": "data_dir", "topic": "metrics_topic",
     "log_level": "log_level", "group_id": "group_id", "workers": "workers",
-    "batch_max_records": "batch_max_records", "batch_max_ms": "batch_max_ms", "metrics_port": "metrics_port",
+    "batch_size": "batch_max_records", "batch_ms": "batch_max_ms", "metrics_port": "metrics_port",
 }
 
 
 def settings_from_args(args: argparse.Namespace) -> SinkSettings:
-    overrides = {field: getattr(args, attr) for attr, field in _FIELDS.items()
-                 if getattr(args, attr, None) is not None}
-    return SinkSettings(**overrides)
+    return build_settings(SinkSettings, args, _FIELDS)
 
 
 def sink_command(args: argparse.Namespace) -> int:

@@ -17,10 +17,11 @@ import time
 from typing import Any
 
 from consumers.snapshots.settings import SnapshotSettings
+from service.settings import build_settings
 
 log = logging.getLogger(__name__)
 
-#: flag dest -> settings field
+#: flag dest -> settings field (a flag given on the command line overrides the environment)
 _FLAGS = {
     "bootstrap_servers": "kafka_bootstrap_servers",
     "clickhouse_dsn": "clickhouse_dsn",
@@ -77,11 +78,7 @@ def register(sub: Any) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> SnapshotSettings:
-    overrides = {
-        field: getattr(args, flag) for flag, field in _FLAGS.items()
-        if getattr(args, flag, None) is not None
-    }
-    return SnapshotSettings(**overrides)
+    return build_settings(SnapshotSettings, args, _FLAGS)
 
 
 def _open(settings: SnapshotSettings) -> Any:
