@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +193,3 @@ def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
     except Exception as exc:
         raise InfraError(f"cannot open ClickHouse at {dsn!r}: {exc}") from exc
 
-
-@contextlib.contextmanager
-def local_broker(log_path: Path | None = None) -> Iterator[TansuBroker]:
-    with TansuBroker(log_path=log_path) as b:
-        yield b

@@ -39,7 +39,6 @@ class MetricPointEncoder:
     """``encode(record) -> bytes`` for MetricPoint records, header included."""
 
     def __init__(self, codec: AvroCodec) -> None:
-        self._codec = codec
         self._header = codec.header()
         self._prefix: dict[tuple[str, str], bytes] = {}
         self._last_times: tuple[int, int] = (-1, -1)

@@ -166,10 +166,6 @@ class AvroCodec:
             raise EncodeError(f"record does not fit {self.reader.full_name}: {exc}") from exc
         return buf.getvalue()
 
-    def encode_body(self, record: Mapping[str, Any], buf: BytesIO) -> None:
-        """Append one Avro body (no header) to ``buf``: the producer's hot path."""
-        fastavro.schemaless_writer(buf, self.reader.parsed, record)
-
     # -- decoding ---------------------------------------------------------------
 
     def _writer_for_id(self, schema_id: int) -> AvroSchema:

@@ -324,11 +324,6 @@ class SnapshotEngine:
             self._emit_until(st, st.max_et - self._lateness)
         return ACCEPTED
 
-    def add_many(self, points: Iterable[tuple[str, str, str, float, int]]) -> None:
-        add = self.add
-        for p in points:
-            add(*p)
-
     # -- recovery ---------------------------------------------------------------
 
     def restore_symbol(
@@ -369,10 +364,6 @@ class SnapshotEngine:
         if st.max_et is not None and st.max_et - self._lateness > st.next_t:
             self._emit_until(st, st.max_et - self._lateness)
 
-    def drop_symbols(self, symbols: Iterable[str]) -> None:
-        for s in symbols:
-            self._symbols.pop(s, None)
-
     # -- introspection ----------------------------------------------------------
 
     @property
@@ -383,19 +374,11 @@ class SnapshotEngine:
         st = self._symbols.get(symbol)
         return None if st is None else st.last_t
 
-    def source_of(self, symbol: str) -> str | None:
-        st = self._symbols.get(symbol)
-        return None if st is None else st.source
-
     def point_count(self, symbol: str | None = None) -> int:
         if symbol is not None:
             st = self._symbols.get(symbol)
             return 0 if st is None else st.point_count()
         return sum(s.point_count() for s in self._symbols.values())
-
-    def state_bound(self, last_t: int) -> int:
-        """Event time at or before which recovery needs only the latest point per metric."""
-        return last_t - self._max_w
 
     # -- emission ---------------------------------------------------------------
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from consumers.exceptions import ConsumerError
+from schemas.exceptions import ConfigError
 
 
 class SnapshotError(ConsumerError):
     """Root of the snapshot consumer's errors."""
 
 
-class SnapshotConfigError(SnapshotError):
+class SnapshotConfigError(SnapshotError, ConfigError):
     """Engine parameters that cannot work (non-positive interval, no windows...)."""
-
-
-class RecoveryError(SnapshotError):
-    """A partition's state could not be rebuilt from the persisted points."""
