@@ -5,6 +5,12 @@ thread or from a worker thread of ``perpstream run``; it installs no signal
 handlers (the caller sets the ``stop`` event). On stop, on ``duration``, or
 when a replay file is exhausted it stops the source first, then drains the
 buffers into Kafka within ``flush_timeout``.
+
+A permanent failure (``producer.failures``) of the source (a websocket or
+REST endpoint that refuses us for good) or of Kafka (authorisation, an
+invalid topic, a producer that keeps failing fatally) stops the app the same
+way, logs the cause at ERROR without a traceback, and makes :meth:`run`
+return 1.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from typing import Any
 
 from producer.encoding import MetricPointEncoder
+from producer.exceptions import PermanentFailure
 from producer.ingest import FrameSink, Ingest
 from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
@@ -81,6 +88,8 @@ class ProducerApp:
         self.ingest: Ingest | None = None
         #: Set once the source runs (tests and ``perpstream run`` wait on it).
         self.started = threading.Event()
+        #: The permanent failure that stopped the app, if one did.
+        self.failure: PermanentFailure | None = None
 
     def run(self, stop: threading.Event) -> int:
         """Block until ``stop`` (or duration / end of replay); 0 when everything was delivered."""
@@ -91,6 +100,10 @@ class ProducerApp:
         bootstrap = s.require_kafka()
         if s.source == "live":
             s.require_live_symbols()
+            if not s.all_symbols:
+                from producer.live import check_symbols
+
+                check_symbols(s.symbol_list)
         codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
         encoder = MetricPointEncoder(codec)
         publisher = self.publisher = Publisher(
@@ -118,7 +131,7 @@ class ProducerApp:
         self.started.set()
         rc = 0
         try:
-            while not source_task.done():
+            while not source_task.done() and publisher.failure is None:
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     break
                 await asyncio.sleep(0.05)
@@ -126,22 +139,34 @@ class ProducerApp:
             astop.set()
             try:
                 await asyncio.wait_for(source_task, timeout=max(5.0, s.flush_timeout / 2))
-            except TimeoutError:
+            except TimeoutError:  # wait_for cancelled it and waited for it to end
                 log.error("source did not stop in time; cancelled")
+            except PermanentFailure as exc:
+                self._report_failure(exc)
+                rc = 1
             except Exception:
                 log.exception("source failed")
+                rc = 1
+            if publisher.failure is not None:
+                self._report_failure(publisher.failure)
                 rc = 1
             pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump_task
             ingest.sync()
-            left = await asyncio.to_thread(publisher.close, s.flush_timeout)
+            # Kafka that refuses us for good will not take the rest either: do not wait long.
+            flush = min(s.flush_timeout, 2.0) if publisher.failure is not None else s.flush_timeout
+            left = await asyncio.to_thread(publisher.close, flush)
             self._sync_publisher(publisher)
             log.info("producer stopped", extra=self._summary())
         return 1 if rc or left else 0
 
     async def _run_source(self, source: Any, sink: FrameSink, stop: asyncio.Event) -> None:
         await source.run(sink, stop)
+
+    def _report_failure(self, exc: PermanentFailure) -> None:
+        self.failure = exc
+        log.error("producer stopping: permanent failure", extra={"edge": exc.edge, "cause": exc.cause})
 
     def _sync_publisher(self, publisher: Publisher) -> None:
         t = self.telemetry
@@ -156,11 +181,15 @@ class ProducerApp:
     async def _pump(self, publisher: Publisher, ingest: Ingest, stop: asyncio.Event) -> None:
         """Serve delivery callbacks, move counters to telemetry, log a summary line."""
         next_summary = time.monotonic() + self.settings.summary_interval
+        next_trace = 0.0
         while True:
             try:
                 publisher.poll(0)
             except Exception:  # the pump must outlive any single failure
-                log.exception("serving the Kafka producer failed")
+                now = time.monotonic()
+                if now >= next_trace:  # one traceback per half minute, not 50 a second
+                    next_trace = now + 30.0
+                    log.exception("serving the Kafka producer failed")
             ingest.sync()
             self._sync_publisher(publisher)
             if time.monotonic() >= next_summary:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from producer.exceptions import FrameRejected
 from schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
@@ -40,11 +40,6 @@ REST_WEIGHT_LIMIT: Final = 2400
 #: Frames larger than this are rejected before parsing. The all-market array
 #: for ~700 symbols is ~200 kB; anything near megabytes is not a markPrice frame.
 DEFAULT_MAX_FRAME_BYTES: Final = 4_000_000
-
-#: HTTP statuses worth retrying with backoff (server side or gateway trouble).
-RETRYABLE_HTTP_STATUSES: Final = frozenset({500, 502, 503, 504})
-#: Binance error codes that mean "try again later" rather than "your request is wrong".
-RETRYABLE_ERROR_CODES: Final = frozenset({-1000, -1001, -1003, -1007, -1008})
 
 # Rejection reasons (labels of the frames_rejected counter).
 BAD_JSON: Final = "bad_json"
@@ -72,8 +67,11 @@ Record = dict[str, Any]
 
 
 def mark_price_stream(symbol: str, fast: bool = True) -> str:
-    """Stream name for one symbol: ``btcusdt@markPrice@1s`` (or the 3 s stream)."""
-    return f"{symbol.lower()}@markPrice@1s" if fast else f"{symbol.lower()}@markPrice"
+    """Stream name for one symbol: the symbol lower-cased, ``btcusdt@markPrice@1s``
+    (or the 3 s stream). ``str.lower`` leaves scripts without case as they are:
+    ``币安人生USDT`` streams as ``币安人生usdt@markPrice@1s``."""
+    name = symbol.lower()
+    return f"{name}@markPrice@1s" if fast else f"{name}@markPrice"
 
 
 def combined_stream_url(ws_base: str) -> str:
@@ -101,16 +99,47 @@ def subscribe_message(streams: list[str], request_id: int, method: str = "SUBSCR
     return json.dumps({"method": method, "params": streams, "id": request_id}, separators=(",", ":"))
 
 
-def trading_perpetuals(exchange_info: Mapping[str, Any]) -> set[str]:
-    """Symbols a ``--all`` producer follows: PERPETUAL contracts with status TRADING."""
+class Listing(NamedTuple):
+    """What exchangeInfo lists for a ``--all`` producer."""
+
+    #: PERPETUAL contracts with status TRADING whose symbol follows the contract rule.
+    symbols: set[str]
+    #: Entries skipped because their symbol breaks the rule: symbol (repr for a
+    #: non-string) -> what is wrong with it.
+    rejected: dict[str, str]
+
+
+def perpetual_listing(exchange_info: Mapping[str, Any]) -> Listing:
+    """The PERPETUAL/TRADING symbols of an exchangeInfo answer.
+
+    Dated delivery contracts (``CURRENT_QUARTER`` ...) and symbols not trading
+    are not followed. An entry whose symbol breaks the symbol rule
+    (``schemas.rules``) is skipped and reported in ``rejected``; it never costs
+    the rest of the listing.
+    """
     symbols = exchange_info.get("symbols")
     if not isinstance(symbols, list):
         raise FrameRejected(MISSING_FIELD, "exchangeInfo has no symbols list")
-    return {
-        s["symbol"] for s in symbols
-        if isinstance(s, dict) and s.get("contractType") == "PERPETUAL"
-        and s.get("status") == "TRADING" and isinstance(s.get("symbol"), str)
-    }
+    out: set[str] = set()
+    rejected: dict[str, str] = {}
+    for s in symbols:
+        if not isinstance(s, dict) or s.get("contractType") != "PERPETUAL" or s.get("status") != "TRADING":
+            continue
+        sym = s.get("symbol")
+        if type(sym) is not str:
+            rejected[repr(sym)] = "symbol is not a string"
+            continue
+        problem = symbol_problem(sym)
+        if problem is not None:
+            rejected[sym] = problem
+            continue
+        out.add(sym)
+    return Listing(out, rejected)
+
+
+def trading_perpetuals(exchange_info: Mapping[str, Any]) -> set[str]:
+    """Symbols a ``--all`` producer follows (see :func:`perpetual_listing`)."""
+    return perpetual_listing(exchange_info).symbols
 
 
 def sample(raw: str | bytes, limit: int = 200) -> str:

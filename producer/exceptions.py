@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from producer.failures import RestFault
 from schemas.exceptions import PerpstreamError
 
 
@@ -23,9 +24,28 @@ class FrameRejected(ProducerError):
 
 
 class RestError(ProducerError):
-    """A REST call failed in a way the caller has to handle (status, retry hint)."""
+    """A REST call failed in a way the caller has to handle.
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+    ``status`` is the HTTP status (0: no answer at all), ``code`` the Binance
+    error code of the body if it had one, ``fault`` what
+    :func:`producer.failures.classify_rest` makes of them.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None, *,
+                 code: int | None = None, fault: RestFault = RestFault.RETRY) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
         self.retry_after = retry_after
+        self.code = code
+        self.fault = fault
+
+
+class PermanentFailure(ProducerError):
+    """A fault retrying cannot fix (see ``producer.failures``): the producer stops and
+    exits non-zero. ``edge`` says where (``binance_rest``, ``binance_websocket``,
+    ``kafka``), ``cause`` what happened, in words an operator can act on."""
+
+    def __init__(self, edge: str, cause: str) -> None:
+        super().__init__(f"{edge}: {cause}")
+        self.edge = edge
+        self.cause = cause

@@ -1,5 +1,11 @@
 """The live source: Binance markPrice websockets + open-interest polling, with
-the followed symbol set refreshed from exchangeInfo at run time (``--all``)."""
+the followed symbol set refreshed from exchangeInfo at run time (``--all``).
+
+It runs until ``stop``, or until a part of it meets a fault retrying cannot fix
+(``producer.failures``): then it closes everything it opened and raises that
+:class:`~producer.exceptions.PermanentFailure`, so the process exits non-zero
+with the cause instead of idling.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +18,32 @@ from collections.abc import Callable
 import aiohttp
 
 from producer import binance
-from producer.exceptions import FrameRejected, RestError
+from producer.exceptions import FrameRejected, PermanentFailure, RestError
+from producer.failures import RestFault
 from producer.ingest import FrameSink
+from producer.rest import EDGE as REST_EDGE
 from producer.rest import BinanceRest, OpenInterestPoller, RestGate
 from producer.settings import ProducerSettings
+from producer.tasks import BackgroundTasks
 from producer.websocket import MarkPriceStreams
+from schemas.exceptions import ConfigError
+from schemas.rules import symbol_problem
 from service.backoff import BackoffFactory, factory
+from service.logs import RateLimitedLog
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 #: Called with (symbols now followed, symbols just dropped).
 SymbolsListener = Callable[[frozenset[str], set[str]], None]
+
+
+def check_symbols(symbols: list[str]) -> None:
+    """``--symbols`` must follow the same rule as the exchange's own names."""
+    for s in symbols:
+        problem = symbol_problem(s)
+        if problem is not None:
+            raise ConfigError(f"--symbols / PERPSTREAM_SYMBOLS: {problem}")
 
 
 class LiveSource:
@@ -42,6 +62,9 @@ class LiveSource:
         self.symbols: frozenset[str] = frozenset()
         self.streams: MarkPriceStreams | None = None
         self.poller: OpenInterestPoller | None = None
+        #: Listing entries skipped for a broken symbol (logged and counted once each).
+        self.rejected_symbols: dict[str, str] = {}
+        self._rlog = RateLimitedLog(log)
 
     def _apply(self, symbols: set[str]) -> None:
         new = frozenset(symbols)
@@ -63,26 +86,51 @@ class LiveSource:
             self.on_symbols(new, removed)
 
     async def _listing(self, rest: BinanceRest) -> set[str]:
-        return binance.trading_perpetuals(json.loads(await rest.exchange_info()))
+        listing = binance.perpetual_listing(json.loads(await rest.exchange_info()))
+        for sym, problem in listing.rejected.items():
+            if sym not in self.rejected_symbols:
+                self.rejected_symbols[sym] = problem
+                self.telemetry.inc("listing_symbols_rejected", 1)
+                log.error("exchangeInfo lists a symbol that breaks the symbol rule; it is skipped",
+                          extra={"symbol": binance.sample(sym, 80), "problem": problem})
+        return listing.symbols
 
-    async def _refresh(self, rest: BinanceRest, stop: asyncio.Event, first_done: asyncio.Event) -> None:
+    async def _refresh(self, rest: BinanceRest, stop: asyncio.Event) -> None:
         """Follow exchangeInfo: retry with backoff until it answers, then every interval."""
         delays = self.backoff_factory()
         while not stop.is_set():
             try:
                 self._apply(await self._listing(rest))
-                first_done.set()
                 delays = self.backoff_factory()
+                self._rlog.reset("listing")
                 wait = self.settings.exchange_info_interval
-            except (RestError, FrameRejected, ValueError) as exc:
+            except RestError as exc:
+                if exc.fault in (RestFault.PERMANENT, RestFault.REFUSED):
+                    raise PermanentFailure(REST_EDGE, f"exchangeInfo answered HTTP {exc.status} ({exc}); "
+                                           "retrying cannot help (check --rest-url)") from exc
                 wait = next(delays)
-                log.warning("exchangeInfo failed",
-                            extra={"error": str(exc)[:200], "retry_in_s": round(wait, 2)})
+                self._rlog.warning("listing", "exchangeInfo failed; retrying",
+                                   {"error": str(exc)[:200], "retry_in_s": round(wait, 2)})
+            except (FrameRejected, ValueError) as exc:  # a body that is not the expected JSON
+                self.telemetry.inc("rest_bad_bodies", 1, {"endpoint": "exchangeInfo"})
+                wait = next(delays)
+                self._rlog.warning("listing", "exchangeInfo answer unusable; retrying",
+                                   {"error": str(exc)[:200], "retry_in_s": round(wait, 2)})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
 
     async def run(self, sink: FrameSink, stop: asyncio.Event) -> None:
         s = self.settings
+        if not s.all_symbols:
+            check_symbols(s.symbol_list)
+        inner = asyncio.Event()  # ``stop``, or a part failed permanently
+        failure: list[BaseException] = []
+
+        def on_failure(exc: BaseException) -> None:
+            failure.append(exc)
+            inner.set()
+
+        tasks = BackgroundTasks(log, "live-source", on_failure)
         async with aiohttp.ClientSession() as session:
             gate = RestGate(self.telemetry, s.rest_weight_limit, s.rest_weight_share)
             rest = BinanceRest(session, s.rest_url, gate, self.telemetry, s.rest_timeout)
@@ -94,13 +142,22 @@ class LiveSource:
             )
             self.poller = OpenInterestPoller(rest, sink, self.telemetry, self.backoff_factory,
                                              interval=s.oi_interval, concurrency=s.rest_concurrency)
-            tasks = [asyncio.create_task(self.poller.run(stop), name="oi-poller")]
+            tasks.spawn(self.poller.run(inner), name="oi-poller")
             if s.all_symbols:
-                tasks.append(asyncio.create_task(self._refresh(rest, stop, asyncio.Event()), name="listing"))
+                tasks.spawn(self._refresh(rest, inner), name="listing")
             else:
                 self._apply(set(s.symbol_list))
+            waiters = [asyncio.create_task(e.wait()) for e in (stop, inner, self.streams.failed)]
             try:
-                await stop.wait()
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                for w in waiters:
+                    w.cancel()
+                await asyncio.gather(*waiters, return_exceptions=True)
+                inner.set()
                 await self.streams.close()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await tasks.close(10.0)
+        if self.streams.failure is not None:
+            failure.insert(0, self.streams.failure)
+        if failure:
+            raise failure[0]

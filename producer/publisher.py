@@ -13,12 +13,18 @@ Buffering has two bounded stages:
    and logged. The newest data is the most valuable for market context, and
    every drop is visible.
 
-Delivery reports are counted by outcome. A failed delivery is never dropped
-silently: a retriable failure (broker down past ``delivery.timeout.ms``,
-unknown partition while a topic is recreated, purge after a fatal producer
-error) re-enqueues the message; a permanent one (message too large,
-authorisation) is logged at ERROR and counted as dropped with its reason.
-Retries may duplicate an event; the identity dedupes it downstream.
+Every librdkafka error is sorted by ``producer.failures.classify_kafka``
+(table in docs/producer.md, "Failures by edge"). A failed delivery is never
+dropped silently: a retriable failure (broker down past
+``delivery.timeout.ms``, unknown partition while a topic is recreated, purge
+after a fatal producer error) re-enqueues the message; a message Kafka will
+never take (too large, invalid) is logged at ERROR and counted as dropped
+with its reason; a fatal idempotence error recreates the client (bounded:
+:data:`~producer.failures.KAFKA_MAX_RECREATES` within
+:data:`~producer.failures.KAFKA_RECREATE_WINDOW` seconds); authentication
+and authorisation failures, an invalid topic or config set :attr:`Publisher.failure`,
+and the app stops with that cause and exits non-zero (nothing would ever be
+delivered). Retries may duplicate an event; the identity dedupes it downstream.
 
 All methods are called from one thread (the producer's event loop thread);
 delivery callbacks run inside :meth:`poll`, on that same thread.
@@ -30,24 +36,25 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from producer.exceptions import PermanentFailure
+from producer.failures import (
+    KAFKA_MAX_RECREATES,
+    KAFKA_RECREATE_WINDOW,
+    KafkaFault,
+    classify_kafka,
+    kafka_reason,
+)
+from service.logs import RateLimitedLog
 from service.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 
-_PERMANENT = frozenset({
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_MSG,
-    KafkaError.INVALID_MSG_SIZE,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-    KafkaError._INVALID_ARG,
-})
+EDGE = "kafka"
 
 
 def producer_config(
@@ -89,6 +96,7 @@ class Publisher:
         telemetry: Telemetry,
         *,
         overflow_max_points: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self._config = dict(config)
@@ -99,8 +107,11 @@ class Publisher:
         self.enqueued = 0
         self.delivered = 0
         self._fatal: KafkaError | None = None
-        self._last_drop_log = 0.0
-        self._last_retry_log = 0.0
+        #: Set when Kafka will never accept anything from us (see the module doc).
+        self.failure: PermanentFailure | None = None
+        self._clock = clock
+        self._recreated_at: deque[float] = deque()
+        self._rlog = RateLimitedLog(log, 5.0, clock=clock)
         self._producer = self._new_producer()
         telemetry.gauge_fn("buffer_fill", self.fill)
         telemetry.gauge_fn("buffer_messages", lambda: float(self.pending))
@@ -137,15 +148,24 @@ class Publisher:
         self.enqueued += 1
 
     def _on_produce_error(self, exc: KafkaException, key: bytes, value: bytes) -> None:
-        """produce() refuses only when the client is in a fatal state (or for a
-        programming error): keep the point and let :meth:`poll` recreate the client."""
+        """produce() refuses when the client is in a fatal state (keep the point and
+        let :meth:`poll` recreate the client), for a message it can never send
+        (dropped and counted), or for a programming error (raised)."""
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+        if err is None:
+            raise exc
+        fault = classify_kafka(err)
+        if fault is KafkaFault.RECREATE:
             if self._fatal is None:
                 self._fatal = err
             self._hold(key, value)
-            return
-        raise exc
+        elif fault is KafkaFault.REJECTED:
+            self._reject(err, key)
+        elif fault is KafkaFault.FATAL:
+            self._fail(err)
+            self._hold(key, value)
+        else:
+            raise exc
 
     def _hold(self, key: bytes, value: bytes) -> None:
         if len(self._overflow) >= self._overflow_max:
@@ -158,14 +178,21 @@ class Publisher:
 
     def _drop(self, n: int, reason: str) -> None:
         self._telemetry.inc("points_dropped", n, {"reason": reason})
-        now = time.monotonic()
-        if now - self._last_drop_log > 5:
-            self._last_drop_log = now
-            log.error(
-                "points dropped: local buffer full while Kafka is not accepting",
-                extra={"reason": reason, "pending": self.pending, "dropped_total":
-                       self._telemetry.total("points_dropped")},
-            )
+        self._rlog.error("drop", "points dropped: local buffer full while Kafka is not accepting", {
+            "reason": reason, "pending": self.pending,
+            "dropped_total": self._telemetry.total("points_dropped")})
+
+    def _reject(self, err: KafkaError, key: bytes | None) -> None:
+        reason = kafka_reason(err)
+        self._telemetry.inc("points_dropped", 1, {"reason": reason})
+        self._rlog.error(f"reject:{reason}", "Kafka can never take this point; dropped",
+                         {"reason": reason, "error": err.str(), "key": key})
+
+    def _fail(self, err: KafkaError, cause: str | None = None) -> None:
+        if self.failure is None:
+            self.failure = PermanentFailure(EDGE, cause or f"{kafka_reason(err)}: {err.str()}")
+            log.error("Kafka refuses this producer for good; stopping", extra={
+                "error": err.str(), "reason": kafka_reason(err), "cause": self.failure.cause})
 
     @property
     def congested(self) -> bool:
@@ -195,9 +222,17 @@ class Publisher:
                 break
             except KafkaException as exc:
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if err is None or not (err.fatal() or err.code() == KafkaError._FATAL):
+                fault = classify_kafka(err) if err is not None else None
+                if fault is KafkaFault.REJECTED:
+                    self._overflow.popleft()
+                    self._reject(exc.args[0], key)
+                    continue
+                if fault is KafkaFault.RECREATE:
+                    self._fatal = err
+                elif fault is KafkaFault.FATAL:
+                    self._fail(exc.args[0])
+                else:
                     raise
-                self._fatal = err
                 break
             self._overflow.popleft()
             self.enqueued += 1
@@ -211,7 +246,7 @@ class Publisher:
                 self._producer.poll(timeout)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            if err is None or not err.fatal():
+            if err is None or classify_kafka(err) is not KafkaFault.RECREATE:
                 raise
             if self._fatal is None:
                 log.error("fatal Kafka producer error; the producer will be recreated",
@@ -222,38 +257,51 @@ class Publisher:
         if err is None:
             self.delivered += 1
             return
-        code = err.code()
-        reason = err.name().lower().lstrip("_")
+        reason = kafka_reason(err)
         self._telemetry.inc("delivery_failures", 1, {"reason": reason})
-        if code in _PERMANENT:
-            log.error("delivery failed permanently; point dropped",
-                      extra={"reason": reason, "error": err.str(), "key": msg.key()})
-            self._telemetry.inc("points_dropped", 1, {"reason": reason})
+        fault = classify_kafka(err)
+        if fault is KafkaFault.REJECTED:
+            self._reject(err, msg.key())
             return
-        # Re-enqueue: the retry goes behind newer points (order within a symbol
+        if fault is KafkaFault.FATAL:
+            self._fail(err)
+        # Re-enqueue (also after a fatal error: the point is counted at stop if it is
+        # never delivered). The retry goes behind newer points (order within a symbol
         # may change; identity-based dedup downstream makes that harmless).
         self._telemetry.inc("delivery_retries", 1)
-        now = time.monotonic()
-        if now - self._last_retry_log > 5:
-            self._last_retry_log = now
-            log.warning("delivery failed; point re-enqueued for another attempt",
-                        extra={"reason": reason, "error": err.str(), "pending": self.pending})
+        self._rlog.warning("retry", "delivery failed; point re-enqueued for another attempt",
+                           {"reason": reason, "error": err.str(), "pending": self.pending})
         self._overflow.append((msg.key(), msg.value()))
         self.enqueued -= 1
 
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
+        fault = classify_kafka(err)
+        if fault is KafkaFault.RECREATE:
             log.error("fatal Kafka producer error; the producer will be recreated",
                       extra={"error": err.str()})
             self._fatal = err
+        elif fault is KafkaFault.FATAL:
+            self._fail(err)
         else:
-            self._telemetry.inc("kafka_errors", 1, {"reason": err.name().lower().lstrip("_")})
-            log.warning("Kafka client error", extra={"error": err.str()})
+            reason = kafka_reason(err)
+            self._telemetry.inc("kafka_errors", 1, {"reason": reason})
+            self._rlog.warning(f"client:{reason}", "Kafka client error", {"error": err.str()})
 
     def _recreate(self) -> None:
         """An idempotent producer that hit a fatal error (e.g. the broker lost our
         producer id) cannot produce again: purge its queue into the overflow via
-        the delivery callbacks and start a fresh one."""
+        the delivery callbacks and start a fresh one. A cluster that keeps doing
+        that is broken: past the limit the failure is permanent."""
+        now = self._clock()
+        window = self._recreated_at
+        while window and now - window[0] > KAFKA_RECREATE_WINDOW:
+            window.popleft()
+        if len(window) >= KAFKA_MAX_RECREATES and self._fatal is not None:
+            err, self._fatal = self._fatal, None
+            self._fail(err, f"the idempotent producer failed fatally {len(window) + 1} times within "
+                       f"{KAFKA_RECREATE_WINDOW:.0f} s; last: {err.str()}")
+            return
+        window.append(now)
         self._telemetry.inc("producer_recreated", 1)
         old = self._producer
         self._fatal = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import time
@@ -27,21 +28,41 @@ from pathlib import Path
 from typing import IO, Any
 
 from producer import binance
+from producer.exceptions import PermanentFailure
 from producer.ingest import FrameSink
+from service.logs import RateLimitedLog
+
+log = logging.getLogger(__name__)
+_rlog = RateLimitedLog(log)
 
 #: How many frames a fast source hands over before yielding to the event loop.
 _YIELD_EVERY = 256
 _FUNDING_PERIOD_MS = 8 * 3600 * 1000
+#: How long a pausable source waits for Kafka to take points again before the
+#: producer gives up with an error (Kafka has accepted nothing for that long: the
+#: overflow only drains when librdkafka's queue has room).
+BACKPRESSURE_DEADLINE = 600.0
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def wait_uncongested(sink: FrameSink, stop: asyncio.Event) -> None:
-    """Backpressure for sources that can pause: wait while the sink's buffer is full."""
+async def wait_uncongested(sink: FrameSink, stop: asyncio.Event,
+                           deadline: float = BACKPRESSURE_DEADLINE) -> None:
+    """Backpressure for sources that can pause: wait while the sink's buffer is full,
+    at most ``deadline`` seconds; then :class:`PermanentFailure` (exit non-zero)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     # librdkafka offers no "queue has room" notification to await, so poll.
-    while sink.congested and not stop.is_set():  # noqa: ASYNC110
+    while sink.congested and not stop.is_set():
+        waited = loop.time() - started
+        if waited > deadline:
+            raise PermanentFailure("kafka", f"Kafka has taken no point for {deadline:.0f} s while the "
+                                   "source waited (backpressure deadline); is the cluster reachable?")
+        if waited > 5.0:
+            _rlog.warning("backpressure", "source paused: Kafka is not taking points",
+                          {"waited_s": round(waited, 1), "deadline_s": deadline})
         await asyncio.sleep(0.01)
 
 
@@ -103,9 +124,11 @@ class SimSource:
     """Runs a :class:`SimulatedMarket` at ``rate`` simulated seconds per wall
     second (1.0 = real-time pace for demos, 0 = as fast as the sink takes it)."""
 
-    def __init__(self, market: SimulatedMarket, rate: float = 1.0) -> None:
+    def __init__(self, market: SimulatedMarket, rate: float = 1.0,
+                 backpressure_deadline: float = BACKPRESSURE_DEADLINE) -> None:
         self.market = market
         self.rate = rate
+        self.backpressure_deadline = backpressure_deadline
 
     async def run(self, sink: FrameSink, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -131,7 +154,7 @@ class SimSource:
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                     if sink.congested:
-                        await wait_uncongested(sink, stop)
+                        await wait_uncongested(sink, stop, self.backpressure_deadline)
                     ingest = now_ms()
             await asyncio.sleep(0)
 
@@ -139,9 +162,11 @@ class SimSource:
 class ReplaySource:
     """Replays a recorded file; returns when the file is exhausted."""
 
-    def __init__(self, path: str | Path, rate: float = 0.0) -> None:
+    def __init__(self, path: str | Path, rate: float = 0.0,
+                 backpressure_deadline: float = BACKPRESSURE_DEADLINE) -> None:
         self.path = Path(path)
         self.rate = rate
+        self.backpressure_deadline = backpressure_deadline
         self.bad_lines = 0
 
     async def run(self, sink: FrameSink, stop: asyncio.Event) -> None:
@@ -170,7 +195,7 @@ class ReplaySource:
                 if n % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                     if sink.congested:
-                        await wait_uncongested(sink, stop)
+                        await wait_uncongested(sink, stop, self.backpressure_deadline)
 
 
 class Recorder:

@@ -1,20 +1,26 @@
-"""Websocket connection life for the markPrice streams.
+"""The asyncio side of the markPrice websockets: sockets, tasks and timers, nothing else.
 
-:class:`StreamConnection` is one logical connection carrying up to 200
-streams. It keeps it alive for weeks:
+Every decision (what to subscribe and when, which frame is data, when a
+socket is silent, when and how to rotate, how long to back off, which
+handshake failure is permanent) is made by the pure
+:class:`producer.ws_protocol.ConnectionProtocol`. :class:`StreamConnection`
+feeds it what the sockets report, with the monotonic time, and carries out
+the actions it returns:
 
-- reconnects forever with the injectable jittered backoff, which starts over
-  after a connection that delivered data;
-- subscribes its streams with SUBSCRIBE messages, paced under Binance's
-  10 incoming messages per second per connection, and again after every
-  reconnect (the streams are remembered here, not on the server);
-- answers server pings (the websockets library replies to every ping);
-- a silence watchdog reconnects a connection that should stream but has not
-  delivered data for ``silence_timeout`` seconds (since 2026-04 an unrouted
-  connection accepts SUBSCRIBE and then sends nothing);
-- rotates before Binance's 24 h limit without a gap: the new connection is
-  opened, subscribed and has delivered data before the old one is closed.
-  Frames of the overlap arrive twice; the event identity dedupes them.
+- ``Connect``: a task waits the delay, opens the socket (server pings are
+  answered by the websockets library), then reads frames until it closes;
+- ``Send``: queued to the socket's writer task, so frames leave in order;
+- ``Deliver``: handed to the sink (normalisation) on the reader's turn;
+- ``Close``: the socket is closed (aborted if the close handshake hangs);
+  ``recv()`` is never cancelled, the reader ends when the socket does;
+- ``Fail``: :meth:`StreamConnection.run` raises
+  :class:`~producer.exceptions.PermanentFailure` with the cause.
+
+One timer per connection: the run loop sleeps until the protocol's
+:meth:`~producer.ws_protocol.ConnectionProtocol.next_deadline` or until
+something changed, then calls ``tick``. Every task is kept and awaited
+(``producer.tasks.BackgroundTasks``), and a reader that fails on a bug is
+logged with its traceback and treated as a closed socket.
 
 :class:`MarkPriceStreams` shards a changing set of streams over connections.
 """
@@ -26,125 +32,49 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from producer import binance
+from producer.exceptions import PermanentFailure
 from producer.ingest import FrameSink
 from producer.sources import now_ms
+from producer.tasks import BackgroundTasks
+from producer.ws_protocol import Action, Close, Connect, ConnectionProtocol, Deliver, Fail, Send
 from service.backoff import BackoffFactory
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-#: Streams per SUBSCRIBE message (Binance accepts more; smaller keeps frames modest).
-SUBSCRIBE_CHUNK = 100
-_ids = itertools.count(1)
+EDGE = "binance_websocket"
+#: How long a close handshake may take before the transport is aborted.
+CLOSE_TIMEOUT = 2.0
 
 
-class _Session:
-    """One websocket of a :class:`StreamConnection` (two exist during a rotation)."""
+@dataclass(eq=False)
+class _SocketIO:
+    id: int
+    ws: Any = None
+    outq: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    closing: bool = False
 
-    def __init__(self, owner: StreamConnection, ws: Any, serial: int) -> None:
-        self.owner = owner
-        self.ws = ws
-        self.serial = serial
-        self.opened_at = time.monotonic()
-        self.first_data = asyncio.Event()
-        self.last_data = time.monotonic()
-        self.end_reason = ""
-        self._send_lock = asyncio.Lock()
-        self._last_send = 0.0
-        self.pending: dict[int, tuple[str, list[str]]] = {}
-        self.task: asyncio.Task[str] = asyncio.create_task(self._read(), name=f"{owner.name}#{serial}")
 
-    async def send_request(self, method: str, streams: list[str]) -> None:
-        for i in range(0, len(streams), SUBSCRIBE_CHUNK):
-            chunk = streams[i:i + SUBSCRIBE_CHUNK]
-            rid = next(_ids)
-            self.pending[rid] = (method, chunk)
-            async with self._send_lock:
-                gap = 1.0 / self.owner.max_messages_per_second
-                wait = self._last_send + gap - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                self._last_send = time.monotonic()
-                await self.ws.send(binance.subscribe_message(chunk, rid, method))
-
-    async def _read(self) -> str:
-        """Read until the connection ends; returns why (``closed_<code>``, ``silence``).
-
-        ``recv()`` is never cancelled (cancelling it mid-stream can hang): the
-        watchdog and :meth:`close` end a session by closing its websocket, which
-        makes ``recv()`` return what was already received and then raise.
-        """
-        owner = self.owner
-        sink = owner.sink
-        watchdog = asyncio.create_task(self._watchdog())
-        try:
-            if owner.streams:
-                await self.send_request("SUBSCRIBE", sorted(owner.streams))
-            recv = self.ws.recv
-            while True:
-                raw = await recv()
-                ctl = sink.on_ws_frame(raw, now_ms())
-                if ctl is not None:
-                    self._on_control(ctl)
-                    continue
-                self.last_data = time.monotonic()
-                if not self.first_data.is_set():
-                    self.first_data.set()
-        except ConnectionClosed as exc:
-            if self.end_reason:
-                return self.end_reason
-            code = exc.rcvd.code if exc.rcvd is not None else None
-            return f"closed_{code}" if code else "closed"
-        finally:
-            watchdog.cancel()
-
-    async def _watchdog(self) -> None:
-        """Close the connection when it should stream but has been silent too long."""
-        timeout = self.owner.silence_timeout
-        while True:
-            await asyncio.sleep(max(0.05, self.last_data + timeout - time.monotonic()))
-            now = time.monotonic()
-            if now - self.last_data >= timeout:
-                if not self.owner.streams:
-                    self.last_data = now  # nothing subscribed: silence is expected
-                    continue
-                self.end_reason = "silence"
-                await self._close_ws()
-                return
-
-    async def _close_ws(self) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(), 2)
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.ws.transport.abort()
-
-    def _on_control(self, msg: dict[str, Any]) -> None:
-        rid = msg.get("id")
-        req = self.pending.pop(rid, None) if isinstance(rid, int) else None
-        if "error" in msg:
-            self.owner.telemetry.inc("subscribe_errors", 1)
-            log.error("websocket request refused", extra={
-                "connection": self.owner.name, "error": str(msg.get("error"))[:300],
-                "request": req[0] if req else None, "streams": len(req[1]) if req else None,
-            })
-
-    async def close(self) -> None:
-        """Close the websocket; frames already received are still handed to the sink."""
-        if not self.end_reason:
-            self.end_reason = "closed_by_us"
-        await self._close_ws()
-        try:
-            await asyncio.wait_for(asyncio.shield(self.task), 5)
-        except (TimeoutError, Exception):
-            self.task.cancel()
+def handshake_details(exc: BaseException) -> tuple[int | None, str, float | None]:
+    """(HTTP status, exception kind, Retry-After seconds) of a failed connect."""
+    status: int | None = None
+    retry_after: float | None = None
+    if isinstance(exc, InvalidStatus):
+        status = int(exc.response.status_code)
+        raw = exc.response.headers.get("Retry-After")
+        if raw is not None:
+            with contextlib.suppress(ValueError):
+                retry_after = max(0.0, float(raw))
+    return status, type(exc).__name__, retry_after
 
 
 class StreamConnection:
@@ -169,137 +99,189 @@ class StreamConnection:
         self.url = url
         self.sink = sink
         self.telemetry = telemetry
-        self.streams: set[str] = set(streams)
-        self.silence_timeout = silence_timeout
-        self.max_lifetime = max_lifetime
-        self.max_messages_per_second = max_messages_per_second
         self.open_timeout = open_timeout
         self.max_frame_bytes = max_frame_bytes
-        self._backoff_factory = backoff_factory
-        self._sessions: list[_Session] = []
-        self._serial = itertools.count(1)
-        self._tasks: set[asyncio.Task[Any]] = set()
-        #: Set while at least one session is connected.
-        self.connected = asyncio.Event()
+        self.protocol = ConnectionProtocol(
+            name, streams, backoff=backoff_factory, telemetry=telemetry,
+            silence_timeout=silence_timeout, max_lifetime=max_lifetime,
+            max_messages_per_second=max_messages_per_second,
+        )
+        self.failure: PermanentFailure | None = None
+        self._io: dict[int, _SocketIO] = {}
+        self._tasks = BackgroundTasks(log, name)
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._next_trace = 0.0
+
+    @property
+    def streams(self) -> set[str]:
+        return self.protocol.streams
+
+    @property
+    def connected(self) -> bool:
+        return self.protocol.open_sockets > 0
 
     # -- subscription changes -------------------------------------------------------
 
     def add(self, streams: Iterable[str]) -> None:
-        new = sorted(set(streams) - self.streams)
-        if new:
-            self.streams.update(new)
-            self._request("SUBSCRIBE", new)
+        self._perform(self.protocol.add(streams, time.monotonic()))
 
     def remove(self, streams: Iterable[str]) -> None:
-        gone = sorted(self.streams & set(streams))
-        if gone:
-            self.streams.difference_update(gone)
-            self._request("UNSUBSCRIBE", gone)
+        self._perform(self.protocol.remove(streams, time.monotonic()))
 
-    def _request(self, method: str, streams: list[str]) -> None:
-        for s in self._sessions:
-            t = asyncio.create_task(self._send_quietly(s, method, streams))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _send_quietly(session: _Session, method: str, streams: list[str]) -> None:
-        # A closed connection re-subscribes everything on reconnect.
-        with contextlib.suppress(ConnectionClosed):
-            await session.send_request(method, streams)
+    def close(self) -> None:
+        """Ask :meth:`run` to close every socket and return."""
+        self._closing.set()
+        self._wake.set()
 
     # -- life -------------------------------------------------------------------------
 
-    async def _open(self, stop: asyncio.Event, delays: Iterator[float]) -> _Session | None:
-        """Connect, retrying with backoff until it works or ``stop``."""
-        while not stop.is_set():
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` or :meth:`close`; raises :class:`PermanentFailure` on a
+        fault retrying cannot fix."""
+        bridge = asyncio.create_task(self._wake_on(stop), name=f"{self.name}-stop")
+        try:
+            self._perform(self.protocol.start(time.monotonic()))
+            while not (stop.is_set() or self._closing.is_set() or self.failure is not None):
+                deadline = self.protocol.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+                self._perform(self.protocol.tick(time.monotonic()))
+        finally:
+            self._closing.set()
+            self._perform(self.protocol.stop(time.monotonic()))
+            await self._tasks.close(CLOSE_TIMEOUT + 3.0)
+            bridge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge
+        if self.failure is not None:
+            raise self.failure
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._closing.set()
+        self._wake.set()
+
+    def _perform(self, actions: list[Action]) -> None:
+        timers_changed = False
+        for a in actions:
+            if isinstance(a, Deliver):
+                self.sink.on_ws_frame(a.frame, now_ms())
+                continue
+            timers_changed = True
+            if isinstance(a, Send):
+                io = self._io.get(a.socket)
+                if io is not None and io.ws is not None and not io.closing:
+                    io.outq.put_nowait(a.text)
+            elif isinstance(a, Close):
+                self._close(a.socket)
+            elif isinstance(a, Connect):
+                io = self._io[a.socket] = _SocketIO(a.socket)
+                io.task = self._tasks.spawn(self._socket_main(io, a.delay), name=f"{self.name}#{a.socket}")
+            elif isinstance(a, Fail) and self.failure is None:
+                self.failure = PermanentFailure(EDGE, f"{self.name}: {a.cause}")
+                log.error("websocket connection stops: permanent failure",
+                          extra={"connection": self.name, "cause": a.cause})
+        if timers_changed:
+            self._wake.set()
+
+    def _close(self, sid: int) -> None:
+        io = self._io.get(sid)
+        if io is None or io.closing:
+            return
+        io.closing = True
+        if io.ws is None:  # still waiting or connecting: nothing to close politely
+            if io.task is not None:
+                io.task.cancel()
+            return
+        self._tasks.spawn(self._close_ws(io.ws), name=f"{self.name}#{sid}-close")
+
+    @staticmethod
+    async def _close_ws(ws: Any) -> None:
+        try:
+            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT)
+        except Exception:  # a hung or broken close: drop the TCP connection instead
+            with contextlib.suppress(Exception):
+                ws.transport.abort()
+
+    async def _socket_main(self, io: _SocketIO, delay: float) -> None:
+        """Wait, connect, read until the socket ends; report each step to the protocol."""
+        try:
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                if self._closing.is_set():
+                    return
             try:
                 ws = await websockets.connect(
                     self.url, open_timeout=self.open_timeout, ping_interval=None,
                     # Frames a bit over the limit reach the parser and are counted as
                     # too_large; only absurd ones (4x) make the library drop the connection.
-                    close_timeout=2, max_size=4 * self.max_frame_bytes, max_queue=64,
+                    close_timeout=CLOSE_TIMEOUT, max_size=4 * self.max_frame_bytes, max_queue=64,
                 )
-            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-                reason = type(exc).__name__
-                self.telemetry.inc("ws_connect_failures", 1, {"reason": reason})
-                delay = next(delays)
-                log.warning("websocket connect failed", extra={
-                    "connection": self.name, "error": str(exc)[:200], "retry_in_s": round(delay, 2)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                continue
-            session = _Session(self, ws, next(self._serial))
-            self._sessions.append(session)
-            self.connected.set()
-            self.telemetry.inc("ws_connects", 1)
-            log.info("websocket connected", extra={"connection": self.name, "streams": len(self.streams),
-                                                   "session": session.serial})
-            return session
-        return None
-
-    async def _drop(self, session: _Session) -> None:
-        if session in self._sessions:
-            self._sessions.remove(session)
-        if not self._sessions:
-            self.connected.clear()
-        await session.close()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        delays = self._backoff_factory()
-        current: _Session | None = None
-        try:
-            while not stop.is_set():
-                if current is None:
-                    current = await self._open(stop, delays)
-                    if current is None:
-                        return
-                stopper = asyncio.create_task(stop.wait())
-                remaining = current.opened_at + self.max_lifetime - time.monotonic()
-                await asyncio.wait({current.task, stopper}, timeout=max(0.0, remaining),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if stop.is_set():
-                    return
-                if current.task.done():
-                    reason = "error" if current.task.exception() else current.task.result()
-                    self.telemetry.inc("reconnects", 1, {"reason": reason.split("_")[0]})
-                    log.warning("websocket connection ended; reconnecting",
-                                extra={"connection": self.name, "reason": reason})
-                    if current.first_data.is_set():
-                        delays = self._backoff_factory()  # it was a good connection
-                    await self._drop(current)
-                    current = None
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), next(delays))
-                    continue
-                current = await self._rotate(current, stop, delays)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status, kind, retry_after = handshake_details(exc)
+                self._perform(self.protocol.connect_failed(
+                    io.id, time.monotonic(), status=status, kind=kind, detail=str(exc),
+                    retry_after=retry_after))
+                return
+            io.ws = ws
+            if io.closing:  # closed while the handshake ran
+                await self._close_ws(ws)
+                return
+            await self._read(io, ws)
         finally:
-            for s in list(self._sessions):
-                await self._drop(s)
+            self._io.pop(io.id, None)
 
-    async def _rotate(self, old: _Session, stop: asyncio.Event, delays: Iterator[float]) -> _Session | None:
-        """Open the successor, wait until it streams, then close ``old`` (no gap)."""
-        log.info("rotating websocket connection", extra={"connection": self.name})
-        new = await self._open(stop, delays)
-        if new is None:
-            return old
-        first = asyncio.create_task(new.first_data.wait())
-        await asyncio.wait({first, new.task}, timeout=self.silence_timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        first.cancel()
-        if new.first_data.is_set() or (not self.streams and not new.task.done()):
-            await self._drop(old)
-            self.telemetry.inc("ws_rotations", 1)
-            return new
-        # The successor never streamed: keep the old one, try again after a pause.
-        await self._drop(new)
-        old.opened_at = time.monotonic() - self.max_lifetime + min(60.0, next(delays))
-        return old
+    async def _read(self, io: _SocketIO, ws: Any) -> None:
+        writer = asyncio.create_task(self._write(io, ws), name=f"{self.name}#{io.id}-writer")
+        code: int | None = None
+        error: str | None = None
+        try:
+            self._perform(self.protocol.connected(io.id, time.monotonic()))
+            recv = ws.recv
+            received = self.protocol.received
+            on_frame = self.sink.on_ws_frame
+            sid = io.id
+            while True:
+                raw = await recv()
+                actions = received(sid, raw, time.monotonic())
+                if len(actions) == 1 and type(actions[0]) is Deliver:  # the hot path
+                    on_frame(raw, now_ms())
+                else:
+                    self._perform(actions)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+        except Exception as exc:  # a bug on the read path: logged, and the socket is replaced
+            error = repr(exc)[:300]
+            now = time.monotonic()
+            if now >= self._next_trace:  # one traceback per half minute, the rest are counted
+                self._next_trace = now + 30.0
+                log.error("websocket reader failed", exc_info=exc, extra={"connection": self.name})
+            await self._close_ws(ws)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self._perform(self.protocol.closed(io.id, time.monotonic(), code=code, error=error))
+
+    async def _write(self, io: _SocketIO, ws: Any) -> None:
+        # A closed socket ends the writer; the reader reports the close.
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.send(await io.outq.get())
 
 
 class MarkPriceStreams:
-    """A changing set of streams sharded over :class:`StreamConnection` s."""
+    """A changing set of streams sharded over :class:`StreamConnection` s.
+
+    A connection that fails permanently (or on a bug) sets :attr:`failed`
+    with the exception in :attr:`failure`; the live source stops on it.
+    """
 
     def __init__(
         self,
@@ -318,11 +300,18 @@ class MarkPriceStreams:
         self.per_connection = per_connection
         self.options = connection_options
         self.connections: list[StreamConnection] = []
-        self._tasks: dict[StreamConnection, asyncio.Task[None]] = {}
+        self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
+        self._tasks = BackgroundTasks(log, "markprice-streams", self._on_failure)
         self._stop = asyncio.Event()
         self._names = itertools.count(1)
         telemetry.gauge_fn("ws_connections", lambda: float(
-            sum(1 for c in self.connections if c.connected.is_set())))
+            sum(1 for c in self.connections if c.connected)))
+
+    def _on_failure(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        self.failed.set()
 
     @property
     def streams(self) -> set[str]:
@@ -335,9 +324,7 @@ class MarkPriceStreams:
             conn.remove(conn.streams - wanted)
             if not conn.streams:
                 self.connections.remove(conn)
-                task = self._tasks.pop(conn, None)
-                if task is not None:
-                    task.cancel()
+                conn.close()  # its task ends by itself and is awaited in close()
         missing = sorted(wanted - self.streams)
         for conn in self.connections:
             room = self.per_connection - len(conn.streams)
@@ -350,13 +337,8 @@ class MarkPriceStreams:
                 self.telemetry, self.backoff_factory, streams=group, **self.options,
             )
             self.connections.append(conn)
-            self._tasks[conn] = asyncio.create_task(conn.run(self._stop), name=conn.name)
+            self._tasks.spawn(conn.run(self._stop), name=conn.name)
 
     async def close(self) -> None:
         self._stop.set()
-        tasks = list(self._tasks.values())
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=5)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close(10.0)

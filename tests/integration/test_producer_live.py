@@ -183,7 +183,10 @@ def test_rotation_loses_nothing(kafka_bootstrap: str, topic_factory: Callable[..
     telemetry = Telemetry()
     syms = symbols(6)
     with FakeBinance(syms, tick=0.1) as fake, \
-            producing(fake, kafka_bootstrap, topic, telemetry, symbols=",".join(syms), ws_max_lifetime=1.5):
+            producing(fake, kafka_bootstrap, topic, telemetry, symbols=",".join(syms), ws_max_lifetime=1.5,
+                      # settle() silences the fake for ~2.5 s (open interest settles within a
+                      # poll round); that is not the silence this test is about
+                      ws_silence_timeout=5.0):
         wait_for(lambda: telemetry.get("ws_rotations") >= 3, what="three rotations")
         settle(fake, telemetry)
     assert_complete(fake, kafka_bootstrap, topic)

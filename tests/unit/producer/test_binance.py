@@ -153,5 +153,28 @@ def test_trading_perpetuals(samples_dir: Path) -> None:
     assert binance.trading_perpetuals(info) == {"BTCUSDT"}
 
 
+def test_stream_names_are_the_symbol_lower_cased() -> None:
+    assert binance.mark_price_stream("1000PEPEUSDT") == "1000pepeusdt@markPrice@1s"
+    assert binance.mark_price_stream("BTCUSDT_261225") == "btcusdt_261225@markPrice@1s"
+    assert binance.mark_price_stream("币安人生USDT") == "币安人生usdt@markPrice@1s"
+    assert binance.mark_price_stream("币安人生USDT", fast=False) == "币安人生usdt@markPrice"
+
+
+def test_listing_skips_entries_whose_symbol_breaks_the_rule(samples_dir: Path) -> None:
+    info = json.loads(_load(samples_dir, "exchange_info_excerpt.json"))
+    perpetual = {"contractType": "PERPETUAL", "status": "TRADING"}
+    info["symbols"] += [{**perpetual, "symbol": s} for s in ("币安人生USDT", "1000PEPEUSDT", "bad usdt",
+                                                              "btcusdt", "X" * 65)]
+    info["symbols"] += [{**perpetual, "symbol": 7}, {**perpetual}, "not an entry",
+                        {"symbol": "bad too", "contractType": "CURRENT_QUARTER", "status": "TRADING"}]
+    listing = binance.perpetual_listing(info)
+    assert listing.symbols == {"BTCUSDT", "币安人生USDT", "1000PEPEUSDT"}
+    # "bad too" is not a perpetual, so it is not followed and not reported either
+    assert set(listing.rejected) == {"bad usdt", "btcusdt", "X" * 65, "7", "None"}
+    assert "64" in listing.rejected["X" * 65]
+    with pytest.raises(FrameRejected):
+        binance.perpetual_listing({"symbols": None})
+
+
 def test_sample_truncates() -> None:
     assert binance.sample("x" * 1000, 10).startswith("xxxxxxxxxx...(+990")

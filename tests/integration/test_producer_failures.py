@@ -1,0 +1,123 @@
+"""Permanent faults at the producer's edges stop it loudly instead of looping
+(docs/producer.md, "Failures by edge"); a symbol Binance refuses is dropped
+while everything else goes on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from producer.app import ProducerApp
+from producer.settings import ProducerSettings
+from service.backoff import factory
+from service.telemetry import Telemetry
+from tests.fakes.binance import FakeBinance
+
+pytestmark = pytest.mark.integration
+
+FAST_BACKOFF = factory(0.05, cap=0.5)
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def running(fake: FakeBinance, bootstrap: str, topic: str, telemetry: Telemetry,
+            **overrides: Any) -> Iterator[tuple[ProducerApp, threading.Thread, list[int], threading.Event]]:
+    opts: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap, "metrics_topic": topic, "source": "live",
+        "binance_ws_url": fake.ws_url, "binance_rest_url": fake.rest_url, "oi_interval": 0.5,
+        "ws_silence_timeout": 2.0, "summary_interval": 5.0, "flush_timeout": 5.0,
+    }
+    opts.update(overrides)
+    app = ProducerApp(ProducerSettings(**opts), telemetry, backoff_factory=FAST_BACKOFF)
+    stop = threading.Event()
+    result: list[int] = []
+    th = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
+    th.start()
+    try:
+        yield app, th, result, stop
+    finally:
+        stop.set()
+        th.join(60)
+    assert not th.is_alive(), "producer did not stop"
+
+
+def test_websocket_handshake_404_stops_with_the_cause(
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+) -> None:
+    telemetry = Telemetry()
+    with FakeBinance(["AAAUSDT"], tick=0.1) as fake, \
+            running(fake, kafka_bootstrap, topic_factory(1), telemetry, symbols="AAAUSDT",
+                    binance_ws_url=fake.ws_url.replace("/market", "/wrong")) as (app, th, result, _):
+        th.join(60)
+    assert result == [1]
+    assert app.failure is not None and app.failure.edge == "binance_websocket"
+    assert "http_404" in app.failure.cause
+    assert telemetry.get("ws_connect_failures", {"reason": "http_404"}) == 1  # tried once, not forever
+
+
+def test_refused_symbol_is_dropped_and_the_rest_streams_on(
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+) -> None:
+    telemetry = Telemetry()
+    with FakeBinance(["AAAUSDT", "BBBUSDT"], tick=0.1) as fake, \
+            running(fake, kafka_bootstrap, topic_factory(1), telemetry,
+                    symbols="AAAUSDT,BBBUSDT,NOPEUSDT") as (app, th, result, _):
+        wait_for(lambda: telemetry.get("oi_symbols_dropped") == 1, what="unknown symbol dropped")
+        refused = [r for r in fake.rest_requests if r[1] == "NOPEUSDT"]
+        n = len(fake.sent_oi)
+        wait_for(lambda: len(fake.sent_oi) >= n + 6, what="the other symbols still polled")
+        assert [r for r in fake.rest_requests if r[1] == "NOPEUSDT"] == refused == [
+            ("openInterest", "NOPEUSDT", 400)]
+        before = telemetry.get("points_published")
+        wait_for(lambda: telemetry.get("points_published") > before + 20, what="marks still streaming")
+        assert th.is_alive() and app.failure is None
+    assert result == [0]
+
+
+def test_rest_endpoint_404_stops_with_the_cause(
+    kafka_bootstrap: str, topic_factory: Callable[..., str],
+) -> None:
+    telemetry = Telemetry()
+    with FakeBinance(["AAAUSDT"], tick=0.1) as fake, \
+            running(fake, kafka_bootstrap, topic_factory(1), telemetry,
+                    symbols="AAAUSDT") as (app, th, result, _):
+        wait_for(lambda: len(fake.sent_oi) >= 1, what="first open interest")
+        fake.fail_rest(404, 1)
+        th.join(60)
+    assert result == [1]
+    assert app.failure is not None and app.failure.edge == "binance_rest" and "404" in app.failure.cause
+    assert telemetry.get("rest_requests", {"endpoint": "openInterest", "status": "404"}) == 1
+
+
+def test_kafka_authentication_failure_stops_with_the_cause(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], on_tansu: bool,
+) -> None:
+    """A client that can never authenticate: the producer exits 1 naming the cause
+    (librdkafka alone would retry the handshake for as long as the process lives)."""
+    if not on_tansu:
+        pytest.skip("needs a broker that refuses this SASL handshake (the local Tansu does)")
+    telemetry = Telemetry()
+    settings = ProducerSettings(kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic_factory(1),
+                                source="sim", sim_symbols=2, flush_timeout=5.0)
+    app = ProducerApp(settings, telemetry, kafka_extra={
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+        "sasl.username": "nobody", "sasl.password": "wrong"})
+    result: list[int] = []
+    th = threading.Thread(target=lambda: result.append(app.run(threading.Event())), daemon=True)
+    th.start()
+    th.join(60)
+    assert not th.is_alive() and result == [1]
+    assert app.failure is not None and app.failure.edge == "kafka"
+    assert "authentication" in app.failure.cause
