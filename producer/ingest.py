@@ -33,7 +33,9 @@ class FrameSink(Protocol):
 
     def on_ws_frame(self, raw: str | bytes, ingest_ms: int) -> Any | None:
         """Handle one websocket message; returns the decoded message if it was a
-        control answer (SUBSCRIBE ack/error) for the connection to act on."""
+        control answer (SUBSCRIBE ack/error). The live websocket routes those
+        itself (``producer.ws_protocol``) and never hands one over; replay files
+        may still hold them."""
         ...
 
     def on_open_interest(self, raw: str | bytes, ingest_ms: int) -> None: ...
@@ -87,9 +89,10 @@ class Ingest:
         return self._target.congested
 
     def _key(self, symbol: str) -> bytes:
+        """The Kafka key: the symbol's UTF-8 bytes, exactly as the exchange spells it."""
         k = self._keys.get(symbol)
         if k is None:
-            k = self._keys[symbol] = symbol.encode()
+            k = self._keys[symbol] = symbol.encode("utf-8")
         return k
 
     def _publish(self, points: list[dict[str, Any]]) -> None:

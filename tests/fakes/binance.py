@@ -8,9 +8,19 @@ seconds, and streams one markPriceUpdate per subscribed symbol per
 simulated second (``tick`` wall seconds each). ``!markPrice@arr@1s`` sends
 the array of every listed symbol.
 
-HTTP (``rest_url``): ``/fapi/v1/exchangeInfo`` lists ``listing``,
-``/fapi/v1/openInterest`` answers with a value that changes every simulated
-second, and every response carries ``X-MBX-USED-WEIGHT-1M``.
+Symbols are listed and streamed as Binance spells them: ``1000PEPEUSDT``,
+dated delivery contracts such as ``BTCUSDT_261225`` (``contractType``
+``CURRENT_QUARTER``, markPrice with ``"r": ""`` and ``"T": 0``) and
+perpetuals with CJK names such as ``币安人生USDT``; a stream name is the symbol
+lower-cased and is mapped back through the listing, never by upper-casing.
+
+HTTP (``rest_url``): ``/fapi/v1/exchangeInfo`` lists ``listing`` with the
+fields of a real entry (plus any raw ``extra_entries``, e.g. one whose
+symbol breaks the rules), ``/fapi/v1/openInterest`` decodes its UTF-8
+percent-encoded query itself (a query that is not valid UTF-8 gets Binance's
+-1100 answer), records it raw in ``rest_queries``, and answers with a value
+that changes every simulated second; every response carries
+``X-MBX-USED-WEIGHT-1M``.
 
 Faults, callable from the test thread: :meth:`drop_connections`,
 :meth:`send_garbage`, :meth:`mute_connections` (open but silent),
@@ -24,14 +34,17 @@ test can check that no event sent while connected is missing downstream.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
@@ -52,6 +65,34 @@ def _value(symbol: str, k: int, salt: int) -> float:
     return round(base * (1 + ((k * 7919 + salt) % 1000 - 500) / 100_000), 8)
 
 
+_DELIVERY = re.compile(r"_(\d{2})(\d{2})(\d{2})$")
+
+
+def is_delivery(symbol: str) -> bool:
+    """``BTCUSDT_261225``: a dated delivery contract (no funding)."""
+    return _DELIVERY.search(symbol) is not None
+
+
+def contract_entry(symbol: str, status: str = "TRADING") -> dict[str, Any]:
+    """An exchangeInfo ``symbols[]`` entry shaped like Binance's (the fields the
+    producer reads and the ones around them)."""
+    pair = _DELIVERY.sub("", symbol)
+    quote = next((q for q in ("USDT", "USDC", "BUSD") if pair.endswith(q)), "USDT")
+    m = _DELIVERY.search(symbol)
+    if m is not None:
+        yy, mm, dd = (int(x) for x in m.groups())
+        delivery = calendar.timegm((2000 + yy, mm, dd, 8, 0, 0)) * 1000  # 08:00 UTC
+        contract = "CURRENT_QUARTER"
+    else:
+        delivery, contract = 4_133_404_800_000, "PERPETUAL"
+    return {
+        "symbol": symbol, "pair": pair, "contractType": contract, "deliveryDate": delivery,
+        "onboardDate": 1_569_398_400_000, "status": status, "baseAsset": pair[: -len(quote)] or pair,
+        "quoteAsset": quote, "marginAsset": quote, "pricePrecision": 8, "quantityPrecision": 0,
+        "underlyingType": "COIN", "settlePlan": 0, "triggerProtect": "0.0500",
+    }
+
+
 @dataclass(eq=False)
 class _Conn:
     ws: ServerConnection
@@ -70,8 +111,11 @@ class FakeBinance:
         start_ms: int = 1_790_000_000_000,
         tick: float = 0.2,
         ping_interval: float = 1.0,
+        extra_entries: Iterable[dict[str, Any]] = (),
     ) -> None:
         self.listing: list[str] = sorted(symbols)
+        #: Raw exchangeInfo entries listed after the generated ones (never streamed).
+        self.extra_entries: list[dict[str, Any]] = list(extra_entries)
         self.start_ms = start_ms
         self.tick = tick
         self.ping_interval = ping_interval
@@ -90,6 +134,8 @@ class FakeBinance:
         self.unsubscribes: list[list[str]] = []
         self.refused = 0
         self.rest_requests: list[tuple[str, str | None, int]] = []
+        #: Raw (still percent-encoded) query strings of the openInterest requests.
+        self.rest_queries: list[str] = []
         self._refuse_until = 0.0
         self._rest_faults: list[tuple[int, float | None]] = []
         self._weight: dict[int, int] = {}
@@ -240,7 +286,7 @@ class FakeBinance:
 
     def payload(self, symbol: str, k: int) -> dict[str, Any]:
         e = self.start_ms + 1000 * k
-        delivery = "_" in symbol
+        delivery = is_delivery(symbol)
         return {
             "e": "markPriceUpdate", "E": e, "s": symbol,
             "p": f"{_value(symbol, k, 0):.8f}", "ap": f"{_value(symbol, k, 0):.8f}",
@@ -266,16 +312,16 @@ class FakeBinance:
             return
         while conn.garbage:
             await conn.ws.send(conn.garbage.pop(0))
-        listing = set(self.listing)
+        by_name = {s.lower(): s for s in self.listing}  # stream name -> symbol as listed
         for stream in sorted(conn.streams):
             if stream == "!markPrice@arr@1s":
-                items = [self.payload(s, k) for s in sorted(listing)]
+                items = [self.payload(s, k) for s in sorted(by_name.values())]
                 await conn.ws.send(json.dumps({"stream": stream, "data": items}))
                 for it in items:
                     self.sent_mark[(it["s"], it["E"])] = it
                 continue
-            symbol = stream.split("@", 1)[0].upper()
-            if symbol not in listing:
+            symbol = by_name.get(stream.split("@", 1)[0])
+            if symbol is None:
                 continue
             d = self.payload(symbol, k)
             await conn.ws.send(json.dumps({"stream": stream, "data": d}))
@@ -293,14 +339,24 @@ class FakeBinance:
     async def _exchange_info(self, request: web.Request) -> web.Response:
         headers = self._headers()
         self.rest_requests.append(("exchangeInfo", None, 200))
-        symbols = [{"symbol": s, "pair": s, "contractType": "CURRENT_QUARTER" if "_" in s else "PERPETUAL",
-                    "status": "TRADING"} for s in self.listing]
-        return web.json_response({"timezone": "UTC", "serverTime": self.start_ms + 1000 * self.k,
-                                  "symbols": symbols}, headers=headers)
+        symbols = [contract_entry(s) for s in self.listing] + self.extra_entries
+        return web.json_response({
+            "timezone": "UTC", "serverTime": self.start_ms + 1000 * self.k,
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                            "limit": 2400}],
+            "symbols": symbols,
+        }, headers=headers)
 
     async def _open_interest(self, request: web.Request) -> web.Response:
         headers = self._headers()
-        symbol = request.query.get("symbol", "")
+        raw_query = request.rel_url.raw_query_string
+        self.rest_queries.append(raw_query)
+        try:  # decoded here, strictly, as Binance does: UTF-8 percent-encoding
+            symbol = parse_qs(raw_query, encoding="utf-8", errors="strict").get("symbol", [""])[0]
+        except UnicodeDecodeError:
+            self.rest_requests.append(("openInterest", None, 400))
+            return web.json_response({"code": -1100, "msg": "Illegal characters found in parameter 'symbol'"},
+                                     status=400, headers=headers)
         with self._lock:
             fault = self._rest_faults.pop(0) if self._rest_faults else None
         if fault is not None:
