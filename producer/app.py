@@ -100,10 +100,6 @@ class ProducerApp:
         bootstrap = s.require_kafka()
         if s.source == "live":
             s.require_live_symbols()
-            if not s.all_symbols:
-                from producer.live import check_symbols
-
-                check_symbols(s.symbol_list)
         codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
         encoder = MetricPointEncoder(codec)
         publisher = self.publisher = Publisher(

@@ -26,8 +26,6 @@ from producer.rest import BinanceRest, OpenInterestPoller, RestGate
 from producer.settings import ProducerSettings
 from producer.tasks import BackgroundTasks
 from producer.websocket import MarkPriceStreams
-from schemas.exceptions import ConfigError
-from schemas.rules import symbol_problem
 from service.backoff import BackoffFactory, factory
 from service.logs import RateLimitedLog
 from service.telemetry import Telemetry
@@ -36,14 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Called with (symbols now followed, symbols just dropped).
 SymbolsListener = Callable[[frozenset[str], set[str]], None]
-
-
-def check_symbols(symbols: list[str]) -> None:
-    """``--symbols`` must follow the same rule as the exchange's own names."""
-    for s in symbols:
-        problem = symbol_problem(s)
-        if problem is not None:
-            raise ConfigError(f"--symbols / PERPSTREAM_SYMBOLS: {problem}")
 
 
 class LiveSource:
@@ -121,8 +111,6 @@ class LiveSource:
 
     async def run(self, sink: FrameSink, stop: asyncio.Event) -> None:
         s = self.settings
-        if not s.all_symbols:
-            check_symbols(s.symbol_list)
         inner = asyncio.Event()  # ``stop``, or a part failed permanently
         failure: list[BaseException] = []
 

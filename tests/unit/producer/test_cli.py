@@ -62,3 +62,9 @@ def test_replay_needs_a_file() -> None:
 def test_record_registered() -> None:
     args = parse("record", "--symbols", "BTCUSDT", "--out", "x.jsonl", "--duration", "1")
     assert args.func is cli.record_main and args.out == "x.jsonl"
+
+
+
+def test_exchange_spellings_are_accepted_as_symbols() -> None:
+    s = ProducerSettings(symbols="1000pepeusdt,BTCUSDT_261225,币安人生usdt")
+    assert s.symbol_list == ["1000PEPEUSDT", "BTCUSDT_261225", "币安人生USDT"]
