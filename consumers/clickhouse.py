@@ -14,6 +14,12 @@ re-delivered after a crash or a rebalance have the same per-partition offset
 boundaries as before, which is what lets ``insert_deduplication_token`` drop
 the re-insert.
 
+Failure classification: :func:`classify_clickhouse_error` is the one table
+that says whether a ClickHouse error is worth retrying (:class:`Transient`)
+or not (:class:`Permanent`); :func:`store_error` turns an exception into the
+consumer error the runtime acts on. docs/sink.md ("Failures by edge") has the
+table in prose.
+
 Every function takes an already open clickhouse-connect client: with the
 embedded engine one process may open one chdb directory, so the process opens
 one client and every component shares it.
@@ -23,18 +29,189 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumers.exceptions import MigrationError
+from consumers.exceptions import MigrationError, StoreRejectedError, StoreUnavailableError
 from schemas.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
 TopicPartitionId = tuple[str, int]
+
+
+# -- failure classification ---------------------------------------------------------------
+
+#: Server error codes a retry of the identical request cannot fix: the table,
+#: its columns, the SQL or the credentials must change first. Retrying would
+#: only hide the fault, so the member stops and names it.
+PERMANENT_CODES: dict[int, str] = {
+    6: "CANNOT_PARSE_TEXT",
+    10: "NOT_FOUND_COLUMN_IN_BLOCK",
+    16: "NO_SUCH_COLUMN_IN_TABLE",
+    20: "NUMBER_OF_COLUMNS_DOESNT_MATCH",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+    36: "BAD_ARGUMENTS",
+    41: "CANNOT_PARSE_DATETIME",
+    43: "ILLEGAL_TYPE_OF_ARGUMENT",
+    44: "ILLEGAL_COLUMN",
+    46: "UNKNOWN_FUNCTION",
+    47: "UNKNOWN_IDENTIFIER",
+    # chdb reports an Arrow column it cannot cast to the table's type (Float64 -> UUID) this way
+    48: "NOT_IMPLEMENTED",
+    53: "TYPE_MISMATCH",
+    60: "UNKNOWN_TABLE",
+    62: "SYNTAX_ERROR",
+    69: "ARGUMENT_OUT_OF_BOUND",
+    70: "CANNOT_CONVERT_TYPE",
+    81: "UNKNOWN_DATABASE",
+    115: "UNKNOWN_SETTING",
+    117: "INCORRECT_DATA",
+    164: "READONLY",
+    192: "UNKNOWN_USER",
+    193: "WRONG_PASSWORD",
+    194: "REQUIRED_PASSWORD",
+    291: "DATABASE_ACCESS_DENIED",
+    497: "ACCESS_DENIED",
+    516: "AUTHENTICATION_FAILED",
+}
+
+#: Server error codes that clear by themselves (load, merges, a replica or
+#: Keeper coming back, the network): pause, back off, retry the same batch.
+TRANSIENT_CODES: dict[int, str] = {
+    159: "TIMEOUT_EXCEEDED",
+    160: "TOO_SLOW",
+    173: "CANNOT_ALLOCATE_MEMORY",
+    201: "QUOTA_EXCEEDED",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    203: "NO_FREE_CONNECTION",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    225: "NO_ZOOKEEPER",
+    236: "ABORTED",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY",
+    243: "NOT_ENOUGH_SPACE",
+    252: "TOO_MANY_PARTS",
+    279: "ALL_CONNECTION_TRIES_FAILED",
+    285: "TOO_FEW_LIVE_REPLICAS",
+    319: "UNKNOWN_STATUS_OF_INSERT",
+    373: "SESSION_IS_LOCKED",
+    394: "QUERY_WAS_CANCELLED",
+    425: "SYSTEM_ERROR",
+    439: "CANNOT_SCHEDULE_TASK",
+    999: "KEEPER_EXCEPTION",
+}
+
+#: HTTP statuses without a ClickHouse error code (a proxy or load balancer
+#: answered, or the server gave no code): worth a retry.
+TRANSIENT_HTTP_STATUSES = frozenset({408, 429})
+
+_CODE_RE = re.compile(r"\b[Cc]ode:\s*(\d+)")
+_HTTP_STATUS_RE = re.compile(r"HTTP status (\d{3})")
+
+
+@dataclass(frozen=True)
+class Transient:
+    """Retry the identical request later. ``known`` is False for an error the
+    tables do not list: the runtime then retries it a bounded number of times."""
+
+    name: str
+    code: int | None = None
+    known: bool = True
+
+    @property
+    def reason(self) -> str:
+        return self.name if self.code is None else f"{self.name} ({self.code})"
+
+
+@dataclass(frozen=True)
+class Permanent:
+    """Retrying cannot succeed until an operator changes something."""
+
+    name: str
+    code: int | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.name if self.code is None else f"{self.name} ({self.code})"
+
+
+def _server_code(exc: BaseException) -> int | None:
+    """The ClickHouse error code: clickhouse-connect's ``code`` (the HTTP
+    exception header, or parsed from chdb's message), else ``Code: N`` in the text."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    m = _CODE_RE.search(str(exc))
+    return int(m.group(1)) if m else None
+
+
+def classify_clickhouse_error(exc: BaseException) -> Transient | Permanent:
+    """Whether retrying the request that raised ``exc`` can succeed.
+
+    The same answer for the embedded engine (chdb raises clickhouse-connect's
+    ``DatabaseError`` with the server's code) and a ClickHouse server over
+    HTTP (``DatabaseError`` with the code from the exception header;
+    transport faults as ``OperationalError`` without one). In order:
+
+    1. a server error code: :data:`PERMANENT_CODES`, :data:`TRANSIENT_CODES`;
+    2. no code, an HTTP status: 5xx, 408 and 429 transient, other 4xx
+       permanent (401/403 are credentials, 404 a wrong URL);
+    3. no code: transport faults — clickhouse-connect's ``OperationalError``,
+       ``OSError`` (connection refused or reset, timeouts), urllib3's errors —
+       are transient; ``ProgrammingError``/``DataError``/``InterfaceError``/
+       ``NotSupportedError`` are raised by the client itself before anything is
+       sent (a closed client, a value a column cannot hold) and are permanent;
+    4. anything else — an unlisted code, an unexpected exception — is
+       ``Transient(known=False)``: retried, but only a bounded number of times
+       (see :class:`~consumers.exceptions.BackpressureError`), because a fault
+       nobody catalogued may be a hiccup, and may also never clear.
+    """
+    from clickhouse_connect.driver import exceptions as ch
+
+    code = _server_code(exc)
+    if code is not None:
+        if code in PERMANENT_CODES:
+            return Permanent(PERMANENT_CODES[code], code)
+        if code in TRANSIENT_CODES:
+            return Transient(TRANSIENT_CODES[code], code)
+        return Transient(getattr(exc, "name", None) or "unlisted error code", code, known=False)
+    m = _HTTP_STATUS_RE.search(str(exc))
+    if m and isinstance(exc, ch.Error):
+        status = int(m.group(1))
+        if status >= 500 or status in TRANSIENT_HTTP_STATUSES:
+            return Transient(f"HTTP {status}")
+        if 400 <= status < 500:
+            return Permanent(f"HTTP {status}")
+    if isinstance(exc, ch.OperationalError | OSError) or type(exc).__module__.startswith("urllib3"):
+        return Transient(f"connection: {type(exc).__name__}")
+    if isinstance(exc, ch.ProgrammingError | ch.DataError | ch.InterfaceError | ch.NotSupportedError):
+        return Permanent(f"client: {type(exc).__name__}")
+    return Transient(f"unclassified: {type(exc).__name__}", known=False)
+
+
+def store_error(exc: BaseException, what: str) -> StoreUnavailableError | StoreRejectedError:
+    """The consumer error for a failed ClickHouse request (``what``: which one).
+
+    Raise it ``from exc``: transient errors become backpressure (retry the
+    same batch), permanent ones stop the member.
+    """
+    verdict = classify_clickhouse_error(exc)
+    text = f"{what} failed: {verdict.reason}: {_short(exc)}"
+    if isinstance(verdict, Permanent):
+        return StoreRejectedError(text, code=verdict.code, name=verdict.name)
+    return StoreUnavailableError(text, unclassified=not verdict.known)
+
+
+def _short(exc: BaseException, limit: int = 600) -> str:
+    """The exception text on one line, bounded (server messages carry the whole query)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -161,11 +338,14 @@ class ClickHouseBatchJournal:
     def record(self, group_id: str, ranges: Mapping[TopicPartitionId, tuple[int, int]]) -> None:
         rows = [[group_id, t, p, first, last] for (t, p), (first, last) in ranges.items()]
         if rows:
-            self._client.insert(
-                "consumer_batches", rows,
-                column_names=["group_id", "topic", "partition", "first_offset", "last_offset"],
-                database=self._db,
-            )
+            try:
+                self._client.insert(
+                    "consumer_batches", rows,
+                    column_names=["group_id", "topic", "partition", "first_offset", "last_offset"],
+                    database=self._db,
+                )
+            except Exception as exc:
+                raise store_error(exc, f"batch journal write to {self._db}.consumer_batches") from exc
 
     def pending(
         self, group_id: str, partitions: Iterable[TopicPartitionId]

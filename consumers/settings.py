@@ -45,6 +45,26 @@ class ConsumerSettings(CommonSettings):
         ),
     )
 
+    store_unclassified_attempts: int = Field(
+        default=10, ge=1, le=1_000,
+        description=(
+            "attempts of one batch failing with a ClickHouse error the classification does not list "
+            "before the member stops (known transient errors are retried until they clear)"
+        ),
+    )
+    commit_timeout_ms: int = Field(
+        default=600_000, ge=10_000,
+        description="offset commits failing this long stop the member (it exits non-zero, to be restarted)",
+    )
+    dlq_message_max_bytes: int = Field(
+        default=1_000_000, ge=16_384, le=1_000_000_000,
+        description=(
+            "librdkafka message.max.bytes of the DLQ producer: a rejected record larger than this goes to "
+            "the DLQ truncated, with headers giving its original size. Keep it at or below the DLQ topic's "
+            "max.message.bytes"
+        ),
+    )
+
     def require_bootstrap(self) -> str:
         if not self.kafka_bootstrap_servers:
             raise ConfigError(
@@ -54,7 +74,7 @@ class ConsumerSettings(CommonSettings):
         return self.kafka_bootstrap_servers
 
     def loop_options(self) -> dict[str, Any]:
-        """The batching, retry and drain keyword arguments of ``ConsumeLoop``."""
+        """The batching, retry, drain and failure-bound keyword arguments of ``ConsumeLoop``."""
         return {
             "max_records": self.batch_max_records,
             "max_wait": self.batch_max_ms / 1000,
@@ -62,7 +82,13 @@ class ConsumerSettings(CommonSettings):
             "backoff_initial": self.retry_backoff_initial_ms / 1000,
             "backoff_max": self.retry_backoff_max_ms / 1000,
             "drain_timeout": self.drain_timeout_ms / 1000,
+            "unclassified_attempts": self.store_unclassified_attempts,
+            "commit_timeout": self.commit_timeout_ms / 1000,
         }
+
+    def dlq_config(self) -> dict[str, Any]:
+        """librdkafka settings of the DLQ producer beyond the connection (``ConsumeLoop(dlq_config=...)``)."""
+        return {"message.max.bytes": self.dlq_message_max_bytes}
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         """The librdkafka consumer config of one member (offsets managed by the runtime)."""

@@ -1,28 +1,35 @@
 """The consume-loop runtime shared by every perpstream consumer group.
 
-Public surface: :class:`ConsumeLoop` (one member), :func:`run_workers` (N
-members as threads), :class:`BatchHandler` (what a consumer implements),
-:class:`Batch` / :class:`PartitionBatch` / :class:`Rejected` (what it
-receives), :class:`BatchJournal` (optional, for identical re-delivered
-batches). Guarantees are listed in ``consumers.runtime.loop``.
+Public surface: :class:`ConsumeLoop` (one member, ``loop``),
+:func:`run_workers` (N members as threads, ``supervisor``),
+:class:`BatchHandler` (what a consumer implements), :class:`Batch` /
+:class:`PartitionBatch` / :class:`Rejected` (what it receives, ``batch``),
+:class:`BatchBuilder` (how a batch is cut, ``builder``), :class:`BatchJournal`
+(optional, for identical re-delivered batches), :class:`DlqWriter`. The
+guarantees are listed in ``consumers.runtime.loop``; broker-specific
+workarounds live apart in ``consumers.runtime.workarounds``.
 """
 
 from __future__ import annotations
 
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
+from consumers.runtime.builder import BatchBuilder, RowDecoder
 from consumers.runtime.dlq import DlqWriter, dlq_headers
-from consumers.runtime.loop import BatchHandler, BatchJournal, ConsumeLoop, run_workers
+from consumers.runtime.loop import BatchHandler, BatchJournal, ConsumeLoop
+from consumers.runtime.supervisor import run_workers
 
 __all__ = [
     "BackpressureError",
     "Batch",
+    "BatchBuilder",
     "BatchHandler",
     "BatchJournal",
     "ConsumeLoop",
     "DlqWriter",
     "PartitionBatch",
     "Rejected",
+    "RowDecoder",
     "TopicPartitionId",
     "dlq_headers",
     "run_workers",

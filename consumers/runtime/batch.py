@@ -1,8 +1,7 @@
-"""What a handler receives: one batch of decoded records, grouped by partition."""
+"""What a handler receives: one batch of decoded rows, grouped by partition."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,31 +10,27 @@ TopicPartitionId = tuple[str, int]
 
 @dataclass(slots=True)
 class PartitionBatch:
-    """The records of one partition in a batch, in offset order.
+    """The rows of one partition in a batch, in offset order.
 
     ``first_offset``/``last_offset`` span every offset consumed for this
     partition in the batch, including records routed to the DLQ, so they are
     the same on every re-delivery of the batch: use them for dedup tokens.
-    ``records[i]`` is the decoded dict (timestamps as epoch-ms ints) of the
-    message at ``offsets[i]``. A partition may have no valid records at all
-    (everything went to the DLQ); its offsets are still committed.
-
-    A loop given a row decoder (opt-in; both consumers use it) fills ``rows``
-    instead of ``records``: ``rows[i]`` is the decoder's tuple for the message
-    at ``offsets[i]``, and ``records`` stays empty.
+    ``rows[i]`` is the loop's decoder's tuple (for MetricPoints
+    :data:`~consumers.runtime.decoding.ROW_FIELDS`) for the message at
+    ``offsets[i]``. A partition may have no valid rows at all (everything
+    went to the DLQ); its offsets are still committed.
     """
 
     topic: str
     partition: int
     first_offset: int
     last_offset: int
-    records: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     #: The topic's id (a UUID, new for every incarnation of the topic). Offsets
     #: restart at 0 when a topic is recreated or an in-memory broker restarts,
     #: so without it a new batch could reuse an old token and be dropped.
     topic_id: str = ""
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
 
     @property
     def tp(self) -> TopicPartitionId:
@@ -48,7 +43,13 @@ class PartitionBatch:
 
 @dataclass(slots=True)
 class Rejected:
-    """A record that could not be decoded or broke the contract: goes to the DLQ as is."""
+    """A record that could not be decoded or broke the contract: goes to the DLQ as is.
+
+    ``dlq_state`` is the DLQ writer's: ``""`` not sent yet, ``"in_flight"``
+    produced and not acknowledged, ``"acked"`` durable in the DLQ. A retried
+    batch re-sends only what is neither, so a DLQ outage does not turn into
+    duplicate DLQ records.
+    """
 
     topic: str
     partition: int
@@ -58,13 +59,14 @@ class Rejected:
     headers: list[tuple[str, bytes]] | None
     error: str
     reason: str
+    dlq_state: str = ""
 
 
 @dataclass(slots=True)
 class Batch:
     """One unit of work: handed to :meth:`BatchHandler.handle`, committed as a whole.
 
-    A retried batch is this very object again (same records, same offsets), so
+    A retried batch is this very object again (same rows, same offsets), so
     a handler may rely on retries being byte-identical.
     """
 
@@ -73,17 +75,16 @@ class Batch:
     attempts: int = 0
 
     def __len__(self) -> int:
-        """Number of valid records (what the handler stores)."""
-        return sum(len(pb.records) + len(pb.rows) for pb in self.partitions.values())
-
-    def records(self) -> Iterator[tuple[PartitionBatch, int, dict[str, Any]]]:
-        """Every valid record with its partition batch and offset (dict records only)."""
-        for pb in self.partitions.values():
-            for off, rec in zip(pb.offsets, pb.records, strict=True):
-                yield pb, off, rec
+        """Number of valid rows (what the handler stores)."""
+        return sum(len(pb.rows) for pb in self.partitions.values())
 
     def ranges(self) -> dict[TopicPartitionId, tuple[int, int]]:
         return {tp: (pb.first_offset, pb.last_offset) for tp, pb in self.partitions.items()}
+
+    def describe(self) -> str:
+        """The record ranges, for an operator: ``topic[0] 100..199, topic[3] 7..42``."""
+        ranges = sorted(self.ranges().items())
+        return ", ".join(f"{t}[{p}] {first}..{last}" for (t, p), (first, last) in ranges)
 
     def drop(self, partitions: set[TopicPartitionId]) -> None:
         """Forget revoked partitions: their new owner re-reads them from the committed offset."""

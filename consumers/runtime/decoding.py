@@ -1,11 +1,5 @@
 """Decoding on the consumer hot path, shared by every consumer group.
 
-:func:`fast_decoder` returns a ``bytes -> dict`` that takes a shortcut for the
-common case (single-object framing written with the reader's own schema:
-header compare, then one fastavro call) and falls back to
-``AvroCodec.decode`` for everything else (Confluent framing, older writer
-schemas, corrupt bytes), so the errors and their ``reason`` are the codec's.
-
 :func:`row_decoder` returns a ``bytes -> tuple`` that decodes *and* checks a
 MetricPoint (:func:`validate_row`) in one call, reading the Avro body by hand
 for the current schema. The sink and the snapshot consumer both use it, so
@@ -16,10 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from io import BytesIO
 from typing import Any
-
-import fastavro
 
 from schemas import rules
 from schemas.avro_binary import METRIC_POINT_LAYOUT, enum_symbols, field_layout, read_long
@@ -28,32 +19,6 @@ from schemas.models import KNOWN_METRICS, check_metric_point
 
 _HEADER_LEN = 10
 
-
-
-def fast_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, Any]]:
-    if codec.framing is not Framing.SINGLE_OBJECT:
-        return codec.decode
-    header = codec.header()
-    # Re-parse with fastavro's "already parsed" marker: without it schemaless_reader
-    # parses the schema again on every call (3x the cost of the read itself).
-    parsed = fastavro.parse_schema(codec.reader.parsed)
-    reader = fastavro.schemaless_reader
-    slow = codec.decode
-
-    def decode(data: bytes) -> dict[str, Any]:
-        if data[:_HEADER_LEN] != header:
-            return slow(data)
-        buf = BytesIO(data)
-        buf.seek(_HEADER_LEN)
-        try:
-            rec = reader(buf, parsed, None)
-        except Exception:
-            return slow(data)  # raises the typed DecodeError
-        if buf.tell() != len(data) or not isinstance(rec, dict):
-            return slow(data)
-        return rec
-
-    return decode
 
 
 #: The contract check of a decoded record, what the table's columns can hold included.

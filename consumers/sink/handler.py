@@ -2,18 +2,23 @@
 
 One insert per partition per batch, columnar through Arrow (the fastest
 exact path measured on the embedded engine), with
-``insert_deduplication_token = topic:partition:first:last``. Together with
+``insert_deduplication_token = topic:topic_id:partition:first:last``. Together with
 the runtime's batch journal this makes a crash between insert and commit
 harmless: the re-delivered batch has the same boundaries and the same rows,
 so ClickHouse drops the second insert even before any merge.
 ReplacingMergeTree on the identity removes the remaining duplicates (producer
 retries, reconnect overlaps, replays) at merge time; exact reads use FINAL.
 
-Any ClickHouse failure becomes :class:`StoreUnavailableError` (backpressure):
-the runtime pauses, backs off and retries the identical batch, and never
-commits past what is stored. Rows ClickHouse could not hold are rejected
-earlier by :func:`~consumers.runtime.decoding.validate_row`, at decode time, so they reach the DLQ with
-their original bytes.
+A failed insert is classified (:func:`consumers.clickhouse.store_error`):
+transient faults become :class:`~consumers.exceptions.StoreUnavailableError`
+(backpressure: the runtime pauses, backs off and retries the identical batch,
+and never commits past what is stored); faults a retry cannot fix (the table
+dropped, a column of another type, no permission) become
+:class:`~consumers.exceptions.StoreRejectedError`, which stops the member
+with the batch's record ranges and the cause (docs/sink.md, "Failures by
+edge"). Rows ClickHouse could not hold are rejected earlier, at decode time
+(:func:`~consumers.runtime.decoding.row_decoder` checks the contract), so
+they reach the DLQ with their original bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from consumers.exceptions import StoreUnavailableError
+from consumers.clickhouse import store_error
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.sink.migrations import TABLE
 from service.telemetry import Telemetry
@@ -40,21 +45,6 @@ _SCHEMA = pa.schema([
     ("value", pa.float64()),
     ("ingest_time", _TS),
 ])
-
-
-def to_arrow(records: list[dict[str, Any]]) -> pa.Table:
-    """Columns straight from the decoded dicts (no per-row objects in between)."""
-    return pa.Table.from_arrays(
-        [
-            pa.array([r["source"] for r in records], pa.string()),
-            pa.array([r["symbol"] for r in records], pa.string()),
-            pa.array([r["metric"] for r in records], pa.string()),
-            pa.array([r["event_time"] for r in records], _TS),
-            pa.array([r["value"] for r in records], pa.float64()),
-            pa.array([r["ingest_time"] for r in records], _TS),
-        ],
-        schema=_SCHEMA,
-    )
 
 
 def rows_to_arrow(rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -98,12 +88,9 @@ class ClickHouseSink:
         stored = 0
         started = time.perf_counter()
         for pb in batch.partitions.values():
-            if pb.rows:
-                table = rows_to_arrow(pb.rows)
-            elif pb.records:
-                table = to_arrow(pb.records)
-            else:
+            if not pb.rows:
                 continue
+            table = rows_to_arrow(pb.rows)
             try:
                 self._client.insert_arrow(
                     self._table, table, database=self._db,
@@ -111,8 +98,9 @@ class ClickHouseSink:
                 )
             except Exception as exc:
                 self.telemetry.inc("store_failures", 1, self._labels)
-                raise StoreUnavailableError(
-                    f"insert into {self._db}.{self._table} failed ({pb.dedup_token}): {exc}"
+                raise store_error(
+                    exc, f"insert into {self._db}.{self._table} ({pb.topic}[{pb.partition}] "
+                         f"{pb.first_offset}..{pb.last_offset})"
                 ) from exc
             stored += table.num_rows
         self.telemetry.inc("records_stored", stored, self._labels)

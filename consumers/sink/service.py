@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from consumers.clickhouse import ClickHouseBatchJournal
-from consumers.runtime.decoding import fast_decoder, row_decoder, validate_row
-from consumers.runtime.loop import BatchHandler, ConsumeLoop, run_workers
+from consumers.runtime.decoding import row_decoder
+from consumers.runtime.loop import BatchHandler, ConsumeLoop
+from consumers.runtime.supervisor import run_workers
 from consumers.sink.handler import ClickHouseSink
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.settings import SinkSettings
@@ -34,10 +35,9 @@ def sink_loop(
         [settings.metrics_topic],
         settings.group_id,
         handler,
-        decode=fast_decoder(codec),
-        validate=validate_row,
-        decode_rows=row_decoder(codec),
+        decoder=row_decoder(codec),
         dlq_topic=settings.dlq_topic,
+        dlq_config=settings.dlq_config(),
         telemetry=telemetry,
         journal=ClickHouseBatchJournal(client, settings.clickhouse_database),
         **settings.loop_options(),

@@ -56,8 +56,9 @@ from typing import Any
 
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.runtime.decoding import fast_decoder, row_decoder, validate_row
-from consumers.runtime.loop import ConsumeLoop, run_workers
+from consumers.runtime.decoding import row_decoder
+from consumers.runtime.loop import ConsumeLoop
+from consumers.runtime.supervisor import run_workers
 from consumers.snapshots.engine import ACCEPTED, METRIC_CODES, OUTCOMES, EngineConfig, SnapshotEngine
 from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
@@ -73,7 +74,7 @@ class SnapshotPublisher:
     returns only when the broker acknowledged every record."""
 
     def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
-                 *, flush_timeout: float = 30.0) -> None:
+                 *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
         from confluent_kafka import Producer
 
         cfg: dict[str, Any] = {"acks": "all", "linger.ms": 20, "compression.type": "lz4"}
@@ -83,6 +84,9 @@ class SnapshotPublisher:
         self.topic = topic
         self._encode = snapshot_encoder(codec)
         self._flush_timeout = flush_timeout
+        #: longest wait for room in a full producer queue: then backpressure, so that the
+        #: runtime serves the group while it backs off instead of this thread blocking
+        self._buffer_wait = buffer_wait
         self._failed = 0
         self._error: str | None = None
 
@@ -98,11 +102,18 @@ class SnapshotPublisher:
         produce, encode, topic, cb = self._producer.produce, self._encode, self.topic, self._on_delivery
         for s in snaps:
             value = encode(s)
+            deadline: float | None = None
             while True:
                 try:
                     produce(topic, value, s["symbol"].encode(), on_delivery=cb)
                     break
                 except BufferError:
+                    now = time.monotonic()
+                    deadline = deadline or now + self._buffer_wait
+                    if now >= deadline:
+                        raise BackpressureError(
+                            f"snapshots topic {self.topic!r}: producer queue still full after "
+                            f"{self._buffer_wait:.0f} s") from None
                     self._producer.poll(0.05)
 
     def wait(self) -> None:
@@ -263,9 +274,7 @@ class SnapshotHandler:
             used = METRIC_CODES
             ignored = 0
             # rows: (source, symbol, metric, event_time, value, ingest_time), see ROW_FIELDS
-            rows = pb.rows or [(r["source"], r["symbol"], r["metric"], r["event_time"], r["value"], 0)
-                               for r in pb.records]
-            for source, symbol, metric, et, value, _ in rows:
+            for source, symbol, metric, et, value, _ in pb.rows:
                 if metric not in used:
                     ignored += 1
                     continue
@@ -349,10 +358,9 @@ class SnapshotService:
             s.group_id,
             handler,
             # the runtime's shared decoder and checks: both groups accept and reject the same records
-            decode=fast_decoder(codec),
-            validate=validate_row,
-            decode_rows=row_decoder(codec),
+            decoder=row_decoder(codec),
             dlq_topic=s.dlq_topic,
+            dlq_config=s.dlq_config(),
             telemetry=self.telemetry,
             **s.loop_options(),
             name=f"snapshots-{member}",

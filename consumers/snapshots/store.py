@@ -31,8 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from consumers.clickhouse import Migration, apply_migrations
-from consumers.exceptions import StoreUnavailableError
+from consumers.clickhouse import Migration, apply_migrations, store_error
 from consumers.runtime.batch import TopicPartitionId
 from consumers.snapshots.engine import METRIC_NAMES, basis_of
 from schemas.columns import MARKET_SNAPSHOT_COLUMNS, arrow_schema, ddl_columns
@@ -139,7 +138,8 @@ class SnapshotStore:
         self._db = database
         self._group = group_id
 
-    # -- writes (each raises StoreUnavailableError: the runtime retries the batch) --
+    # -- writes and reads: a failure raises consumers.clickhouse.store_error's verdict --
+    # (StoreUnavailableError: the runtime retries the batch; StoreRejectedError: the member stops)
 
     def _insert(self, table: str, data: pa.Table) -> None:
         if data.num_rows == 0:
@@ -147,7 +147,7 @@ class SnapshotStore:
         try:
             self._client.insert_arrow(table, data, database=self._db)
         except Exception as exc:
-            raise StoreUnavailableError(f"insert into {self._db}.{table} failed: {exc}") from exc
+            raise store_error(exc, f"insert into {self._db}.{table}") from exc
 
     def write_points(
         self, rows: Mapping[TopicPartitionId, Sequence[tuple[str, str, str, int, float]]]
@@ -194,7 +194,7 @@ class SnapshotStore:
                 database=self._db,
             )
         except Exception as exc:
-            raise StoreUnavailableError(f"insert into {self._db}.{CHECKPOINTS_TABLE} failed: {exc}") from exc
+            raise store_error(exc, f"insert into {self._db}.{CHECKPOINTS_TABLE}") from exc
 
     # -- recovery -------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class SnapshotStore:
         try:
             return list(self._client.query(sql, parameters=params).result_rows)
         except Exception as exc:
-            raise StoreUnavailableError(f"state read from {self._db} failed: {exc}") from exc
+            raise store_error(exc, f"state read from {self._db}") from exc
 
     def load_partition(self, topic: str, partition: int, max_window_ms: int) -> list[SymbolRecovery]:
         """Everything needed to rebuild the engine state of one partition."""

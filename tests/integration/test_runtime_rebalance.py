@@ -160,7 +160,7 @@ def test_partition_revoked_while_paused_is_fetched_when_it_comes_back(
     ha, hb = _GatedHandler(), _GatedHandler()
 
     def member(h: _GatedHandler, name: str) -> Runner:
-        h.loop = ConsumeLoop(cfg, [topic], group, h, decode=lambda v: {}, dlq_topic=None,
+        h.loop = ConsumeLoop(cfg, [topic], group, h, decoder=lambda v: (v,), dlq_topic=None,
                              max_records=100, max_wait=0.1, backoff_initial=0.2, backoff_max=0.5, name=name)
         return Runner(h.loop.run)
 

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.runtime.batch import Batch
+from consumers.runtime.builder import BatchBuilder
 from consumers.runtime.decoding import ROW_FIELDS, row_decoder, validate_row
-from consumers.runtime.loop import _Builder
-from consumers.sink.handler import rows_to_arrow, to_arrow
+from consumers.sink.handler import rows_to_arrow
 from schemas.codec import AvroCodec, load_schema, metric_point_codec, metric_point_writers
 from schemas.exceptions import DecodeError
 
@@ -128,21 +128,24 @@ def test_other_writer_schemas_and_framings_take_the_generic_path() -> None:
     assert row_decoder(other).__name__ == "slow"
 
 
-def test_builder_row_mode_and_arrow_table() -> None:
-    from tests.unit.consumers.test_runtime_units import Msg
+def test_builder_rows_and_arrow_table() -> None:
+    from tests.unit.consumers.test_builder import Msg
 
     good = CODEC.encode(REC)
     bad = CODEC.encode(dict(REC, symbol="lower"))
     msgs = [Msg(0, 10, good), Msg(1, 5, good), Msg(0, 11, bad), Msg(0, 12, None), Msg(0, 13, good),
             Msg(1, 6, good)]
-    b = _Builder(lambda v: {}, None, {}, decode_rows=DECODE)
-    b.add(msgs, [])  # type: ignore[arg-type]
+    b = BatchBuilder(DECODE, {})
+    b.add(msgs, [])
     p0, p1 = b.parts[("t", 0)], b.parts[("t", 1)]
-    assert (p0.first_offset, p0.last_offset, p0.offsets, p0.records) == (10, 13, [10, 13], [])
+    assert (p0.first_offset, p0.last_offset, p0.offsets) == (10, 13, [10, 13])
     assert p1.offsets == [5, 6] and len(p1.rows) == 2
     assert [(r.offset, r.reason) for r in b.rejected] == [(11, "invalid"), (12, "undecodable")]
     assert len(Batch(b.parts, b.rejected)) == 4
-    assert rows_to_arrow(p0.rows).equals(to_arrow([REC, REC]))
+    table = rows_to_arrow(p0.rows)
+    assert table.column_names == list(ROW_FIELDS)
+    assert table.column("event_time").to_pylist()[0].timestamp() * 1000 == REC["event_time"]
+    assert table.column("value").to_pylist() == [REC["value"]] * 2
 
 
 def test_same_error_type_as_the_codec_on_truncation() -> None:
