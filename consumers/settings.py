@@ -8,7 +8,6 @@ plain librdkafka dict from :meth:`ConsumerSettings.consumer_config`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -103,12 +102,3 @@ class ConsumerSettings(CommonSettings):
         }
         cfg.update(overrides)
         return cfg
-
-    def resolved_clickhouse_dsn(self) -> str:
-        """The DSN to open: the configured one, or embedded chdb under ``data_dir``."""
-        return self.clickhouse_dsn or embedded_dsn(self.data_dir)
-
-
-def embedded_dsn(data_dir: str) -> str:
-    """Same rule as ``perpstream.local.embedded_dsn`` (consumers must not import the CLI shell)."""
-    return "chdb://" + str(Path(data_dir, "clickhouse").resolve())

@@ -1,7 +1,7 @@
 """Decoding on the consumer hot path, shared by every consumer group.
 
 :func:`row_decoder` returns a ``bytes -> tuple`` that decodes *and* checks a
-MetricPoint (:func:`validate_row`) in one call, reading the Avro body by hand
+MetricPoint (:func:`~schemas.models.check_metric_point`) in one call, reading the Avro body by hand
 for the current schema. The sink and the snapshot consumer both use it, so
 both groups accept and reject exactly the same records.
 """
@@ -15,18 +15,17 @@ from typing import Any
 from schemas import rules
 from schemas.avro_binary import METRIC_POINT_LAYOUT, enum_symbols, field_layout, read_long
 from schemas.codec import AvroCodec, Framing
+from schemas.columns import METRIC_POINT_COLUMNS
 from schemas.models import KNOWN_METRICS, check_metric_point
 
 _HEADER_LEN = 10
 
 
 
-#: The contract check of a decoded record, what the table's columns can hold included.
-validate_row = check_metric_point
 
 
 #: Order of the tuples :func:`row_decoder` returns (the column order of ``metric_points``).
-ROW_FIELDS = ("source", "symbol", "metric", "event_time", "value", "ingest_time")
+ROW_FIELDS = tuple(c.name for c in METRIC_POINT_COLUMNS)
 
 _PREFIX_CACHE_MAX = 100_000
 _TAIL_CACHE_MAX = 4_096
@@ -38,7 +37,7 @@ def _as_row(record: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
-    """``bytes -> row`` (see :data:`ROW_FIELDS`): decode plus :func:`validate_row` in one call.
+    """``bytes -> row`` (see :data:`ROW_FIELDS`): decode plus the contract check in one call.
 
     For single-object records written with the reader's own schema, when that
     schema has the MetricPoint field layout this was written for
@@ -48,14 +47,14 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
     prefix and the (event_time, ingest_time) suffix are cached with their
     verdicts, since they repeat. Anything else — other
     framings or writer schemas, corrupt or truncated bytes, any record a check
-    does not clearly pass — goes through ``codec.decode`` and ``validate_row``,
+    does not clearly pass — goes through ``codec.decode`` and ``check_metric_point``,
     so results and errors (types and reasons) are exactly theirs.
     """
     slow_decode = codec.decode
 
     def slow(data: bytes) -> tuple[Any, ...]:
         rec = slow_decode(data)
-        validate_row(rec)
+        check_metric_point(rec)
         return _as_row(rec)
 
     definition = codec.reader.definition

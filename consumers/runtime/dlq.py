@@ -31,12 +31,16 @@ from typing import Any
 from consumers.exceptions import DlqError
 from consumers.runtime.batch import Rejected
 from schemas.topics import (
+    DLQ_HEADER_DROPPED_HEADERS,
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
     DLQ_HEADER_OFFSET,
+    DLQ_HEADER_ORIGINAL_KEY_SIZE,
+    DLQ_HEADER_ORIGINAL_SIZE,
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
+    DLQ_HEADER_TRUNCATED,
 )
 from service.logs import RateLimitedLog
 from service.telemetry import Telemetry, kafka_logging
@@ -44,16 +48,6 @@ from service.telemetry import Telemetry, kafka_logging
 log = logging.getLogger(__name__)
 _rate_limited = RateLimitedLog(log)
 
-#: Headers of a truncated DLQ copy (values are UTF-8 bytes). They belong with
-#: the DLQ_HEADER_* names of the contract (schemas/topics.py).
-#: Size in bytes of the original value (decimal).
-DLQ_HEADER_ORIGINAL_SIZE = "perpstream.original_size"
-#: Why the copy is cut, e.g. ``MSG_SIZE_TOO_LARGE: value cut from 300000 to 99500 bytes ...``.
-DLQ_HEADER_TRUNCATED = "perpstream.truncated"
-#: Size in bytes of the original key, when the key had to be cut too.
-DLQ_HEADER_ORIGINAL_KEY_SIZE = "perpstream.original_key_size"
-#: How many of the original record's headers were left out (only when they alone did not fit).
-DLQ_HEADER_DROPPED_HEADERS = "perpstream.dropped_headers"
 
 #: Longest error text kept in a header (the exception text of corrupt Avro can be long).
 MAX_ERROR_LEN = 2_000

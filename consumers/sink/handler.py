@@ -32,19 +32,14 @@ import pyarrow as pa
 from consumers.clickhouse import store_error
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.sink.migrations import TABLE
+from schemas.columns import METRIC_POINT_COLUMNS, arrow_schema
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-_TS = pa.timestamp("ms", tz="UTC")
-_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("symbol", pa.string()),
-    ("metric", pa.string()),
-    ("event_time", _TS),
-    ("value", pa.float64()),
-    ("ingest_time", _TS),
-])
+#: Arrow schema of the insert, from the table's columns (schemas/columns.py).
+_SCHEMA = arrow_schema(METRIC_POINT_COLUMNS)
+_TS = _SCHEMA.field("event_time").type
 
 
 def rows_to_arrow(rows: list[tuple[Any, ...]]) -> pa.Table:
@@ -55,12 +50,12 @@ def rows_to_arrow(rows: list[tuple[Any, ...]]) -> pa.Table:
     source, symbol, metric, event_time, value, ingest_time = map(list, zip(*rows, strict=True))
     return pa.Table.from_arrays(
         [
-            pa.array(source, pa.string()),
-            pa.array(symbol, pa.string()),
-            pa.array(metric, pa.string()),
+            pa.array(source, _SCHEMA.field("source").type),
+            pa.array(symbol, _SCHEMA.field("symbol").type),
+            pa.array(metric, _SCHEMA.field("metric").type),
             pa.array(event_time, _TS),
-            pa.array(value, pa.float64()),
-            pa.array(ingest_time, _TS),
+            pa.array(value, _SCHEMA.field("value").type),
+            pa.array(ingest_time, _SCHEMA.field("ingest_time").type),
         ],
         schema=_SCHEMA,
     )

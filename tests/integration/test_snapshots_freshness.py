@@ -15,7 +15,7 @@ from consumers.snapshots.app import SnapshotHandler
 from consumers.snapshots.engine import EngineConfig
 from consumers.snapshots.freshness import freshness
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
-from tests.unit.snapshots.streams import T0, recorded_market
+from tests.unit.snapshots.streams import T0, as_row, recorded_market
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,8 @@ def _fill(clickhouse: Any, db: str) -> SnapshotHandler:
     arrival, _ = recorded_market(symbols=2, seconds=120, seed=3, dup_rate=0, late_rate=0)
     h = SnapshotHandler(SnapshotStore(clickhouse, db, "g"), EngineConfig(), None)
     h.on_assigned([("m", 0)])
-    h.handle(Batch({("m", 0): PartitionBatch("m", 0, 0, len(arrival) - 1, arrival,
-                                             list(range(len(arrival))))}, []))
+    rows = [as_row(r) for r in arrival]
+    h.handle(Batch({("m", 0): PartitionBatch("m", 0, 0, len(rows) - 1, rows, list(range(len(rows))))}, []))
     return h
 
 
@@ -59,7 +59,9 @@ def test_freshness_command_output(clickhouse: Any, ch_database: str, monkeypatch
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(cli, "_open", lambda settings: Shared())
+    from consumers import reading
+
+    monkeypatch.setattr(reading, "open_reader", lambda settings: reading.Reader(Shared(), "server", "test"))
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
     args = parser.parse_args(["freshness", "--database", ch_database, "--now-ms", str(T0 + 120_000),

@@ -17,7 +17,7 @@ from consumers.snapshots.app import SnapshotHandler
 from consumers.snapshots.engine import EngineConfig
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from tests.unit.snapshots.harness import engine_snapshots, raw_count, split, table_rows
-from tests.unit.snapshots.streams import recorded_market
+from tests.unit.snapshots.streams import as_row, recorded_market
 
 TOPIC = "metrics"
 PARTS = 3
@@ -92,7 +92,8 @@ class Log:
             start = self.committed[p]
             recs = self.parts[p][start:start + size]
             if recs:
-                pbs[(TOPIC, p)] = PartitionBatch(TOPIC, p, start, start + len(recs) - 1, list(recs),
+                pbs[(TOPIC, p)] = PartitionBatch(TOPIC, p, start, start + len(recs) - 1,
+                                                 [as_row(r) for r in recs],
                                                  list(range(start, start + len(recs))))
         return Batch(pbs, []) if pbs else None
 

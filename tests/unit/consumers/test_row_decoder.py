@@ -1,4 +1,4 @@
-"""The consumers' row decoder: same rows, same errors as ``codec.decode`` + ``validate_row``."""
+"""The consumers' row decoder: same rows, same errors as ``codec.decode`` + ``check_metric_point``."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from consumers.runtime.batch import Batch
 from consumers.runtime.builder import BatchBuilder
-from consumers.runtime.decoding import ROW_FIELDS, row_decoder, validate_row
+from consumers.runtime.decoding import ROW_FIELDS, row_decoder
 from consumers.sink.handler import rows_to_arrow
 from schemas.codec import AvroCodec, load_schema, metric_point_codec, metric_point_writers
 from schemas.exceptions import DecodeError
+from schemas.models import check_metric_point as validate_row
 
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}

@@ -10,12 +10,13 @@ import pytest
 
 from consumers.clickhouse import Migration
 from consumers.runtime.batch import Rejected
-from consumers.runtime.decoding import ROW_FIELDS, validate_row
+from consumers.runtime.decoding import ROW_FIELDS
 from consumers.runtime.dlq import dlq_headers
 from consumers.settings import ConsumerSettings
 from consumers.sink.cli import parse_time_ms, print_rows
 from consumers.sink.handler import rows_to_arrow
 from schemas.exceptions import ConfigError, InvalidRecordError
+from schemas.models import check_metric_point as validate_row
 
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}

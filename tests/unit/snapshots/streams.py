@@ -63,3 +63,10 @@ def recorded_market(
 def _rec(symbol: str, metric: str, value: float, et: int) -> dict[str, Any]:
     return {"source": SOURCE, "symbol": symbol, "metric": metric, "value": value,
             "event_time": et, "ingest_time": et + 150}
+
+
+def as_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A recorded point as the row the consume loop hands to handlers (ROW_FIELDS order)."""
+    from consumers.runtime.decoding import ROW_FIELDS
+
+    return tuple(record.get(f, 0) if f == "ingest_time" else record[f] for f in ROW_FIELDS)
