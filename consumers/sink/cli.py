@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from consumers.clickhouse import open_client
+from consumers.reading import open_reader
 from consumers.sink import queries
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
@@ -121,10 +122,12 @@ def run_query(args: argparse.Namespace, settings: SinkSettings) -> list[dict[str
         group = args.group_id or settings.group_id
         rows = queries.consumer_lag(settings.require_bootstrap(), group, settings.metrics_topic)
         return [r.as_dict() for r in rows]
-    client = open_client(settings.resolved_clickhouse_dsn())
+    reader = open_reader(settings)
+    client = reader.client
     try:
         db = settings.clickhouse_database
-        migrate_sink(client, db)  # a fresh database answers with no rows instead of an error
+        if reader.may_write:
+            migrate_sink(client, db)  # a fresh database answers with no rows instead of an error
         if args.query == "latest":
             return queries.latest(client, db, symbols=args.symbol, metrics=args.metric)
         if args.query == "series":
@@ -133,8 +136,7 @@ def run_query(args: argparse.Namespace, settings: SinkSettings) -> list[dict[str
             return queries.series(client, db, args.symbol, args.metric, since, until, limit=args.limit)
         return queries.counts(client, db)
     finally:
-        with contextlib.suppress(Exception):
-            client.close()
+        reader.close()
 
 
 def query_command(args: argparse.Namespace) -> int:

@@ -110,15 +110,16 @@ def run_snapshots(args: argparse.Namespace) -> int:
 
 
 def run_freshness(args: argparse.Namespace) -> int:
+    from consumers.reading import open_reader
     from consumers.snapshots.freshness import freshness
 
     settings = settings_from(args)
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
-    client = _open(settings)
+    reader = open_reader(settings)
     try:
-        rows = freshness(client, settings.clickhouse_database, settings.engine_config(), now_ms=now_ms)
+        rows = freshness(reader.client, settings.clickhouse_database, settings.engine_config(), now_ms=now_ms)
     finally:
-        client.close()
+        reader.close()
     shown = rows if args.all else [r for r in rows if r.stale]
     out = sys.stdout
     if args.json:
