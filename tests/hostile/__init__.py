@@ -1,0 +1,18 @@
+"""Hostile inputs for every boundary of the pipeline, and their oracles.
+
+- :mod:`tests.hostile.frames`: websocket frames, open-interest bodies and
+  exchangeInfo objects for the producer (boundaries 1 and 2);
+  :mod:`tests.hostile.records`: MetricPoint records for the consumers'
+  row decoder (boundary 3) and the topic test (boundary 4).
+- :mod:`tests.hostile.jsontext`, :mod:`tests.hostile.binance_rules`: the
+  oracle's own reading of a frame and of the producer's contract.
+- :mod:`tests.hostile.harness`: feeds one input to the product's entry point,
+  judges it, then checks that a valid input after it still goes through.
+- :mod:`tests.hostile.known_bugs`: bugs found and reported, each pinned by a
+  strict xfail test.
+
+Generators are pure functions of a ``random.Random``: the unit tests drive
+them with hypothesis (``st.randoms``, derandomized, so failures shrink), the
+benchmark (``python -m benchmarks.hostile_bench``) with seeded generators for
+100,000+ inputs per boundary.
+"""
