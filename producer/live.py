@@ -76,7 +76,14 @@ class LiveSource:
             self.on_symbols(new, removed)
 
     async def _listing(self, rest: BinanceRest) -> set[str]:
-        listing = binance.perpetual_listing(json.loads(await rest.exchange_info()))
+        body = await rest.exchange_info()
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # absurdly nested JSON included
+            raise FrameRejected(binance.BAD_JSON, f"exchangeInfo body: {type(exc).__name__}") from None
+        if not isinstance(doc, dict):
+            raise FrameRejected(binance.NOT_OBJECT, f"exchangeInfo body is {type(doc).__name__}")
+        listing = binance.perpetual_listing(doc)
         for sym, problem in listing.rejected.items():
             if sym not in self.rejected_symbols:
                 self.rejected_symbols[sym] = problem

@@ -290,3 +290,19 @@ def test_endpoint_that_refuses_everything_stops_the_poller() -> None:
 
     with pytest.raises(PermanentFailure, match="HTTP 404"):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("body", ["[]", "null", '"x"', "5", "[" * 100_000, "{not json"])
+def test_unusable_exchange_info_bodies_are_rejected_for_a_retry(body: str) -> None:
+    """The listing task retries FrameRejected; nothing else may escape it."""
+    from producer.exceptions import FrameRejected
+    from producer.live import LiveSource
+    from producer.settings import ProducerSettings
+
+    class _Info:
+        async def exchange_info(self) -> str:
+            return body
+
+    source = LiveSource(ProducerSettings(all_symbols=True), Telemetry())
+    with pytest.raises(FrameRejected):
+        asyncio.run(source._listing(_Info()))  # type: ignore[arg-type]
