@@ -1,8 +1,9 @@
 """Hostile MetricPoint records from a seed, and two readings of them.
 
 - :func:`reference`: the generic path, ``metric_point_codec().decode`` (fastavro)
-  and :func:`schemas.models.check_metric_point`: the row, or the error's type and
-  reason. The row decoder must give exactly this (docs/sink.md).
+  and :func:`schemas.models.check_metric_point`: the row (in the decoder's
+  ``ROW_FIELDS`` order), or the error's type and reason. The row decoder must
+  give exactly this (docs/sink.md).
 - :func:`strict`: an Avro reader written from the Avro specification for the
   shipped schema (single-object framing, strings as length + UTF-8, the enum
   index within the symbols, no trailing bytes) followed by the contract rules.
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
 
+from consumers.runtime.decoding import ROW_FIELDS
 from schemas import rules
 from schemas.avro_binary import zigzag_varint
 from schemas.codec import AvroCodec, load_schema, metric_point_codec
@@ -36,7 +38,6 @@ HEADER: Final = b"\xc3\x01" + _SCHEMA.fingerprint
 METRICS: Final = tuple(
     next(f for f in _SCHEMA.definition["fields"] if f["name"] == "metric")["type"]["symbols"])
 KNOWN: Final = frozenset(METRICS) - {"unknown"}
-ROW_FIELDS: Final = ("source", "symbol", "metric", "event_time", "value", "ingest_time")
 _symbol_problem: Callable[[str], str | None] = rules.symbol_problem.__wrapped__
 _source_problem: Callable[[str], str | None] = rules.source_problem.__wrapped__
 
@@ -324,7 +325,9 @@ def strict(data: bytes) -> Row | str:
         return "event_time out of range"
     if not rules.MIN_INGEST_TIME_MS <= it <= rules.MAX_INGEST_TIME_MS:
         return "ingest_time does not fit DateTime64(3)"
-    return (source, symbol, metric, et, value, it)
+    rec = {"source": source, "symbol": symbol, "metric": metric, "value": value, "event_time": et,
+           "ingest_time": it}
+    return tuple(rec[f] for f in ROW_FIELDS)
 
 
 def same_row(a: Row, b: Row) -> bool:
