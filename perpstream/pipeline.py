@@ -25,8 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, SecretStr
+
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
-from schemas.exceptions import ConfigError
+from perpstream.query_server import QueryServer, ReadOnlyQueries
+from schemas.exceptions import ConfigError, PerpstreamError
+from service.endpoint import read_endpoint, remove_endpoint, write_endpoint
 from service.settings import CommonSettings, build_settings
 from service.signals import stop_on_signals
 from service.telemetry import Telemetry, configure_logging, serve_metrics
@@ -36,6 +40,20 @@ log = logging.getLogger("perpstream.run")
 
 #: How long the consumers may take to store what the producer delivered, on stop.
 CATCH_UP_TIMEOUT = 60.0
+
+
+class AlreadyRunningError(PerpstreamError):
+    """Another pipeline holds this data directory."""
+
+
+class QueryServerSettings(CommonSettings):
+    """Where the embedded store's read-only ClickHouse HTTP interface listens."""
+
+    http_host: str = Field(default="127.0.0.1", description="interface of the query endpoint")
+    http_port: int = Field(default=8123, ge=0, le=65535,
+                           description="port of the query endpoint (a free one when taken)")
+    http_password: SecretStr | None = Field(
+        default=None, description="password of the query endpoint; required off loopback")
 
 
 def register(sub: Any) -> None:
@@ -62,6 +80,11 @@ def register(sub: Any) -> None:
     r.add_argument("--summary-interval", type=float, default=5.0, help="seconds between summary lines")
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     r.add_argument("--log-format", choices=["json", "text"], default="text")
+    r.add_argument("--http-port", type=int,
+                   help="ClickHouse HTTP interface (read-only) of the embedded store (default 8123; "
+                   "a free port when taken; 0 = any free port)")
+    r.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; others need a password)")
+    r.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
     r.set_defaults(func=_run)
 
     p = sub.add_parser("broker", help="run a local Tansu broker until Ctrl+C")
@@ -136,7 +159,14 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
-    common = build_settings(CommonSettings, args, {"data_dir": "data_dir"})
+    common = build_settings(QueryServerSettings, args, {
+        "data_dir": "data_dir", "http_port": "http_port", "http_host": "http_host"})
+    running = read_endpoint(common.data_dir)
+    if running is not None:
+        raise AlreadyRunningError(
+            f"perpstream already runs on {Path(common.data_dir).resolve()} (pid {running.pid}, "
+            f"queries at {running.url}, since {running.started_at})"
+        )
     configure_logging(args.log_level or common.log_level, args.log_format)
     tune_gc(common.gc_threshold)
     telemetry = Telemetry()
@@ -154,6 +184,16 @@ def _run(args: argparse.Namespace) -> int:
         client = open_clickhouse(dsn)
         stack.callback(client.close)
         print(f"ClickHouse: {dsn}, database {common.clickhouse_database}")
+        if dsn.startswith("chdb://") and not args.no_http:
+            query_server = QueryServer(
+                ReadOnlyQueries(dsn), host=common.http_host, port=common.http_port,
+                password=common.http_password.get_secret_value() if common.http_password else None,
+            ).start()
+            stack.callback(query_server.stop)
+            write_endpoint(common.data_dir, query_server.url)
+            stack.callback(remove_endpoint, common.data_dir)
+            print(f"queries (read-only ClickHouse HTTP interface): {query_server.url}  "
+                  f"e.g. perpstream sql 'SELECT count() FROM {common.clickhouse_database}.metric_points'")
 
         shared = {"kafka_bootstrap_servers": bootstrap, "clickhouse_dsn": dsn,
                   "data_dir": common.data_dir}
