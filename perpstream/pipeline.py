@@ -83,7 +83,8 @@ def register(sub: Any) -> None:
     r.add_argument("--http-port", type=int,
                    help="ClickHouse HTTP interface (read-only) of the embedded store (default 8123; "
                    "a free port when taken; 0 = any free port)")
-    r.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; others need a password)")
+    r.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; another one needs "
+                   "PERPSTREAM_HTTP_PASSWORD)")
     r.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
     r.set_defaults(func=_run)
 

@@ -221,7 +221,7 @@ class QueryServer:
         if not _is_loopback(host) and not password:
             raise ConfigError(
                 f"http_host: serving queries on {host!r} (not loopback) needs a password "
-                "(--http-password or PERPSTREAM_HTTP_PASSWORD)"
+                "(PERPSTREAM_HTTP_PASSWORD; not a flag, so it stays out of the process list)"
             )
         self.queries = queries
         self.host = host
