@@ -9,10 +9,11 @@ writes without logical-type conversion; these models validate at the edges
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from schemas import rules
 from schemas.codec import load_schema
@@ -43,6 +44,13 @@ METRIC_DEFAULT: str = _metric_enum()["default"]
 KNOWN_METRICS = frozenset(METRIC_SYMBOLS) - {METRIC_DEFAULT}
 
 
+#: The rule of each MetricPoint field that has one (the metric's is its enum).
+_FIELD_RULES: dict[str, Callable[[Any], str | None]] = {
+    "source": rules.source_problem, "symbol": rules.symbol_problem, "value": rules.value_problem,
+    "event_time": rules.event_time_problem, "ingest_time": rules.ingest_time_problem,
+}
+
+
 class MetricPoint(BaseModel):
     """One observation. Identity = (source, symbol, metric, event_time).
 
@@ -61,30 +69,13 @@ class MetricPoint(BaseModel):
     ingest_time: int = Field(description="epoch ms")
 
     # The rules live in schemas.rules; the model only applies them.
-    @field_validator("source")
+    @field_validator("source", "symbol", "value", "event_time", "ingest_time")
     @classmethod
-    def _source(cls, v: str) -> str:
-        return _apply(rules.source_problem(v), v)
-
-    @field_validator("symbol")
-    @classmethod
-    def _symbol(cls, v: str) -> str:
-        return _apply(rules.symbol_problem(v), v)
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, v: float) -> float:
-        return _apply(rules.value_problem(v), v)
-
-    @field_validator("event_time")
-    @classmethod
-    def _event_time(cls, v: int) -> int:
-        return _apply(rules.event_time_problem(v), v)
-
-    @field_validator("ingest_time")
-    @classmethod
-    def _ingest_time(cls, v: int) -> int:
-        return _apply(rules.ingest_time_problem(v), v)
+    def _rule(cls, v: Any, info: ValidationInfo) -> Any:
+        problem = _FIELD_RULES[str(info.field_name)](v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @property
     def identity(self) -> tuple[str, str, str, int]:
@@ -103,12 +94,6 @@ class MetricPoint(BaseModel):
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MetricPoint:
         return cls.model_validate(record)
-
-
-def _apply(problem: str | None, value: Any) -> Any:
-    if problem is not None:
-        raise ValueError(problem)
-    return value
 
 
 def check_metric_point(record: dict[str, Any]) -> None:
