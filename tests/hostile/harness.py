@@ -44,6 +44,11 @@ from tests.hostile.outcomes import (
 )
 
 INGEST_MS = T0 + 7
+#: The valid exchangeInfo judged after every hostile one: one symbol to follow.
+_SENTINEL_INFO: dict[str, Any] = {"symbols": [
+    {"symbol": "BTCUSDT", "contractType": "PERPETUAL", "status": "TRADING"},
+    {"symbol": "BTCUSDT_261225", "contractType": "CURRENT_QUARTER", "status": "TRADING"},
+    {"symbol": "OLDUSDT", "contractType": "PERPETUAL", "status": "SETTLING"}]}
 
 
 class InputTimeout(BaseException):
@@ -271,16 +276,24 @@ class IngestHarness:
             return Verdict("crash", failure=f"crash: {type(exc).__name__}: {str(exc)[:200]}",
                            triggers=frozenset(seen), ms=(time.perf_counter() - t0) * 1000)
         ms = (time.perf_counter() - t0) * 1000
+        v = Verdict("accepted", ms=ms)
         if isinstance(expected, binance_rules.Raises):
             if isinstance(got, FrameRejected) and got.reason in expected.reasons:
-                return Verdict("rejected", Counter({got.reason: 1}), ms=ms)
-            return Verdict("mismatch", failure=f"mismatch: expected {expected}, got {got!r}"[:400],
-                           triggers=frozenset(seen), ms=ms)
-        if isinstance(got, FrameRejected) or got != expected:
+                v = Verdict("rejected", Counter({got.reason: 1}), ms=ms)
+            else:
+                v = Verdict("mismatch", failure=f"mismatch: expected {expected}, got {got!r}"[:400],
+                            triggers=frozenset(seen), ms=ms)
+        elif isinstance(got, FrameRejected) or got != expected:
             shown = got if isinstance(got, FrameRejected) else sorted(set(got) ^ expected)[:5]
             text = f"mismatch: expected {len(expected)} symbols; got {shown!r}"
-            return Verdict("mismatch", failure=text[:400], triggers=frozenset(seen), ms=ms)
-        return Verdict("accepted", ms=ms)
+            v = Verdict("mismatch", failure=text[:400], triggers=frozenset(seen), ms=ms)
+        try:  # and a valid listing after it
+            again: Any = trading_perpetuals(_SENTINEL_INFO)
+        except Exception as exc:
+            again = exc
+        if again != {"BTCUSDT"}:
+            v.failure = v.failure or f"mismatch: the valid listing after it went wrong: {again!r}"
+        return v
 
 
 class DecoderHarness:
@@ -358,8 +371,11 @@ class Tally:
     failures: Counter[str] = field(default_factory=Counter)
     known: Counter[str] = field(default_factory=Counter)
     samples: list[tuple[str, Case, Verdict]] = field(default_factory=list)
-    #: Failures no known bug accounts for.
+    #: Failures no known bug accounts for, in all and by kind.
     new: int = 0
+    new_kinds: Counter[str] = field(default_factory=Counter)
+    #: Failures a known bug accounts for: kind -> bug -> inputs.
+    known_kinds: dict[str, Counter[str]] = field(default_factory=dict)
     slowest_ms: float = 0.0
     slowest: str = ""
 
@@ -371,11 +387,14 @@ class Tally:
         if v.ms > self.slowest_ms:
             self.slowest_ms, self.slowest = v.ms, f"{case.family} {label}".strip()
         if v.failure is not None:
-            self.failures[v.kind or "?"] += 1
+            kind = v.kind or "?"
+            self.failures[kind] += 1
             if v.explained:
                 self.known.update(v.triggers)
+                self.known_kinds.setdefault(kind, Counter()).update(v.triggers)
             else:
                 self.new += 1
+                self.new_kinds[kind] += 1
             if len(self.samples) < 12 and (not v.explained or len(self.samples) < 6):
                 self.samples.append((label, case, v))
 
