@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.hostile.outcomes import blob
 from tests.hostile.records import HEADER, codec, record_case, reference, valid_record
-from tests.integration.test_sink_support import Runner, committed_total, read_dlq, settings_for, wait_for
+from tests.integration.test_sink_support import Runner, committed_total, read_dlq, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,14 @@ def _bits(x: float) -> bytes:
     return struct.pack("<d", x)
 
 
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.5)
+
+
 def test_hostile_records_are_stored_exactly_or_dead_lettered_with_a_reason(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
     clickhouse: Any, ch_database: str,
@@ -137,7 +146,7 @@ def test_hostile_records_are_stored_exactly_or_dead_lettered_with_a_reason(
         def all_committed() -> bool:
             return sum(committed_total(kafka_bootstrap, group, topic, PARTITIONS).values()) == len(entries)
 
-        wait_for(all_committed, timeout=60, interval=0.5, what="every offset committed")
+        _wait(all_committed, 60, "every offset committed")
         assert runner.thread.is_alive()
     finally:
         assert runner.stop() == 0
