@@ -117,6 +117,8 @@ def perpetual_listing(exchange_info: Mapping[str, Any]) -> Listing:
     (``schemas.rules``) is skipped and reported in ``rejected``; it never costs
     the rest of the listing.
     """
+    if type(exchange_info) is not dict:
+        raise FrameRejected(NOT_OBJECT, f"exchangeInfo is {type(exchange_info).__name__}, not an object")
     symbols = exchange_info.get("symbols")
     if not isinstance(symbols, list):
         raise FrameRejected(MISSING_FIELD, "exchangeInfo has no symbols list")
@@ -155,18 +157,29 @@ def load_json(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FrameRejected(BAD_JSON, str(exc)) from None
+    except RecursionError:  # '[' * 100_000: nesting deeper than any payload
+        raise FrameRejected(BAD_JSON, "nested too deeply") from None
 
 
 def _number(v: Any, field: str, *, non_negative: bool) -> float:
     # Binance sends decimal strings; float() of a decimal string is the nearest
     # double, and repr() of it round-trips, so no precision is invented or lost.
     if type(v) is str:
+        # float() also takes what no decimal is: surrounding whitespace, "1_000",
+        # digits of other scripts (fullwidth, Arabic-Indic); a decimal is ASCII, no "_", no padding.
+        if not v.isascii() or "_" in v or v[:1].isspace() or v[-1:].isspace():
+            raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a decimal number")
         try:
             x = float(v)
         except ValueError:
             raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number") from None
-    elif type(v) is int or type(v) is float:
-        x = float(v)
+    elif type(v) is float:
+        x = v
+    elif type(v) is int:
+        try:
+            x = float(v)
+        except OverflowError:  # an integer literal wider than any double
+            raise FrameRejected(BAD_NUMBER, f"{field}: an integer of {len(str(v))} digits") from None
     else:
         raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number")
     if not math.isfinite(x):
@@ -224,7 +237,7 @@ def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Reco
         out.append({"source": source, "symbol": symbol, "metric": _FUNDING,
                     "value": _number(r, "r", non_negative=False), "event_time": et,
                     "ingest_time": ingest_ms})
-    if T != 0:
+    if not (type(T) is int and T == 0):  # only the integer 0 means "no funding"; false or 0.0 is bad
         out.append({"source": source, "symbol": symbol, "metric": _NEXT_FUNDING,
                     "value": float(_millis(T, "T")), "event_time": et, "ingest_time": ingest_ms})
     return out
@@ -233,6 +246,12 @@ def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Reco
 def is_control(msg: Any) -> bool:
     """True for a SUBSCRIBE/UNSUBSCRIBE answer (``{"result": ..., "id": n}`` or an error)."""
     return type(msg) is dict and "id" in msg and ("result" in msg or "error" in msg)
+
+
+def _filtered_out(symbol: Any, symbols: frozenset[str]) -> bool:
+    """Only items whose ``s`` is one of the followed symbols are kept; anything else
+    (another symbol, none, a list or object) is skipped without costing the frame."""
+    return not (type(symbol) is str and symbol in symbols)
 
 
 def points_from_message(
@@ -251,7 +270,7 @@ def points_from_message(
         out: list[Record] = []
         errors: list[FrameRejected] = []
         for item in data:
-            if symbols is not None and type(item) is dict and item.get("s") not in symbols:
+            if symbols is not None and type(item) is dict and _filtered_out(item.get("s"), symbols):
                 continue
             try:
                 out.extend(mark_price_points(item, ingest_ms, source))
@@ -260,7 +279,7 @@ def points_from_message(
         if errors:
             raise PartialFrame(out, errors)
         return out
-    if symbols is not None and type(data) is dict and data.get("s") not in symbols:
+    if symbols is not None and type(data) is dict and _filtered_out(data.get("s"), symbols):
         return []
     return mark_price_points(data, ingest_ms, source)
 

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from io import BytesIO
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.avro_binary import read_long, zigzag_varint
 from schemas.exceptions import (
     BadMagicError,
     DecodeError,
@@ -82,6 +83,24 @@ class AvroSchema:
     def json(self) -> str:
         return json.dumps(self.definition, separators=(",", ":"))
 
+    @cached_property
+    def enum_plan(self) -> tuple[tuple[str, str], ...] | None:
+        """The top-level fields up to the last enum, as ``(name, kind)``, when each one
+        before it is a fixed-layout primitive; ``()`` when the record has no enum;
+        ``None`` when an enum sits behind a field whose size cannot be told from its value.
+
+        fastavro reads a negative enum index as ``symbols[index]`` (Python's negative
+        indexing), so one flipped bit turns ``index_price`` into ``open_interest``: the
+        codec checks each enum index of a decoded record itself (:meth:`AvroCodec.decode`).
+        """
+        fields = self.definition.get("fields", [])
+        kinds = [(str(f["name"]), _kind(f["type"])) for f in fields]
+        last = max((i for i, (_, k) in enumerate(kinds) if k == "enum"), default=-1)
+        if last < 0:
+            return ()
+        plan = tuple(kinds[:last + 1])
+        return plan if all(k in _SIZED_KINDS for _, k in plan) else None
+
     @classmethod
     def from_definition(cls, definition: Mapping[str, Any]) -> AvroSchema:
         d = copy.deepcopy(dict(definition))
@@ -93,6 +112,49 @@ class AvroSchema:
     @classmethod
     def from_json(cls, text: str) -> AvroSchema:
         return cls.from_definition(json.loads(text))
+
+
+_SIZED_KINDS = frozenset({"string", "bytes", "long", "int", "double", "float", "boolean", "enum"})
+
+
+def _kind(t: Any) -> str:
+    if isinstance(t, str):
+        return t
+    if isinstance(t, dict):
+        return str(t.get("type"))
+    return "union"
+
+
+def _negative_enum(
+    plan: tuple[tuple[str, str], ...], rec: Mapping[str, Any], data: bytes, pos: int,
+) -> str | None:
+    """The first enum field of ``plan`` whose index in ``data`` is negative, or None.
+
+    Walks the body from ``pos`` using the decoded values for the sizes of the
+    fields before each enum (the record decoded fine, so every size is known).
+    """
+    for name, kind in plan:
+        if kind == "enum":
+            value, nxt = read_long(data, pos)
+            if value < 0:
+                return name
+            pos = nxt
+            continue
+        v = rec[name]
+        if kind == "string":
+            n = len(v.encode("utf-8"))
+            pos += len(zigzag_varint(n)) + n
+        elif kind == "bytes":
+            pos += len(zigzag_varint(len(v))) + len(v)
+        elif kind in ("long", "int"):
+            pos += len(zigzag_varint(int(v)))
+        elif kind == "double":
+            pos += 8
+        elif kind == "float":
+            pos += 4
+        else:  # boolean
+            pos += 1
+    return None
 
 
 @cache
@@ -226,6 +288,14 @@ class AvroCodec:
             )
         if not isinstance(rec, dict):
             raise DecodeError("Avro body did not decode to a record")
+        plan = writer.enum_plan
+        if plan:
+            try:
+                bad = _negative_enum(plan, rec, data, start)
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+                bad = None  # a field renamed by resolution: the reader's own checks stand
+            if bad is not None:
+                raise DecodeError(f"corrupt Avro body: negative index for enum field {bad!r}")
         return rec
 
 

@@ -45,13 +45,21 @@ _SOURCE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _SYMBOL_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd"})
 
 
-@lru_cache(maxsize=65_536)
 def symbol_problem(symbol: str) -> str | None:
     """``None`` when ``symbol`` is a valid exchange symbol, else what is wrong with it.
 
     Cached: a market has a few hundred symbols and the producer checks one per
-    frame, so the check costs a dictionary lookup after the first sight.
+    frame, so the check costs a dictionary lookup after the first sight. Only
+    strings short enough to be symbols reach the cache, so hostile input cannot
+    fill it with large keys.
     """
+    if len(symbol) > SYMBOL_MAX_BYTES:  # characters >= bytes / 4, so this is never a symbol
+        return f"symbol is {len(symbol)} characters, more than {SYMBOL_MAX_BYTES} bytes"
+    return _symbol_problem(symbol)
+
+
+@lru_cache(maxsize=65_536)
+def _symbol_problem(symbol: str) -> str | None:
     if not symbol:
         return "symbol is empty"
     if symbol.isascii():
@@ -75,13 +83,17 @@ def symbol_problem(symbol: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=1_024)
 def source_problem(source: str) -> str | None:
     """``None`` for a valid source label (``binance_usdm``): lower-case ASCII, digits, ``_.-``."""
-    if not source:
-        return "source is empty"
     if len(source) > SOURCE_MAX_BYTES:
         return f"source is longer than {SOURCE_MAX_BYTES} bytes"
+    return _source_problem(source)
+
+
+@lru_cache(maxsize=1_024)
+def _source_problem(source: str) -> str | None:
+    if not source:
+        return "source is empty"
     if not source.isascii() or _SOURCE.fullmatch(source) is None:
         return f"source {source!r} is not lower-case ASCII letters, digits, '_', '.', '-'"
     return None

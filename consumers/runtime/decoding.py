@@ -29,6 +29,9 @@ ROW_FIELDS = tuple(c.name for c in METRIC_POINT_COLUMNS)
 
 _PREFIX_CACHE_MAX = 100_000
 _TAIL_CACHE_MAX = 4_096
+#: Longest (event_time, ingest_time) suffix the fast path reads: two varints of up to 9 bytes.
+#: Anything longer goes to the slow path uncached, so hostile tails cannot fill the cache.
+_TAIL_MAX = 18
 
 
 def _as_row(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -133,6 +136,8 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
         if value - value != 0.0:  # NaN or infinite
             return slow(data)
         tail = data[p + 8:]
+        if len(tail) > _TAIL_MAX:  # two longs are at most 2 x 9 bytes here: the slow path decides
+            return slow(data)
         try:
             times = tails[tail]
         except KeyError:

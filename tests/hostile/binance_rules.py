@@ -33,7 +33,7 @@ from tests.hostile.jsontext import HugeInt
 from tests.hostile.outcomes import Accept, Control, FrameOutcome, Items, Point, Reject, Skip, bits
 
 SOURCE: Final = "binance_usdm"
-_symbol_problem: Callable[[str], str | None] = rules.symbol_problem.__wrapped__
+_symbol_problem: Callable[[str], str | None] = rules.symbol_problem
 
 #: A decimal string: optional sign, ASCII digits with an optional fraction, optional exponent.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")

@@ -38,8 +38,8 @@ HEADER: Final = b"\xc3\x01" + _SCHEMA.fingerprint
 METRICS: Final = tuple(
     next(f for f in _SCHEMA.definition["fields"] if f["name"] == "metric")["type"]["symbols"])
 KNOWN: Final = frozenset(METRICS) - {"unknown"}
-_symbol_problem: Callable[[str], str | None] = rules.symbol_problem.__wrapped__
-_source_problem: Callable[[str], str | None] = rules.source_problem.__wrapped__
+_symbol_problem: Callable[[str], str | None] = rules.symbol_problem
+_source_problem: Callable[[str], str | None] = rules.source_problem
 
 Row = tuple[Any, ...]
 #: A row, or the (exception type, reason) a reader rejected the bytes with.
@@ -86,7 +86,7 @@ def overlong_varint(n: int, extra: int) -> bytes:
     return bytes(v)
 
 
-def record_case(rng: random.Random, *, known_bugs: bool = False) -> Case:
+def record_case(rng: random.Random, *, known_bugs: bool = True) -> Case:
     r = rng
     family = r.choices(FAMILIES, _WEIGHTS)[0]
     data, bug = _MAKERS[family](r, known_bugs)
