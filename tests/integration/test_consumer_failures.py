@@ -24,15 +24,17 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Producer
 
 from consumers.clickhouse import Permanent, Transient, classify_clickhouse_error
-from consumers.runtime.dlq import DLQ_HEADER_ORIGINAL_SIZE, DLQ_HEADER_TRUNCATED
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
+from schemas.columns import METRIC_POINT_COLUMNS
 from schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_OFFSET,
+    DLQ_HEADER_ORIGINAL_SIZE,
     DLQ_HEADER_PARTITION,
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
+    DLQ_HEADER_TRUNCATED,
 )
 from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
@@ -48,8 +50,9 @@ from tests.integration.test_sink_support import (
 
 pytestmark = pytest.mark.integration
 
-_COLUMNS = ("source LowCardinality(String), symbol LowCardinality(String), metric LowCardinality(String), "
-            "event_time DateTime64(3, 'UTC'), {value}, ingest_time DateTime64(3, 'UTC')")
+#: metric_points' columns with the value's type left open (a test swaps in an incompatible one).
+_COLUMNS = ", ".join("{value}" if c.name == "value" else f"{c.name} {c.clickhouse}"
+                     for c in METRIC_POINT_COLUMNS)
 
 
 def _count(clickhouse: Any, db: str, final: bool = True) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -21,17 +20,11 @@ from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
 from service.telemetry import Telemetry
 from tests.fakes import read_topic
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 START = 1_790_000_000_000
 
-
-def wait_for(cond, timeout: float = 90.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_broker_outage_loses_nothing(broker_kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -5,7 +5,6 @@ while everything else goes on."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,18 +16,12 @@ from producer.settings import ProducerSettings
 from service.backoff import factory
 from service.telemetry import Telemetry
 from tests.fakes.binance import FakeBinance
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 FAST_BACKOFF = factory(0.05, cap=0.5)
 
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @contextmanager

@@ -17,18 +17,12 @@ from service.backoff import factory
 from service.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 FAST_BACKOFF = factory(0.05, cap=0.5)
 
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def symbols(n: int) -> list[str]:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import clickhouse_connect
 import pytest
+
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +36,6 @@ def _perpstream(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _wait(cond: object, what: str, timeout: float = 90.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()  # type: ignore[operator]
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +49,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproce
     )
     try:
         endpoint = data_dir / "endpoint.json"
-        _wait(lambda: endpoint.exists() or proc.poll() is not None, "the endpoint file")
+        wait_for(lambda: endpoint.exists() or proc.poll() is not None, 90, "the endpoint file")
         assert proc.poll() is None, (data_dir.parent / "run.log").read_text()[-3000:]
         url = json.loads(endpoint.read_text())["url"]
         yield proc, data_dir, url
@@ -94,7 +87,7 @@ def test_a_plain_clickhouse_client_reads_live_growing_counts(running: Running) -
             counts.append(n)
         return len(set(counts)) >= 3
 
-    _wait(grew, "three growing counts")
+    wait_for(grew, 90, "three growing counts", interval=0.2)
     assert counts == sorted(counts)
     rows = client.query(
         f"SELECT symbol, count() FROM {DB}.metric_points GROUP BY symbol ORDER BY symbol").result_rows

@@ -73,15 +73,6 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> 
         c.close()
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 180.0, interval: float = 0.5,
-             what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
 
 def read_dlq(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-reader-{time.time_ns()}",

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from perpstream.local import free_port
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance, contract_entry
 from tests.integration.test_sink_support import committed_total
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,15 +44,6 @@ DELIVERY = "BTCUSDT_261225"
 #: Listed as a trading perpetual, but lower-case ASCII and a space break the symbol rule.
 BROKEN = {**contract_entry("BADUSDT"), "symbol": "bad usdt"}
 
-
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = 90.0,
-             alive: tuple[subprocess.Popen[str], ...] = ()) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for p in alive:
-            assert p.poll() is None, f"{p.args!r} exited early:\n{p.communicate()[1][-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def scrape(port: int) -> str:
@@ -103,21 +94,21 @@ def test_exchange_spelled_symbols_reach_clickhouse_unchanged(
         try:
             streams = {f"{s.lower()}@markPrice@1s" for s in everything}
             assert "币安人生usdt@markPrice@1s" in streams  # lower() leaves the CJK letters alone
-            wait_for(lambda: fake.open_streams() == streams, "every stream subscribed", alive=producers)
+            wait_for(lambda: fake.open_streams() == streams, what="every stream subscribed", alive=producers)
             k0 = fake.k
             wait_for(lambda: fake.k >= k0 + 5 and {s for s, _ in fake.sent_oi} == set(everything),
-                     "marks and open interest of every symbol", alive=producers)
+                     what="marks and open interest of every symbol", alive=producers)
             wait_for(lambda: "perpstream_listing_symbols_rejected 1" in scrape(port),
-                     "the broken listing entry counted", alive=producers)
+                     what="the broken listing entry counted", alive=producers)
             wait_for(lambda: sum(1 for r in fake.rest_requests if r[0] == "exchangeInfo") >= 3,
-                     "the listing refreshed", alive=producers)
+                     what="the listing refreshed", alive=producers)
 
             # Freeze the exchange; every symbol's open interest then settles on the
             # frozen second, so nothing newer than what is expected can exist.
             fake.paused = True
             frozen = fake.start_ms + 1000 * fake.k + 500
             wait_for(lambda: all((s, frozen) in fake.sent_oi for s in everything),
-                     "open interest at the frozen time", alive=producers)
+                     what="open interest at the frozen time", alive=producers)
             expected = fake.expected_points()
             records = read_topic(kafka_bootstrap, topic, timeout=120, quiet=0, until=lambda recs: (
                 set(expected) <= {(r["symbol"], r["metric"], r["event_time"]) for _, r in recs}))
