@@ -23,8 +23,8 @@ from tests.integration.test_sink_support import (
     make_points,
     produce,
     settings_for,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -37,8 +37,8 @@ from tests.integration.test_sink_support import (
     produce,
     read_dlq,
     settings_for,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

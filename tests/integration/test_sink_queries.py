@@ -19,8 +19,8 @@ from tests.integration.test_sink_support import (
     committed_total,
     produce,
     settings_for,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
