@@ -146,7 +146,7 @@ def test_exchange_spelled_symbols_reach_clickhouse_unchanged(
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     try:
         wait_for(lambda: sum(max(o, 0) for o in committed_total(kafka_bootstrap, group, topic, 3).values())
-                 >= delivered, "the sink committed the whole topic", timeout=180, alive=(sink,))
+                 >= delivered, what="the sink committed the whole topic", timeout=180, alive=(sink,))
         stop(sink, "sink")
     finally:
         if sink.poll() is None:
