@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
-import sys
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from consumers.clickhouse import open_client
@@ -26,6 +23,7 @@ from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
 from consumers.sink.settings import SinkSettings
 from schemas.exceptions import ConfigError
+from service.output import print_rows
 from service.settings import build_settings
 from service.signals import stop_on_signals
 from service.telemetry import Telemetry, configure_logging, serve_metrics
@@ -58,7 +56,7 @@ def register(sub: Any) -> None:
     lag.add_argument("--group-id", help="default perpstream-sink")
     for sp in (latest, series, qs.choices["counts"], lag):
         _common(sp)
-        sp.add_argument("--format", choices=("table", "json"), default="table")
+        sp.add_argument("--format", choices=("table", "json", "csv"), default="table")
         sp.set_defaults(func=query_command)
 
 
@@ -146,26 +144,3 @@ def query_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_rows(rows: Sequence[dict[str, Any]], fmt: str, out: Any = None) -> None:
-    out = out or sys.stdout
-    if fmt == "json":
-        for row in rows:
-            out.write(json.dumps(row, default=str) + "\n")
-        return
-    if not rows:
-        out.write("(no rows)\n")
-        return
-    cols = list(rows[0])
-    cells = [[_cell(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip() + "\n")
-    for line in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
-
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.10g}"
-    if v is None:
-        return "-"
-    return str(v)

@@ -13,10 +13,11 @@ from consumers.runtime.batch import Rejected
 from consumers.runtime.decoding import ROW_FIELDS
 from consumers.runtime.dlq import dlq_headers
 from consumers.settings import ConsumerSettings
-from consumers.sink.cli import parse_time_ms, print_rows
+from consumers.sink.cli import parse_time_ms
 from consumers.sink.handler import rows_to_arrow
 from schemas.exceptions import ConfigError, InvalidRecordError
 from schemas.models import check_metric_point as validate_row
+from service.output import print_rows
 
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}
@@ -62,7 +63,8 @@ def test_time_parsing_and_table_output() -> None:
         parse_time_ms("yesterday")
     out = io.StringIO()
     print_rows([{"metric": "mark_price", "points": 3, "v": 1.25}], "table", out)
-    assert out.getvalue().splitlines() == ["metric      points  v", "mark_price  3       1.25"]
+    assert out.getvalue().splitlines() == [
+        "metric      points     v", "----------  ------  ----", "mark_price       3  1.25", "(1 row)"]
 
 
 def test_consumer_config_is_accepted_by_librdkafka(monkeypatch: pytest.MonkeyPatch) -> None:
