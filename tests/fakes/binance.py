@@ -40,16 +40,21 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+if TYPE_CHECKING:
+    from producer.app import ProducerApp
+    from service.telemetry import Telemetry
 
 GARBAGE = [
     "{not json",
@@ -391,3 +396,32 @@ class FakeBinance:
             p = binance.open_interest_point(d, 0)
             out[(p["symbol"], p["metric"], p["event_time"])] = p["value"]
         return out
+
+
+@contextmanager
+def live_producer(
+    fake: FakeBinance, bootstrap: str, topic: str, telemetry: Telemetry, **overrides: Any,
+) -> Iterator[tuple[ProducerApp, threading.Thread, list[int], threading.Event]]:
+    """The real producer (live source) pointed at ``fake``, on a thread: yields the
+    app, its thread, its exit code once it has one, and its stop event; stops it on exit."""
+    from producer.app import ProducerApp
+    from producer.settings import ProducerSettings
+    from service.backoff import factory
+
+    opts: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap, "metrics_topic": topic, "source": "live",
+        "binance_ws_url": fake.ws_url, "binance_rest_url": fake.rest_url,
+        "oi_interval": 1.0, "ws_silence_timeout": 2.0, "summary_interval": 5.0,
+    }
+    opts.update(overrides)
+    app = ProducerApp(ProducerSettings(**opts), telemetry, backoff_factory=factory(0.05, cap=0.5))
+    stop = threading.Event()
+    result: list[int] = []
+    th = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
+    th.start()
+    try:
+        yield app, th, result, stop
+    finally:
+        stop.set()
+        th.join(90)
+    assert not th.is_alive(), "producer did not stop"

@@ -5,45 +5,26 @@ while everything else goes on."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from producer.app import ProducerApp
 from producer.settings import ProducerSettings
-from service.backoff import factory
 from service.telemetry import Telemetry
-from tests.fakes.binance import FakeBinance
+from tests.fakes.binance import FakeBinance, live_producer
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-FAST_BACKOFF = factory(0.05, cap=0.5)
 
 
 
-@contextmanager
 def running(fake: FakeBinance, bootstrap: str, topic: str, telemetry: Telemetry,
-            **overrides: Any) -> Iterator[tuple[ProducerApp, threading.Thread, list[int], threading.Event]]:
-    opts: dict[str, Any] = {
-        "kafka_bootstrap_servers": bootstrap, "metrics_topic": topic, "source": "live",
-        "binance_ws_url": fake.ws_url, "binance_rest_url": fake.rest_url, "oi_interval": 0.5,
-        "ws_silence_timeout": 2.0, "summary_interval": 5.0, "flush_timeout": 5.0,
-    }
-    opts.update(overrides)
-    app = ProducerApp(ProducerSettings(**opts), telemetry, backoff_factory=FAST_BACKOFF)
-    stop = threading.Event()
-    result: list[int] = []
-    th = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
-    th.start()
-    try:
-        yield app, th, result, stop
-    finally:
-        stop.set()
-        th.join(60)
-    assert not th.is_alive(), "producer did not stop"
+            **overrides: Any) -> Any:
+    return live_producer(fake, bootstrap, topic, telemetry, **{"oi_interval": 0.5, "flush_timeout": 5.0,
+                                                                **overrides})
 
 
 def test_websocket_handshake_404_stops_with_the_cause(

@@ -3,7 +3,6 @@ the real broker: completeness, faults, rotation and listing changes."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,16 +11,13 @@ from typing import Any
 import pytest
 
 from producer.app import ProducerApp
-from producer.settings import ProducerSettings
-from service.backoff import factory
 from service.telemetry import Telemetry
 from tests.fakes import read_topic
-from tests.fakes.binance import FakeBinance
+from tests.fakes.binance import FakeBinance, live_producer
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
-FAST_BACKOFF = factory(0.05, cap=0.5)
 
 
 
@@ -32,23 +28,8 @@ def symbols(n: int) -> list[str]:
 @contextmanager
 def producing(fake: FakeBinance, bootstrap: str, topic: str, telemetry: Telemetry,
               **overrides: Any) -> Iterator[ProducerApp]:
-    opts: dict[str, Any] = {
-        "kafka_bootstrap_servers": bootstrap, "metrics_topic": topic, "source": "live",
-        "binance_ws_url": fake.ws_url, "binance_rest_url": fake.rest_url,
-        "oi_interval": 1.0, "ws_silence_timeout": 2.0, "summary_interval": 5.0,
-    }
-    opts.update(overrides)
-    app = ProducerApp(ProducerSettings(**opts), telemetry, backoff_factory=FAST_BACKOFF)
-    stop = threading.Event()
-    result: list[int] = []
-    th = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
-    th.start()
-    try:
+    with live_producer(fake, bootstrap, topic, telemetry, **overrides) as (app, _, result, _):
         yield app
-    finally:
-        stop.set()
-        th.join(90)
-    assert not th.is_alive(), "producer did not stop"
     assert result == [0]
 
 
