@@ -59,8 +59,7 @@ _NOT_SETTINGS = frozenset({
     "wait_end_of_query", "enable_http_compression", "http_zlib_compression_level",
     "send_progress_in_http_headers", "http_headers_progress_interval_ms", "role",
 })
-#: Settings a client may send (they only shape the response) as long as they
-#: change nothing the session enforces; everything else must equal the session's value.
+#: Largest query body accepted.
 MAX_BODY_BYTES = 1 << 20
 #: The statements served: reads. readonly=1 alone would let some others through
 #: (SYSTEM STOP MERGES), and a SELECT ... INTO OUTFILE writes a file in-process.
@@ -142,9 +141,9 @@ class QueryError(Exception):
 
 
 def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
+    if host == "localhost":
+        return True
+    try:  # "" (every interface) and names other than localhost are not loopback
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False

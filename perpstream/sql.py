@@ -51,10 +51,10 @@ def sql_command(args: argparse.Namespace) -> int:
 
 
 def _first_line(exc: Exception) -> str:
+    """ClickHouse's own message (``Code: N. DB::Exception: ...``) without the client's preamble."""
     text = str(exc).strip()
-    for marker in ("Code: ",):
-        i = text.find(marker)
-        if i >= 0:
-            text = text[i:]
+    i = text.find("Code: ")
+    if i >= 0:
+        text = text[i:]
     return text.splitlines()[0][:500] if text else type(exc).__name__
 

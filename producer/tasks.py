@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from producer.exceptions import PermanentFailure
+from service.logs import RateLimitedLog
 
 T = TypeVar("T")
 
@@ -35,12 +35,9 @@ class BackgroundTasks:
         *,
         log_interval: float = 30.0,
     ) -> None:
-        self._log = logger
         self._owner = owner
         self._on_failure = on_failure
-        self._log_interval = log_interval
-        self._next_log = 0.0
-        self._suppressed = 0
+        self._rlog = RateLimitedLog(logger, log_interval)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
@@ -60,14 +57,8 @@ class BackgroundTasks:
         if exc is None:
             return
         if not isinstance(exc, PermanentFailure):  # the owner reports those by name
-            now = time.monotonic()
-            if now >= self._next_log:
-                self._next_log = now + self._log_interval
-                self._log.error("background task failed", exc_info=exc, extra={
-                    "owner": self._owner, "task": task.get_name(), "suppressed": self._suppressed})
-                self._suppressed = 0
-            else:
-                self._suppressed += 1
+            self._rlog.error("task", "background task failed", exc_info=exc,
+                             extra={"owner": self._owner, "task": task.get_name()})
         if self._on_failure is not None:
             self._on_failure(exc)
 

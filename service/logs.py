@@ -29,8 +29,12 @@ class RateLimitedLog:
         self._next: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def log(self, level: int, key: str, msg: str, extra: Mapping[str, Any] | None = None) -> bool:
-        """Log now, or count the line as suppressed; True when it was emitted."""
+    def log(self, level: int, key: str, msg: str, extra: Mapping[str, Any] | None = None,
+            exc_info: BaseException | None = None) -> bool:
+        """Log now, or count the line as suppressed; True when it was emitted.
+
+        ``exc_info`` is for bugs only (a failed task): its traceback is logged with
+        the emitted line, never with the suppressed ones."""
         now = self._clock()
         with self._lock:
             if now < self._next.get(key, float("-inf")):
@@ -41,14 +45,15 @@ class RateLimitedLog:
         fields = dict(extra or {})
         if suppressed:
             fields["suppressed"] = suppressed
-        self._logger.log(level, msg, extra=fields)
+        self._logger.log(level, msg, extra=fields, exc_info=exc_info)
         return True
 
     def warning(self, key: str, msg: str, extra: Mapping[str, Any] | None = None) -> bool:
         return self.log(logging.WARNING, key, msg, extra)
 
-    def error(self, key: str, msg: str, extra: Mapping[str, Any] | None = None) -> bool:
-        return self.log(logging.ERROR, key, msg, extra)
+    def error(self, key: str, msg: str, extra: Mapping[str, Any] | None = None,
+              exc_info: BaseException | None = None) -> bool:
+        return self.log(logging.ERROR, key, msg, extra, exc_info)
 
     def reset(self, key: str) -> None:
         """The fault is over: the next occurrence is logged at once."""
