@@ -24,10 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Each package registers its own subcommands.
     from consumers.sink import cli as sink_cli
     from consumers.snapshots import cli as snapshots_cli
-    from perpstream import pipeline, sql
+    from perpstream import pipeline, sql, up
     from producer import cli as producer_cli
 
-    for mod in (pipeline, producer_cli, sink_cli, snapshots_cli, sql):
+    for mod in (up, pipeline, producer_cli, sink_cli, snapshots_cli, sql):
         mod.register(sub)
     return parser
 

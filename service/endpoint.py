@@ -9,18 +9,26 @@ directory; a second pipeline on the same directory says which one runs.
 
 A file left by a process that died (``kill -9``) is recognised by its pid
 and ignored.
+
+The process that owns a data directory also holds an exclusive lock on
+``<data_dir>/lock`` (:class:`DataDirLock`, ``flock``): the kernel releases it
+when the process dies, however it dies, so a second pipeline learns that the
+directory is taken even when the first serves no endpoint, and never races it
+for the embedded engine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FILE_NAME = "endpoint.json"
+LOCK_NAME = "lock"
 
 
 @dataclass(frozen=True)
@@ -82,3 +90,55 @@ def remove_endpoint(data_dir: str | os.PathLike[str]) -> None:
     if ep is not None and ep.pid == os.getpid():
         with contextlib.suppress(OSError):
             _path(data_dir).unlink()
+
+
+class DataDirBusyError(Exception):
+    """Another process holds the data directory; ``pid`` is its process id when known."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], pid: int | None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.pid = pid
+        held = f"process {pid}" if pid else "another process"
+        super().__init__(f"{self.data_dir} is in use by {held}")
+
+
+class DataDirLock:
+    """An exclusive, process-lifetime lock on a data directory (``flock`` on ``<dir>/lock``).
+
+    ``acquire`` raises :class:`DataDirBusyError` when another process holds
+    it. The lock file carries the holder's pid, for the message only: the lock
+    itself is the kernel's, released when the process exits or dies.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
+            raise DataDirBusyError(self.data_dir, int(text) if text.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> DataDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -46,7 +46,11 @@ class CommonSettings(BaseSettings):
         default="perpstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="database holding metric_points and market_snapshots",
     )
-    data_dir: str = Field(default=".perpstream", description="where embedded state lives")
+    data_dir: str = Field(
+        default_factory=lambda: default_data_dir(),
+        description="where embedded state lives (broker log, embedded ClickHouse, endpoint file); "
+        "default: the user's data directory",
+    )
     metrics_topic: str = METRICS_TOPIC
     snapshots_topic: str = SNAPSHOTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
@@ -88,6 +92,14 @@ class CommonSettings(BaseSettings):
         if v.startswith("chdb://") and not v[len("chdb://"):].startswith("/"):
             raise ValueError(f"a chdb DSN needs an absolute directory (chdb:///abs/dir), got {v!r}")
         return v
+
+
+def default_data_dir() -> str:
+    """The user's data directory for perpstream (``~/.local/share/perpstream`` on Linux,
+    ``~/Library/Application Support/perpstream`` on macOS), as platformdirs knows it."""
+    import platformdirs
+
+    return platformdirs.user_data_dir("perpstream", appauthor=False)
 
 
 def embedded_clickhouse_dsn(data_dir: str) -> str:

@@ -66,7 +66,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clickhouse-dsn",
                    help="http(s)://... or chdb:///abs/dir (default: embedded in --data-dir)")
     p.add_argument("--database", help="ClickHouse database (default perpstream)")
-    p.add_argument("--data-dir", help="embedded state directory (default .perpstream)")
+    p.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR; default: "
+                   "the user data directory)")
     p.add_argument("--topic", help="MetricPoint topic")
     p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 

