@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from producer.encoding import MetricPointEncoder
 from producer.exceptions import PermanentFailure
@@ -32,10 +33,19 @@ from schemas.codec import metric_point_codec, registry_client, subject_for
 from service.backoff import BackoffFactory, factory
 from service.telemetry import Telemetry
 
+if TYPE_CHECKING:
+    from service.health import Health, Heartbeat
+
 log = logging.getLogger(__name__)
 
 #: How often delivery callbacks are served and counters reach the telemetry.
 PUMP_INTERVAL = 0.02
+#: The component name of the producer's health checks; how long its event loop may stall;
+#: how often the readiness state is noted; how long Kafka may acknowledge nothing while points wait.
+HEALTH_NAME = "producer"
+LOOP_STALL = 30.0
+OBSERVE_INTERVAL = 0.25
+KAFKA_ACK_SILENCE = 10.0
 SUMMARY_KEYS = (
     "frames_received", "points_published", "points_delivered", "frames_rejected", "reconnects",
     "rest_requests", "rest_weight_used", "delivery_failures", "points_dropped", "buffer_fill",
@@ -69,6 +79,20 @@ def build_source(
                                                                      cap=settings.backoff_cap), on_symbols)
 
 
+@dataclasses.dataclass(frozen=True)
+class _HealthState:
+    """What the event loop last noted for :meth:`ProducerApp.readiness` (monotonic times)."""
+
+    since: float = 0.0
+    #: open websockets (None: not the live source), since when none is, and whether one ever was
+    open_ws: int | None = None
+    ws_down_since: float | None = None
+    ws_seen: bool = False
+    delivered: int = 0
+    waiting: int = 0
+    acked_at: float = 0.0
+
+
 class ProducerApp:
     """Runs the producer until ``stop`` is set; see the module doc."""
 
@@ -79,11 +103,15 @@ class ProducerApp:
         *,
         backoff_factory: BackoffFactory | None = None,
         kafka_extra: dict[str, Any] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
         self.telemetry = telemetry or Telemetry()
         self._backoff_factory = backoff_factory
         self._kafka_extra = kafka_extra
+        #: with a registry, the app's liveness and readiness are its component ``producer``
+        self.health = health
+        self._state = _HealthState()
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
         #: Set once the source runs (tests and ``perpstream run`` wait on it).
@@ -122,7 +150,8 @@ class ProducerApp:
         })
         astop = asyncio.Event()
         source_task = asyncio.create_task(self._run_source(source, ingest, astop), name="source")
-        pump_task = asyncio.create_task(self._pump(publisher, ingest, astop), name="pump")
+        beat = self._watch(publisher)
+        pump_task = asyncio.create_task(self._pump(publisher, ingest, astop, source, beat), name="pump")
         deadline = time.monotonic() + s.duration if s.duration else None
         self.started.set()
         rc = 0
@@ -154,8 +183,53 @@ class ProducerApp:
             flush = min(s.flush_timeout, 2.0) if publisher.failure is not None else s.flush_timeout
             left = await asyncio.to_thread(publisher.close, flush)
             self._sync_publisher(publisher)
+            if self.health is not None:
+                self.health.stopped(HEALTH_NAME)
             log.info("producer stopped", extra=self._summary())
         return 1 if rc or left else 0
+
+    def _watch(self, publisher: Publisher) -> Heartbeat | None:
+        """Register liveness (the event loop turns) and readiness (see :meth:`readiness`)."""
+        now = time.monotonic()
+        live = self.settings.source == "live"
+        self._state = _HealthState(since=now, open_ws=0 if live else None,
+                                   ws_down_since=now if live else None, acked_at=now)
+        if self.health is None:
+            return None
+        self.health.add_readiness(HEALTH_NAME, self.readiness)
+        return self.health.heartbeat(HEALTH_NAME, LOOP_STALL)
+
+    def _observe(self, publisher: Publisher, source: Any, now: float) -> None:
+        """Note, on the event loop's thread, what :meth:`readiness` reports from another one."""
+        old = self._state
+        open_ws: int | None = None
+        if old.open_ws is not None:  # the live source
+            streams = source.streams
+            open_ws = sum(1 for c in streams.connections if c.connected) if streams is not None else 0
+        waiting = publisher.pending
+        self._state = dataclasses.replace(
+            old, open_ws=open_ws, ws_seen=old.ws_seen or bool(open_ws),
+            ws_down_since=(old.ws_down_since or now) if open_ws == 0 else None,
+            delivered=publisher.delivered, waiting=waiting,
+            acked_at=now if publisher.delivered != old.delivered or not waiting else old.acked_at)
+
+    def readiness(self, now: float | None = None) -> str | None:
+        """Why the producer is not ready (None: connected and delivering): no websocket open
+        (live source), Kafka acknowledging nothing while points wait, or Kafka refusing it."""
+        now = time.monotonic() if now is None else now
+        st = self._state
+        reasons = []
+        if st.open_ws == 0:
+            since = st.ws_down_since if st.ws_down_since is not None else st.since
+            yet = "" if st.ws_seen else " yet"
+            reasons.append(f"no websocket connected{yet} for {now - since:.0f} s")
+        if st.waiting and now - st.acked_at > KAFKA_ACK_SILENCE:
+            reasons.append(f"Kafka has acknowledged nothing for {now - st.acked_at:.0f} s "
+                           f"({st.waiting:,} points waiting)")
+        failure = self.publisher.failure if self.publisher is not None else None
+        if failure is not None:
+            reasons.append(f"Kafka refuses this producer: {failure.cause}")
+        return "; ".join(reasons) or None
 
     async def _run_source(self, source: Any, sink: FrameSink, stop: asyncio.Event) -> None:
         await source.run(sink, stop)
@@ -174,11 +248,19 @@ class ProducerApp:
         summary = self.telemetry.summary()
         return {k: summary.get(k, 0.0) for k in SUMMARY_KEYS}
 
-    async def _pump(self, publisher: Publisher, ingest: Ingest, stop: asyncio.Event) -> None:
-        """Serve delivery callbacks, move counters to telemetry, log a summary line."""
+    async def _pump(self, publisher: Publisher, ingest: Ingest, stop: asyncio.Event,
+                    source: Any = None, beat: Heartbeat | None = None) -> None:
+        """Serve delivery callbacks, move counters to telemetry, log a summary line,
+        keep the heartbeat and the readiness state current."""
         next_summary = time.monotonic() + self.settings.summary_interval
-        next_trace = 0.0
+        next_trace = next_observe = 0.0
         while True:
+            if beat is not None:
+                beat.beat()
+            now = time.monotonic()
+            if now >= next_observe:
+                next_observe = now + OBSERVE_INTERVAL
+                self._observe(publisher, source, now)
             try:
                 publisher.poll(0)
             except Exception:  # the pump must outlive any single failure

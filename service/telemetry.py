@@ -3,21 +3,28 @@
 Counter names and labels are part of what operators rely on, so they live with
 the contract. :class:`Telemetry` is a thread-safe registry with a Prometheus
 text rendering; :func:`serve_metrics` exposes it over HTTP (stdlib server on a
-daemon thread: the one socket this package opens, and only when asked).
+daemon thread: the one socket this package opens, and only when asked),
+together with the liveness and readiness of a :class:`~service.health.Health`
+registry.
 :func:`configure_logging` makes every log line one JSON object (or plain text).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
+
+from service.health import Health
 
 LabelKey = tuple[tuple[str, str], ...]
+_log = logging.getLogger(__name__)
 
 
 def _labels(labels: Mapping[str, str] | None) -> LabelKey:
@@ -111,18 +118,36 @@ def _escape(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def serve_metrics(telemetry: Telemetry, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-    """Serve ``GET /metrics`` (Prometheus text format) until ``server.shutdown()``."""
+def serve_metrics(
+    telemetry: Telemetry, port: int, host: str = "0.0.0.0", *, health: Health | None = None,
+) -> ThreadingHTTPServer:
+    """Serve ``GET /metrics`` (Prometheus text format) until ``server.shutdown()``; with a
+    ``health`` registry also ``GET /healthz`` (liveness) and ``GET /readyz`` (readiness):
+    200 with ``ok``, or 503 with one failing check a line (JSON with ``?format=json`` or
+    ``Accept: application/json``)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.split("?")[0] not in ("/metrics", "/"):
+            path, _, query = self.path.partition("?")
+            if path in ("/metrics", "/"):
+                self._send(200, telemetry.render_prometheus(), "text/plain; version=0.0.4")
+            elif health is not None and path in ("/healthz", "/readyz"):
+                report = health.liveness() if path == "/healthz" else health.readiness()
+                status = 200 if report.ok else 503
+                if "json" in parse_qs(query).get("format", []) or \
+                        "application/json" in self.headers.get("Accept", ""):
+                    self._send(status, report.json(), "application/json")
+                else:
+                    self._send(status, report.text(), "text/plain; charset=utf-8")
+            else:
                 self.send_error(404)
-                return
-            body = telemetry.render_prometheus().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+
+        def _send(self, status: int, text: str, content_type: str) -> None:
+            body = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
             self.end_headers()
             self.wfile.write(body)
 
@@ -132,6 +157,24 @@ def serve_metrics(telemetry: Telemetry, port: int, host: str = "0.0.0.0") -> Thr
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
+
+
+@contextlib.contextmanager
+def operator_endpoints(
+    telemetry: Telemetry, port: int | None, health: Health | None = None, host: str = "0.0.0.0",
+) -> Iterator[ThreadingHTTPServer | None]:
+    """:func:`serve_metrics` on ``port`` while the block runs (nothing when ``port`` is None)."""
+    if port is None:
+        yield None
+        return
+    server = serve_metrics(telemetry, port, host, health=health)
+    _log.info("serving /metrics, /healthz and /readyz",
+              extra={"host": host, "port": server.server_address[1]})
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class JsonFormatter(logging.Formatter):

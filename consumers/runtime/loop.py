@@ -65,6 +65,7 @@ from consumers.exceptions import (
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.runtime.builder import BatchBuilder, RowDecoder
 from consumers.runtime.dlq import ACKED, DlqWriter
+from consumers.runtime.health import LagTrend
 from consumers.runtime.workarounds import StalledFetchKick
 from service.backoff import backoff
 from service.logs import RateLimitedLog
@@ -222,6 +223,15 @@ class ConsumeLoop:
         self._kick = StalledFetchKick(
             max(5.0, 10 * max_wait),
             on_kick=lambda: self.telemetry.inc("fetch_restarts", 1, self._labels))
+        # What liveness and readiness read (consumers.runtime.health), from another thread:
+        #: between subscribe and shutdown
+        self.running = False
+        #: the last consume() call (monotonic): the loop is turning
+        self.turned_at = time.monotonic()
+        #: since when the pending batch has been failing with backpressure, and the last error
+        self.retrying_since: float | None = None
+        self.retry_error: BackpressureError | None = None
+        self.lag_trend = LagTrend(tolerance=max_records)
 
     # -- public -------------------------------------------------------------------
 
@@ -241,6 +251,7 @@ class ConsumeLoop:
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
+        self.running = True
         log.info("consumer started", extra={**self._where, "topics": self.topics})
         rc = 0
         try:
@@ -292,6 +303,7 @@ class ConsumeLoop:
     def _consume(self, n: int, timeout: float) -> list[Any]:
         from confluent_kafka import KafkaException
 
+        self.turned_at = time.monotonic()
         try:
             msgs = self._consumer.consume(num_messages=n, timeout=timeout)
         except KafkaException as exc:
@@ -375,6 +387,9 @@ class ConsumeLoop:
                                 batch, f"{exc} (an error no table classifies, {unclassified} attempts)"
                             ) from exc
                     self.telemetry.inc("batch_retries", 1, self._labels)
+                    self.retry_error = exc
+                    if self.retrying_since is None:
+                        self.retrying_since = time.monotonic()
                     retry_after = exc.retry_after
                     delay = retry_after if retry_after is not None else next(delays)
                     retried = True
@@ -409,6 +424,7 @@ class ConsumeLoop:
             return True
         finally:
             self._pending = None
+            self.retrying_since = self.retry_error = None
 
     def _failed(self, batch: Batch, cause: str) -> BatchFailedError:
         return BatchFailedError(
@@ -515,6 +531,17 @@ class ConsumeLoop:
         self._log.warning("commit", "offset commit failed; retrying with the next batch",
                           {**self._where, "error": self._commit_error, "partitions": len(merged)})
 
+    @property
+    def commit_failing(self) -> tuple[float, str] | None:
+        """(since when, last error) while offset commits fail; None when the last one worked."""
+        since = self._commit_failing_since
+        return None if since is None else (since, self._commit_error)
+
+    @property
+    def poll_deadline(self) -> float:
+        """librdkafka's max.poll.interval.ms in seconds: a member silent longer is out of the group."""
+        return float(self._config.get("max.poll.interval.ms", 300_000)) / 1000
+
     def _check_commits(self) -> None:
         self._raise_if_fatal()
         if self._commit_refused is not None:
@@ -609,6 +636,7 @@ class ConsumeLoop:
         """
         from confluent_kafka import TopicPartition
 
+        total = 0
         for tp in self.assignment:
             committed = self.committed.get(tp)
             if committed is None:
@@ -619,8 +647,10 @@ class ConsumeLoop:
                 continue
             if high is None or high < 0:
                 continue
+            total += max(0, high - committed)
             self.telemetry.set("consumer_lag", max(0, high - committed),
                                {"group": self.group_id, "topic": tp[0], "partition": str(tp[1])})
+        self.lag_trend.update(total, time.monotonic())
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -634,6 +664,7 @@ class ConsumeLoop:
             log.warning("consumer close failed", extra={**self._where, "error": str(exc)})
         finally:
             self._consumer = None
+            self.running = False
             if self._dlq is not None:
                 self._dlq.close()
             self.handler.close()

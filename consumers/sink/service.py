@@ -12,12 +12,14 @@ from typing import Any
 
 from consumers.clickhouse import ClickHouseBatchJournal
 from consumers.runtime.decoding import row_decoder
+from consumers.runtime.health import watch_members
 from consumers.runtime.loop import BatchHandler, ConsumeLoop
 from consumers.runtime.supervisor import run_workers
 from consumers.sink.handler import ClickHouseSink
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.settings import SinkSettings
 from schemas.codec import metric_point_codec, registry_client
+from service.health import Health
 from service.telemetry import Telemetry
 
 
@@ -47,14 +49,24 @@ def sink_loop(
 
 def run_sink(
     settings: SinkSettings, client: Any, stop: threading.Event, *, telemetry: Telemetry | None = None,
-    consumer_overrides: Mapping[str, Any] | None = None,
+    consumer_overrides: Mapping[str, Any] | None = None, health: Health | None = None,
 ) -> int:
-    """Migrate, then run ``settings.workers`` members until ``stop``; the worst exit code."""
+    """Migrate, then run ``settings.workers`` members until ``stop``; the worst exit code.
+
+    With ``health``, the members' liveness and readiness are its component ``sink``."""
     telemetry = telemetry or Telemetry()
     settings.require_bootstrap()
-    migrate_sink(client, settings.clickhouse_database)
-    return run_workers(
-        lambda i: sink_loop(settings, client, telemetry=telemetry, member=i,
-                            consumer_overrides=consumer_overrides),
-        settings.workers, stop, name="sink",
-    )
+    loops: list[ConsumeLoop] = []
+    watch_members(health, "sink", loops)
+    try:
+        migrate_sink(client, settings.clickhouse_database)
+
+        def member(i: int) -> ConsumeLoop:
+            loops.append(sink_loop(settings, client, telemetry=telemetry, member=i,
+                                   consumer_overrides=consumer_overrides))
+            return loops[-1]
+
+        return run_workers(member, settings.workers, stop, name="sink")
+    finally:
+        if health is not None:
+            health.stopped("sink")

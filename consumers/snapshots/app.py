@@ -57,6 +57,7 @@ from typing import Any
 from consumers.exceptions import BackpressureError
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.runtime.decoding import row_decoder
+from consumers.runtime.health import watch_members
 from consumers.runtime.loop import ConsumeLoop
 from consumers.runtime.supervisor import run_workers
 from consumers.snapshots.engine import ACCEPTED, METRIC_CODES, OUTCOMES, EngineConfig, SnapshotEngine
@@ -64,6 +65,7 @@ from consumers.snapshots.settings import SnapshotSettings
 from consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from consumers.snapshots.wire import snapshot_encoder
 from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
+from service.health import Health
 from service.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
@@ -319,8 +321,11 @@ class SnapshotService:
         consumer_overrides: Mapping[str, Any] | None = None,
         producer_overrides: Mapping[str, Any] | None = None,
         handler_factory: Callable[[SnapshotService, int], SnapshotHandler] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        #: with a registry, the members' liveness and readiness are its component ``snapshots``
+        self.health = health
         self.client = client
         self.telemetry = telemetry or Telemetry()
         self._consumer_overrides = dict(consumer_overrides or {})
@@ -377,5 +382,10 @@ class SnapshotService:
     def run(self, stop: threading.Event) -> int:
         """Migrate, then run the members until ``stop``; the worst exit code."""
         self.settings.require_bootstrap()
-        self.migrate()
-        return run_workers(self.make_loop, self.settings.workers, stop, name="snapshots")
+        watch_members(self.health, "snapshots", self.loops)
+        try:
+            self.migrate()
+            return run_workers(self.make_loop, self.settings.workers, stop, name="snapshots")
+        finally:
+            if self.health is not None:
+                self.health.stopped("snapshots")

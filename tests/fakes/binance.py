@@ -54,6 +54,7 @@ from websockets.http11 import Request, Response
 
 if TYPE_CHECKING:
     from producer.app import ProducerApp
+    from service.health import Health
     from service.telemetry import Telemetry
 
 GARBAGE = [
@@ -400,10 +401,12 @@ class FakeBinance:
 
 @contextmanager
 def live_producer(
-    fake: FakeBinance, bootstrap: str, topic: str, telemetry: Telemetry, **overrides: Any,
+    fake: FakeBinance, bootstrap: str, topic: str, telemetry: Telemetry, *, health: Health | None = None,
+    **overrides: Any,
 ) -> Iterator[tuple[ProducerApp, threading.Thread, list[int], threading.Event]]:
     """The real producer (live source) pointed at ``fake``, on a thread: yields the
-    app, its thread, its exit code once it has one, and its stop event; stops it on exit."""
+    app, its thread, its exit code once it has one, and its stop event; stops it on exit.
+    ``overrides`` are settings; ``health`` is the app's health registry."""
     from producer.app import ProducerApp
     from producer.settings import ProducerSettings
     from service.backoff import factory
@@ -414,7 +417,8 @@ def live_producer(
         "oi_interval": 1.0, "ws_silence_timeout": 2.0, "summary_interval": 5.0,
     }
     opts.update(overrides)
-    app = ProducerApp(ProducerSettings(**opts), telemetry, backoff_factory=factory(0.05, cap=0.5))
+    app = ProducerApp(ProducerSettings(**opts), telemetry, backoff_factory=factory(0.05, cap=0.5),
+                      health=health)
     stop = threading.Event()
     result: list[int] = []
     th = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
