@@ -31,9 +31,17 @@ from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 from perpstream.query_server import QueryServer, ReadOnlyQueries
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.endpoint import read_endpoint, remove_endpoint, write_endpoint
-from service.settings import CommonSettings, build_settings
+from service.health import Health
+from service.settings import (
+    LOG_FLAGS,
+    CommonSettings,
+    SettingsUse,
+    add_log_flags,
+    build_settings,
+    declare_settings,
+)
 from service.signals import stop_on_signals
-from service.telemetry import Telemetry, configure_logging, serve_metrics
+from service.telemetry import Telemetry, configure_logging, operator_endpoints
 from service.tuning import tune_gc
 
 log = logging.getLogger("perpstream.run")
@@ -76,10 +84,10 @@ def register(sub: Any) -> None:
     r.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
     r.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR)")
     r.add_argument("--partitions", type=int, default=6, help="partitions of new topics (default 6)")
-    r.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (/metrics)")
+    r.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz")
     r.add_argument("--summary-interval", type=float, default=5.0, help="seconds between summary lines")
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    r.add_argument("--log-format", choices=["json", "text"], default="text")
+    add_log_flags(r, level=False)  # default text here, unless PERPSTREAM_LOG_FORMAT says otherwise
     r.add_argument("--http-port", type=int,
                    help="ClickHouse HTTP interface (read-only) of the embedded store (default 8123; "
                    "a free port when taken; 0 = any free port)")
@@ -87,6 +95,7 @@ def register(sub: Any) -> None:
                    "PERPSTREAM_HTTP_PASSWORD)")
     r.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
     r.set_defaults(func=_run)
+    _declare_run_settings(r)
 
     p = sub.add_parser("broker", help="run a local Tansu broker until Ctrl+C")
     p.add_argument("--port", type=int, default=9092)
@@ -97,6 +106,21 @@ def register(sub: Any) -> None:
     t.add_argument("--partitions", type=int, default=6, help="partitions per topic (default 6)")
     t.add_argument("--replication-factor", type=int, default=1)
     t.set_defaults(func=_topics)
+    declare_settings(t, SettingsUse(CommonSettings))
+
+
+#: flag dest -> field of the QueryServerSettings ``run`` builds (the producer's flags: producer.cli)
+RUN_FLAGS = {"data_dir": "data_dir", "http_port": "http_port", "http_host": "http_host",
+             "metrics_port": "metrics_port", **LOG_FLAGS}
+
+
+def _declare_run_settings(parser: argparse.ArgumentParser) -> None:
+    from consumers.sink.settings import SinkSettings
+    from consumers.snapshots.settings import SnapshotSettings
+    from producer.cli import PRODUCER_SETTINGS
+
+    declare_settings(parser, SettingsUse(QueryServerSettings, RUN_FLAGS), PRODUCER_SETTINGS,
+                     SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
 
 
 def standard_topics(settings: CommonSettings, partitions: int) -> dict[str, int]:
@@ -160,17 +184,17 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
-    common = build_settings(QueryServerSettings, args, {
-        "data_dir": "data_dir", "http_port": "http_port", "http_host": "http_host"})
+    common = build_settings(QueryServerSettings, args, RUN_FLAGS)
     running = read_endpoint(common.data_dir)
     if running is not None:
         raise AlreadyRunningError(
             f"perpstream already runs on {Path(common.data_dir).resolve()} (pid {running.pid}, "
             f"queries at {running.url}, since {running.started_at})"
         )
-    configure_logging(args.log_level or common.log_level, args.log_format)
+    configure_logging(common.log_level, common.log_format if "log_format" in common.model_fields_set
+                      else "text")  # run's default: text for a terminal
     tune_gc(common.gc_threshold)
-    telemetry = Telemetry()
+    telemetry, health = Telemetry(), Health()
 
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(stop_on_signals())
@@ -208,19 +232,18 @@ def _run(args: argparse.Namespace) -> int:
         else:
             overrides = {}
 
-        if args.metrics_port is not None:
-            server = serve_metrics(telemetry, args.metrics_port)
-            stack.callback(server.shutdown)
+        stack.enter_context(operator_endpoints(telemetry, common.metrics_port, health))
 
         consumers_stop = threading.Event()
         producer_stop = threading.Event()
-        snapshots = SnapshotService(snap_settings, client, telemetry, consumer_overrides=overrides)
+        snapshots = SnapshotService(snap_settings, client, telemetry, consumer_overrides=overrides,
+                                    health=health)
         threads = [
-            _Thread("sink", lambda: run_sink(sink_settings, client, consumers_stop,
-                                             telemetry=telemetry, consumer_overrides=overrides)),
+            _Thread("sink", lambda: run_sink(sink_settings, client, consumers_stop, telemetry=telemetry,
+                                             consumer_overrides=overrides, health=health)),
             _Thread("snapshots", functools.partial(snapshots.run, consumers_stop)),
         ]
-        producer = ProducerApp(producer_settings, telemetry)
+        producer = ProducerApp(producer_settings, telemetry, health=health)
         producer_thread = _Thread("producer", functools.partial(producer.run, producer_stop))
         for t in threads:
             t.start()

@@ -16,7 +16,7 @@ from typing import Any
 
 from consumers.reading import open_reader
 from service.output import print_rows
-from service.settings import CommonSettings, build_settings
+from service.settings import CommonSettings, SettingsUse, build_settings, declare_settings
 
 _FLAGS = {"data_dir": "data_dir", "clickhouse_dsn": "clickhouse_dsn", "database": "clickhouse_database"}
 
@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--database", help="database unqualified tables are looked up in (default perpstream)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.set_defaults(func=sql_command)
+    declare_settings(p, SettingsUse(CommonSettings, _FLAGS))
 
 
 def sql_command(args: argparse.Namespace) -> int:

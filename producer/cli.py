@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from producer.settings import ProducerSettings
-from service.settings import build_settings
+from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
 
 #: CLI flag dest -> settings field (only flags actually given override env).
 _FIELDS = {
@@ -25,8 +25,10 @@ _FIELDS = {
     "ws_url": "binance_ws_url", "rest_url": "binance_rest_url", "testnet": "testnet",
     "oi_interval": "oi_interval", "bootstrap_servers": "kafka_bootstrap_servers",
     "metrics_port": "metrics_port", "topic": "metrics_topic", "stream_mode": "stream_mode",
-    "schema_registry_url": "schema_registry_url", "log_level": "log_level", "log_format": "log_format",
+    "schema_registry_url": "schema_registry_url", **LOG_FLAGS,
 }
+#: What ``produce``, ``record`` and ``run`` build from their flags (service.settings.declare_settings).
+PRODUCER_SETTINGS = SettingsUse(ProducerSettings, _FIELDS)
 
 
 def _common_flags(p: argparse.ArgumentParser) -> None:
@@ -42,8 +44,7 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
                    "default https://fapi.binance.com")
     p.add_argument("--testnet", action="store_true", default=None, help="use Binance futures testnet URLs")
     p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s (default 10)")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    p.add_argument("--log-format", choices=["json", "text"])
+    add_log_flags(p)
 
 
 def register(sub: Any) -> None:
@@ -62,13 +63,16 @@ def register(sub: Any) -> None:
     p.add_argument("--schema-registry-url",
                    help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
     p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (/metrics)")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus text (/metrics), /healthz and /readyz on this port")
     p.set_defaults(func=produce_main)
+    declare_settings(p, PRODUCER_SETTINGS)
 
     r = sub.add_parser("record", help="record raw live frames to a replay file (no Kafka)")
     _common_flags(r)
     r.add_argument("--out", required=True, help="replay file to write (JSON lines)")
     r.set_defaults(func=record_main, source="live")
+    declare_settings(r, PRODUCER_SETTINGS)
 
 
 def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
@@ -77,8 +81,9 @@ def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
 
 def produce_main(args: argparse.Namespace) -> int:
     from producer.app import ProducerApp
+    from service.health import Health
     from service.signals import stop_on_signals
-    from service.telemetry import Telemetry, configure_logging, serve_metrics
+    from service.telemetry import Telemetry, configure_logging, operator_endpoints
     from service.tuning import tune_gc
 
     settings = settings_from_args(args)
@@ -87,14 +92,9 @@ def produce_main(args: argparse.Namespace) -> int:
         settings.require_live_symbols()
     configure_logging(settings.log_level, settings.log_format)
     tune_gc(settings.gc_threshold)
-    telemetry = Telemetry()
-    server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
-    try:
-        with stop_on_signals() as stop:
-            return ProducerApp(settings, telemetry).run(stop)
-    finally:
-        if server is not None:
-            server.shutdown()
+    telemetry, health = Telemetry(), Health()
+    with operator_endpoints(telemetry, settings.metrics_port, health), stop_on_signals() as stop:
+        return ProducerApp(settings, telemetry, health=health).run(stop)
 
 
 def record_main(args: argparse.Namespace) -> int:

@@ -13,10 +13,11 @@ silently leaving a default in place.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -112,6 +113,42 @@ ENV_PREFIX = "PERPSTREAM_"
 _NOT_SETTINGS_PREFIXES = ("PERPSTREAM_TEST_",)
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+#: flag dest -> settings field of the logging flags every long-running command takes
+LOG_FLAGS = {"log_level": "log_level", "log_format": "log_format"}
+
+
+def _choices(field: str) -> list[str]:
+    return list(get_args(CommonSettings.model_fields[field].annotation))
+
+
+def add_log_flags(parser: argparse.ArgumentParser, *, level: bool = True) -> None:
+    """``--log-level`` (unless the parser has it already: ``level=False``) and ``--log-format``;
+    map them with :data:`LOG_FLAGS` so that they win over ``PERPSTREAM_LOG_*``."""
+    if level:
+        parser.add_argument("--log-level", choices=_choices("log_level"),
+                            help="lowest level logged (env PERPSTREAM_LOG_LEVEL, default INFO)")
+    parser.add_argument("--log-format", choices=_choices("log_format"),
+                        help="one JSON object per line, or plain text (env PERPSTREAM_LOG_FORMAT)")
+
+
+#: The argparse default under which a command declares the settings it builds.
+SETTINGS_USES = "settings_uses"
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsUse:
+    """One settings class a command builds, with the flag dest -> field map it passes."""
+
+    cls: type[BaseSettings]
+    flags: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def declare_settings(parser: argparse.ArgumentParser, *uses: SettingsUse) -> None:
+    """Record on ``parser`` which settings its command builds and from which flags
+    (``python -m service.settings_table`` reads it to write the README's table)."""
+    parser.set_defaults(**{SETTINGS_USES: uses})
 
 
 def flag_name(dest: str) -> str:

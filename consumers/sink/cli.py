@@ -23,10 +23,11 @@ from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
 from consumers.sink.settings import SinkSettings
 from schemas.exceptions import ConfigError
+from service.health import Health
 from service.output import print_rows
-from service.settings import build_settings
+from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
 from service.signals import stop_on_signals
-from service.telemetry import Telemetry, configure_logging, serve_metrics
+from service.telemetry import Telemetry, configure_logging, operator_endpoints
 from service.tuning import tune_gc
 
 
@@ -37,8 +38,11 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, help="group members as threads in this process (default 1)")
     p.add_argument("--batch-size", type=int, help="records per batch")
     p.add_argument("--batch-ms", type=int, help="longest wait to fill a batch")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz "
+                   "on this port")
+    add_log_flags(p, level=False)  # --log-level: _common
     p.set_defaults(func=sink_command)
+    declare_settings(p, SettingsUse(SinkSettings, _FIELDS))
 
     q = sub.add_parser("query", help="read what the sink stored, and the sink's consumer lag")
     qs = q.add_subparsers(dest="query", required=True, metavar="QUERY")
@@ -58,6 +62,7 @@ def register(sub: Any) -> None:
         _common(sp)
         sp.add_argument("--format", choices=("table", "json", "csv"), default="table")
         sp.set_defaults(func=query_command)
+        declare_settings(sp, SettingsUse(SinkSettings, _FIELDS))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -78,6 +83,7 @@ _FIELDS = {
     "database": "clickhouse_database", "data_dir": "data_dir", "topic": "metrics_topic",
     "log_level": "log_level", "group_id": "group_id", "workers": "workers",
     "batch_size": "batch_max_records", "batch_ms": "batch_max_ms", "metrics_port": "metrics_port",
+    **LOG_FLAGS,
 }
 
 
@@ -90,17 +96,15 @@ def sink_command(args: argparse.Namespace) -> int:
     settings.require_bootstrap()
     configure_logging(settings.log_level, settings.log_format)
     tune_gc(settings.gc_threshold)
-    telemetry = Telemetry()
-    server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port is not None else None
-    client = open_client(settings.resolved_clickhouse_dsn())
-    try:
-        with stop_on_signals() as stop:
-            return run_sink(settings, client, stop, telemetry=telemetry)
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
-        if server is not None:
-            server.shutdown()
+    telemetry, health = Telemetry(), Health()
+    with operator_endpoints(telemetry, settings.metrics_port, health):
+        client = open_client(settings.resolved_clickhouse_dsn())
+        try:
+            with stop_on_signals() as stop:
+                return run_sink(settings, client, stop, telemetry=telemetry, health=health)
+        finally:
+            with contextlib.suppress(Exception):
+                client.close()
 
 
 def parse_time_ms(text: str) -> int:

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from consumers.snapshots.settings import SnapshotSettings
-from service.settings import build_settings
+from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _FLAGS = {
     "oi_poll_interval_ms": "oi_poll_interval_ms",
     "metrics_port": "metrics_port",
     "data_dir": "data_dir",
+    **LOG_FLAGS,
 }
 
 
@@ -66,8 +67,11 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--bootstrap-servers", help="Kafka host:port list")
     p.add_argument("--workers", type=int, help="group members as threads in this process")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus metrics (/metrics), /healthz and /readyz on this port")
+    add_log_flags(p)
     p.set_defaults(func=run_snapshots)
+    declare_settings(p, SettingsUse(SnapshotSettings, _FLAGS))
 
     f = sub.add_parser("freshness", help="list symbols whose market context is stale right now")
     _common(f)
@@ -76,6 +80,7 @@ def register(sub: Any) -> None:
     f.add_argument("--now-ms", type=int, help="evaluate at this epoch-ms instead of the clock")
     f.add_argument("--fail-on-stale", action="store_true", help="exit 3 when a symbol is stale")
     f.set_defaults(func=run_freshness)
+    declare_settings(f, SettingsUse(SnapshotSettings, _FLAGS))
 
 
 def settings_from(args: argparse.Namespace) -> SnapshotSettings:
@@ -90,24 +95,23 @@ def _open(settings: SnapshotSettings) -> Any:
 
 def run_snapshots(args: argparse.Namespace) -> int:
     from consumers.snapshots.app import SnapshotService
+    from service.health import Health
     from service.signals import stop_on_signals
-    from service.telemetry import Telemetry, configure_logging, serve_metrics
+    from service.telemetry import Telemetry, configure_logging, operator_endpoints
     from service.tuning import tune_gc
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     settings.require_bootstrap()
     tune_gc(settings.gc_threshold)
-    telemetry = Telemetry()
-    server = serve_metrics(telemetry, settings.metrics_port) if settings.metrics_port else None
-    client = _open(settings)
-    try:
-        with stop_on_signals() as stop:
-            return SnapshotService(settings, client, telemetry).run(stop)
-    finally:
-        if server is not None:
-            server.shutdown()
-        client.close()
+    telemetry, health = Telemetry(), Health()
+    with operator_endpoints(telemetry, settings.metrics_port, health):
+        client = _open(settings)
+        try:
+            with stop_on_signals() as stop:
+                return SnapshotService(settings, client, telemetry, health=health).run(stop)
+        finally:
+            client.close()
 
 
 def run_freshness(args: argparse.Namespace) -> int:
