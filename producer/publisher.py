@@ -21,7 +21,15 @@ after a fatal producer error) re-enqueues the message; a message Kafka will
 never take (too large, invalid) is logged at ERROR and counted as dropped
 with its reason; a fatal idempotence error recreates the client (bounded:
 :data:`~producer.failures.KAFKA_MAX_RECREATES` within
-:data:`~producer.failures.KAFKA_RECREATE_WINDOW` seconds); authentication
+:data:`~producer.failures.KAFKA_RECREATE_WINDOW` seconds). A client whose
+deliveries time out while nothing at all was delivered for a whole delivery
+timeout is replaced too (``producer_recreated{reason="stalled"}``): it may be
+waiting on a broker that is down (a fresh client waits the same way, at no
+cost), or stuck on a state the broker no longer has; for example a broker that
+restarted without its producer state answers UNKNOWN_PRODUCER_ID, and
+librdkafka bumps the epoch locally and retries forever. That replacement does
+not count towards the fatal limit, since an outage is not a fault of ours.
+Authentication
 and authorisation failures, an invalid topic or config set :attr:`Publisher.failure`,
 and the app stops with that cause and exits non-zero (nothing would ever be
 delivered). Retries may duplicate an event; the identity dedupes it downstream.
@@ -111,6 +119,10 @@ class Publisher:
         self.failure: PermanentFailure | None = None
         self._clock = clock
         self._recreated_at: deque[float] = deque()
+        self._last_delivered_at = clock()
+        self._stalled = False
+        self._delivery_timeout = float(
+            config.get("delivery.timeout.ms", config.get("message.timeout.ms", 300_000))) / 1000
         self._rlog = RateLimitedLog(log, 5.0, clock=clock)
         self._producer = self._new_producer()
         telemetry.gauge_fn("buffer_fill", self.fill)
@@ -214,6 +226,11 @@ class Publisher:
         self._serve(timeout)
         if self._fatal is not None:
             self._recreate()
+        elif self._stalled:
+            self._stalled = False
+            log.error("no delivery for a whole delivery timeout while deliveries time out; "
+                      "replacing the Kafka producer", extra={"delivery_timeout_s": self._delivery_timeout})
+            self._replace("stalled")
         while self._overflow and self._fatal is None:
             key, value = self._overflow[0]
             try:
@@ -256,7 +273,11 @@ class Publisher:
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
             self.delivered += 1
+            self._last_delivered_at = self._clock()
             return
+        if (err.code() == KafkaError._MSG_TIMED_OUT
+                and self._clock() - self._last_delivered_at >= self._delivery_timeout):
+            self._stalled = True
         reason = kafka_reason(err)
         self._telemetry.inc("delivery_failures", 1, {"reason": reason})
         fault = classify_kafka(err)
@@ -302,9 +323,15 @@ class Publisher:
                        f"{KAFKA_RECREATE_WINDOW:.0f} s; last: {err.str()}")
             return
         window.append(now)
-        self._telemetry.inc("producer_recreated", 1)
-        old = self._producer
         self._fatal = None
+        self._replace("fatal")
+
+    def _replace(self, reason: str) -> None:
+        """Purge the client's queue into the overflow (through the delivery callbacks)
+        and start a fresh client."""
+        self._telemetry.inc("producer_recreated", 1, {"reason": reason})
+        self._last_delivered_at = self._clock()
+        old = self._producer
         before = len(self._overflow)
         with contextlib.suppress(KafkaException):
             old.purge(in_queue=True, in_flight=True, blocking=False)

@@ -98,6 +98,47 @@ def test_broker_outage_loses_nothing(broker_kind: str, tmp_path) -> None:  # typ
     assert telemetry.total("points_dropped") == 0
 
 
+def test_a_broker_restarted_at_once_without_our_producer_state_is_written_to_again(
+        broker_kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The broker comes back before anything timed out, knowing nothing of our
+    producer id: librdkafka alone would retry forever (UNKNOWN_PRODUCER_ID, epoch
+    bumped locally); the publisher replaces the stalled client and delivers on."""
+    if broker_kind != "tansu":
+        pytest.skip("needs a broker this test can stop and restart")
+    port = free_port()
+    topic = "restart-metrics"
+    telemetry = Telemetry()
+    first = TansuBroker(port=port, log_path=tmp_path / "tansu1.log").start()
+    second: TansuBroker | None = None
+    stop = threading.Event()
+    try:
+        ensure_topics(first.bootstrap_servers, {topic: 3})
+        settings = ProducerSettings(
+            kafka_bootstrap_servers=first.bootstrap_servers, metrics_topic=topic, source="sim",
+            sim_symbols=5, seed=3, sim_rate=5, sim_start_ms=START, kafka_delivery_timeout_ms=4000,
+            flush_timeout=60,
+        )
+        app = ProducerApp(settings, telemetry)
+        result: list[int] = []
+        th = threading.Thread(target=lambda: result.append(app.run(stop)), daemon=True)
+        th.start()
+        wait_for(lambda: telemetry.get("points_delivered") >= 300, what="first deliveries")
+        first.stop(timeout=0.2)
+        second = TansuBroker(port=port, log_path=tmp_path / "tansu2.log").start()
+        ensure_topics(second.bootstrap_servers, {topic: 3})
+        resumed = telemetry.get("points_delivered")
+        wait_for(lambda: telemetry.get("points_delivered") > resumed + 300, 60, "deliveries resume")
+        stop.set()
+        th.join(120)
+        assert result == [0], "producer did not drain cleanly"
+        assert telemetry.total("points_dropped") == 0
+    finally:
+        stop.set()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
 def _ids(records: list[tuple[bytes, dict]]) -> set[tuple[str, str, int]]:
     return {(r["symbol"], r["metric"], r["event_time"]) for _, r in records}
 

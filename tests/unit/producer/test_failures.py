@@ -190,7 +190,7 @@ def test_a_producer_that_keeps_failing_fatally_is_not_recreated_forever() -> Non
             pub._fatal = KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "lost pid", fatal=True)
             pub._recreate()
             assert pub.failure is None
-        assert telemetry.get("producer_recreated") == KAFKA_MAX_RECREATES
+        assert telemetry.get("producer_recreated", {"reason": "fatal"}) == KAFKA_MAX_RECREATES
         pub._fatal = KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "lost pid", fatal=True)
         pub._recreate()
         assert pub.failure is not None and "fatally" in pub.failure.cause
