@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
-DEMO_ARGS ?= --source sim --sim-symbols 20 --duration 60
+DEMO_ARGS ?= --source sim --sim-symbols 20 --duration 180
 
 .PHONY: setup demo test lint unit integration bench clean
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/perpstream run $(DEMO_ARGS)
+	$(BIN)/perpstream up $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -620,9 +620,10 @@ def _progress(ui: bool, what: str) -> Iterator[None]:
         with Console().status(what + " ..."):
             yield
         return
+    log.info("%s ...", what)
     yield
     if time.monotonic() - t0 > 2:
-        log.info("%s took %.1f s", what, time.monotonic() - t0)
+        log.info("%s: done in %.1f s", what, time.monotonic() - t0)
 
 
 def _log_to_file(path: Path) -> None:

@@ -1,0 +1,225 @@
+"""``perpstream up`` pieces a user notices without a broker: supervision, the
+prerequisites report, ``--source`` and the second-instance message."""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from perpstream.up import (
+    Check,
+    PrerequisiteError,
+    Supervised,
+    already_running,
+    check_prerequisites,
+    parse_source,
+    report_prerequisites,
+)
+from schemas.exceptions import ConfigError, PerpstreamError
+from service.endpoint import DataDirBusyError, DataDirLock, write_endpoint
+from service.settings import CommonSettings
+from service.telemetry import Telemetry
+from tests.waiting import wait_for
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _delays(record: list[str]) -> Iterator[float]:
+    """Zero delays that note each fresh generator (a reset of the backoff)."""
+    record.append("fresh")
+    while True:
+        yield 0.0
+
+
+def _supervise(body: object, clock: _Clock | None = None) -> tuple[Supervised, Telemetry, list[str]]:
+    resets: list[str] = []
+    telemetry = Telemetry()
+    sup = Supervised("sink", body, telemetry, delays=lambda: _delays(resets),  # type: ignore[arg-type]
+                     healthy_after=60.0, clock=clock or _Clock())
+    return sup, telemetry, resets
+
+
+def test_a_failing_component_is_restarted_counted_and_reported() -> None:
+    calls: list[int] = []
+
+    def body(stop: threading.Event) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PerpstreamError("ClickHouse unreachable")
+        if len(calls) == 2:
+            return 1
+        stop.wait()
+        return 0
+
+    sup, telemetry, _ = _supervise(body)
+    sup.start()
+    wait_for(lambda: len(calls) == 3, 10, "the third start")
+    assert sup.restarts == 2 and sup.state == "running"
+    assert telemetry.get("component_restarts", {"component": "sink"}) == 2
+    assert sup.last_failure == "exited with code 1"
+    sup.stop()
+    sup.join(5)
+    assert not sup.is_alive() and sup.state == "stopped" and sup.fatal is None
+
+
+def test_a_bug_is_restarted_too_and_its_traceback_logged(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    def body(stop: threading.Event) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("oops")
+        stop.wait()
+        return 0
+
+    sup, _, _ = _supervise(body)
+    sup.start()
+    wait_for(lambda: len(calls) == 2, 10, "the restart")
+    sup.stop()
+    sup.join(5)
+    assert any(r.exc_info for r in caplog.records if r.message == "sink failed")
+    assert sup.last_failure == "KeyError: 'oops'"
+
+
+def test_a_configuration_error_is_permanent() -> None:
+    calls: list[int] = []
+
+    def body(stop: threading.Event) -> int:
+        calls.append(1)
+        raise ConfigError("group_id: must not be empty")
+
+    sup, _, _ = _supervise(body)
+    sup.start()
+    sup.join(5)
+    assert not sup.is_alive() and calls == [1]
+    assert isinstance(sup.fatal, ConfigError) and sup.state == "failed"
+
+
+def test_returning_zero_on_its_own_is_finishing_not_failing() -> None:
+    sup, telemetry, _ = _supervise(lambda stop: 0)
+    sup.start()
+    sup.join(5)
+    assert sup.finished and sup.restarts == 0 and sup.state == "finished"
+    assert telemetry.total("component_restarts") == 0
+
+
+def test_the_backoff_starts_over_after_a_healthy_run() -> None:
+    clock = _Clock()
+    calls: list[int] = []
+
+    def body(stop: threading.Event) -> int:
+        calls.append(1)
+        if len(calls) == 2:
+            clock.now += 61  # this one ran longer than healthy_after before failing
+        if len(calls) >= 4:
+            stop.wait()
+        return 1
+
+    sup, _, resets = _supervise(body, clock)
+    sup.start()
+    wait_for(lambda: len(calls) == 4, 10, "four starts")
+    sup.stop()
+    sup.join(5)
+    assert resets == ["fresh", "fresh"]  # one at the start, one after the healthy run
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("live", ("live", None)), ("sim", ("sim", None)),
+    ("replay:/tmp/x.jsonl", ("replay", "/tmp/x.jsonl")), ("replay:a:b", ("replay", "a:b")),
+])
+def test_source(text: str, expected: tuple[str, str | None]) -> None:
+    assert parse_source(text) == expected
+
+
+@pytest.mark.parametrize("text", ["replay", "replay:", "binance", ""])
+def test_bad_source(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="live, sim or replay:FILE"):
+        parse_source(text)
+
+
+def _producer(**kw: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"source": "sim", "replay_file": None, "rest_url": "", **kw})
+
+
+def test_prerequisites_name_what_is_missing_and_what_to_do(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    common = CommonSettings(data_dir=str(blocked / "state"))  # under a file: cannot be created
+    checks = check_prerequisites(common, _producer(source="replay", replay_file=str(tmp_path / "none")))
+    with pytest.raises(PrerequisiteError) as err:
+        report_prerequisites(checks, None)
+    assert "data directory" in str(err.value) and "replay file" in str(err.value)
+    out = capsys.readouterr().out
+    assert "[FAIL] data directory" in out and "--data-dir" in out
+    assert "[FAIL] replay file" in out and "perpstream record" in out
+    assert "[ok  ] ClickHouse engine" in out
+
+
+def _serve(status: int) -> tuple[http.server.HTTPServer, str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("status, ok, words", [
+    (200, True, ""), (418, False, "banned"), (429, False, "rate limited"), (503, False, "HTTP 503"),
+])
+def test_the_live_source_checks_the_exchange_answers(tmp_path: Path, status: int, ok: bool,
+                                                    words: str) -> None:
+    server, url = _serve(status)
+    try:
+        checks = check_prerequisites(CommonSettings(data_dir=str(tmp_path)), _producer(source="live",
+                                                                                      rest_url=url))
+    finally:
+        server.shutdown()
+    rest = next(c for c in checks if c.what == "Binance REST")
+    assert rest.ok is ok and words in rest.detail
+
+
+def test_an_unreachable_exchange_suggests_the_simulated_market(tmp_path: Path) -> None:
+    server, url = _serve(200)
+    server.shutdown()
+    server.server_close()  # nothing listens there any more
+    checks = check_prerequisites(CommonSettings(data_dir=str(tmp_path)), _producer(source="live",
+                                                                                  rest_url=url))
+    rest = next(c for c in checks if c.what == "Binance REST")
+    assert not rest.ok and "unreachable" in rest.detail and "--source sim" in rest.fix
+
+
+def test_a_warning_does_not_stop_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    report_prerequisites([Check("disk space", True, "0.5 GiB free", "free some space", warning=True)], None)
+    assert "[warn] disk space: 0.5 GiB free -> free some space" in capsys.readouterr().out
+
+
+def test_one_owner_per_data_directory_and_what_a_second_one_is_told(tmp_path: Path) -> None:
+    with DataDirLock(tmp_path):
+        with pytest.raises(DataDirBusyError) as busy:
+            DataDirLock(tmp_path).acquire()
+        assert busy.value.pid == os.getpid()
+        write_endpoint(tmp_path, "http://127.0.0.1:8123")
+        text = already_running(tmp_path, busy.value.pid)
+        assert f"pid {os.getpid()}" in text and "http://127.0.0.1:8123" in text
+        assert f"kill -INT {os.getpid()}" in text
+    DataDirLock(tmp_path).acquire().release()  # released: the next owner takes it
