@@ -75,6 +75,9 @@ HEALTHY_AFTER = 60.0
 #: Free space under which the prerequisites check warns (the store grows about 25 MB a day per
 #: 100 symbols with the default metrics; docs/sink.md).
 LOW_DISK_BYTES = 1 << 30
+#: The producer's delivery timeout on the local broker (unless set): how long after a restart
+#: of that broker the producer takes to notice and replace its client.
+EMBEDDED_DELIVERY_TIMEOUT_MS = 20_000
 
 
 class PrerequisiteError(PerpstreamError):
@@ -449,11 +452,16 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
         shared = {"kafka_bootstrap_servers": bootstrap, "clickhouse_dsn": dsn, "data_dir": str(data_dir)}
         sink_settings = build_settings(SinkSettings, values=shared)
         snap_settings = build_settings(SnapshotSettings, values=shared)
-        producer_settings = producer_settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+        producer_update: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap}
         overrides: dict[str, Any] = {}
         if broker is not None:
             # The local broker waits session.timeout.ms / 2 for a join (README, "Local broker").
             overrides = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+            if "PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS" not in os.environ:
+                # A local broker that restarted has forgotten the producer: the client is
+                # replaced after a delivery timeout with nothing delivered (docs/producer.md).
+                producer_update["kafka_delivery_timeout_ms"] = EMBEDDED_DELIVERY_TIMEOUT_MS
+        producer_settings = producer_settings.model_copy(update=producer_update)
 
         components = _components(producer_settings, sink_settings, snap_settings, client, telemetry,
                                  overrides)

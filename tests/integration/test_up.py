@@ -46,13 +46,13 @@ def _perpstream(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _up(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[str], str, float]:
+def _up(data_dir: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen[str], str, float]:
     """Start ``perpstream up`` on the simulated market; (process, query URL, when the URL appeared)."""
     log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "perpstream.cli", "up", "--source", "sim", "--sim-symbols", "4",
          "--no-ui", "--http-port", "0", "--summary-interval", "2"],
-        env=_env(data_dir), stdout=log, stderr=subprocess.STDOUT, text=True,
+        env={**_env(data_dir), **env}, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     log.close()
     endpoint = data_dir / "endpoint.json"
@@ -267,3 +267,27 @@ def test_started_again_it_continues_from_the_stored_data(running: Running) -> No
         # the only gap is the stopped time: from the stop to the second run serving queries
         assert resumed[0] - last_before[symbol] <= (seen - stopped) * 1000 + 3000, symbol
         assert all(b - a == 1000 for a, b in itertools.pairwise(resumed)), symbol
+
+
+def test_a_local_broker_that_dies_is_restarted_and_data_flows_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "state"
+    log_path = tmp_path / "up.log"
+    proc, url, _ = _up(data_dir, log_path, PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS="5000")
+    try:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        client = clickhouse_connect.get_client(host=host, port=int(port))
+
+        def stored() -> int:
+            return int(client.command(f"SELECT count() FROM {DB}.metric_points"))
+
+        wait_for(lambda: stored() > 0, 90, "the first points stored", alive=(proc,))
+        (broker,) = _children(proc.pid)
+        os.kill(broker, signal.SIGKILL)
+        killed_at = stored()
+        # every simulated second brings 4 symbols x 5 metrics; 100 more = data flows again
+        wait_for(lambda: stored() > killed_at + 100, 120, "points stored after the broker died",
+                 alive=(proc,))
+        assert _children(proc.pid) - {broker}, "a new broker runs"
+    finally:
+        assert _stop(proc) == 0, log_path.read_text()[-3000:]
+    assert "the local broker exited; restarting it" in log_path.read_text()
