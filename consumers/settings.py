@@ -17,7 +17,8 @@ from service.settings import CommonSettings
 
 
 class ConsumerSettings(CommonSettings):
-    group_id: str = Field(default="perpstream-consumer", min_length=1)
+    group_id: str = Field(default="perpstream-consumer", min_length=1,
+                          description="Kafka consumer group of the members (each command has its own)")
     workers: int = Field(default=1, ge=1, le=64, description="group members as threads in this process")
     batch_max_records: int = Field(
         default=20_000, ge=1, description="records per batch; bounds memory per member"
@@ -26,9 +27,17 @@ class ConsumerSettings(CommonSettings):
     poll_timeout_ms: int = Field(default=500, ge=10, le=5_000, description="one consume() call at most")
     session_timeout_ms: int = Field(default=45_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
-    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    retry_backoff_initial_ms: int = Field(default=200, ge=1)
-    retry_backoff_max_ms: int = Field(default=30_000, ge=1)
+    max_poll_interval_ms: int = Field(
+        default=300_000, ge=10_000,
+        description="librdkafka max.poll.interval.ms: a member that does not poll this long leaves the group "
+        "(and /healthz fails)",
+    )
+    retry_backoff_initial_ms: int = Field(
+        default=200, ge=1, description="first wait before a batch that could not be stored is retried",
+    )
+    retry_backoff_max_ms: int = Field(
+        default=30_000, ge=1, description="longest wait between retries of a batch (doubling up to it)",
+    )
     drain_timeout_ms: int = Field(
         default=30_000, ge=0, description="on stop, how long to keep retrying an unstored batch"
     )

@@ -17,7 +17,9 @@ _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRST
 
 
 class ProducerSettings(CommonSettings):
-    source: Literal["live", "replay", "sim"] = "live"
+    source: Literal["live", "replay", "sim"] = Field(
+        default="live", description="live Binance websocket + REST, a replay file, or a simulated market",
+    )
     symbols: str | None = Field(default=None, description="comma-separated symbols (live source)")
     all_symbols: bool = Field(default=False, description="follow every PERPETUAL/TRADING symbol")
     stream_mode: Literal["per_symbol", "all_market"] = Field(
@@ -25,44 +27,62 @@ class ProducerSettings(CommonSettings):
         description="per_symbol = <s>@markPrice@1s sharded over connections; all_market = !markPrice@arr@1s",
     )
 
-    sim_symbols: int = Field(default=20, ge=1, le=100_000)
-    seed: int = 1
+    sim_symbols: int = Field(default=20, ge=1, le=100_000, description="number of simulated symbols")
+    seed: int = Field(default=1, description="seed of the simulated market (the same seed, the same market)")
     sim_rate: float = Field(
         default=1.0, ge=0, description="simulated seconds per wall second; 0 = as fast as possible",
     )
     sim_start_ms: int | None = Field(
         default=None, description="event time of the first simulated tick; unset = now",
     )
-    replay_file: str | None = None
+    replay_file: str | None = Field(default=None, description="file written by perpstream record (replay)")
     replay_rate: float = Field(default=0.0, ge=0, description="replay speed; 0 = as fast as possible")
     duration: float | None = Field(default=None, gt=0, description="stop cleanly after this many seconds")
 
     binance_ws_url: str | None = Field(default=None, description="websocket base, default the routed /market")
-    binance_rest_url: str | None = None
-    testnet: bool = False
+    binance_rest_url: str | None = Field(default=None, description="REST base, default https://fapi.binance.com")
+    testnet: bool = Field(default=False, description="use the Binance futures testnet URLs")
 
     oi_interval: float = Field(default=10.0, gt=0, description="open-interest poll period per symbol, s")
-    rest_weight_limit: int = Field(default=binance.REST_WEIGHT_LIMIT, gt=0)
+    rest_weight_limit: int = Field(
+        default=binance.REST_WEIGHT_LIMIT, gt=0, description="Binance's REST request weight per minute",
+    )
     rest_weight_share: float = Field(default=0.5, gt=0, le=1, description="share of the weight limit we use")
-    rest_timeout: float = Field(default=10.0, gt=0)
-    rest_concurrency: int = Field(default=8, ge=1)
+    rest_timeout: float = Field(default=10.0, gt=0, description="timeout of one REST request, s")
+    rest_concurrency: int = Field(default=8, ge=1, description="open-interest requests in flight at most")
     exchange_info_interval: float = Field(default=300.0, gt=0, description="symbol list refresh period, s")
 
-    ws_streams_per_connection: int = Field(default=binance.MAX_STREAMS_PER_CONNECTION, ge=1, le=1024)
+    ws_streams_per_connection: int = Field(
+        default=binance.MAX_STREAMS_PER_CONNECTION, ge=1, le=1024,
+        description="streams subscribed on one websocket connection; more symbols open more connections",
+    )
     ws_silence_timeout: float = Field(default=10.0, gt=0, description="reconnect after this long silent")
     ws_max_lifetime: float = Field(
         default=23.5 * 3600, gt=0, description="rotate connections before Binance's 24 h limit, s",
     )
-    ws_max_messages_per_second: float = Field(default=5.0, gt=0, le=10)
-    ws_open_timeout: float = Field(default=10.0, gt=0)
-    backoff_initial: float = Field(default=1.0, gt=0)
-    backoff_cap: float = Field(default=60.0, gt=0)
-    max_frame_bytes: int = Field(default=binance.DEFAULT_MAX_FRAME_BYTES, gt=0)
+    ws_max_messages_per_second: float = Field(
+        default=5.0, gt=0, le=10,
+        description="(un)subscribe messages sent per connection per second (Binance allows 10)",
+    )
+    ws_open_timeout: float = Field(default=10.0, gt=0, description="websocket opening handshake timeout, s")
+    backoff_initial: float = Field(
+        default=1.0, gt=0, description="first reconnect / retry wait of the websocket and REST, s (jittered)",
+    )
+    backoff_cap: float = Field(default=60.0, gt=0, description="longest reconnect / retry wait, s")
+    max_frame_bytes: int = Field(
+        default=binance.DEFAULT_MAX_FRAME_BYTES, gt=0,
+        description="larger websocket frames and REST bodies are rejected (too_large)",
+    )
 
-    kafka_compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "zstd"
-    kafka_linger_ms: int = Field(default=20, ge=0)
-    kafka_batch_size: int = Field(default=1_000_000, gt=0)
-    kafka_delivery_timeout_ms: int = Field(default=120_000, gt=0)
+    kafka_compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = Field(
+        default="zstd", description="librdkafka compression.type of the MetricPoint batches",
+    )
+    kafka_linger_ms: int = Field(default=20, ge=0, description="librdkafka linger.ms, the longest batch wait")
+    kafka_batch_size: int = Field(default=1_000_000, gt=0, description="librdkafka batch.size, bytes")
+    kafka_delivery_timeout_ms: int = Field(
+        default=120_000, gt=0,
+        description="librdkafka delivery.timeout.ms; a point not acknowledged by then is re-enqueued",
+    )
     buffer_max_messages: int = Field(
         default=100_000, ge=10, description="librdkafka queue: messages not yet acked",
     )

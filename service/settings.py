@@ -52,13 +52,22 @@ class CommonSettings(BaseSettings):
         description="where embedded state lives (broker log, embedded ClickHouse, endpoint file); "
         "default: the user's data directory",
     )
-    metrics_topic: str = METRICS_TOPIC
-    snapshots_topic: str = SNAPSHOTS_TOPIC
-    dlq_topic: str = DLQ_TOPIC
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    metrics_topic: str = Field(default=METRICS_TOPIC, description="topic of the MetricPoint events")
+    snapshots_topic: str = Field(default=SNAPSHOTS_TOPIC, description="topic of the MarketSnapshot events")
+    dlq_topic: str = Field(
+        default=DLQ_TOPIC, description="dead-letter topic: records a consumer cannot use, as they were",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="lowest level logged (DEBUG also shows librdkafka's informational lines)",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="one JSON object per log line, or plain text (perpstream run: text unless set)",
+    )
     metrics_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Prometheus text endpoint port; unset = off"
+        default=None, ge=0, le=65535,
+        description="port of GET /metrics (Prometheus text), /healthz and /readyz; 0 = any free port; "
+        "unset = off",
     )
     gc_threshold: int = Field(
         default=50_000, ge=0,
