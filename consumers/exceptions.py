@@ -9,8 +9,9 @@ are in docs/sink.md, "Failures by edge"):
 - :class:`StoreRejectedError`: the store refused the batch for a reason a
   retry cannot fix; the member stops with :class:`BatchFailedError`, which
   names the batch's record ranges, without committing it.
-- :class:`FatalConsumerError`, :class:`CommitFailedError`: the Kafka side of
-  the member is unusable; the member stops.
+- :class:`FatalConsumerError` (and :class:`FencedMemberError`),
+  :class:`CommitFailedError`: the Kafka side of the member is unusable; the
+  member stops.
 
 Every one of them is logged without a traceback (the fault is the world's,
 not a bug); anything else escaping a handler is a bug and is logged with one.
@@ -95,6 +96,12 @@ class MigrationError(ConsumerError):
 class FatalConsumerError(ConsumerError):
     """The Kafka client reported a fatal error (or no DLQ is configured for a
     rejected record); the member must stop."""
+
+
+class FencedMemberError(FatalConsumerError):
+    """The broker fenced this static member: another consumer joined the group with the same
+    ``group.instance.id`` (two live processes with one member name). Permanent: restarting
+    either process only fences the other one."""
 
 
 class CommitFailedError(ConsumerError):

@@ -29,6 +29,11 @@ from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 #: Tansu wants short sessions: a group join waits session.timeout.ms / 2.
 TEST_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
+# Dynamic group membership unless a test names its members: a static member that stops does not
+# leave its group (KIP-345), and Tansu never expires one, so tests where members come and go
+# would wait for partitions forever. tests/integration/test_static_membership.py sets a name.
+os.environ.setdefault("PERPSTREAM_MEMBER_NAME", "")
+
 
 def _docker_reachable() -> bool:
     try:

@@ -32,7 +32,9 @@ Guarantees (what a handler may rely on):
   offsets of the revoked partitions are committed, pending or collected
   records of them are dropped (the next owner re-reads them), then
   ``on_revoked`` is called. Lost partitions skip the commit.
-- Kafka: a fatal client error stops the loop (:class:`FatalConsumerError`);
+- Kafka: a fatal client error stops the loop (:class:`FatalConsumerError`;
+  :class:`FencedMemberError` when another consumer took this member's
+  ``group.instance.id``);
   other client errors are counted and logged at most once per 30 s per kind.
   A failed commit is retried with the next batch (or while idle); commits
   failing for ``commit_timeout`` seconds, or refused for authorization, stop
@@ -61,6 +63,7 @@ from consumers.exceptions import (
     CommitFailedError,
     ConsumerError,
     FatalConsumerError,
+    FencedMemberError,
 )
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.runtime.builder import BatchBuilder, RowDecoder
@@ -292,13 +295,25 @@ class ConsumeLoop:
         for err in errors:
             self.telemetry.inc("consumer_errors", 1, self._labels)
             if err.fatal():
-                raise FatalConsumerError(f"fatal Kafka consumer error: {err}")
+                raise self._fatal_error(err)
             self._log.warning(f"message:{err.name()}", "Kafka consumer error",
                               {**self._where, "error": str(err), "code": err.name()})
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
-            raise FatalConsumerError(f"fatal Kafka consumer error: {self._fatal}")
+            raise self._fatal_error(self._fatal)
+
+    def _fatal_error(self, err: Any) -> FatalConsumerError:
+        """The error a fatal client error stops the member with; a fenced static member says why."""
+        from confluent_kafka import KafkaError
+
+        if err.code() == KafkaError.FENCED_INSTANCE_ID or "fenced by other consumer" in str(err):
+            instance = self._config.get("group.instance.id")
+            return FencedMemberError(
+                f"static member {instance!r} of group {self.group_id!r} was fenced: another consumer joined "
+                f"with the same group.instance.id, so two live processes share one member name; give each "
+                f"its own (--member-name / PERPSTREAM_MEMBER_NAME), or '' for dynamic membership ({err})")
+        return FatalConsumerError(f"fatal Kafka consumer error: {err}")
 
     def _consume(self, n: int, timeout: float) -> list[Any]:
         from confluent_kafka import KafkaException
@@ -311,7 +326,7 @@ class ConsumeLoop:
             if err is None or not hasattr(err, "fatal"):
                 raise
             if err.fatal():
-                raise FatalConsumerError(f"fatal Kafka consumer error: {err}") from exc
+                raise self._fatal_error(err) from exc
             self._check_errors([err])
             return []
         self._raise_if_fatal()

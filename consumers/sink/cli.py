@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--group-id", help="consumer group (default perpstream-sink)")
     p.add_argument("--workers", type=int, help="group members as threads in this process (default 1)")
+    p.add_argument("--member-name", help="static group membership: group.instance.id <name>-<worker>; "
+                   "'' = dynamic (default: <host>-<group>; env PERPSTREAM_MEMBER_NAME)")
     p.add_argument("--batch-size", type=int, help="records per batch")
     p.add_argument("--batch-ms", type=int, help="longest wait to fill a batch")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz "
@@ -83,6 +85,7 @@ _FIELDS = {
     "database": "clickhouse_database", "data_dir": "data_dir", "topic": "metrics_topic",
     "log_level": "log_level", "group_id": "group_id", "workers": "workers",
     "batch_size": "batch_max_records", "batch_ms": "batch_max_ms", "metrics_port": "metrics_port",
+    "member_name": "member_name",
     **LOG_FLAGS,
 }
 

@@ -33,7 +33,7 @@ def sink_loop(
     handler = handler or ClickHouseSink(client, settings.clickhouse_database, telemetry=telemetry,
                                         group_id=settings.group_id)
     return ConsumeLoop(
-        settings.consumer_config(**dict(consumer_overrides or {})),
+        settings.consumer_config(member, **dict(consumer_overrides or {})),
         [settings.metrics_topic],
         settings.group_id,
         handler,

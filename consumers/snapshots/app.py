@@ -358,7 +358,7 @@ class SnapshotService:
         self.handlers.append(handler)
         codec = metric_point_codec(registry_client(s.schema_registry_url))
         loop = ConsumeLoop(
-            s.consumer_config(**self._consumer_overrides),
+            s.consumer_config(member, **self._consumer_overrides),
             [s.metrics_topic],
             s.group_id,
             handler,

@@ -28,6 +28,7 @@ _FLAGS = {
     "database": "clickhouse_database",
     "group_id": "group_id",
     "workers": "workers",
+    "member_name": "member_name",
     "interval_ms": "snapshot_interval_ms",
     "windows": "snapshot_windows_s",
     "lateness_ms": "allowed_lateness_ms",
@@ -67,6 +68,8 @@ def register(sub: Any) -> None:
     _common(p)
     p.add_argument("--bootstrap-servers", help="Kafka host:port list")
     p.add_argument("--workers", type=int, help="group members as threads in this process")
+    p.add_argument("--member-name", help="static group membership: group.instance.id <name>-<worker>; "
+                   "'' = dynamic (default: <host>-<group>; env PERPSTREAM_MEMBER_NAME)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics (/metrics), /healthz and /readyz on this port")
     add_log_flags(p)
