@@ -160,7 +160,7 @@ def _negative_enum(
 @cache
 def load_schema(name: str) -> AvroSchema:
     """Load a schema shipped with the package: ``metric_point``, ``market_snapshot``,
-    or an older version kept under ``history/`` (``history/metric_point.v0``)."""
+    or an older version kept under ``history/`` (``history/metric_point.v1``)."""
     text = resources.files("schemas").joinpath(f"{name}.avsc").read_text("utf-8")
     return AvroSchema.from_json(text)
 

@@ -30,6 +30,10 @@ class Metric(StrEnum):
     OPEN_INTEREST = "open_interest"
     #: What a reader on this schema sees for a metric added by a newer writer.
     UNKNOWN = "unknown"
+    #: v2: the funding rate settled at a funding time (``/fapi/v1/fundingRate``), not the
+    #: predicted ``funding_rate`` of the markPrice stream. Appended after ``unknown`` so every
+    #: v1 symbol keeps its Avro index.
+    FUNDING_RATE_SETTLED = "funding_rate_settled"
 
 
 def _metric_enum() -> dict[str, Any]:

@@ -142,7 +142,7 @@ VALID = CODEC.encode(REC)
     (b'{"symbol":"BTCUSDT"}', BadMagicError), (VALID + b"\x00", TruncatedRecordError),
     (HEADER + zigzag_varint(2**62) + b"binance_usdm", TruncatedRecordError),  # a length that lies
     (HEADER + zigzag_varint(-5) + VALID[10:], TruncatedRecordError),
-    (body(metric=7), TruncatedRecordError), (body(metric=2**40), TruncatedRecordError),
+    (body(metric=8), TruncatedRecordError), (body(metric=2**40), TruncatedRecordError),  # 8: past v2's enum
     (body(event_time=b"\xff" * 20), TruncatedRecordError),
     (body(symbol=b"\xff\xfe"), DecodeError), (body(symbol=b"\xed\xa0\x80"), DecodeError),
     (body(source=b"binance\xc0\xafusdm"), DecodeError),
