@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import importlib.util
 import logging
@@ -62,10 +63,11 @@ from perpstream.query_server import QueryServer, ReadOnlyQueries
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.backoff import backoff
 from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
+from service.health import Health
 from service.output import cell
-from service.settings import build_settings
+from service.settings import LOG_FLAGS, SettingsUse, build_settings, declare_settings
 from service.signals import stop_on_signals
-from service.telemetry import Telemetry, configure_logging, serve_metrics
+from service.telemetry import Telemetry, configure_logging, operator_endpoints
 from service.tuning import tune_gc
 
 log = logging.getLogger("perpstream.up")
@@ -132,10 +134,20 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", choices=["json", "text"])
     p.set_defaults(func=up_main)
+    _declare_up_settings(p)
+
+
+def _declare_up_settings(parser: argparse.ArgumentParser) -> None:
+    from consumers.sink.settings import SinkSettings
+    from consumers.snapshots.settings import SnapshotSettings
+    from producer.cli import PRODUCER_SETTINGS
+
+    declare_settings(parser, SettingsUse(QueryServerSettings, _FLAGS), PRODUCER_SETTINGS,
+                     SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
 
 
 _FLAGS = {"data_dir": "data_dir", "http_port": "http_port", "http_host": "http_host",
-          "metrics_port": "metrics_port", "log_level": "log_level", "log_format": "log_format"}
+          "metrics_port": "metrics_port", **LOG_FLAGS}
 
 
 # --------------------------------------------------------------------------- supervision
@@ -150,12 +162,14 @@ class Supervised(threading.Thread):
     """
 
     def __init__(self, name: str, body: Callable[[threading.Event], int], telemetry: Telemetry, *,
+                 health: Health | None = None,
                  delays: Callable[[], Iterator[float]] = lambda: backoff(1.0, 2.0, 60.0),
                  healthy_after: float = HEALTHY_AFTER, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(name=f"up-{name}", daemon=True)
         self.component = name
         self._body = body
         self._telemetry = telemetry
+        self._health = health
         self._delays_factory = delays
         self._healthy_after = healthy_after
         self._clock = clock
@@ -174,6 +188,8 @@ class Supervised(threading.Thread):
         while not self.stopping.is_set():
             started = self._clock()
             self.state = "running"
+            if self._health is not None:
+                self._health.reset(self.component)  # the new run registers its own checks
             try:
                 rc = int(self._body(self.stopping) or 0)
                 failure = None if rc == 0 else f"exited with code {rc}"
@@ -201,10 +217,17 @@ class Supervised(threading.Thread):
             self.last_failure = failure
             self.state = f"restarting in {delay:.1f} s"
             self._telemetry.inc("component_restarts", labels={"component": self.component})
+            if self._health is not None:
+                self._health.reset(self.component)
+                self._health.add_readiness(self.component, functools.partial(_restarting, failure))
             log.error("%s failed (%s); restarting in %.1f s", self.component, failure, delay,
                       extra={"component": self.component, "restarts": self.restarts})
             self.stopping.wait(delay)
         self.state = "stopped"
+
+
+def _restarting(failure: str) -> str:
+    return f"failed ({failure}); restarting"
 
 
 # --------------------------------------------------------------------------- prerequisites
@@ -353,6 +376,9 @@ class _Broker:
             self._next_try = time.monotonic() + delay
             log.error("restarting the local broker failed (%s); next try in %.1f s", exc, delay)
 
+    def readiness(self) -> str | None:
+        return None if self.broker.running else "the local broker exited; restarting it"
+
     def stop(self) -> None:
         self.broker.stop()
 
@@ -394,10 +420,14 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
     ui = _ui_wanted(args)
     fmt = args.log_format or ("text" if sys.stderr.isatty() else common.log_format)
     configure_logging(args.log_level or common.log_level, fmt)
+    console: Any = None
     if ui:
-        _log_to_file(data_dir / "up.log")
+        from rich.console import Console
+
+        console = Console()
+        _log_beside_the_view(data_dir / "up.log", console)
     tune_gc(common.gc_threshold)
-    telemetry = Telemetry()
+    telemetry, health = Telemetry(), Health()
     out = sys.stdout
     started_wall = time.time()
     started = time.monotonic()
@@ -445,9 +475,7 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
             endpoint_url = server.url
             write_endpoint(data_dir, endpoint_url)
             stack.callback(remove_endpoint, data_dir)
-        if common.metrics_port is not None:
-            metrics = serve_metrics(telemetry, common.metrics_port)
-            stack.callback(metrics.shutdown)
+        stack.enter_context(operator_endpoints(telemetry, common.metrics_port, health))
 
         shared = {"kafka_bootstrap_servers": bootstrap, "clickhouse_dsn": dsn, "data_dir": str(data_dir)}
         sink_settings = build_settings(SinkSettings, values=shared)
@@ -463,20 +491,26 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
                 producer_update["kafka_delivery_timeout_ms"] = EMBEDDED_DELIVERY_TIMEOUT_MS
         producer_settings = producer_settings.model_copy(update=producer_update)
 
+        if broker is not None:
+            health.add_readiness("broker", broker.readiness)
         components = _components(producer_settings, sink_settings, snap_settings, client, telemetry,
-                                 overrides)
+                                 health, overrides)
         for c in components.values():
             c.start()
         print(_ready_line(bootstrap, broker, dsn, common.clickhouse_database, endpoint_url,
                           common.metrics_port), file=out, flush=True)
 
-        view = _view(ui, telemetry, queries or client, common.clickhouse_database, data_dir, endpoint_url,
-                     components)
-        rc = _watch(args, stop, started, components, broker, topics, view, telemetry)
+        dashboard = _dashboard(telemetry, queries or client, common.clickhouse_database, data_dir,
+                               endpoint_url)
+        view: Any = None
+        if ui:
+            from perpstream.dashboard import LiveBoard
 
-        _drain(stop, components, telemetry, ui)
+            view = stack.enter_context(LiveBoard(dashboard, console))
+        rc = _watch(args, stop, started, components, broker, topics, dashboard, view)
         if view is not None:
             view.close()
+        _drain(stop, components, telemetry, ui)
         summary = _final_report(client, common.clickhouse_database, data_dir, telemetry,
                                 time.time() - started_wall)
         print(summary, file=out, flush=True)
@@ -497,40 +531,47 @@ def _describe_source(s: Any) -> str:
 
 def _ready_line(bootstrap: str, broker: _Broker | None, dsn: str, database: str, endpoint_url: str | None,
                 metrics_port: int | None) -> str:
-    parts = [f"broker {bootstrap}{' (local, in memory)' if broker else ''}",
-             f"ClickHouse {dsn.split('@')[-1]} database {database}"]
+    lines = ["running (Ctrl+C stops):",
+             f"  broker   {bootstrap}{' (local, in memory)' if broker else ''}",
+             f"  store    {dsn.split('@')[-1]}, database {database}"]
     if endpoint_url:
-        parts.append(f"queries {endpoint_url}")
+        lines.append(f"  queries  {endpoint_url} (read-only ClickHouse HTTP interface)")
     if metrics_port is not None:
-        parts.append(f"metrics http://127.0.0.1:{metrics_port}/metrics")
-    return "running: " + "; ".join(parts) + ". Ctrl+C stops."
+        lines.append(f"  metrics  http://127.0.0.1:{metrics_port}/metrics, /healthz, /readyz")
+    return "\n".join(lines)
 
 
 def _components(producer_settings: Any, sink_settings: Any, snap_settings: Any, client: Any,
-                telemetry: Telemetry, overrides: dict[str, Any]) -> dict[str, Supervised]:
+                telemetry: Telemetry, health: Health, overrides: dict[str, Any]) -> dict[str, Supervised]:
     from consumers.sink.service import run_sink
     from consumers.snapshots.app import SnapshotService
     from producer.app import ProducerApp
 
     def producer(stop: threading.Event) -> int:
-        return ProducerApp(producer_settings, telemetry).run(stop)
+        return ProducerApp(producer_settings, telemetry, health=health).run(stop)
 
     def sink(stop: threading.Event) -> int:
-        return run_sink(sink_settings, client, stop, telemetry=telemetry, consumer_overrides=overrides)
+        return run_sink(sink_settings, client, stop, telemetry=telemetry, consumer_overrides=overrides,
+                        health=health)
 
     def snapshots(stop: threading.Event) -> int:
-        return SnapshotService(snap_settings, client, telemetry, consumer_overrides=overrides).run(stop)
+        return SnapshotService(snap_settings, client, telemetry, consumer_overrides=overrides,
+                               health=health).run(stop)
 
-    return {name: Supervised(name, body, telemetry)
+    return {name: Supervised(name, body, telemetry, health=health)
             for name, body in (("sink", sink), ("snapshots", snapshots), ("producer", producer))}
 
 
 def _watch(args: argparse.Namespace, stop: threading.Event, started: float,
            components: dict[str, Supervised], broker: _Broker | None, topics: dict[str, int],
-           view: Any, telemetry: Telemetry) -> int:
-    """Until Ctrl+C, --duration or a permanent failure: 0, or the exit code of that failure."""
+           dashboard: Any, view: Any) -> int:
+    """Until Ctrl+C, --duration or a permanent failure: 0, or the exit code of that failure.
+    Redraws the view about once a second, or logs a status line every ``--summary-interval``."""
+    from perpstream.dashboard import log_fields
+
     deadline = started + args.duration if args.duration else None
-    next_line = time.monotonic() + args.summary_interval
+    interval = 1.0 if view is not None else args.summary_interval
+    next_update = time.monotonic() + (0.0 if view is not None else interval)
     announced_finish = False
     while not stop.wait(0.2):
         now = time.monotonic()
@@ -547,22 +588,21 @@ def _watch(args: argparse.Namespace, stop: threading.Event, started: float,
         if components["producer"].finished and not announced_finish:
             announced_finish = True
             log.info("the source ended (replay finished); the store stays queryable until Ctrl+C")
-        if view is not None:
-            view.tick()
-        elif now >= next_line:
-            next_line = now + args.summary_interval
-            log.info("status", extra=status_fields(telemetry, components))
+        if now >= next_update:
+            next_update = now + interval
+            if view is not None:
+                view.tick()
+            else:
+                fields = log_fields(dashboard.sample())
+                for static in ("data_dir", "endpoint", "time"):
+                    fields.pop(static, None)
+                log.info("status", extra={**fields, **component_states(components)})
     return 0
 
 
-def status_fields(telemetry: Telemetry, components: dict[str, Supervised]) -> dict[str, Any]:
-    t = telemetry.total
-    fields: dict[str, Any] = {
-        "published": int(t("points_published")), "delivered": int(t("points_delivered")),
-        "stored": int(t("records_stored")), "dlq": int(t("records_dlq")),
-        "snapshots": int(t("snapshots_emitted")), "rejected_frames": int(t("frames_rejected")),
-        "reconnects": int(t("reconnects")),
-    }
+def component_states(components: dict[str, Supervised]) -> dict[str, Any]:
+    """Restart counts and states of the components that are not simply running."""
+    fields: dict[str, Any] = {}
     for name, c in components.items():
         if c.restarts:
             fields[f"{name}_restarts"] = c.restarts
@@ -634,39 +674,22 @@ def _progress(ui: bool, what: str) -> Iterator[None]:
         log.info("%s: done in %.1f s", what, time.monotonic() - t0)
 
 
-def _log_to_file(path: Path) -> None:
-    """With the live view, log lines go to ``path`` (warnings also above the view)."""
+def _log_beside_the_view(path: Path, console: Any) -> None:
+    """With the live view, every log line goes to ``path``; warnings and errors are also
+    printed above the view, through its console (a plain stream would tear the view)."""
+    from rich.logging import RichHandler
+
     root = logging.getLogger()
-    for h in root.handlers:
-        h.setLevel(logging.WARNING)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(root.handlers[0].formatter if root.handlers else logging.Formatter())
-    root.addHandler(handler)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(root.handlers[0].formatter if root.handlers else logging.Formatter())
+    on_screen = RichHandler(console=console, level=logging.WARNING, show_path=False, markup=False,
+                            rich_tracebacks=False, log_time_format="%H:%M:%S")
+    root.handlers[:] = [to_file, on_screen]
 
 
-def _view(ui: bool, telemetry: Telemetry, rows_source: Any, database: str, data_dir: Path,
-          endpoint_url: str | None, components: dict[str, Supervised]) -> Any:
-    if not ui:
-        return None
-    return _LiveView.create(telemetry, rows_source, database, data_dir, endpoint_url, components)
+def _dashboard(telemetry: Telemetry, rows_source: Any, database: str, data_dir: Path,
+               endpoint_url: str | None) -> Any:
+    from perpstream.dashboard import Dashboard
 
-
-class _LiveView:
-    """The terminal view, refreshed from the main loop (perpstream.dashboard renders it)."""
-
-    @classmethod
-    def create(cls, telemetry: Telemetry, rows_source: Any, database: str, data_dir: Path,
-               endpoint_url: str | None, components: dict[str, Supervised]) -> _LiveView | None:
-        try:
-            from perpstream import dashboard
-        except ImportError:
-            return None
-        del telemetry, rows_source, database, data_dir, endpoint_url, components, dashboard
-        return None
-
-    def tick(self) -> None:  # pragma: no cover - replaced when the view lands
-        pass
-
-    def close(self) -> None:  # pragma: no cover
-        pass
-
+    return Dashboard(telemetry, rows_source, database=database, data_dir=data_dir,
+                     endpoint_url=endpoint_url)

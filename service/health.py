@@ -128,6 +128,12 @@ class Health:
         with self._lock:
             self._components[name] = _Component(readiness=[lambda: "stopped"])
 
+    def reset(self, name: str) -> None:
+        """Forget every check of component ``name``: it is about to start again (a
+        supervisor restarting it) and registers its checks anew."""
+        with self._lock:
+            self._components.pop(name, None)
+
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._components)

@@ -180,8 +180,6 @@ def operator_endpoints(
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, plus any ``extra`` fields."""
 
-    _skip = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -190,20 +188,49 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for k, v in record.__dict__.items():
-            if k not in self._skip and not k.startswith("_"):
-                out[k] = v
+        out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` fields a log call attached to its record."""
+    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS and not k.startswith("_")}
+
+
+_RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time> LEVEL logger: message key=value ...``: the same fields as the JSON
+    lines, for people reading a terminal (values with spaces are quoted)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+                         datefmt="%Y-%m-%dT%H:%M:%S")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return time.strftime(datefmt or "%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = _extras(record)
+        if not extras:
+            return text
+        head, sep, tail = text.partition("\n")  # a traceback stays below the fields
+        fields = " ".join(f"{k}={_text_value(v)}" for k, v in extras.items())
+        return f"{head} {fields}{sep}{tail}"
+
+
+def _text_value(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, default=str, separators=(",", ":"))
+    return json.dumps(text) if (not text or any(c.isspace() for c in text)) else text
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

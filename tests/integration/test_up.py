@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -291,3 +292,50 @@ def test_a_local_broker_that_dies_is_restarted_and_data_flows_again(tmp_path: Pa
     finally:
         assert _stop(proc) == 0, log_path.read_text()[-3000:]
     assert "the local broker exited; restarting it" in log_path.read_text()
+
+
+def test_on_a_terminal_the_live_view_shows_real_numbers_in_80_columns(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perpstream.cli", "up", "--source", "sim", "--sim-symbols", "4",
+         "--http-port", "0"],
+        env={**_env(tmp_path / "state"), "TERM": "xterm-256color"},
+        stdin=slave, stdout=slave, stderr=slave, text=True, close_fds=True,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(master, 65536):
+                chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def screen() -> str:
+        text = b"".join(chunks).decode("utf-8", "replace")
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.replace("\r", "\n"))
+
+    def board_with_rates() -> bool:
+        s = screen()
+        return re.search(r"stored [\d,.]+/s", s) is not None and re.search(
+            r"SIM0002USDT +[\d,.]+ +[+-][\d.]+% +[+-][\d.]+ +[\d,]+", s) is not None
+
+    try:
+        wait_for(board_with_rates, 120, "a board with rates and symbol rows", alive=(proc,))
+    finally:
+        assert _stop(proc) == 0
+        reader.join(10)
+        os.close(master)
+    s = screen()
+    board = s[s.rindex("perpstream   "):s.rindex("store: ")]  # the last board drawn
+    assert max(len(line) for line in board.split("\n")) <= 80
+    assert "symbol" in s and "funding" in s and "open int." in s
+    assert "stopped after" in s and "data:" in s
