@@ -25,9 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     from consumers.sink import cli as sink_cli
     from consumers.snapshots import cli as snapshots_cli
     from perpstream import pipeline, sql, up
+    from producer import backfill
     from producer import cli as producer_cli
 
-    for mod in (up, pipeline, producer_cli, sink_cli, snapshots_cli, sql):
+    for mod in (up, pipeline, producer_cli, backfill, sink_cli, snapshots_cli, sql):
         mod.register(sub)
     return parser
 

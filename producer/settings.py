@@ -17,7 +17,7 @@ _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRST
 
 
 class ProducerSettings(CommonSettings):
-    source: Literal["live", "replay", "sim"] = Field(
+    source: Literal["live", "replay", "sim", "rest"] = Field(
         default="live", description="live Binance websocket + REST, a replay file, or a simulated market",
     )
     symbols: str | None = Field(default=None, description="comma-separated symbols (live source)")
@@ -91,6 +91,38 @@ class ProducerSettings(CommonSettings):
     )
     flush_timeout: float = Field(default=15.0, gt=0, description="bounded drain on stop, s")
     summary_interval: float = Field(default=30.0, gt=0, description="one-line summary log period, s")
+
+    # -- REST polling (--source rest, --once) and history (perpstream backfill) ---------------------
+    once: bool = Field(
+        default=False,
+        description="one REST round (premiumIndex + openInterest per symbol), flushed, then exit",
+    )
+    rest_poll_interval: float = Field(
+        default=10.0, gt=0, description="--source rest: period of the premiumIndex + openInterest rounds, s",
+    )
+    backfill_since: str | None = Field(
+        default=None,
+        description="backfill: first event time (ISO-8601, epoch ms, or a duration ago: 90m, 6h, 7d)",
+    )
+    backfill_until: str | None = Field(
+        default=None, description="backfill: end of the range, exclusive (same forms); unset = now",
+    )
+    backfill_resume: bool = Field(
+        default=True, description="backfill: skip what a checkpoint in --data-dir says was delivered",
+    )
+    backfill_oi_period: Literal["5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"] = Field(
+        default="5m", description="backfill: period of the open-interest history",
+    )
+
+    @field_validator("backfill_since", "backfill_until")
+    @classmethod
+    def _instant(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        from producer.timespec import parse_instant
+
+        parse_instant(v)  # ValueError names what is wrong
+        return v.strip()
 
     @field_validator("symbols")
     @classmethod

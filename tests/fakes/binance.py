@@ -22,6 +22,19 @@ percent-encoded query itself (a query that is not valid UTF-8 gets Binance's
 that changes every simulated second; every response carries
 ``X-MBX-USED-WEIGHT-1M``.
 
+History and one-shot REST, as Binance documents them: ``/fapi/v1/fundingRate``
+(settled funding every 8 h at 00/08/16 UTC; none for delivery contracts; a
+pool of 500 requests per 5 minutes, 429 past it), ``/futures/data/openInterestHist``
+(``period`` 5m..1d, the last 30 days of the wall clock only),
+``/fapi/v1/markPriceKlines`` and ``/fapi/v1/indexPriceKlines`` (``pair``, not
+``symbol``; weight by ``limit``), ``/fapi/v1/premiumIndex`` (one symbol, or
+all: weight 10) and the open interest above. History values are functions of
+time only (:meth:`FakeBinance.mark_close` ...), so a test computes what a
+backfill must store; the kline of the minute still open keeps changing, as
+Binance's does. Every request's weight is added to the minute's
+``X-MBX-USED-WEIGHT-1M`` and kept in ``weight_by_minute``; :meth:`hold_rest`
+makes history requests wait (to interrupt a backfill at a known point).
+
 Faults, callable from the test thread: :meth:`drop_connections`,
 :meth:`send_garbage`, :meth:`mute_connections` (open but silent),
 :meth:`refuse_connections`, :meth:`fail_rest` (429/418/5xx with
@@ -145,6 +158,16 @@ class FakeBinance:
         self._refuse_until = 0.0
         self._rest_faults: list[tuple[int, float | None]] = []
         self._weight: dict[int, int] = {}
+        #: Weight each wall-clock minute received (the X-MBX-USED-WEIGHT-1M it answered).
+        self.weight_by_minute = self._weight
+        #: (endpoint, params, monotonic time) of every history / premiumIndex request.
+        self.history_requests: list[tuple[str, dict[str, str], float]] = []
+        #: Status of the next history requests (429/418 with Retry-After, 500, ...).
+        self._history_faults: list[tuple[int, float | None]] = []
+        #: When set, history requests after the first ``_hold_after`` wait until released.
+        self._hold_after: int | None = None
+        self._held = asyncio.Event()
+        self._funding_pool: list[float] = []
         self.ws_port = 0
         self.http_port = 0
         #: While True the clock stands still and nothing is streamed.
@@ -188,6 +211,11 @@ class FakeBinance:
         app = web.Application()
         app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         app.router.add_get("/fapi/v1/openInterest", self._open_interest)
+        app.router.add_get("/fapi/v1/fundingRate", self._funding_rate)
+        app.router.add_get("/futures/data/openInterestHist", self._open_interest_hist)
+        app.router.add_get("/fapi/v1/markPriceKlines", self._mark_klines)
+        app.router.add_get("/fapi/v1/indexPriceKlines", self._index_klines)
+        app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -249,6 +277,22 @@ class FakeBinance:
         """The next ``count`` openInterest requests get ``status`` (with Retry-After)."""
         with self._lock:
             self._rest_faults.extend([(status, retry_after)] * count)
+
+    def fail_history(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
+        """The next ``count`` history / premiumIndex requests get ``status``."""
+        with self._lock:
+            self._history_faults.extend([(status, retry_after)] * count)
+
+    def hold_rest(self, after: int | None) -> None:
+        """History requests beyond the first ``after`` wait until ``hold_rest(None)``."""
+        def apply() -> None:
+            self._hold_after = after
+            if after is None:
+                self._held.set()
+            else:
+                self._held.clear()
+
+        self.call(apply)
 
     def set_listing(self, symbols: Iterable[str]) -> None:
         self.listing = sorted(symbols)
@@ -335,10 +379,10 @@ class FakeBinance:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, weight: int = 1) -> dict[str, str]:
         minute = int(time.time() // 60)
         with self._lock:
-            self._weight[minute] = self._weight.get(minute, 0) + 1
+            self._weight[minute] = self._weight.get(minute, 0) + weight
             used = self._weight[minute]
         return {"X-MBX-USED-WEIGHT-1M": str(used)}
 
@@ -363,16 +407,10 @@ class FakeBinance:
             self.rest_requests.append(("openInterest", None, 400))
             return web.json_response({"code": -1100, "msg": "Illegal characters found in parameter 'symbol'"},
                                      status=400, headers=headers)
-        with self._lock:
-            fault = self._rest_faults.pop(0) if self._rest_faults else None
-        if fault is not None:
-            status, retry_after = fault
-            if retry_after is not None:
-                headers["Retry-After"] = str(retry_after)
-            self.rest_requests.append(("openInterest", symbol, status))
-            body = {"code": -1003, "msg": "Too many requests"} if status in (418, 429) else \
-                {"code": -1000, "msg": "internal"}
-            return web.json_response(body, status=status, headers=headers)
+        answer = self._fault(self._rest_faults, headers)
+        if answer is not None:
+            self.rest_requests.append(("openInterest", symbol, answer.status))
+            return answer
         if symbol not in self.listing:
             self.rest_requests.append(("openInterest", symbol, 400))
             return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers)
@@ -382,6 +420,174 @@ class FakeBinance:
         self.rest_requests.append(("openInterest", symbol, 200))
         self.sent_oi[(symbol, d["time"])] = d
         return web.json_response(d, headers=headers)
+
+    # -- history (values are functions of time: see the module doc) ----------------------
+
+    FUNDING_PERIOD_MS = 8 * 3_600_000
+    OI_HIST_DAYS = 30
+    _PERIODS = {"5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000,
+                "4h": 14_400_000, "6h": 21_600_000, "12h": 43_200_000, "1d": 86_400_000}
+
+    @staticmethod
+    def _k(ms: int) -> int:
+        return ms // 1000
+
+    def mark_close(self, symbol: str, close_time: int) -> float:
+        """Close of the 1 m mark-price kline that closes at ``close_time``."""
+        return _value(symbol, self._k(close_time + 1), 0)
+
+    def index_close(self, pair: str, close_time: int) -> float:
+        return _value(pair, self._k(close_time + 1), 1)
+
+    def settled_funding(self, symbol: str, funding_time: int) -> float:
+        return ((funding_time // self.FUNDING_PERIOD_MS) % 17 - 8) / 100_000
+
+    def oi_hist(self, symbol: str, timestamp: int) -> float:
+        return round(_value(symbol, self._k(timestamp), 7) * 100, 3)
+
+    @staticmethod
+    def _ints(q: dict[str, str], *names: str) -> list[int | None]:
+        out: list[int | None] = []
+        for n in names:
+            v = q.get(n)
+            out.append(int(v) if v is not None else None)
+        return out
+
+    async def _history_gate(self, endpoint: str, request: web.Request, weight: int) -> \
+            tuple[dict[str, str], web.Response | None]:
+        """Record the request; apply a queued fault or a hold. Returns (query, error answer)."""
+        q = {k: v for k, v in request.rel_url.query.items()}
+        self.history_requests.append((endpoint, q, time.monotonic()))
+        if self._hold_after is not None and len(self.history_requests) > self._hold_after:
+            await self._held.wait()
+        return q, self._fault(self._history_faults, self._headers(weight))
+
+    def _fault(self, faults: list[tuple[int, float | None]], headers: dict[str, str]) -> web.Response | None:
+        """The answer of the next queued fault (with its Retry-After), or None."""
+        with self._lock:
+            fault = faults.pop(0) if faults else None
+        if fault is None:
+            return None
+        status, retry_after = fault
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        body = {"code": -1003, "msg": "Too many requests"} if status in (418, 429) else \
+            {"code": -1000, "msg": "internal"}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _bad(self, msg: str, code: int = -1102) -> web.Response:
+        return web.json_response({"code": code, "msg": msg}, status=400, headers=self._headers(0))
+
+    async def _funding_rate(self, request: web.Request) -> web.Response:
+        q, err = await self._history_gate("fundingRate", request, 1)
+        if err is not None:
+            return err
+        now = time.monotonic()
+        self._funding_pool = [t for t in self._funding_pool if now - t < 300] + [now]
+        if len(self._funding_pool) > 500:
+            return web.json_response({"code": -1003, "msg": "Too many requests"}, status=429,
+                                     headers={**self._headers(0), "Retry-After": "1"})
+        symbol = q.get("symbol", "")
+        start, end, limit = self._ints(q, "startTime", "endTime", "limit")
+        limit = min(limit or 100, 1000)
+        now_ms = int(time.time() * 1000)
+        end = min(end if end is not None else now_ms, now_ms)
+        start = start if start is not None else end - limit * self.FUNDING_PERIOD_MS
+        if symbol not in self.listing:
+            return self._bad("Invalid symbol.", -1121)
+        rows: list[dict[str, Any]] = []
+        if not is_delivery(symbol):
+            t = -(-start // self.FUNDING_PERIOD_MS) * self.FUNDING_PERIOD_MS
+            while t <= end and len(rows) < limit:
+                rows.append({"symbol": symbol, "fundingRate": f"{self.settled_funding(symbol, t):.8f}",
+                             "fundingTime": t, "markPrice": f"{self.mark_close(symbol, t - 1):.8f}"})
+                t += self.FUNDING_PERIOD_MS
+        return web.json_response(rows, headers=self._headers(0))
+
+    async def _open_interest_hist(self, request: web.Request) -> web.Response:
+        q, err = await self._history_gate("openInterestHist", request, 0)
+        if err is not None:
+            return err
+        symbol = q.get("symbol", "")
+        period = self._PERIODS.get(q.get("period", ""))
+        if period is None:
+            return self._bad("Invalid period.", -1120)
+        if symbol not in self.listing:
+            return self._bad("Invalid symbol.", -1121)
+        start, end, limit = self._ints(q, "startTime", "endTime", "limit")
+        limit = min(limit or 30, 500)
+        now_ms = int(time.time() * 1000)
+        oldest = now_ms - self.OI_HIST_DAYS * 86_400_000
+        end = min(end if end is not None else now_ms, now_ms - now_ms % period - 1)
+        start = max(start if start is not None else end - limit * period, oldest)
+        rows = []
+        t = -(-start // period) * period
+        while t <= end and len(rows) < limit:
+            oi = self.oi_hist(symbol, t)
+            value = oi * self.mark_close(symbol, t - 1)
+            rows.append({"symbol": symbol, "sumOpenInterest": f"{oi:.8f}",
+                         "sumOpenInterestValue": f"{value:.8f}", "timestamp": t})
+            t += period
+        return web.json_response(rows, headers=self._headers(0))
+
+    @staticmethod
+    def kline_weight(limit: int) -> int:
+        return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+    async def _klines(self, request: web.Request, name: str, key: str) -> web.Response:
+        limit_q = request.rel_url.query.get("limit")
+        limit = min(int(limit_q) if limit_q else 500, 1500)
+        q, err = await self._history_gate(name, request, self.kline_weight(limit))
+        if err is not None:
+            return err
+        who = q.get(key, "")
+        if q.get("interval") != "1m":
+            return self._bad("Invalid interval.", -1120)
+        pairs = {_DELIVERY.sub("", s) for s in self.listing}
+        if (who not in self.listing) if key == "symbol" else (who not in pairs):
+            return self._bad("Invalid symbol.", -1121)
+        start, end = self._ints(q, "startTime", "endTime")
+        now_ms = int(time.time() * 1000)
+        end = min(end if end is not None else now_ms, now_ms)
+        start = start if start is not None else end - limit * 60_000
+        rows = []
+        t = -(-start // 60_000) * 60_000
+        value = self.mark_close if key == "symbol" else self.index_close
+        while t <= end and len(rows) < limit:
+            close_time = t + 59_999
+            # the minute still open: its close is the latest value and keeps changing
+            c = value(who, min(close_time, now_ms - 1) if close_time >= now_ms else close_time)
+            if close_time >= now_ms:
+                c = round(c * (1 + (now_ms % 997) / 1e6), 8)
+            o = value(who, t - 1)
+            rows.append([t, f"{o:.8f}", f"{max(o, c):.8f}", f"{min(o, c):.8f}", f"{c:.8f}", "0",
+                         close_time, "0", 60, "0", "0", "0"])
+            t += 60_000
+        return web.json_response(rows, headers=self._headers(0))
+
+    async def _mark_klines(self, request: web.Request) -> web.Response:
+        return await self._klines(request, "markPriceKlines", "symbol")
+
+    async def _index_klines(self, request: web.Request) -> web.Response:
+        return await self._klines(request, "indexPriceKlines", "pair")
+
+    def premium(self, symbol: str) -> dict[str, Any]:
+        """The premiumIndex item of ``symbol`` now (the markPrice payload of the current second)."""
+        d = self.payload(symbol, self.k)
+        return {"symbol": symbol, "markPrice": d["p"], "indexPrice": d["i"], "estimatedSettlePrice": d["P"],
+                "lastFundingRate": d["r"], "interestRate": "" if d["r"] == "" else "0.00010000",
+                "nextFundingTime": d["T"], "time": d["E"]}
+
+    async def _premium_index(self, request: web.Request) -> web.Response:
+        symbol = request.rel_url.query.get("symbol")
+        _, err = await self._history_gate("premiumIndex", request, 1 if symbol else 10)
+        if err is not None:
+            return err
+        if symbol is None:
+            return web.json_response([self.premium(s) for s in self.listing], headers=self._headers(0))
+        if symbol not in self.listing:
+            return self._bad("Invalid symbol.", -1121)
+        return web.json_response(self.premium(symbol), headers=self._headers(0))
 
     # -- expectations -----------------------------------------------------------------------
 
