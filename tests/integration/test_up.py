@@ -27,6 +27,7 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
+from perpstream.local import free_port
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,12 +48,16 @@ def _perpstream(data_dir: Path, *args: str, timeout: float = 60) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout)
 
 
+#: where the fixture's ``up`` serves /metrics, /healthz and /readyz
+METRICS_PORT = free_port()
+
+
 def _up(data_dir: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen[str], str, float]:
     """Start ``perpstream up`` on the simulated market; (process, query URL, when the URL appeared)."""
     log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "perpstream.cli", "up", "--source", "sim", "--sim-symbols", "4",
-         "--no-ui", "--http-port", "0", "--summary-interval", "2"],
+         "--no-ui", "--http-port", "0", "--summary-interval", "2", "--metrics-port", str(METRICS_PORT)],
         env={**_env(data_dir), **env}, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     log.close()
@@ -109,6 +114,17 @@ def _http(url: str, query: str, **params: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+#: when the drain test sent SIGINT to the fixture's ``up`` (the restart test measures the gap from it)
+STOPPED_AT: dict[str, float] = {}
+
 Running = tuple[subprocess.Popen[str], Path, str]
 
 
@@ -125,6 +141,13 @@ def test_a_plain_clickhouse_client_reads_live_growing_counts(running: Running) -
         return len(set(counts)) >= 3
 
     wait_for(grew, 90, "three growing counts", interval=0.2)
+    ops = f"http://127.0.0.1:{METRICS_PORT}"
+    wait_for(lambda: _get(f"{ops}/readyz")[0] == 200, 60, "ready: broker, producer, sink, snapshots")
+    assert _get(f"{ops}/healthz") == (200, "ok\n")
+    ready = json.loads(_get(f"{ops}/readyz?format=json")[1])
+    assert set(ready["checks"]) >= {"broker", "producer", "sink", "snapshots"}, ready
+    status, metrics = _get(f"{ops}/metrics")
+    assert status == 200 and "perpstream_records_stored" in metrics
     assert counts == sorted(counts)
     rows = client.query(
         f"SELECT symbol, count() FROM {DB}.metric_points GROUP BY symbol ORDER BY symbol").result_rows
@@ -224,7 +247,7 @@ def test_sigint_drains_stores_every_point_once_and_leaves_no_child(running: Runn
     proc, data_dir, _ = running
     children = _children(proc.pid)
     assert children, "the local broker runs as a child process"
-    stopped_at = time.time()
+    stopped_at = STOPPED_AT["first run"] = time.time()
     assert _stop(proc) == 0
     assert not (data_dir / "endpoint.json").exists()
     assert not [pid for pid in children if _alive(pid)]
@@ -248,7 +271,7 @@ def test_started_again_it_continues_from_the_stored_data(running: Running) -> No
     assert proc.poll() is not None, "runs after the drain test"
     before = _points(data_dir)
     last_before = {s: _mark_times(before, s)[-1] for s in SYMBOLS}
-    stopped = time.time()
+    stopped = STOPPED_AT["first run"]
     log_path = data_dir.parent / "up-again.log"
     again, url, seen = _up(data_dir, log_path)
     try:

@@ -190,3 +190,13 @@ def test_member_checks_report_assignment_retries_commits_and_stalls() -> None:
     assert liveness(loops, 301.0) == (
         "sink-0 has not polled Kafka for 301 s (max.poll.interval 300 s); "
         "sink-1 has not polled Kafka for 301 s (max.poll.interval 300 s)")
+
+
+def test_a_component_started_again_is_judged_by_its_new_checks_only() -> None:
+    health = Health()
+    health.add_readiness("sink", lambda: "ClickHouse failing for 30 s")
+    health.stopped("sink")
+    assert health.readiness().problems == ["sink: stopped"]
+    health.reset("sink")  # its supervisor starts it again
+    health.add_readiness("sink", lambda: None)
+    assert health.readiness().ok and health.names() == ["sink"]

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 
 from service.logs import RateLimitedLog
+from service.telemetry import JsonFormatter, TextFormatter
 
 
 def test_a_persistent_fault_logs_once_per_interval_with_the_suppressed_count(
@@ -31,3 +33,16 @@ def test_reset_logs_the_next_fault_at_once() -> None:
     assert not rl.warning("k", "x")
     rl.reset("k")
     assert rl.warning("k", "x")
+
+
+def test_text_log_lines_carry_the_fields_json_lines_carry() -> None:
+    record = logging.makeLogRecord({"name": "perpstream.up", "levelname": "INFO", "levelno": 20,
+                                    "msg": "status", "created": 1796170000.25, "msecs": 250.0,
+                                    "stored": 1234, "sink_state": "restarting in 2.0 s",
+                                    "lag_by_group": {"perpstream-sink": 3}})
+    text = TextFormatter().format(record)
+    assert text.startswith("2026-12-02T00:06:40.250Z INFO perpstream.up: status ")
+    assert 'stored=1234 sink_state="restarting in 2.0 s" lag_by_group={"perpstream-sink":3}' in text
+    as_json = json.loads(JsonFormatter().format(record))
+    assert {k: as_json[k] for k in ("stored", "sink_state")} == {"stored": 1234,
+                                                                 "sink_state": "restarting in 2.0 s"}
