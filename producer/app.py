@@ -65,6 +65,12 @@ def build_source(
     if settings.source == "replay":
         assert settings.replay_file is not None
         return ReplaySource(settings.replay_file, settings.replay_rate)
+    backoff = backoff_factory or factory(settings.backoff_initial, cap=settings.backoff_cap)
+    if settings.polls_rest:
+        from producer.rest_source import RestSource
+
+        settings.require_live_symbols()
+        return RestSource(settings, telemetry, backoff, once=settings.once)
     from producer.live import LiveSource
 
     settings.require_live_symbols()
@@ -75,8 +81,7 @@ def build_source(
                 ingest.symbols = current  # the array stream carries every symbol
             ingest.forget(removed)
 
-    return LiveSource(settings, telemetry, backoff_factory or factory(settings.backoff_initial,
-                                                                     cap=settings.backoff_cap), on_symbols)
+    return LiveSource(settings, telemetry, backoff, on_symbols)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +131,7 @@ class ProducerApp:
     async def _main(self, stop: threading.Event) -> int:
         s = self.settings
         bootstrap = s.require_kafka()
-        if s.source == "live":
+        if s.source == "live" or s.polls_rest:
             s.require_live_symbols()
         codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
         encoder = MetricPointEncoder(codec)
@@ -191,7 +196,7 @@ class ProducerApp:
     def _watch(self, publisher: Publisher) -> Heartbeat | None:
         """Register liveness (the event loop turns) and readiness (see :meth:`readiness`)."""
         now = time.monotonic()
-        live = self.settings.source == "live"
+        live = self.settings.source == "live" and not self.settings.polls_rest
         self._state = _HealthState(since=now, open_ws=0 if live else None,
                                    ws_down_since=now if live else None, acked_at=now)
         if self.health is None:

@@ -25,7 +25,8 @@ _FIELDS = {
     "ws_url": "binance_ws_url", "rest_url": "binance_rest_url", "testnet": "testnet",
     "oi_interval": "oi_interval", "bootstrap_servers": "kafka_bootstrap_servers",
     "metrics_port": "metrics_port", "topic": "metrics_topic", "stream_mode": "stream_mode",
-    "schema_registry_url": "schema_registry_url", **LOG_FLAGS,
+    "schema_registry_url": "schema_registry_url", "once": "once", "rest_interval": "rest_poll_interval",
+    **LOG_FLAGS,
 }
 #: What ``produce``, ``record`` and ``run`` build from their flags (service.settings.declare_settings).
 PRODUCER_SETTINGS = SettingsUse(ProducerSettings, _FIELDS)
@@ -49,7 +50,12 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("produce", help="stream Binance mark price / funding / open interest to Kafka")
-    p.add_argument("--source", choices=["live", "replay", "sim"], help="default live")
+    p.add_argument("--source", choices=["live", "rest", "replay", "sim"],
+                   help="default live; rest = premiumIndex + openInterest polled over REST (no websocket)")
+    p.add_argument("--once", action="store_true", default=None,
+                   help="one REST round for the symbols (premiumIndex + openInterest), flushed, then exit")
+    p.add_argument("--rest-interval", type=float,
+                   help="--source rest: seconds between rounds (default 10)")
     _common_flags(p)
     p.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
     p.add_argument("--seed", type=int, help="simulated market seed (default 1)")
@@ -88,7 +94,7 @@ def produce_main(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     settings.require_kafka()
-    if settings.source == "live":
+    if settings.source == "live" or settings.polls_rest:
         settings.require_live_symbols()
     configure_logging(settings.log_level, settings.log_format)
     tune_gc(settings.gc_threshold)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from producer import binance
+from producer import binance, history
 from producer.binance import PartialFrame
 from producer.exceptions import FrameRejected
 from service.telemetry import Telemetry
@@ -39,6 +39,12 @@ class FrameSink(Protocol):
         ...
 
     def on_open_interest(self, raw: str | bytes, ingest_ms: int) -> None: ...
+
+    def on_premium_index(self, raw: str | bytes, ingest_ms: int,
+                         symbols: frozenset[str] | None = None) -> int:
+        """Handle one ``/fapi/v1/premiumIndex`` body (one symbol or all); returns the
+        symbols it gave points for."""
+        ...
 
 
 class PublishTarget(Protocol):
@@ -70,9 +76,10 @@ class Ingest:
         self.symbols = symbols
         self.frames_ws = 0
         self.frames_oi = 0
+        self.frames_pi = 0
         self.points = 0
         self.oi_duplicates = 0
-        self._synced = (0, 0, 0, 0)
+        self._synced = (0, 0, 0, 0, 0)
         self._oi_last: dict[str, int] = {}
         #: Latest event time seen per symbol (freshness gauge).
         self.last_event: dict[str, int] = {}
@@ -143,6 +150,20 @@ class Ingest:
         self._oi_last[sym] = point["event_time"]
         self._publish([point])
 
+    def on_premium_index(self, raw: str | bytes, ingest_ms: int,
+                         symbols: frozenset[str] | None = None) -> int:
+        self.frames_pi += 1
+        try:
+            parsed = history.premium_index_points(binance.load_json(raw, self._max_bytes), ingest_ms,
+                                                  symbols, self._source)
+        except FrameRejected as exc:
+            self._reject(exc, raw)
+            return 0
+        for err in parsed.rejected:
+            self._reject(err, raw)
+        self._publish(parsed.points)
+        return len({p["symbol"] for p in parsed.points})
+
     def _reject(self, exc: FrameRejected, raw: str | bytes) -> None:
         self._telemetry.inc("frames_rejected", 1, {"reason": exc.reason})
         now = time.monotonic()
@@ -168,9 +189,11 @@ class Ingest:
 
     def sync(self) -> None:
         """Add what was counted since the last call to the shared telemetry."""
-        cur = (self.frames_ws, self.frames_oi, self.points, self.oi_duplicates)
+        cur = (self.frames_ws, self.frames_oi, self.points, self.oi_duplicates, self.frames_pi)
         prev, self._synced = self._synced, cur
         t = self._telemetry
+        if cur[4] - prev[4]:
+            t.inc("frames_received", cur[4] - prev[4], {"kind": "premium_index"})
         if cur[0] - prev[0]:
             t.inc("frames_received", cur[0] - prev[0], {"kind": "mark_price"})
         if cur[1] - prev[1]:

@@ -18,7 +18,9 @@ _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRST
 
 class ProducerSettings(CommonSettings):
     source: Literal["live", "replay", "sim", "rest"] = Field(
-        default="live", description="live Binance websocket + REST, a replay file, or a simulated market",
+        default="live",
+        description="live Binance websocket + REST, REST polling only (rest), a replay file, "
+        "or a simulated market",
     )
     symbols: str | None = Field(default=None, description="comma-separated symbols (live source)")
     all_symbols: bool = Field(default=False, description="follow every PERPETUAL/TRADING symbol")
@@ -140,6 +142,9 @@ class ProducerSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProducerSettings:
+        if self.once and self.source in ("sim", "replay"):
+            raise ValueError(f"once (--once / PERPSTREAM_ONCE) polls Binance over REST; it does not go "
+                             f"with source={self.source} (--source / PERPSTREAM_SOURCE)")
         if self.source == "replay" and not self.replay_file:
             raise ValueError("source=replay needs replay_file (--replay-file / PERPSTREAM_REPLAY_FILE)")
         if self.source == "replay" and self.replay_file and not Path(self.replay_file).is_file():
@@ -147,6 +152,11 @@ class ProducerSettings(CommonSettings):
                 f"replay_file (--replay-file / PERPSTREAM_REPLAY_FILE): no such file: {self.replay_file}"
             )
         return self
+
+    @property
+    def polls_rest(self) -> bool:
+        """REST polling instead of the websocket: ``--source rest``, or ``--once`` (one round)."""
+        return self.source == "rest" or (self.once and self.source == "live")
 
     @property
     def symbol_list(self) -> list[str]:

@@ -10,6 +10,7 @@ record``)::
 
     {"k": "ws", "t": <ingest ms>, "f": "<raw websocket message text>"}
     {"k": "oi", "t": <ingest ms>, "f": "<raw openInterest response body>"}
+    {"k": "pi", "t": <ingest ms>, "f": "<raw premiumIndex response body>"}
 
 Replayed points keep the recorded ingest time, so replaying a file twice gives
 byte-identical events.
@@ -190,6 +191,8 @@ class ReplaySource:
                         await asyncio.sleep(delay)
                 if kind == "oi":
                     sink.on_open_interest(frame, t)
+                elif kind == "pi":
+                    sink.on_premium_index(frame, t)
                 else:
                     sink.on_ws_frame(frame, t)
                 if n % _YIELD_EVERY == 0:
@@ -224,6 +227,12 @@ class Recorder:
     def on_open_interest(self, raw: str | bytes, ingest_ms: int) -> None:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
         self._write("oi", ingest_ms, text)
+
+    def on_premium_index(self, raw: str | bytes, ingest_ms: int,
+                         symbols: frozenset[str] | None = None) -> int:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
+        self._write("pi", ingest_ms, text)
+        return 0
 
     def _write(self, kind: str, t: int, frame: str) -> None:
         self._out.write(json.dumps({"k": kind, "t": t, "f": frame}, separators=(",", ":")) + "\n")

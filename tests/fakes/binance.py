@@ -168,6 +168,8 @@ class FakeBinance:
         self._hold_after: int | None = None
         self._held = asyncio.Event()
         self._funding_pool: list[float] = []
+        #: premiumIndex items actually answered.
+        self.sent_premium: list[dict[str, Any]] = []
         self.ws_port = 0
         self.http_port = 0
         #: While True the clock stands still and nothing is streamed.
@@ -584,10 +586,14 @@ class FakeBinance:
         if err is not None:
             return err
         if symbol is None:
-            return web.json_response([self.premium(s) for s in self.listing], headers=self._headers(0))
+            items = [self.premium(s) for s in self.listing]
+            self.sent_premium.extend(items)
+            return web.json_response(items, headers=self._headers(0))
         if symbol not in self.listing:
             return self._bad("Invalid symbol.", -1121)
-        return web.json_response(self.premium(symbol), headers=self._headers(0))
+        item = self.premium(symbol)
+        self.sent_premium.append(item)
+        return web.json_response(item, headers=self._headers(0))
 
     # -- expectations -----------------------------------------------------------------------
 
