@@ -30,7 +30,7 @@ from pydantic import Field, SecretStr
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 from perpstream.query_server import QueryServer, ReadOnlyQueries
 from schemas.exceptions import ConfigError, PerpstreamError
-from service.endpoint import read_endpoint, remove_endpoint, write_endpoint
+from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
 from service.health import Health
 from service.settings import (
     LOG_FLAGS,
@@ -175,6 +175,25 @@ class _Thread(threading.Thread):
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.partitions < 1:
+        raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
+    common = build_settings(QueryServerSettings, args, RUN_FLAGS)
+    lock = DataDirLock(common.data_dir)
+    try:
+        lock.acquire()
+    except DataDirBusyError as exc:
+        running = read_endpoint(common.data_dir)
+        where = f", queries at {running.url}, since {running.started_at}" if running else ""
+        raise AlreadyRunningError(
+            f"perpstream already runs on {exc.data_dir} (pid {running.pid if running else exc.pid}{where})"
+        ) from None
+    try:
+        return _run_locked(args, common)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
     from consumers.sink.service import run_sink
     from consumers.sink.settings import SinkSettings
     from consumers.snapshots.app import SnapshotService
@@ -182,15 +201,6 @@ def _run(args: argparse.Namespace) -> int:
     from producer.app import ProducerApp
     from producer.cli import settings_from_args
 
-    if args.partitions < 1:
-        raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
-    common = build_settings(QueryServerSettings, args, RUN_FLAGS)
-    running = read_endpoint(common.data_dir)
-    if running is not None:
-        raise AlreadyRunningError(
-            f"perpstream already runs on {Path(common.data_dir).resolve()} (pid {running.pid}, "
-            f"queries at {running.url}, since {running.started_at})"
-        )
     configure_logging(common.log_level, common.log_format if "log_format" in common.model_fields_set
                       else "text")  # run's default: text for a terminal
     tune_gc(common.gc_threshold)

@@ -449,7 +449,8 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
         stop = stack.enter_context(stop_on_signals())
         broker: _Broker | None = None
         topics = standard_topics(common, args.partitions)
-        with _progress(ui, "starting the local broker and creating topics"):
+        starting = "creating topics" if common.kafka_bootstrap_servers else "starting the local broker"
+        with _progress(ui, starting):
             if common.kafka_bootstrap_servers is None:
                 broker = _Broker(data_dir, telemetry)
                 stack.callback(broker.stop)
