@@ -38,6 +38,7 @@ from typing import Any
 
 from consumers.exceptions import MigrationError, StoreRejectedError, StoreUnavailableError
 from schemas.exceptions import ConfigError
+from service.secrets import redact_dsn
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,9 @@ def open_client(dsn: str, **kwargs: Any) -> Any:
     """A clickhouse-connect client for ``http(s)://...`` or ``chdb:///abs/dir``.
 
     Mirrors ``perpstream.local.open_clickhouse`` so that consumers do not
-    import the CLI shell.
+    import the CLI shell. ``kwargs``: ``CommonSettings.clickhouse_options()`` (TLS) and more.
+    A server that cannot be reached or refuses the credentials is a one-line
+    :func:`store_error` naming the DSN without its password.
     """
     import clickhouse_connect
 
@@ -299,7 +302,11 @@ def open_client(dsn: str, **kwargs: Any) -> Any:
         if not path.startswith("/"):
             raise ConfigError(f"clickhouse_dsn: chdb DSN needs an absolute directory, got {dsn!r}")
         Path(path).mkdir(parents=True, exist_ok=True)
-    return clickhouse_connect.get_client(dsn=dsn, **kwargs)
+        return clickhouse_connect.get_client(dsn=dsn, **kwargs)
+    try:
+        return clickhouse_connect.get_client(dsn=dsn, **kwargs)
+    except Exception as exc:
+        raise store_error(exc, f"connecting to ClickHouse at {redact_dsn(dsn)}") from exc
 
 
 JOURNAL_MIGRATIONS = (

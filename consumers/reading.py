@@ -18,6 +18,7 @@ from typing import Any
 from consumers.clickhouse import open_client
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.endpoint import read_endpoint
+from service.secrets import redact_dsn
 from service.settings import CommonSettings
 
 
@@ -45,7 +46,8 @@ class Reader:
 
 def open_reader(settings: CommonSettings) -> Reader:
     if settings.clickhouse_dsn is not None:
-        return Reader(open_client(settings.clickhouse_dsn), "server", settings.clickhouse_dsn)
+        return Reader(open_client(settings.clickhouse_dsn, **settings.clickhouse_options()), "server",
+                      redact_dsn(settings.clickhouse_dsn))
     data_dir = Path(settings.data_dir)
     ep = read_endpoint(data_dir)
     if ep is not None:

@@ -158,6 +158,7 @@ class ConsumerSettings(CommonSettings):
         runtime); with static membership it carries that member's ``group.instance.id``."""
         cfg: dict[str, Any] = {
             "bootstrap.servers": self.require_bootstrap(),
+            **self.kafka_security(),
             "group.id": self.group_id,
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": self.heartbeat_interval_ms,

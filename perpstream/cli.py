@@ -6,13 +6,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from schemas.exceptions import ConfigError, PerpstreamError
+from service.secrets import redact
 from service.settings import describe
+from service.telemetry import TextFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,21 +50,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     name = f"perpstream {args.command}"
+    root = logging.getLogger()
+    if not root.handlers:  # until a command configures logging: its lines are redacted too
+        handler = logging.StreamHandler()
+        handler.setFormatter(TextFormatter())
+        root.addHandler(handler)
     try:
         rc = args.func(args)
     except ConfigError as exc:
-        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        print(f"{name}: configuration error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except (ValidationError, SettingsError) as exc:
         print(f"{name}: configuration error: {describe(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     except PerpstreamError as exc:
         logging.getLogger("perpstream").debug("command failed", exc_info=True)
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug: its traceback, with secrets masked like every other line
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return EXIT_FAILED
     return int(rc or 0)
 
 

@@ -73,6 +73,7 @@ from consumers.snapshots.engine import EngineConfig
 from consumers.snapshots.freshness import assess
 from perpstream.sql import _first_line as first_line
 from service.output import cell, iso_ms
+from service.secrets import redact
 from service.telemetry import Telemetry
 
 QueryFn = Callable[[str], Sequence[Sequence[Any]]]
@@ -401,7 +402,8 @@ class Dashboard:
             ws_connections=None if ws is None else int(sum(ws.values())),
             engine_stale=None if eng is None else int(sum(eng.values())),
             rows=tuple(rows), data_as_of_ms=self._seen_ms, data_dir=self.data_dir,
-            endpoint_url=self.endpoint_url, error="; ".join(errors) or None, trend_s=self.window_ms // 1000,
+            endpoint_url=self.endpoint_url, error=redact("; ".join(errors)) or None,
+            trend_s=self.window_ms // 1000,
             query_s=self._query_s,
         )
 

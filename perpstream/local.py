@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from schemas.exceptions import ConfigError, PerpstreamError
+from schemas.exceptions import PerpstreamError
+from service.secrets import redact_dsn
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +148,16 @@ def ensure_topics(
     replication_factor: int = 1,
     config: Mapping[str, Mapping[str, str]] | None = None,
     timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
-    """Create each topic with its partition count; an existing topic is left as is."""
+    """Create each topic with its partition count; an existing topic is left as is.
+    ``security``: ``CommonSettings.kafka_security()`` of a configured cluster (TLS, SASL)."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from service.telemetry import kafka_logging
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **kafka_logging()})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {}), **kafka_logging()})
     md = admin.list_topics(timeout=timeout)
     missing = [t for t in topics if t not in md.topics]
     if not missing:
@@ -188,8 +191,8 @@ def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
 
     try:
         return open_client(dsn, **kwargs)
-    except ConfigError:
+    except PerpstreamError:  # a bad DSN, or a server that does not answer: named already
         raise
     except Exception as exc:
-        raise InfraError(f"cannot open ClickHouse at {dsn!r}: {exc}") from exc
+        raise InfraError(f"cannot open ClickHouse at {redact_dsn(dsn)!r}: {exc}") from exc
 

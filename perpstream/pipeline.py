@@ -32,6 +32,7 @@ from perpstream.query_server import QueryServer, ReadOnlyQueries
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
 from service.health import Health
+from service.secrets import redact_dsn
 from service.settings import (
     LOG_FLAGS,
     CommonSettings,
@@ -132,8 +133,8 @@ def standard_topics(settings: CommonSettings, partitions: int) -> dict[str, int]
 
 
 def _topics(args: argparse.Namespace) -> int:
-    settings = build_settings(CommonSettings)
-    bootstrap = args.bootstrap_servers or settings.kafka_bootstrap_servers
+    settings = build_settings(CommonSettings, args, {"bootstrap_servers": "kafka_bootstrap_servers"})
+    bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         raise ConfigError(
             "no Kafka cluster: set PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap-servers"
@@ -142,7 +143,7 @@ def _topics(args: argparse.Namespace) -> int:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
     ensure_topics(
         bootstrap, standard_topics(settings, args.partitions),
-        replication_factor=args.replication_factor,
+        replication_factor=args.replication_factor, security=settings.kafka_security(),
     )
     print(f"topics ready on {bootstrap}: {', '.join(standard_topics(settings, args.partitions))}")
     return 0
@@ -214,11 +215,11 @@ def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
             broker = stack.enter_context(TansuBroker(log_path=Path(common.data_dir, "broker.log")))
             bootstrap = broker.bootstrap_servers
             print(f"embedded broker on {bootstrap} (in memory: topics live as long as this run)")
-        ensure_topics(bootstrap, standard_topics(common, args.partitions))
+        ensure_topics(bootstrap, standard_topics(common, args.partitions), security=common.kafka_security())
         dsn = common.resolved_clickhouse_dsn()
-        client = open_clickhouse(dsn)
+        client = open_clickhouse(dsn, **common.clickhouse_options())
         stack.callback(client.close)
-        print(f"ClickHouse: {dsn}, database {common.clickhouse_database}")
+        print(f"ClickHouse: {redact_dsn(dsn)}, database {common.clickhouse_database}")
         if dsn.startswith("chdb://") and not args.no_http:
             query_server = QueryServer(
                 ReadOnlyQueries(dsn), host=common.http_host, port=common.http_port,

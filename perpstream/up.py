@@ -48,7 +48,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ from service.backoff import backoff
 from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
 from service.health import Health
 from service.output import cell
+from service.secrets import redact_dsn
 from service.settings import LOG_FLAGS, SettingsUse, build_settings, declare_settings
 from service.signals import stop_on_signals
 from service.telemetry import Telemetry, configure_logging, operator_endpoints
@@ -241,14 +242,15 @@ class Check:
     warning: bool = False
 
 
-def _check_broker(bootstrap: str | None) -> Check:
+def _check_broker(bootstrap: str | None, security: Mapping[str, Any] | None = None) -> Check:
     if bootstrap:
         from confluent_kafka.admin import AdminClient
 
         from service.telemetry import kafka_logging
 
         try:
-            AdminClient({"bootstrap.servers": bootstrap, **kafka_logging()}).list_topics(timeout=10)
+            AdminClient({"bootstrap.servers": bootstrap, **(security or {}), **kafka_logging()}
+                        ).list_topics(timeout=10)
         except Exception as exc:
             return Check("Kafka", False, f"{bootstrap} does not answer ({exc})",
                          "start it, or unset PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS for the local broker")
@@ -264,7 +266,7 @@ def _check_broker(bootstrap: str | None) -> Check:
 
 def _check_clickhouse(dsn: str) -> Check:
     if not dsn.startswith("chdb://"):
-        return Check("ClickHouse", True, dsn.split("@")[-1])  # reached when the sink opens it
+        return Check("ClickHouse", True, redact_dsn(dsn))  # reached when the sink opens it
     if importlib.util.find_spec("chdb") is None:
         return Check("ClickHouse engine", False, "chdb is not installed", "pip install chdb")
     return Check("ClickHouse engine", True, "chdb (in-process)")
@@ -306,7 +308,7 @@ def _check_rest(rest_url: str, timeout: float = 5.0) -> Check:
 
 
 def check_prerequisites(common: QueryServerSettings, producer: Any) -> list[Check]:
-    checks = [_check_broker(common.kafka_bootstrap_servers),
+    checks = [_check_broker(common.kafka_bootstrap_servers, common.kafka_security()),
               _check_clickhouse(common.resolved_clickhouse_dsn()),
               *_check_data_dir(Path(common.data_dir).resolve())]
     if producer.source == "replay":
@@ -457,10 +459,10 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
                 bootstrap = broker.bootstrap
             else:
                 bootstrap = common.kafka_bootstrap_servers
-            ensure_topics(bootstrap, topics)
+            ensure_topics(bootstrap, topics, security=common.kafka_security())
         dsn = common.resolved_clickhouse_dsn()
         with _progress(ui, "opening ClickHouse"):
-            client = open_clickhouse(dsn)
+            client = open_clickhouse(dsn, **common.clickhouse_options())
             stack.callback(client.close)
         endpoint_url: str | None = None
         queries: ReadOnlyQueries | None = None
@@ -534,7 +536,7 @@ def _ready_line(bootstrap: str, broker: _Broker | None, dsn: str, database: str,
                 metrics_port: int | None) -> str:
     lines = ["running (Ctrl+C stops):",
              f"  broker   {bootstrap}{' (local, in memory)' if broker else ''}",
-             f"  store    {dsn.split('@')[-1]}, database {database}"]
+             f"  store    {redact_dsn(dsn)}, database {database}"]
     if endpoint_url:
         lines.append(f"  queries  {endpoint_url} (read-only ClickHouse HTTP interface)")
     if metrics_port is not None:

@@ -140,6 +140,7 @@ class ProducerApp:
                 bootstrap, compression=s.kafka_compression, linger_ms=s.kafka_linger_ms,
                 batch_size=s.kafka_batch_size, buffer_max_messages=s.buffer_max_messages,
                 delivery_timeout_ms=s.kafka_delivery_timeout_ms, extra=self._kafka_extra,
+                security=s.kafka_security(),
             ),
             s.metrics_topic, self.telemetry, overflow_max_points=s.overflow_max_points,
         )

@@ -434,7 +434,8 @@ async def backfill(settings: ProducerSettings, telemetry: Telemetry, stop: threa
     publisher = Publisher(
         producer_config(bootstrap, compression=s.kafka_compression, linger_ms=s.kafka_linger_ms,
                         batch_size=s.kafka_batch_size, buffer_max_messages=s.buffer_max_messages,
-                        delivery_timeout_ms=s.kafka_delivery_timeout_ms, extra=kafka_extra),
+                        delivery_timeout_ms=s.kafka_delivery_timeout_ms, extra=kafka_extra,
+                        security=s.kafka_security()),
         s.metrics_topic, telemetry, overflow_max_points=max(s.overflow_max_points, 200_000))
     astop = asyncio.Event()
     loop = asyncio.get_running_loop()

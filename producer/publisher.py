@@ -44,7 +44,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -74,10 +74,13 @@ def producer_config(
     buffer_max_messages: int = 100_000,
     delivery_timeout_ms: int = 120_000,
     extra: dict[str, Any] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The librdkafka settings the producer runs with (idempotent, acks=all)."""
+    """The librdkafka settings the producer runs with (idempotent, acks=all); ``security``
+    is ``CommonSettings.kafka_security()`` (TLS, SASL)."""
     cfg: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
+        **(security or {}),
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": compression,

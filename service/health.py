@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.secrets import redact
+
 #: A check: ``None`` when fine, else the reason (one short line).
 Check = Callable[[], str | None]
 
@@ -151,7 +153,7 @@ class Health:
         for name, checks in todo:
             if not checks:
                 continue
-            reasons = [r for r in (_ask(c) for c in checks) if r is not None]
+            reasons = [redact(r) for r in (_ask(c) for c in checks) if r is not None]
             out.append((name, "; ".join(reasons) if reasons else None))
         return tuple(out)
 

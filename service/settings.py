@@ -19,11 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.exceptions import ConfigError
 from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
+from service import secrets
 
 
 class CommonSettings(BaseSettings):
@@ -77,6 +78,81 @@ class CommonSettings(BaseSettings):
         ),
     )
 
+    # -- security: TLS and SASL to Kafka, TLS to ClickHouse (README, "Security") ---------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="librdkafka security.protocol of every Kafka client (producer, consumers, DLQ, admin)",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="librdkafka sasl.mechanism; required with SASL_SSL / SASL_PLAINTEXT",
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="librdkafka sasl.username")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="librdkafka sasl.password (never logged or shown)",
+    )
+    kafka_ssl_ca_location: str | None = Field(
+        default=None,
+        description="librdkafka ssl.ca.location: CA bundle (PEM) of the brokers; unset = system CAs",
+    )
+    kafka_ssl_certificate_location: str | None = Field(
+        default=None, description="librdkafka ssl.certificate.location: client certificate (PEM, mutual TLS)",
+    )
+    kafka_ssl_key_location: str | None = Field(
+        default=None, description="librdkafka ssl.key.location: client private key (PEM, mutual TLS)",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="librdkafka ssl.key.password of an encrypted client key (never shown)",
+    )
+    kafka_ssl_endpoint_identification: Literal["https", "none"] = Field(
+        default="https",
+        description="librdkafka ssl.endpoint.identification.algorithm: check the broker's host name "
+        "(https) or not (none)",
+    )
+    clickhouse_verify: bool = Field(
+        default=True, description="https DSN: verify the ClickHouse server's certificate",
+    )
+    clickhouse_ca_cert: str | None = Field(
+        default=None,
+        description="https DSN: CA bundle (PEM) of the ClickHouse server, or 'certifi'; unset = system CAs",
+    )
+
+    def kafka_security(self) -> dict[str, Any]:
+        """The TLS and SASL entries of a librdkafka config; every Kafka client the process
+        creates (producer, consumers, DLQ and snapshot producers, admin clients) carries them."""
+        proto = self.kafka_security_protocol
+        if proto == "PLAINTEXT":
+            return {}
+        cfg: dict[str, Any] = {"security.protocol": proto}
+        if proto.startswith("SASL_"):
+            cfg["sasl.mechanism"] = self.kafka_sasl_mechanism
+            cfg["sasl.username"] = self.kafka_sasl_username
+            password = self.kafka_sasl_password
+            cfg["sasl.password"] = password.get_secret_value() if password is not None else ""
+        if proto.endswith("SSL"):
+            for key, value in (("ssl.ca.location", self.kafka_ssl_ca_location),
+                               ("ssl.certificate.location", self.kafka_ssl_certificate_location),
+                               ("ssl.key.location", self.kafka_ssl_key_location)):
+                if value:
+                    cfg[key] = value
+            if self.kafka_ssl_key_password is not None:
+                cfg["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+            cfg["ssl.endpoint.identification.algorithm"] = self.kafka_ssl_endpoint_identification
+        return cfg
+
+    def clickhouse_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``clickhouse_connect.get_client`` beyond the DSN: TLS of an https DSN."""
+        dsn = self.clickhouse_dsn or ""
+        if dsn.startswith("http://"):
+            return {"interface": "http"}
+        if not dsn.startswith("https://"):
+            return {}
+        # clickhouse-connect does not read the scheme of a DSN: without interface=https it
+        # would speak plain HTTP (credentials included) to any port but 443 and 8443
+        opts: dict[str, Any] = {"interface": "https", "verify": self.clickhouse_verify}
+        if self.clickhouse_ca_cert:
+            opts["ca_cert"] = self.clickhouse_ca_cert
+        return opts
+
     def resolved_clickhouse_dsn(self) -> str:
         """The DSN to open: the configured one, or the embedded engine under ``data_dir``."""
         return self.clickhouse_dsn or embedded_clickhouse_dsn(self.data_dir)
@@ -97,11 +173,78 @@ class CommonSettings(BaseSettings):
     def _dsn(cls, v: str | None) -> str | None:
         if v is None or v == "":
             return None
+        secrets.register_values([v])  # its password is masked from here on, even if v is refused
+        shown = secrets.redact_dsn(v)
         if not v.startswith(("http://", "https://", "chdb://", "clickhouse://")):
-            raise ValueError(f"expected http(s)://... or chdb:///dir, got {v!r}")
+            raise ValueError(f"expected http(s)://... or chdb:///dir, got {shown!r}")
         if v.startswith("chdb://") and not v[len("chdb://"):].startswith("/"):
-            raise ValueError(f"a chdb DSN needs an absolute directory (chdb:///abs/dir), got {v!r}")
+            raise ValueError(f"a chdb DSN needs an absolute directory (chdb:///abs/dir), got {shown!r}")
         return v
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        secrets.register_values([v])
+        if not v.startswith(("http://", "https://", "mock://")):
+            raise ValueError(f"expected http(s)://[key:secret@]host[:port], got {secrets.redact_dsn(v)!r}")
+        return v
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("kafka_sasl_password", "kafka_ssl_key_password", mode="before")
+    @classmethod
+    def _secret(cls, v: Any) -> Any:
+        secrets.register_secret(v if isinstance(v, str | SecretStr) else None)
+        return None if v == "" else v
+
+    @field_validator("kafka_sasl_username", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location",
+                     "clickhouse_ca_cert")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is None or v == "" or v == "certifi":
+            return v or None
+        if not Path(v).expanduser().is_file():
+            raise ValueError(f"no such file: {v}")
+        return str(Path(v).expanduser())
+
+    @model_validator(mode="after")
+    def _security(self) -> CommonSettings:
+        secrets.register_values(getattr(self, name) for name in type(self).model_fields)
+        proto = self.kafka_security_protocol
+        protocol = f"kafka_security_protocol ({ENV_PREFIX}KAFKA_SECURITY_PROTOCOL)"
+        if proto != "PLAINTEXT" and self.kafka_bootstrap_servers is None:
+            raise ValueError(f"{protocol} is {proto}, but no Kafka cluster is set "
+                             f"({ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS); the embedded broker is plaintext")
+        sasl = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+        if proto.startswith("SASL_"):
+            missing = [_named(n) for n in sasl if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"{protocol} {proto} needs {', '.join(missing)}")
+        tls = ("kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location",
+               "kafka_ssl_key_password")
+        for names, wanted, fix in ((sasl, "SASL_", "SASL_SSL (or SASL_PLAINTEXT)"),
+                                   (tls, "SSL", "SSL or SASL_SSL")):
+            given = [n for n in names if getattr(self, n) is not None]
+            if given and wanted not in proto:
+                raise ValueError(f"{_named(given[0])} is set, but {protocol} is {proto}: use {fix}")
+        if (self.kafka_ssl_certificate_location is None) != (self.kafka_ssl_key_location is None):
+            raise ValueError(f"{_named('kafka_ssl_certificate_location')} and "
+                             f"{_named('kafka_ssl_key_location')} go together (mutual TLS)")
+        return self
+
+
+def _named(field: str) -> str:
+    return f"{field} ({ENV_PREFIX}{field.upper()})"
 
 
 def default_data_dir() -> str:
@@ -172,8 +315,20 @@ def _where(field: str, flags: Mapping[str, str]) -> str:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = repr(secrets.redact_dsn(value) if isinstance(value, str) else value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_secret(field: str) -> bool:
+    """A ``SecretStr`` field of any settings class: its input is never echoed."""
+    todo: list[type[BaseSettings]] = [CommonSettings]
+    while todo:
+        cls = todo.pop()
+        info = cls.model_fields.get(field)
+        if info is not None and "SecretStr" in str(info.annotation):
+            return True
+        todo.extend(cls.__subclasses__())
+    return False
 
 
 def describe(exc: ValidationError | SettingsError, flags: Mapping[str, str] | None = None) -> str:
@@ -195,9 +350,10 @@ def describe(exc: ValidationError | SettingsError, flags: Mapping[str, str] | No
         loc = ".".join(str(x) for x in err["loc"])
         field = str(err["loc"][0])
         shown = _shown(err.get("input"))
-        got = "" if err.get("type") == "missing" or shown in msg else f", got {shown}"
+        secret = _is_secret(field)
+        got = "" if err.get("type") == "missing" or secret or shown in msg else f", got {shown}"
         parts.append(f"{loc} ({_where(field, flags)}): {msg}{got}")
-    return "; ".join(parts)
+    return secrets.redact("; ".join(parts))
 
 
 def build_settings(

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from service.health import Health
+from service.secrets import redact, redact_value
 
 LabelKey = tuple[tuple[str, str], ...]
 _log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Telemetry:
                 lines.append(f"# HELP {full} {self._help[name]}")
             lines.append(f"# TYPE {full} {'counter' if name in counters else 'gauge'}")
             for key, value in sorted(series.items()):
-                lbl = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
+                lbl = ",".join(f'{k}="{_escape(redact(v))}"' for k, v in key)
                 lines.append(f"{full}{{{lbl}}} {value:g}" if lbl else f"{full} {value:g}")
         return "\n".join(lines) + "\n"
 
@@ -186,17 +187,20 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         out.update(_extras(record))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            out["exc"] = redact(record.exc_text)
         return json.dumps(out, default=str)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    """The ``extra`` fields a log call attached to its record."""
-    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS and not k.startswith("_")}
+    """The ``extra`` fields a log call attached to its record, secrets masked (service.secrets)."""
+    return {k: redact_value(v) for k, v in record.__dict__.items()
+            if k not in _RECORD_FIELDS and not k.startswith("_")}
 
 
 _RECORD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -214,7 +218,7 @@ class TextFormatter(logging.Formatter):
         return time.strftime(datefmt or "%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = redact(super().format(record))  # message, traceback and stack
         extras = _extras(record)
         if not extras:
             return text

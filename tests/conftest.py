@@ -35,6 +35,15 @@ TEST_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500
 os.environ.setdefault("PERPSTREAM_MEMBER_NAME", "")
 
 
+@pytest.fixture(autouse=True)
+def _clean_secret_registry() -> Iterator[None]:
+    """Secrets registered by one test's settings (service.secrets) are not masked in the next one's output."""
+    yield
+    from service import secrets
+
+    secrets.forget_all()
+
+
 def _docker_reachable() -> bool:
     try:
         import docker

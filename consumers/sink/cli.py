@@ -101,7 +101,7 @@ def sink_command(args: argparse.Namespace) -> int:
     tune_gc(settings.gc_threshold)
     telemetry, health = Telemetry(), Health()
     with operator_endpoints(telemetry, settings.metrics_port, health):
-        client = open_client(settings.resolved_clickhouse_dsn())
+        client = open_client(settings.resolved_clickhouse_dsn(), **settings.clickhouse_options())
         try:
             with stop_on_signals() as stop:
                 return run_sink(settings, client, stop, telemetry=telemetry, health=health)
@@ -126,7 +126,8 @@ def parse_time_ms(text: str) -> int:
 def run_query(args: argparse.Namespace, settings: SinkSettings) -> list[dict[str, Any]]:
     if args.query == "lag":
         group = args.group_id or settings.group_id
-        rows = queries.consumer_lag(settings.require_bootstrap(), group, settings.metrics_topic)
+        rows = queries.consumer_lag(settings.require_bootstrap(), group, settings.metrics_topic,
+                                    extra_config=settings.kafka_security())
         return [r.as_dict() for r in rows]
     reader = open_reader(settings)
     client = reader.client

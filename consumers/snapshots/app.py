@@ -343,7 +343,8 @@ class SnapshotService:
         s = self.settings
         registry = registry_client(s.schema_registry_url)
         codec = market_snapshot_codec(registry, subject_for(s.snapshots_topic) if registry else None)
-        producer_cfg = {"bootstrap.servers": s.require_bootstrap(), **self._producer_overrides}
+        producer_cfg = {"bootstrap.servers": s.require_bootstrap(), **s.kafka_security(),
+                        **self._producer_overrides}
         return SnapshotHandler(
             SnapshotStore(self.client, s.clickhouse_database, s.group_id),
             s.engine_config(),

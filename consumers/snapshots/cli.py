@@ -93,7 +93,7 @@ def settings_from(args: argparse.Namespace) -> SnapshotSettings:
 def _open(settings: SnapshotSettings) -> Any:
     from consumers.clickhouse import open_client
 
-    return open_client(settings.resolved_clickhouse_dsn())
+    return open_client(settings.resolved_clickhouse_dsn(), **settings.clickhouse_options())
 
 
 def run_snapshots(args: argparse.Namespace) -> int:
