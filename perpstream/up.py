@@ -118,6 +118,9 @@ def register(sub: Any) -> None:
     p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
     p.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
     p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+    p.add_argument("--backfill", metavar="DURATION",
+                   help="live source: first fetch this much history over REST (e.g. 62m: the 1 h window "
+                   "is warm at the first live snapshot; docs/snapshots.md), then go live")
     p.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR; default: "
                    "the user data directory)")
     p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
@@ -442,6 +445,9 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
     producer_settings = _producer_settings(args, placeholder)
     if producer_settings.source == "live":
         producer_settings.require_live_symbols()
+    if args.backfill and producer_settings.source != "live":
+        raise ConfigError("--backfill needs the live source: history comes from the exchange's REST API")
+    backfill = _backfill_settings(producer_settings, args.backfill) if args.backfill else None
 
     print(f"perpstream up: {_describe_source(producer_settings)}; data in {data_dir}", file=out, flush=True)
     print("checking prerequisites", file=out, flush=True)
@@ -483,7 +489,7 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
         shared = {"kafka_bootstrap_servers": bootstrap, "clickhouse_dsn": dsn, "data_dir": str(data_dir)}
         sink_settings = build_settings(SinkSettings, values=shared)
         snap_settings = build_settings(SnapshotSettings, values=shared)
-        producer_update: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap}
+        producer_update: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap, "data_dir": str(data_dir)}
         overrides: dict[str, Any] = {}
         if broker is not None:
             # The local broker waits session.timeout.ms / 2 for a join (README, "Local broker").
@@ -493,11 +499,13 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
                 # replaced after a delivery timeout with nothing delivered (docs/producer.md).
                 producer_update["kafka_delivery_timeout_ms"] = EMBEDDED_DELIVERY_TIMEOUT_MS
         producer_settings = producer_settings.model_copy(update=producer_update)
+        if backfill is not None:
+            backfill = backfill.model_copy(update=producer_update)
 
         if broker is not None:
             health.add_readiness("broker", broker.readiness)
         components = _components(producer_settings, sink_settings, snap_settings, client, telemetry,
-                                 health, overrides)
+                                 health, overrides, backfill)
         for c in components.values():
             c.start()
         print(_ready_line(bootstrap, broker, dsn, common.clickhouse_database, endpoint_url,
@@ -544,13 +552,38 @@ def _ready_line(bootstrap: str, broker: _Broker | None, dsn: str, database: str,
     return "\n".join(lines)
 
 
+def _backfill_settings(producer_settings: Any, since: str) -> Any:
+    """The producer's settings with the backfill range, validated like ``perpstream backfill``'s."""
+    from producer.settings import ProducerSettings
+
+    values = {**producer_settings.model_dump(), "backfill_since": since, "backfill_until": None}
+    return build_settings(ProducerSettings, values=values)
+
+
 def _components(producer_settings: Any, sink_settings: Any, snap_settings: Any, client: Any,
-                telemetry: Telemetry, health: Health, overrides: dict[str, Any]) -> dict[str, Supervised]:
+                telemetry: Telemetry, health: Health, overrides: dict[str, Any],
+                backfill: Any = None) -> dict[str, Supervised]:
     from consumers.sink.service import run_sink
     from consumers.snapshots.app import SnapshotService
     from producer.app import ProducerApp
 
+    history_due = [backfill is not None]
+
     def producer(stop: threading.Event) -> int:
+        if history_due[0]:
+            # History first, in event-time order, so the snapshot windows are warm when the
+            # first live point arrives (docs/snapshots.md, "Warm at minute one"). Once only:
+            # a restarted producer goes straight back to live.
+            from producer.backfill import run_backfill
+
+            history_due[0] = False
+            log.info("backfill before going live", extra={"since": backfill.backfill_since})
+            rc = run_backfill(backfill, telemetry, stop)
+            if stop.is_set():
+                return 0
+            if rc != 0:
+                log.warning("the backfill did not deliver everything (see above); going live anyway: "
+                            "`perpstream backfill --since ...` fills the rest")
         return ProducerApp(producer_settings, telemetry, health=health).run(stop)
 
     def sink(stop: threading.Event) -> int:

@@ -211,6 +211,7 @@ class FakeBinance:
         )
         self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
         app = web.Application()
+        app.router.add_get("/fapi/v1/ping", self._ping)
         app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         app.router.add_get("/fapi/v1/openInterest", self._open_interest)
         app.router.add_get("/fapi/v1/fundingRate", self._funding_rate)
@@ -387,6 +388,11 @@ class FakeBinance:
             self._weight[minute] = self._weight.get(minute, 0) + weight
             used = self._weight[minute]
         return {"X-MBX-USED-WEIGHT-1M": str(used)}
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/ping``: ``{}`` (weight 1), what ``perpstream up`` checks first."""
+        self.rest_requests.append(("ping", None, 200))
+        return web.json_response({}, headers=self._headers())
 
     async def _exchange_info(self, request: web.Request) -> web.Response:
         headers = self._headers()

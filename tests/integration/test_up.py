@@ -362,3 +362,39 @@ def test_on_a_terminal_the_live_view_shows_real_numbers_in_80_columns(tmp_path: 
     assert max(len(line) for line in board.split("\n")) <= 80
     assert "symbol" in s and "funding" in s and "open int." in s
     assert "stopped after" in s and "data:" in s
+
+
+def test_the_live_source_with_a_backfill_stores_history_then_live_points(tmp_path: Path) -> None:
+    from tests.fakes.binance import FakeBinance
+
+    symbols = ["BTCUSDT", "币安人生USDT"]
+    log_path = tmp_path / "up.log"
+    with FakeBinance(symbols) as fake, log_path.open("w") as log:
+        started_ms = int(time.time() * 1000)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "perpstream.cli", "up", "--symbols", ",".join(symbols),
+             "--ws-url", fake.ws_url, "--rest-url", fake.rest_url, "--backfill", "5m",
+             "--no-ui", "--http-port", "0"],
+            env=_env(tmp_path / "state"), stdout=log, stderr=subprocess.STDOUT, text=True)
+        endpoint = tmp_path / "state" / "endpoint.json"
+        try:
+            wait_for(endpoint.exists, 90, "the endpoint file", alive=(proc,))
+            host, port = json.loads(endpoint.read_text())["url"].removeprefix("http://").rsplit(":", 1)
+            client = clickhouse_connect.get_client(host=host, port=int(port))
+
+            def split() -> tuple[int, int]:
+                """(closed 1 m marks of the last 5 minutes, live marks): the fake's live
+                stream runs on a clock of its own, far from the wall clock."""
+                history = (f"event_time >= fromUnixTimestamp64Milli({started_ms - 5 * 60_000}) AND "
+                           f"event_time < fromUnixTimestamp64Milli({started_ms})")
+                old, new = client.query(
+                    f"SELECT countIf({history}), countIf(NOT ({history})) "
+                    f"FROM {DB}.metric_points WHERE metric = 'mark_price'").result_rows[0]
+                return int(old), int(new)
+
+            wait_for(lambda: split()[0] >= 4 * len(symbols) and split()[1] >= 5 * len(symbols), 90,
+                     "history (closed minutes) and live marks stored", alive=(proc,))
+        finally:
+            assert _stop(proc) == 0, log_path.read_text()[-3000:]
+    kinds = [r[0] for r in fake.rest_requests]
+    assert kinds[0] == "ping", "the prerequisites check asks the exchange first"
