@@ -341,6 +341,9 @@ def _producer_settings(args: argparse.Namespace, bootstrap: str) -> Any:
     from producer.cli import settings_from_args
 
     source, replay_file = args.source
+    if replay_file is not None and not Path(replay_file).is_file():
+        raise ConfigError(f"--source replay:{replay_file}: no such file "
+                          "(give a file written by `perpstream record`)")
     ns = argparse.Namespace(**vars(args))
     ns.source, ns.replay_file = source, replay_file
     ns.duration = None  # the whole run stops on --duration, not the producer alone
