@@ -35,9 +35,7 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.producer_bench
-	$(BIN)/python -m benchmarks.sink_bench
-	$(BIN)/python -m benchmarks.snapshots_bench --cpu 0
+	$(BIN)/perpstream bench all
 
 clean:
 	rm -rf $(VENV) .perpstream .pytest_cache .mypy_cache .ruff_cache

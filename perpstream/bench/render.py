@@ -1,0 +1,92 @@
+"""Reports as people read them: one table of rows, one of targets, the notes (rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _num(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _lat(d: Mapping[str, Any] | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['p50']:,.0f} / {d['p99']:,.0f} / {d['max']:,.0f}"
+
+
+_LATENCY_LABELS = {"event_to_clickhouse": "event→CH", "ingest_to_clickhouse": "ingest→CH",
+                   "snapshot_time_to_emitted": "snapshot"}
+
+
+def rows_table(rep: Mapping[str, Any]) -> Table:
+    rows = rep["rows"]
+    kinds = [k for k in _LATENCY_LABELS if any((r.get("latency_ms") or {}).get(k) for r in rows)]
+    t = Table(title=f"perpstream bench {rep['scenario']}", title_justify="left")
+    t.add_column("path")
+    for col in ("events", "events/s", "CPU-s / M events", "peak RSS MB"):
+        t.add_column(col, justify="right")
+    for k in kinds:
+        t.add_column(f"{_LATENCY_LABELS[k]} ms p50 / p99 / max", justify="right")
+    t.add_column("ratio to baseline (same run)")
+    for r in rows:
+        ratios = "; ".join(f"{v:.2f}x {k}" for k, v in r["ratios"].items()) or (
+            "baseline" if r.get("role") == "baseline" else "-")
+        lat = r.get("latency_ms") or {}
+        t.add_row(r["name"], _num(r["events"]), _num(r["events_per_s"]), _num(r["cpu_s_per_million"], 2),
+                  _num(r["peak_rss_mb"]), *[_lat(lat.get(k)) for k in kinds], ratios)
+    return t
+
+
+def targets_table(rep: Mapping[str, Any]) -> Table:
+    t = Table(title="targets", title_justify="left")
+    t.add_column("target")
+    t.add_column("measured", justify="right")
+    t.add_column("wanted", justify="right")
+    t.add_column("met")
+    for g in rep["targets"]:
+        v = g["value"]
+        t.add_row(g["name"], _num(v, 2 if isinstance(v, float) and abs(v) < 10 else 0), g["target"],
+                  "-" if g["met"] is None else ("yes" if g["met"] else "[bold red]no[/]"))
+    return t
+
+
+def steps_table(rep: Mapping[str, Any]) -> Table:
+    t = Table(title="e2e steps", title_justify="left")
+    for col in ("N", "symbols", "offered/s", "published/s", "stored/s", "snapshot member/s",
+                "CPU perpstream", "CPU broker", "peak RSS MB perpstream / broker", "held"):
+        t.add_column(col, justify="right")
+    for s in rep["steps"]:
+        p = s["processes"]
+        b = p.get("broker")
+        t.add_row(f"{s['n']:g}", _num(s["symbols"]), _num(s["offered_per_s"]), _num(s["published_per_s"]),
+                  _num(s["stored_per_s"]), _num(s["snapshot_records_per_s"]),
+                  f"{p['perpstream']['cpu_share']:.0%}", f"{b['cpu_share']:.0%}" if b else "-",
+                  f"{_num(p['perpstream']['peak_rss_mb'])} / {_num(b['peak_rss_mb']) if b else '-'}",
+                  "yes" if s["held"] else "[bold red]no[/]")
+    return t
+
+
+def render(rep: Mapping[str, Any], console: Console | None = None) -> None:
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=220)  # a file or a pipe: no wrapping inside the tables
+    console.print(rows_table(rep))
+    if rep.get("steps"):
+        console.print(steps_table(rep))
+    if rep["targets"]:
+        console.print(targets_table(rep))
+    for note in rep["notes"]:
+        console.print(f"[dim]- {note}[/]", markup=True, highlight=False)
+    console.print()

@@ -1,0 +1,117 @@
+"""``perpstream bench``: every scenario in a tiny configuration, checked for the
+report's structure and its arithmetic (never for speed)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from perpstream.bench import SCENARIOS, run_child, run_scenario
+from perpstream.bench.render import render
+from perpstream.cli import build_parser
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _args(**kw: Any) -> argparse.Namespace:
+    args = build_parser().parse_args([
+        "bench", "all", "--seconds", "2", "--warmup", "1", "--steps", "0.05", "--symbols", "40",
+        "--frame-seconds", "3", "--consumer-seconds", "4", "--events", "4000", "--rounds", "1",
+        "--rss-seconds", "1", "--no-memory"])
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
+
+
+@pytest.fixture(scope="module")
+def reports() -> dict[str, dict[str, Any]]:
+    """Every scenario, in parallel (no figure here is judged for speed)."""
+    args = _args()
+    step: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def child(kind: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        # e2e and live share one step at 0.05x (one child process), to keep the test short
+        if kind != "step":
+            return run_child(kind, kwargs)
+        with lock:
+            if not step:
+                step.append(run_child(kind, {**kwargs, "n": 0.05}))
+            return {**step[0], "n": kwargs["n"]}
+
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        futures = {name: pool.submit(run_scenario, name, args, child) for name in SCENARIOS}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=0.02, abs_tol=0.01)
+
+
+def test_every_row_is_positive_and_its_ratios_are_figure_over_baseline(
+        reports: dict[str, dict[str, Any]]) -> None:
+    assert set(reports) == set(SCENARIOS)
+    for name, rep in reports.items():
+        assert rep["scenario"] == name
+        by_name = {r["name"]: r for r in rep["rows"]}
+        assert rep["rows"], name
+        for r in rep["rows"]:
+            if r["events"] == 0:  # a footprint-only row (live's idle floor)
+                assert r["cpu_s"] >= 0 and r["peak_rss_mb"] > 0 and r["role"] == "baseline", (name, r)
+                continue
+            assert r["events"] > 0 and r["wall_s"] > 0 and r["events_per_s"] > 0, (name, r)
+            assert r["cpu_s"] > 0 and r["cpu_s_per_million"] > 0, (name, r)
+            assert r["peak_rss_mb"] is None or r["peak_rss_mb"] > 0, (name, r)
+            assert _close(r["events_per_s"], r["events"] / r["wall_s"]), (name, r)
+            assert _close(r["cpu_s_per_million"], r["cpu_s"] / r["events"] * 1e6), (name, r)
+            for base, ratio in r["ratios"].items():
+                denominator = by_name[base]["events_per_s"] if base in by_name else None
+                if denominator is not None:
+                    assert _close(ratio, r["events_per_s"] / denominator), (name, r["name"], base)
+                assert ratio > 0
+            for lat in (r["latency_ms"] or {}).values():
+                assert lat["n"] > 0 and lat["p50"] <= lat["p99"] <= lat["max"], (name, lat)
+        for t in rep["targets"]:
+            assert t["met"] in (True, False) and t["target"], (name, t)
+        json.dumps(rep)  # --json prints it as is
+        out = io.StringIO()
+        render(rep, Console(file=out, width=200))
+        assert f"perpstream bench {name}" in out.getvalue()
+
+
+def test_each_scenario_has_its_baselines(reports: dict[str, dict[str, Any]]) -> None:
+    produce = {r["name"]: r for r in reports["produce"]["rows"]}
+    assert "raw confluent-kafka + fastavro" in produce["producer pipeline (Ingest)"]["ratios"]
+    sink = reports["sink"]["rows"][-1]
+    assert len(sink["ratios"]) == 2  # the direct insert and the ceiling
+    assert sink["rows"] == sink["committed"] == 4000
+    assert reports["snapshots"]["rows"][0]["role"] == "baseline"
+    assert "engine alone (SnapshotEngine.add)" in reports["snapshots"]["rows"][1]["ratios"]
+
+
+def test_e2e_steps_up_until_not_held_and_live_reports_every_process(
+        reports: dict[str, dict[str, Any]]) -> None:
+    e2e = reports["e2e"]
+    ns = [s["n"] for s in e2e["steps"]]
+    assert ns == [0.05]
+    held = [s for s in e2e["steps"] if s["held"]]
+    assert e2e["held_n"] == (held[-1]["n"] if held else None)
+    for s in e2e["steps"]:
+        lat = s["latency_ms"]["event_to_clickhouse"]
+        assert lat and lat["n"] > 0 and s["stored_per_s"] > 0 and s["offered_per_s"] > 0
+        assert s["latency_ms"]["ingest_to_clickhouse"]["n"] == lat["n"]
+    live = reports["live"]
+    procs = live["step"]["processes"]
+    assert "perpstream" in procs
+    assert all(p["cpu_share"] > 0 and p["peak_rss_mb"] > 0 for p in procs.values())
+    assert _close(live["cpu_share"], sum(p["cpu_share"] for p in procs.values()))
+    assert {t["name"] for t in live["targets"]} >= {"p99 event -> ClickHouse (ms)"}
