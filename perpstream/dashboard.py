@@ -249,6 +249,8 @@ class Board:
     trend_s: int = 60
     #: how long the latest store query took (None before the first)
     query_s: float | None = None
+    #: lines the running process adds (a component failing and being restarted, ...)
+    notes: tuple[str, ...] = ()
 
     @property
     def lag_total(self) -> int:
@@ -301,10 +303,12 @@ class Dashboard:
         stale: EngineConfig | None = None,
         window_s: int = 60,
         bucket_s: int = 5,
+        notes_fn: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         if window_s <= 0 or bucket_s <= 0 or window_s % bucket_s:
             raise ValueError("window_s and bucket_s must be positive, window_s a multiple of bucket_s")
         self.telemetry = telemetry
+        self.notes_fn = notes_fn
         self.query = query_fn(rows_source)
         self.database = database
         self.data_dir = None if data_dir is None else str(data_dir)
@@ -405,7 +409,16 @@ class Dashboard:
             endpoint_url=self.endpoint_url, error=redact("; ".join(errors)) or None,
             trend_s=self.window_ms // 1000,
             query_s=self._query_s,
+            notes=self._notes(),
         )
+
+    def _notes(self) -> tuple[str, ...]:
+        if self.notes_fn is None:
+            return ()
+        try:
+            return tuple(redact(n) for n in self.notes_fn())
+        except Exception as exc:  # a broken note must not take the view down
+            return (f"notes unavailable: {type(exc).__name__}: {exc}",)
 
     def _anchor(self, snap: Mapping[str, Mapping[Any, float]], wall_ms: int) -> int:
         """The event time the tick's minute ends at (see the module docstring)."""
@@ -486,7 +499,7 @@ def render(board: Board, width: int | None = None, height: int | None = None) ->
               _pair("stale", stale, "bold yellow" if board.stale_count else "bold")),
         _line(_pair("data", board.data_dir or "-"), _pair("queries", board.endpoint_url or "off")),
     ]
-    room = len(board.rows) if height is None else max(1, height - _FIXED_LINES)
+    room = len(board.rows) if height is None else max(1, height - _FIXED_LINES - len(board.notes))
     shown = board.rows[:room]
     labels = ["symbol", "mark", "funding", "basis bp", "open int.", "age", "state"]
     texts = [[r.symbol[:14], price(r.mark), percent(r.funding), bp(r.basis), quantity(r.oi),
@@ -521,6 +534,7 @@ def render(board: Board, width: int | None = None, height: int | None = None) ->
     more = len(board.rows) - len(shown)
     if more:
         parts.append(Text(f"+{more:,} more (sorted by open-interest notional)", "dim"))
+    parts.extend(Text(f"! {note}", "bold yellow", no_wrap=True, overflow="ellipsis") for note in board.notes)
     if board.error:
         parts.append(Text(f"! {board.error}", "bold red", no_wrap=True, overflow="ellipsis"))
     else:

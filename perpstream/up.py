@@ -515,7 +515,7 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
                           common.metrics_port), file=out, flush=True)
 
         dashboard = _dashboard(telemetry, queries or client, common.clickhouse_database, data_dir,
-                               endpoint_url)
+                               endpoint_url, functools.partial(component_notes, components, broker))
         view: Any = None
         if ui:
             from perpstream.dashboard import LiveBoard
@@ -639,6 +639,21 @@ def _watch(args: argparse.Namespace, stop: threading.Event, started: float,
     return 0
 
 
+def component_notes(components: dict[str, Supervised], broker: _Broker | None) -> list[str]:
+    """One line per component that is not simply running, for the live view."""
+    notes = []
+    if broker is not None and broker.readiness() is not None:
+        notes.append(f"broker: {broker.readiness()}")
+    for name, c in components.items():
+        if c.state.startswith("restarting"):
+            notes.append(f"{name}: failed ({c.last_failure}); {c.state} (restarts: {c.restarts})")
+        elif c.state == "failed":
+            notes.append(f"{name}: stopped: {c.fatal}")
+        elif c.restarts:
+            notes.append(f"{name}: running again after {c.restarts} restart(s); last: {c.last_failure}")
+    return notes
+
+
 def component_states(components: dict[str, Supervised]) -> dict[str, Any]:
     """Restart counts and states of the components that are not simply running."""
     fields: dict[str, Any] = {}
@@ -727,8 +742,8 @@ def _log_beside_the_view(path: Path, console: Any) -> None:
 
 
 def _dashboard(telemetry: Telemetry, rows_source: Any, database: str, data_dir: Path,
-               endpoint_url: str | None) -> Any:
+               endpoint_url: str | None, notes_fn: Callable[[], list[str]] | None = None) -> Any:
     from perpstream.dashboard import Dashboard
 
     return Dashboard(telemetry, rows_source, database=database, data_dir=data_dir,
-                     endpoint_url=endpoint_url)
+                     endpoint_url=endpoint_url, notes_fn=notes_fn)

@@ -385,3 +385,18 @@ def test_an_answer_of_another_shape_is_an_error_not_a_crash() -> None:
     t.gauge_fn("buffer_fill", lambda: 1 / 0)  # a computed gauge that fails
     failed = dash.sample()
     assert failed.error is not None and "telemetry: division by zero" in failed.error
+
+
+def test_notes_of_the_running_process_are_shown_and_keep_the_board_in_the_height() -> None:
+    t, clock, wall, store = Telemetry(), Clock(), [NOW_MS], Store()
+    for k in range(40):
+        market(store, f"S{k:03d}USDT", 1.0 + k, 1.0 + k, 0.0001, 1_000.0, seconds=3)
+    notes = ["sink: failed (ClickHouse unavailable); restarting in 4.0 s (restarts: 2)"]
+    dash = Dashboard(t, store, database="perpstream", clock=clock, wall=lambda: wall[0] / 1000,
+                     notes_fn=lambda: notes)
+    lines = text(dash.sample(), dash, height=24)
+    assert len(lines) <= 24
+    assert "! sink: failed (ClickHouse unavailable); restarting in 4.0 s (restarts: 2)" in lines
+    assert len([x for x in lines if x.startswith("S0")]) == 24 - 9 - 1
+    notes.clear()
+    assert not any(x.startswith("!") for x in text(dash.sample(), dash, height=24))

@@ -223,3 +223,24 @@ def test_one_owner_per_data_directory_and_what_a_second_one_is_told(tmp_path: Pa
         assert f"pid {os.getpid()}" in text and "http://127.0.0.1:8123" in text
         assert f"kill -INT {os.getpid()}" in text
     DataDirLock(tmp_path).acquire().release()  # released: the next owner takes it
+
+
+def test_the_view_says_which_component_is_being_restarted_and_why() -> None:
+    from perpstream.up import component_notes
+
+    calls: list[int] = []
+
+    def body(stop: threading.Event) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PerpstreamError("ClickHouse unreachable")
+        stop.wait()
+        return 0
+
+    sup, _, _ = _supervise(body)
+    sup.start()
+    wait_for(lambda: len(calls) == 2, 10, "the restart")
+    assert component_notes({"sink": sup}, None) == [
+        "sink: running again after 1 restart(s); last: ClickHouse unreachable"]
+    sup.stop()
+    sup.join(5)
