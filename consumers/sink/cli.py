@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from consumers.clickhouse import open_client
+from consumers.faults import with_fault_injection
 from consumers.reading import open_reader
 from consumers.sink import queries
 from consumers.sink.migrations import migrate_sink
@@ -104,7 +105,8 @@ def sink_command(args: argparse.Namespace) -> int:
         client = open_client(settings.resolved_clickhouse_dsn(), **settings.clickhouse_options())
         try:
             with stop_on_signals() as stop:
-                return run_sink(settings, client, stop, telemetry=telemetry, health=health)
+                faulty = with_fault_injection(client, settings.clickhouse_database)
+                return run_sink(settings, faulty, stop, telemetry=telemetry, health=health)
         finally:
             with contextlib.suppress(Exception):
                 client.close()
