@@ -27,11 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Each package registers its own subcommands.
     from consumers.sink import cli as sink_cli
     from consumers.snapshots import cli as snapshots_cli
-    from perpstream import bench, pipeline, sql, up
+    from perpstream import bench, pipeline, soak, sql, up
     from producer import backfill
     from producer import cli as producer_cli
 
-    for mod in (up, pipeline, producer_cli, backfill, sink_cli, snapshots_cli, sql, bench):
+    for mod in (up, pipeline, producer_cli, backfill, sink_cli, snapshots_cli, sql, bench, soak):
         mod.register(sub)
     return parser
 
