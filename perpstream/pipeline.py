@@ -84,7 +84,8 @@ def register(sub: Any) -> None:
     r.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
     r.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
     r.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR)")
-    r.add_argument("--partitions", type=int, default=6, help="partitions of new topics (default 6)")
+    r.add_argument("--partitions", type=int, help="partitions of new topics (default: 1 on the embedded "
+                   "broker, 6 on a cluster)")
     r.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz")
     r.add_argument("--summary-interval", type=float, default=5.0, help="seconds between summary lines")
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -122,6 +123,22 @@ def _declare_run_settings(parser: argparse.ArgumentParser) -> None:
 
     declare_settings(parser, SettingsUse(QueryServerSettings, RUN_FLAGS), PRODUCER_SETTINGS,
                      SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
+
+
+#: Partitions of the topics ``run`` and ``up`` create on their embedded broker. One process
+#: consumes them, so more partitions buy no parallelism, and each costs the consumers an insert
+#: per batch: at live load, 20% of a core and 460 MB with one partition against 30% and 504 MB with
+#: six (`perpstream bench live --partitions 1` / `6`, README "Performance and reliability").
+EMBEDDED_PARTITIONS = 1
+#: ... and on a cluster, where consumer groups scale by adding processes.
+CLUSTER_PARTITIONS = 6
+
+
+def new_topic_partitions(given: int | None, *, embedded: bool) -> int:
+    """``--partitions`` when given, else the default for where the topics are created."""
+    if given is not None:
+        return given
+    return EMBEDDED_PARTITIONS if embedded else CLUSTER_PARTITIONS
 
 
 def standard_topics(settings: CommonSettings, partitions: int) -> dict[str, int]:
@@ -176,7 +193,7 @@ class _Thread(threading.Thread):
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.partitions < 1:
+    if args.partitions is not None and args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
     common = build_settings(QueryServerSettings, args, RUN_FLAGS)
     lock = DataDirLock(common.data_dir)
@@ -215,7 +232,8 @@ def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
             broker = stack.enter_context(TansuBroker(log_path=Path(common.data_dir, "broker.log")))
             bootstrap = broker.bootstrap_servers
             print(f"embedded broker on {bootstrap} (in memory: topics live as long as this run)")
-        ensure_topics(bootstrap, standard_topics(common, args.partitions), security=common.kafka_security())
+        partitions = new_topic_partitions(args.partitions, embedded=common.kafka_bootstrap_servers is None)
+        ensure_topics(bootstrap, standard_topics(common, partitions), security=common.kafka_security())
         dsn = common.resolved_clickhouse_dsn()
         client = open_clickhouse(dsn, **common.clickhouse_options())
         stack.callback(client.close)

@@ -57,6 +57,7 @@ from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickh
 from perpstream.pipeline import (
     CATCH_UP_TIMEOUT,
     QueryServerSettings,
+    new_topic_partitions,
     standard_topics,
 )
 from perpstream.query_server import QueryServer, ReadOnlyQueries
@@ -124,7 +125,8 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR; default: "
                    "the user data directory)")
     p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
-    p.add_argument("--partitions", type=int, default=6, help="partitions of new topics (default 6)")
+    p.add_argument("--partitions", type=int, help="partitions of new topics (default: 1 on the embedded "
+                   "broker, 6 on a cluster)")
     p.add_argument("--http-port", type=int, help="read-only ClickHouse HTTP interface (default 8123; a "
                    "free port when taken; 0 = any free port)")
     p.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; another one needs "
@@ -392,7 +394,7 @@ class _Broker:
 
 
 def up_main(args: argparse.Namespace) -> int:
-    if args.partitions < 1:
+    if args.partitions is not None and args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
     common = build_settings(QueryServerSettings, args, _FLAGS)
     data_dir = Path(common.data_dir).resolve()
@@ -459,7 +461,8 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(stop_on_signals())
         broker: _Broker | None = None
-        topics = standard_topics(common, args.partitions)
+        topics = standard_topics(common, new_topic_partitions(
+            args.partitions, embedded=common.kafka_bootstrap_servers is None))
         starting = "creating topics" if common.kafka_bootstrap_servers else "starting the local broker"
         with _progress(ui, starting):
             if common.kafka_bootstrap_servers is None:

@@ -26,6 +26,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from perpstream.pipeline import EMBEDDED_PARTITIONS
+
 SCENARIOS = ("produce", "sink", "snapshots", "e2e", "live")
 DEFAULT_STEPS = (1, 2, 4, 8, 12, 16, 20, 28)
 E2E_TARGET_EVENTS_S = 50_000
@@ -50,6 +52,9 @@ def register(sub: Any) -> None:
     p.add_argument("--consumer-seconds", type=int, default=180, help="simulated seconds of the snapshot "
                    "consumer's stream")
     p.add_argument("--events", type=int, default=500_000, help="events of the sink scenario")
+    p.add_argument("--partitions", type=int, default=EMBEDDED_PARTITIONS,
+                   help="partitions of the e2e/live topics (default: what up and run create on their "
+                   "embedded broker; each costs the consumers an insert per batch)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of produce (best shown)")
     p.add_argument("--rss-seconds", type=float, default=20.0, help="real-time producer run for its RSS")
     p.add_argument("--no-memory", action="store_true", help="skip the snapshot engine's 1 h memory figure")
@@ -68,8 +73,10 @@ def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"symbols": args.symbols, "seconds": args.frame_seconds,
                 "consumer_seconds": args.consumer_seconds, "memory": not args.no_memory}
     if name == "e2e":
-        return {"seconds": args.seconds, "warmup": args.warmup, "symbols_per_n": args.symbols}
-    return {"seconds": args.seconds * 3, "warmup": args.warmup, "symbols_per_n": args.symbols}
+        return {"seconds": args.seconds, "warmup": args.warmup, "symbols_per_n": args.symbols,
+                "partitions": args.partitions}
+    return {"seconds": args.seconds * 3, "warmup": args.warmup, "symbols_per_n": args.symbols,
+            "partitions": args.partitions}
 
 
 def run_child(kind: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
