@@ -212,6 +212,8 @@ class ConsumeLoop:
         self._carry: list[Any] = []
         self._cuts: dict[TopicPartitionId, list[int]] = {}
         self._topic_ids: dict[str, str] = {}
+        #: the last offset delivered per partition while this member owns it
+        self._delivered_to: dict[TopicPartitionId, int] = {}
         self._collecting: BatchBuilder | None = None
         self._pending: Batch | None = None
         #: handled, not yet committed (a commit failed): next offset per partition
@@ -269,9 +271,12 @@ class ConsumeLoop:
                         self._commit({})
                     self._check_commits()
                     continue
+                self._check_incarnation(batch)
                 if not self._deliver(batch, stop):
                     rc = 1
                     break
+                for tp, pb in batch.partitions.items():
+                    self._delivered_to[tp] = pb.last_offset
                 self._check_commits()
                 self._kick.delivered(batch.partitions)
         finally:
@@ -588,6 +593,8 @@ class ConsumeLoop:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
         self.assignment.update(tps)
+        if tps:
+            self._refresh_topic_ids()
         if self._journal is not None and tps:
             try:
                 pending = self._journal.pending(self.group_id, tps)
@@ -604,6 +611,43 @@ class ConsumeLoop:
             self._pause_new = True  # paused in _wait_polling once the client has assigned them
         log.info("partitions assigned", extra={**self._where, "partitions": tps})
 
+    def _check_incarnation(self, batch: Batch) -> None:
+        """A partition read again from an offset this member already delivered, without a
+        rebalance in between, is a new incarnation of its topic: a broker that restarted
+        with empty memory storage faster than the group noticed, so the client's fetch
+        position was reset to the new topic's start. Its batches get the new topic id
+        before their tokens are used (see :meth:`_refresh_topic_ids`)."""
+        back = [tp for tp, pb in batch.partitions.items()
+                if pb.first_offset <= self._delivered_to.get(tp, -1)]
+        if not back:
+            return
+        log.warning("offsets went back without a rebalance; asking for the topics' ids",
+                    extra={**self._where, "partitions": back})
+        self._refresh_topic_ids()
+        for tp in back:
+            pb = batch.partitions[tp]
+            pb.topic_id = self._topic_ids.get(pb.topic, pb.topic_id)
+            self._delivered_to.pop(tp, None)
+
+    def _refresh_topic_ids(self) -> None:
+        """Ask again which incarnation of each topic this member reads. A topic can be
+        recreated under a running member (an in-memory broker restarted, a topic deleted
+        and created again): its offsets start at 0 again, and batches of the new
+        incarnation must not carry the old one's dedup tokens, or ClickHouse would take
+        them for inserts it already has and drop them. The group rebalances after such a
+        change, so every assignment asks; when the cluster cannot answer, the ids known
+        so far stay."""
+        ids = topic_ids(self._config, self.topics)
+        if not ids:
+            return
+        changed = {t for t, i in ids.items() if self._topic_ids.get(t) not in (None, i)}
+        if changed:
+            log.warning("topic recreated: batches of its new incarnation get tokens of their own",
+                        extra={**self._where, "topics": sorted(changed)})
+        # In place: the builder of the batch being collected holds this dict (an assignment
+        # is served inside consume(), in the middle of collecting).
+        self._topic_ids.update(ids)
+
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self._release(partitions, lost=False)
 
@@ -619,6 +663,7 @@ class ConsumeLoop:
         for tp in tps:
             self._uncommitted.pop(tp, None)
             self._cuts.pop(tp, None)
+            self._delivered_to.pop(tp, None)
             self.telemetry.set("consumer_lag", 0, {"group": self.group_id, "topic": tp[0],
                                                    "partition": str(tp[1])})
         if not self._uncommitted:

@@ -47,3 +47,43 @@ def test_second_incarnation_of_a_topic_is_stored_in_full(
                 assert runner.stop() == 0
     count = clickhouse.command(f"SELECT count() FROM {ch_database}.metric_points")
     assert count == 2_000
+
+
+def test_a_broker_restarted_under_a_running_member_loses_nothing_of_the_new_incarnation(
+    clickhouse: Any, ch_database: str, broker_kind: str, tmp_path: Any
+) -> None:
+    """The same member reads the topic before and after an in-memory broker restarts on its
+    port (what ``perpstream up`` does when its broker dies): the new incarnation's offsets
+    0..999 are cut as the old ones were, and must still be stored."""
+    if broker_kind != "tansu":
+        pytest.skip("starts and restarts its own in-memory broker")
+    from perpstream.local import free_port
+
+    migrate_sink(clickhouse, ch_database)
+    points = make_points(2_000, symbols=1)  # one symbol: one partition
+    port = free_port()
+    broker = TansuBroker(port=port, log_path=tmp_path / "tansu1.log").start()
+    runner = None
+    try:
+        ensure_topics(broker.bootstrap_servers, {"metrics": 1, "dlq": 1})
+        assert produce(broker.bootstrap_servers, "metrics", points[:1_000]) == 1_000
+        settings = settings_for(broker.bootstrap_servers, ch_database, "metrics", "dlq", "sink",
+                                batch_max_records=10_000, batch_max_ms=2_000)
+        runner = Runner(lambda stop: run_sink(settings, clickhouse, stop,
+                                              consumer_overrides=TEST_CONSUMER_CONFIG))
+
+        def stored() -> int:
+            return int(clickhouse.command(f"SELECT count() FROM {ch_database}.metric_points"))
+
+        wait_for(lambda: stored() == 1_000, 120, "the first incarnation stored")
+        broker.stop()
+        broker = TansuBroker(port=port, log_path=tmp_path / "tansu2.log").start()
+        ensure_topics(broker.bootstrap_servers, {"metrics": 1, "dlq": 1})
+        assert produce(broker.bootstrap_servers, "metrics", points[1_000:]) == 1_000
+        wait_for(lambda: committed_total(broker.bootstrap_servers, "sink", "metrics", 1).get(0, 0) == 1_000,
+                 120, "the new incarnation committed")
+    finally:
+        if runner is not None:
+            assert runner.stop() == 0
+        broker.stop()
+    assert stored() == 2_000
