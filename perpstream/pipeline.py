@@ -21,7 +21,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,8 @@ def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
 
         producer_stop.set()
         producer_thread.join()
-        _catch_up(telemetry, stop, threads)
+        stop.clear()  # a second Ctrl+C skips the catch-up
+        catch_up(telemetry, stop, threads)
         consumers_stop.set()
         for t in threads:
             t.join()
@@ -305,16 +306,17 @@ def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
         return max(rcs)
 
 
-def _catch_up(telemetry: Telemetry, stop: threading.Event, threads: list[_Thread]) -> None:
-    """Let the sink store what the producer delivered (bounded; a second Ctrl+C skips it)."""
-    stop.clear()
+def catch_up(telemetry: Telemetry, stop: threading.Event, consumers: Sequence[threading.Thread]) -> None:
+    """Let the consumers store what the producer delivered: until stored + DLQ reach the
+    delivered count, ``stop`` is set (a second Ctrl+C), a consumer thread ends, or
+    :data:`CATCH_UP_TIMEOUT` passes."""
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
-    while time.monotonic() < deadline and not stop.is_set() and all(t.is_alive() for t in threads):
+    while time.monotonic() < deadline and not stop.is_set() and all(t.is_alive() for t in consumers):
         delivered = telemetry.total("points_delivered")
         stored = telemetry.total("records_stored") + telemetry.total("records_dlq")
         if stored >= delivered:
             return
-        time.sleep(0.2)
+        stop.wait(0.2)
 
 
 def _print_summary(telemetry: Telemetry) -> None:

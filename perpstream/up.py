@@ -55,8 +55,8 @@ from typing import Any
 
 from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickhouse
 from perpstream.pipeline import (
-    CATCH_UP_TIMEOUT,
     QueryServerSettings,
+    catch_up,
     new_topic_partitions,
     standard_topics,
 )
@@ -677,13 +677,7 @@ def _drain(stop: threading.Event, components: dict[str, Supervised], telemetry: 
         producer.join()
     consumers = [components["sink"], components["snapshots"]]
     with _progress(ui, "storing what was delivered"):
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT
-        while time.monotonic() < deadline and not stop.is_set() and all(c.is_alive() for c in consumers):
-            delivered = telemetry.total("points_delivered")
-            stored = telemetry.total("records_stored") + telemetry.total("records_dlq")
-            if stored >= delivered:
-                break
-            stop.wait(0.2)
+        catch_up(telemetry, stop, consumers)
     with _progress(ui, "stopping the consumers (committing)"):
         for c in consumers:
             c.stop()
