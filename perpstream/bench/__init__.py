@@ -11,6 +11,9 @@ Scenarios (``all`` runs them in this order):
   N stepped up until a step is not held; reports the highest N held.
 - ``live``: the footprint at live load (CPU share and RSS of every process) and its latency.
 
+``--layout processes`` runs e2e and live with the producer, the sink and the snapshot member in
+an OS process each (the default ``single``: all in one process, as ``perpstream run``).
+
 Every scenario, and every e2e step, runs in a child process of its own (``python -m
 perpstream.bench``): a fresh peak RSS, CPU-seconds of that run only, and one chdb
 directory per process.
@@ -60,6 +63,10 @@ def register(sub: Any) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the snapshot engine's 1 h memory figure")
     p.add_argument("--profile", action="store_true",
                    help="cProfile the sink run (sink) and the last e2e step; the top entries are notes")
+    p.add_argument("--layout", choices=("single", "processes"), default="single",
+                   help="e2e/live: single = the stack in one process, as `perpstream run` (default); "
+                   "processes = producer, sink and snapshot member in an OS process each, with a chdb "
+                   "directory per consumer")
     p.set_defaults(func=bench_command)
 
 
@@ -74,9 +81,9 @@ def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 "consumer_seconds": args.consumer_seconds, "memory": not args.no_memory}
     if name == "e2e":
         return {"seconds": args.seconds, "warmup": args.warmup, "symbols_per_n": args.symbols,
-                "partitions": args.partitions}
+                "partitions": args.partitions, "layout": args.layout}
     return {"seconds": args.seconds * 3, "warmup": args.warmup, "symbols_per_n": args.symbols,
-            "partitions": args.partitions}
+            "partitions": args.partitions, "layout": args.layout}
 
 
 def run_child(kind: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,7 +140,8 @@ def e2e_report(steps: list[float], kwargs: Mapping[str, Any], profile: bool,
     best_rate = best["stored_per_s"] if best else 0.0
     notes = [f"held = stored and snapshot-handled rates >= {HELD_RATE} x offered and p99 event -> "
              f"ClickHouse <= {HELD_P99_MS:.0f} ms, over {kwargs['seconds']:g} s after {kwargs['warmup']:g} s "
-             "of warm-up; CPU and peak RSS: the perpstream process + the broker"]
+             f"of warm-up; layout {kwargs.get('layout', 'single')}; CPU and peak RSS: "
+             + (done[0].get("cpu_of", "the perpstream process + the broker") if done else "-")]
     if sat is None:
         notes.append(f"no step saturated up to {done[-1]['n']:g}x" if done else "no step ran")
     else:
@@ -150,7 +158,7 @@ def e2e_report(steps: list[float], kwargs: Mapping[str, Any], profile: bool,
         notes.append(f"saturates at {sat['n']:g}x: " + "; ".join(why))
     for s in done:
         if s.get("profile"):
-            notes.append(f"cProfile of the perpstream process at {s['n']:g}x (tottime):\n{s['profile']}")
+            notes.append(f"cProfile at {s['n']:g}x (tottime):\n{s['profile']}")
     return report("e2e", kwargs, [step_row(s) for s in done],
                   [target("highest load held (events/s)", best_rate, f">= {E2E_TARGET_EVENTS_S:,}",
                           best_rate >= E2E_TARGET_EVENTS_S)],
@@ -174,13 +182,13 @@ def live_report(s: dict[str, Any], idle: dict[str, Any], report: Any, step_row: 
     rss = sum(p["peak_rss_mb"] or 0.0 for p in procs.values())
     p99 = (s["latency_ms"]["event_to_clickhouse"] or {}).get("p99")
     notes = [f"CPU share: CPU-seconds / wall seconds over {s['seconds']:g} s (1.0 = one core); "
-             f"perpstream {procs['perpstream']['cpu_share']:.1%}"
-             + (f", broker {procs['broker']['cpu_share']:.1%}" if "broker" in procs else "")
+             + ", ".join(f"{name} {p['cpu_share']:.1%}" for name, p in procs.items())
              + "; peak RSS = VmHWM over the whole run, start-up included",
              f"floor: a process with the product imported and embedded ClickHouse opened and migrated, "
              f"idle for {idle['seconds']:g} s: {idle['cpu_share']:.1%} of a core, peak RSS "
              f"{idle['peak_rss_mb']:,.0f} MB (of the stack's {rss:,.0f} MB)"]
-    return report("live", {"seconds": s["seconds"], "warmup": s["warmup_s"], "symbols": s["symbols"]},
+    return report("live", {"seconds": s["seconds"], "warmup": s["warmup_s"], "symbols": s["symbols"],
+                           "layout": s.get("layout", "single")},
                   rows, [target("p99 event -> ClickHouse (ms)", p99, f"<= {LIVE_P99_MS:.0f}",
                                 p99 is not None and p99 <= LIVE_P99_MS),
                          target("CPU of the embedded stack (share of one core)", round(share, 4),
@@ -191,7 +199,7 @@ def live_report(s: dict[str, Any], idle: dict[str, Any], report: Any, step_row: 
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from perpstream.bench.render import render
+    from perpstream.bench.render_layouts import render
 
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     out: dict[str, Any] = {"scenarios": {}}

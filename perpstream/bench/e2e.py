@@ -1,6 +1,12 @@
 """Scenarios ``e2e`` and ``live``: the whole embedded stack at N x live load.
 
-One step runs what ``perpstream run`` runs, in one process: a local Tansu
+Two layouts (``--layout``). ``single`` (the default): one step runs what
+``perpstream run`` runs, in one process. ``processes``: the producer, the sink
+member and the snapshot member each run in an OS process of their own, the
+sink and the snapshot member each with its own chdb directory, as a deployment
+with a ClickHouse server runs them (:mod:`perpstream.bench.processes`); the
+rest of this description holds for both, and the CPU and RSS figures are then
+those of every child. The single layout: a local Tansu
 broker (a child process; ``PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS`` names another
 one instead), embedded ClickHouse (chdb) in a temporary directory, the sink
 group and the snapshot group (one member each, the product's default
@@ -55,6 +61,9 @@ LIVE_SYMBOLS = 700
 EVENTS_PER_SYMBOL_S = 5.1
 HELD_RATE = 0.97
 HELD_P99_MS = 2_000.0
+#: ``single``: the stack in one process, as ``perpstream run``; ``processes``: producer, sink and
+#: snapshot member in an OS process each, as a deployment with a ClickHouse server runs them
+LAYOUTS = ("single", "processes")
 
 
 def now_ms() -> int:
@@ -157,8 +166,19 @@ def _wait(cond: Any, timeout: float, what: str, alive: Any) -> None:
 
 
 def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: int = LIVE_SYMBOLS,
-         partitions: int = 6, profile: bool = False) -> dict[str, Any]:
-    """One step at ``n`` x live load; the measurement of the window as a dict."""
+         partitions: int = 6, profile: bool = False, layout: str = "single") -> dict[str, Any]:
+    """One step at ``n`` x live load; the measurement of the window as a dict.
+
+    ``layout`` ``single``: everything in this process (as ``perpstream run``); ``processes``: the
+    producer, the sink and the snapshot member in an OS process each
+    (:mod:`perpstream.bench.processes`)."""
+    if layout == "processes":
+        from perpstream.bench.processes import step as processes_step
+
+        return processes_step(n, seconds=seconds, warmup=warmup, symbols_per_n=symbols_per_n,
+                              partitions=partitions, profile=profile)
+    if layout != "single":
+        raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
     from consumers.clickhouse import open_client
     from consumers.sink.migrations import migrate_sink
     from consumers.sink.service import sink_loop
@@ -250,28 +270,14 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
             t.join(60)
         telemetry.detach_gauges()
         client.close()
-    event, ingest, snap = (percentiles(a) for a in (lat.event, lat.ingest, lat.snapshot))
-    stored_rate = stored / length
-    applied_rate = handled / length
-    p99 = event["p99"] if event else None
-    held = (not failed and stored_rate >= HELD_RATE * offered and applied_rate >= HELD_RATE * offered
-            and p99 is not None and p99 <= HELD_P99_MS)
-    out: dict[str, Any] = {
-        "n": n, "symbols": symbols, "seconds": length, "wall_s": round(wall, 2), "warmup_s": warmup,
-        "offered_per_s": round(offered, 1),
-        "published_per_s": round(published / wall, 1),
-        "stored_per_s": round(stored_rate, 1), "snapshot_records_per_s": round(applied_rate, 1),
-        "latency_ms": {"event_to_clickhouse": event, "ingest_to_clickhouse": ingest,
-                       "snapshot_time_to_emitted": snap},
-        "processes": {
-            "perpstream": {"pid": os.getpid(), "cpu_s": round(cpu, 2), "cpu_share": round(cpu / wall, 4),
-                           "rss_mb": self_rss, "peak_rss_mb": self_peak},
-            **({"broker": {"pid": broker_pid, "cpu_s": round(bcpu or 0.0, 2),
-                           "cpu_share": round((bcpu or 0.0) / wall, 4), "rss_mb": broker_rss,
-                           "peak_rss_mb": broker_peak}} if broker_pid else {}),
-        },
-        "failed": failed, "held": held,
+    processes = {
+        "perpstream": {"pid": os.getpid(), "cpu_s": round(cpu, 2), "cpu_share": round(cpu / wall, 4),
+                       "rss_mb": self_rss, "peak_rss_mb": self_peak},
+        **({"broker": {"pid": broker_pid, "cpu_s": round(bcpu or 0.0, 2),
+                       "cpu_share": round((bcpu or 0.0) / wall, 4), "rss_mb": broker_rss,
+                       "peak_rss_mb": broker_peak}} if broker_pid else {}),
     }
+    profile_text = None
     if profiles:
         import io
         import pstats
@@ -280,7 +286,40 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
         for name, prof in profiles.items():
             text.write(f"--- thread {name} (its whole run, start-up included)\n")
             pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(14)
-        out["profile"] = text.getvalue()
+        profile_text = text.getvalue()
+    return step_result(
+        layout="single", n=n, symbols=symbols, length=length, wall=wall, warmup=warmup, offered=offered,
+        published=published, stored=stored, handled=handled, lat=lat, processes=processes, failed=failed,
+        profile=profile_text)
+
+
+def step_result(*, layout: str, n: float, symbols: int, length: int, wall: float, warmup: float,
+                offered: float, published: float, stored: int, handled: int, lat: LatencyLog,
+                processes: dict[str, dict[str, Any]], failed: list[str],
+                profile: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A step's measurement as a dict, the held criteria applied (both layouts)."""
+    event, ingest, snap = (percentiles(a) for a in (lat.event, lat.ingest, lat.snapshot))
+    stored_rate = stored / length
+    applied_rate = handled / length
+    p99 = event["p99"] if event else None
+    held = (not failed and stored_rate >= HELD_RATE * offered and applied_rate >= HELD_RATE * offered
+            and p99 is not None and p99 <= HELD_P99_MS)
+    cpu_s = sum(p["cpu_s"] for p in processes.values())
+    out: dict[str, Any] = {
+        "layout": layout, "n": n, "symbols": symbols, "seconds": length, "wall_s": round(wall, 2),
+        "warmup_s": warmup, "offered_per_s": round(offered, 1),
+        "published_per_s": round(published / wall, 1),
+        "stored_per_s": round(stored_rate, 1), "snapshot_records_per_s": round(applied_rate, 1),
+        "latency_ms": {"event_to_clickhouse": event, "ingest_to_clickhouse": ingest,
+                       "snapshot_time_to_emitted": snap},
+        "processes": processes,
+        "cpu_of": " + ".join(f"{name} process" if name != "broker" else name for name in processes),
+        "total": {"cpu_s": round(cpu_s, 2), "cpu_share": round(cpu_s / wall, 4),
+                  "peak_rss_mb": round(sum(p["peak_rss_mb"] or 0.0 for p in processes.values()), 1)},
+        "failed": failed, "held": held, **extra,
+    }
+    if profile:
+        out["profile"] = profile
     return out
 
 
@@ -294,7 +333,8 @@ def step_row(s: dict[str, Any]) -> dict[str, Any]:
     return row(f"{s['n']:g}x live ({s['symbols']:,} symbols)", stored, s["seconds"], cpu, rss,
                baselines=[{"name": "offered", "events_per_s": s["offered_per_s"]}],
                latency={k: v for k, v in s["latency_ms"].items() if v},
-               cpu_of="perpstream process + broker", held=s["held"], n=s["n"])
+               cpu_of=s.get("cpu_of", "perpstream process + broker"), held=s["held"], n=s["n"],
+               layout=s.get("layout", "single"))
 
 
 def idle_store(seconds: float = 5.0) -> dict[str, Any]:

@@ -115,3 +115,68 @@ def test_e2e_steps_up_until_not_held_and_live_reports_every_process(
     assert all(p["cpu_share"] > 0 and p["peak_rss_mb"] > 0 for p in procs.values())
     assert _close(live["cpu_share"], sum(p["cpu_share"] for p in procs.values()))
     assert {t["name"] for t in live["targets"]} >= {"p99 event -> ClickHouse (ms)"}
+
+
+@pytest.fixture(scope="module")
+def processes_reports() -> dict[str, dict[str, Any]]:
+    """e2e and live in the processes layout, sharing one step at 0.05x (one child process)."""
+    args = _args(layout="processes")
+    step: list[dict[str, Any]] = []
+
+    def child(kind: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        if kind != "step":
+            return run_child(kind, kwargs)
+        assert kwargs["layout"] == "processes"
+        if not step:
+            step.append(run_child(kind, {**kwargs, "n": 0.05}))
+        return {**step[0], "n": kwargs["n"]}
+
+    return {name: run_scenario(name, args, child) for name in ("e2e", "live")}
+
+
+def test_processes_layout_reports_every_process_and_the_held_criteria(
+        processes_reports: dict[str, dict[str, Any]]) -> None:
+    from perpstream.bench.e2e import HELD_P99_MS, HELD_RATE
+    from perpstream.bench.render_layouts import render as render_layouts
+
+    e2e = processes_reports["e2e"]
+    assert e2e["params"]["layout"] == "processes"
+    assert [s["n"] for s in e2e["steps"]] == [0.05]
+    s = e2e["steps"][0]
+    assert s["layout"] == "processes" and s["failed"] == []
+    assert s["offered_per_s"] > 0 and s["published_per_s"] > 0
+    assert s["stored_per_s"] > 0 and s["snapshot_records_per_s"] > 0
+    lat = s["latency_ms"]["event_to_clickhouse"]
+    assert lat and lat["n"] == round(s["stored_per_s"] * s["seconds"])
+    assert s["latency_ms"]["ingest_to_clickhouse"]["n"] == lat["n"]
+    assert s["held"] == (s["stored_per_s"] >= HELD_RATE * s["offered_per_s"]
+                         and s["snapshot_records_per_s"] >= HELD_RATE * s["offered_per_s"]
+                         and lat["p99"] <= HELD_P99_MS)
+    procs = s["processes"]
+    assert {"producer", "sink", "snapshots"} <= set(procs) <= {"producer", "sink", "snapshots", "broker"}
+    assert len({p["pid"] for p in procs.values()}) == len(procs)  # each its own OS process
+    for name, p in procs.items():
+        assert p["cpu_s"] >= 0 and p["peak_rss_mb"] > 0 and p["rss_mb"] > 0, (name, p)
+        assert _close(p["cpu_share"], p["cpu_s"] / s["wall_s"]), (name, p)
+    assert sum(p["cpu_s"] for p in procs.values()) > 0
+    assert _close(s["total"]["cpu_s"], sum(p["cpu_s"] for p in procs.values()))
+    assert _close(s["total"]["peak_rss_mb"], sum(p["peak_rss_mb"] for p in procs.values()))
+    assert s["exit_codes"] == {"producer": {"producer": 0}, "sink": {"sink": 0},
+                               "snapshots": {"snapshots": 0}}
+    row = e2e["rows"][0]
+    assert row["layout"] == "processes" and _close(row["cpu_s"], s["total"]["cpu_s"])
+    assert "sink process" in row["cpu_of"] and "snapshots process" in row["cpu_of"]
+
+    live = processes_reports["live"]
+    assert live["params"]["layout"] == "processes"
+    assert {r["name"].split(" (pid")[0] for r in live["rows"]} >= {
+        f"process: {name}" for name in ("producer", "sink", "snapshots")}
+    assert _close(live["cpu_share"], sum(p["cpu_share"] for p in procs.values()))
+    for rep in processes_reports.values():
+        json.dumps(rep)  # --json prints it as is
+        out = io.StringIO()
+        render_layouts(rep, Console(file=out, width=250))
+        assert f"perpstream bench {rep['scenario']}" in out.getvalue()
+    out = io.StringIO()
+    render_layouts(e2e, Console(file=out, width=250))
+    assert "CPU snapshots" in out.getvalue() and "processes layout" in out.getvalue()
