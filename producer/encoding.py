@@ -63,3 +63,11 @@ class MetricPointEncoder:
             self._last_times = times
             self._last_times_bytes = zigzag_varint(times[0]) + zigzag_varint(times[1])
         return prefix + self._metric[r["metric"]] + _DOUBLE.pack(r["value"]) + self._last_times_bytes
+
+
+def event_time_of(codec: AvroCodec) -> Callable[[bytes], int]:
+    """A MetricPoint's event time from its encoded value: the order in which the
+    publisher re-sends what a failed Kafka client gave back (producer.publisher)."""
+    def event_time(value: bytes) -> int:
+        return int(codec.decode(value)["event_time"])
+    return event_time

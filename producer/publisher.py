@@ -29,6 +29,17 @@ cost), or stuck on a state the broker no longer has; for example a broker that
 restarted without its producer state answers UNKNOWN_PRODUCER_ID, and
 librdkafka bumps the epoch locally and retries forever. That replacement does
 not count towards the fatal limit, since an outage is not a fault of ours.
+
+Order is kept across retries. Everything in the client is older than
+everything in the overflow, so a message the client gives back goes to the
+*front* of the overflow, never behind newer points. A timed-out message is
+older than the ones still in the client, so re-sending it behind them would
+reorder a symbol's points (the snapshot consumer takes a point more than its
+allowed lateness behind the symbol's newest as late and never applies it):
+a timeout therefore retires the whole client (``reason="timeout"``, or
+``"stalled"`` as above), and what it gives back is re-sent in event-time order
+(``order_key``). The sort is needed because librdkafka's purge returns
+in-flight messages, the oldest, after the queued ones.
 Authentication
 and authorisation failures, an invalid topic or config set :attr:`Publisher.failure`,
 and the app stops with that cause and exits non-zero (nothing would ever be
@@ -108,11 +119,17 @@ class Publisher:
         *,
         overflow_max_points: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        order_key: Callable[[bytes], int] | None = None,
     ) -> None:
         self.topic = topic
         self._config = dict(config)
         self._telemetry = telemetry
         self._overflow: deque[tuple[bytes, bytes]] = deque()
+        #: messages the client gave back (failed deliveries to retry), in callback order
+        self._returned: list[tuple[bytes, bytes]] = []
+        #: the order to re-send them in: a message value -> its event time (stable sort)
+        self._order_key = order_key
+        self._timed_out = False
         self._overflow_max = overflow_max_points
         self._capacity = int(config.get("queue.buffering.max.messages", 100_000)) + overflow_max_points
         self.enqueued = 0
@@ -217,7 +234,7 @@ class Publisher:
     @property
     def pending(self) -> int:
         """Messages not yet acknowledged (librdkafka queue + overflow)."""
-        return len(self._producer) + len(self._overflow)
+        return len(self._producer) + len(self._overflow) + len(self._returned)
 
     def fill(self) -> float:
         return self.pending / self._capacity if self._capacity else 0.0
@@ -230,10 +247,17 @@ class Publisher:
         if self._fatal is not None:
             self._recreate()
         elif self._stalled:
-            self._stalled = False
+            self._stalled = self._timed_out = False
             log.error("no delivery for a whole delivery timeout while deliveries time out; "
                       "replacing the Kafka producer", extra={"delivery_timeout_s": self._delivery_timeout})
             self._replace("stalled")
+        elif self._timed_out:
+            self._timed_out = False
+            log.warning("deliveries timed out; replacing the Kafka producer so that they are re-sent "
+                        "before newer points", extra={"delivery_timeout_s": self._delivery_timeout})
+            self._replace("timeout")
+        if self._returned:
+            self._requeue_returned()
         while self._overflow and self._fatal is None:
             key, value = self._overflow[0]
             try:
@@ -278,9 +302,10 @@ class Publisher:
             self.delivered += 1
             self._last_delivered_at = self._clock()
             return
-        if (err.code() == KafkaError._MSG_TIMED_OUT
-                and self._clock() - self._last_delivered_at >= self._delivery_timeout):
-            self._stalled = True
+        if err.code() == KafkaError._MSG_TIMED_OUT:
+            self._timed_out = True
+            if self._clock() - self._last_delivered_at >= self._delivery_timeout:
+                self._stalled = True
         reason = kafka_reason(err)
         self._telemetry.inc("delivery_failures", 1, {"reason": reason})
         fault = classify_kafka(err)
@@ -290,13 +315,24 @@ class Publisher:
         if fault is KafkaFault.FATAL:
             self._fail(err)
         # Re-enqueue (also after a fatal error: the point is counted at stop if it is
-        # never delivered). The retry goes behind newer points (order within a symbol
-        # may change; identity-based dedup downstream makes that harmless).
+        # never delivered), ahead of the overflow (:meth:`_requeue_returned`).
         self._telemetry.inc("delivery_retries", 1)
         self._rlog.warning("retry", "delivery failed; point re-enqueued for another attempt",
                            {"reason": reason, "error": err.str(), "pending": self.pending})
-        self._overflow.append((msg.key(), msg.value()))
+        self._returned.append((msg.key(), msg.value()))
         self.enqueued -= 1
+
+    def _requeue_returned(self) -> None:
+        """Put what the client gave back in front of the overflow, in event-time order."""
+        back, self._returned = self._returned, []
+        if self._order_key is not None and len(back) > 1:
+            key = self._order_key
+            try:
+                back.sort(key=lambda kv: key(kv[1]))
+            except Exception as exc:  # a value we did not encode: keep the callback order
+                log.warning("could not order the re-sent points; re-sending them as returned",
+                            extra={"error": repr(exc), "points": len(back)})
+        self._overflow.extendleft(reversed(back))
 
     def _on_error(self, err: KafkaError) -> None:
         fault = classify_kafka(err)
@@ -335,7 +371,7 @@ class Publisher:
         self._telemetry.inc("producer_recreated", 1, {"reason": reason})
         self._last_delivered_at = self._clock()
         old = self._producer
-        before = len(self._overflow)
+        before = len(self._returned)
         with contextlib.suppress(KafkaException):
             old.purge(in_queue=True, in_flight=True, blocking=False)
         # Purged messages come back through the delivery callback (re-enqueued).
@@ -348,8 +384,9 @@ class Publisher:
             log.error("failed producer kept messages after purge; they are lost",
                       extra={"lost": len(old)})
             self._telemetry.inc("points_dropped", len(old), {"reason": "fatal_producer"})
-        log.warning("Kafka producer recreated", extra={"requeued": len(self._overflow) - before})
+        log.warning("Kafka producer recreated", extra={"requeued": len(self._returned) - before})
         self._producer = self._new_producer()
+        self._stalled = self._timed_out = False
 
     def flush(self, timeout: float) -> int:
         """Drain overflow and queue within ``timeout`` seconds; returns what is left."""
@@ -369,4 +406,5 @@ class Publisher:
             self._telemetry.inc("points_dropped", left, {"reason": "undelivered_at_stop"})
             self._overflow.clear()
             self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._returned.clear()
         return left

@@ -9,6 +9,8 @@ point is on one broker or the other.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 
 import pytest
@@ -16,8 +18,11 @@ import pytest
 from perpstream.local import TansuBroker, ensure_topics, free_port
 from producer import binance
 from producer.app import ProducerApp
+from producer.encoding import event_time_of
+from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
+from schemas.codec import metric_point_codec
 from service.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.waiting import wait_for
@@ -152,3 +157,70 @@ def _sim_identities(n: int) -> list[tuple[str, str, int]]:
                   else [binance.open_interest_point(json.loads(text), 0)])
             out.extend((p["symbol"], p["metric"], p["event_time"]) for p in ps)
     return out[:n]
+
+
+def test_points_a_hung_broker_never_took_are_resent_in_event_time_order(
+        broker_kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A broker that hangs (SIGSTOP: requests in flight, never answered) until deliveries
+    time out: the publisher retires the client, and each symbol's points reach the topic in
+    event-time order once it answers again. Re-sent behind newer points they would be late
+    for the snapshot consumer, which never applies a point more than its allowed lateness
+    behind the symbol's newest (librdkafka's purge hands in-flight messages, the oldest,
+    back last)."""
+    if broker_kind != "tansu":
+        pytest.skip("needs a broker this test can suspend")
+    topic = "hung-metrics"
+    symbols = [f"HUNG{i:02d}USDT" for i in range(12)]
+    telemetry = Telemetry()
+    codec = metric_point_codec()
+    broker = TansuBroker(port=free_port(), log_path=tmp_path / "tansu.log").start()
+    suspended = False
+    try:
+        ensure_topics(broker.bootstrap_servers, {topic: 3})
+        pub = Publisher(producer_config(broker.bootstrap_servers, linger_ms=5, delivery_timeout_ms=3000),
+                        topic, telemetry, order_key=event_time_of(codec))
+        sent: list[tuple[str, int]] = []
+
+        def tick() -> None:  # one point per symbol, 10 ms of event time after the last
+            et = START + 10 * (len(sent) // len(symbols))
+            for s in symbols:
+                pub.publish(s.encode(), codec.encode({
+                    "source": "binance_usdm", "symbol": s, "metric": "mark_price", "value": 1.0,
+                    "event_time": et, "ingest_time": et}))
+                sent.append((s, et))
+            pub.poll(0.01)
+
+        while pub.delivered < 20 * len(symbols):
+            tick()
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        suspended = True
+        while telemetry.total("producer_recreated") == 0:
+            tick()
+        os.kill(broker.pid, signal.SIGCONT)
+        suspended = False
+        for _ in range(20):
+            tick()
+        assert pub.flush(60) == 0
+        assert telemetry.total("points_dropped") == 0
+
+        want = {(s, et) for s, et in sent}
+        records = read_topic(broker.bootstrap_servers, topic, timeout=60,
+                             until=lambda recs: want <= {(r["symbol"], r["event_time"]) for _, r in recs})
+        seen: set[tuple[str, int]] = set()
+        last: dict[str, int] = {}
+        behind: list[tuple[str, int, int]] = []
+        for _, r in records:  # the topic's order per partition (a symbol lives in one)
+            ident = (r["symbol"], r["event_time"])
+            if ident in seen:  # a copy of an in-flight request the broker did take: harmless
+                continue
+            seen.add(ident)
+            if r["event_time"] < last.get(r["symbol"], -1):
+                behind.append((r["symbol"], r["event_time"], last[r["symbol"]]))
+            last[r["symbol"]] = max(r["event_time"], last.get(r["symbol"], -1))
+        assert seen == want
+        assert behind == [], f"{len(behind)} points after a newer point of their symbol: {behind[:5]}"
+    finally:
+        if suspended and broker.pid is not None:
+            os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()

@@ -146,10 +146,12 @@ class _Msg:
         return self._v
 
 
-def publisher(clock: Any = None) -> tuple[Publisher, Telemetry]:
+def publisher(clock: Any = None, order_key: Any = None) -> tuple[Publisher, Telemetry]:
     telemetry = Telemetry()
     cfg = producer_config("127.0.0.1:1", extra={"log_level": 0})
-    kw = {"clock": clock} if clock is not None else {}
+    kw: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    if order_key is not None:
+        kw["order_key"] = order_key
     return Publisher(cfg, "t", telemetry, **kw), telemetry
 
 
@@ -157,14 +159,29 @@ def test_delivery_outcomes_retry_drop_or_stop() -> None:
     pub, telemetry = publisher()
     try:
         pub._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), _Msg(b"BTCUSDT", b"v1"))
-        assert list(pub._overflow) == [(b"BTCUSDT", b"v1")] and telemetry.total("delivery_retries") == 1
+        assert pub._returned == [(b"BTCUSDT", b"v1")] and telemetry.total("delivery_retries") == 1
         pub._on_delivery(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), _Msg("币安人生USDT".encode(), b"v2"))
         assert telemetry.get("points_dropped", {"reason": "msg_size_too_large"}) == 1
         assert pub.failure is None
         pub._on_delivery(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"), _Msg(b"K", b"v3"))
         assert isinstance(pub.failure, PermanentFailure) and pub.failure.edge == "kafka"
         assert "topic_authorization_failed" in pub.failure.cause
-        assert (b"K", b"v3") in pub._overflow  # kept: counted at stop if never delivered
+        assert (b"K", b"v3") in pub._returned  # kept: counted at stop if never delivered
+    finally:
+        pub.close(0.1)
+
+
+def test_what_a_client_gives_back_is_resent_first_in_event_time_order() -> None:
+    """Given-back messages are older than any point waiting in the overflow: they go in
+    front of it, sorted by the order key (librdkafka hands in-flight ones back last)."""
+    pub, _ = publisher(order_key=lambda v: int(v))
+    try:
+        pub._overflow.extend([(b"A", b"50"), (b"A", b"60")])  # arrived while the queue was full
+        for v in (b"30", b"40", b"10", b"20"):  # queued ones first, then the in-flight ones
+            pub._on_delivery(KafkaError(KafkaError._PURGE_QUEUE), _Msg(b"A", v))
+        pub._requeue_returned()
+        assert [int(v) for _, v in pub._overflow] == [10, 20, 30, 40, 50, 60]
+        assert pub.pending == 6 + len(pub._producer)
     finally:
         pub.close(0.1)
 
