@@ -7,7 +7,9 @@ their own chdb directory (one OS process per directory). This process only orche
 Everything else is the single layout's (:func:`perpstream.bench.e2e.step`): the load, the
 warm-up, the window of event time on whole seconds and its grace, the latency handlers
 (run in the members), the held criteria. CPU: utime + stime of every child over the window
-(``/proc/<pid>/stat``); RSS and peak RSS (VmHWM) of every child at the end of the grace.
+(``/proc/<pid>/stat``), and the time its threads waited runnable for a CPU
+(``/proc/<pid>/task/*/schedstat``: high when the machine's cores, not the process, are the
+limit); RSS and peak RSS (VmHWM) of every child at the end of the grace.
 """
 
 from __future__ import annotations
@@ -129,9 +131,29 @@ class MemberProcess:
         return out
 
 
-def _usage(pid: int, c0: float, wall: float) -> dict[str, Any]:
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a CPU (schedstat, field 2,
+    summed over the threads alive now; 0 where the kernel does not keep it)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def _usage(pid: int, c0: float, w0: float, wall: float) -> dict[str, Any]:
     cpu = proc_cpu_s(pid) - c0
+    waited = max(0.0, run_queue_wait_s(pid) - w0)
     return {"pid": pid, "cpu_s": round(cpu, 2), "cpu_share": round(cpu / wall, 4),
+            # share of the window its threads waited for a CPU: the machine, not the process, was short
+            "run_queue_wait_share": round(waited / wall, 4),
             "rss_mb": proc_status_mb("VmRSS", pid), "peak_rss_mb": peak_rss_mb(pid)}
 
 
@@ -203,13 +225,14 @@ def _run(members: dict[str, MemberProcess], everyone: list[MemberProcess], *, n:
     if broker_pid:
         pids["broker"] = broker_pid
     c0 = {name: proc_cpu_s(pid) for name, pid in pids.items()}
+    w0 = {name: run_queue_wait_s(pid) for name, pid in pids.items()}
     me0, t0 = proc_cpu_s(), time.perf_counter()
     published0 = producer.request("status")["published_total"]
     while time.time() * 1000 < hi and all(m.running() for m in everyone):
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     failed = [m.name for m in everyone if not m.running()]
-    usage = {name: _usage(pid, c0[name], wall) for name, pid in pids.items()
+    usage = {name: _usage(pid, c0[name], w0[name], wall) for name, pid in pids.items()
              if name not in failed}
     orchestrator_cpu = proc_cpu_s() - me0
     published = (producer.request("status")["published_total"] - published0) if producer.running() else 0.0

@@ -27,7 +27,7 @@ def steps_table(rep: Mapping[str, Any]) -> Table:
     t = Table(title=f"e2e steps ({steps[0].get('layout', 'single')} layout)", title_justify="left")
     for col in ("N", "symbols", "offered/s", "published/s", "stored/s", "snapshot member/s",
                 *(f"CPU {n}" for n in names), "CPU total", f"peak RSS MB {' / '.join(names)}",
-                "peak RSS MB total", "held"):
+                "peak RSS MB total", f"waiting for a CPU {' / '.join(names)}", "held"):
         t.add_column(col, justify="right")
     for s in steps:
         p = s["processes"]
@@ -38,7 +38,10 @@ def steps_table(rep: Mapping[str, Any]) -> Table:
                   base._num(s["snapshot_records_per_s"]),
                   *(f"{p[n]['cpu_share']:.0%}" if n in p else "-" for n in names), f"{cpu:.0%}",
                   " / ".join(base._num(p[n]["peak_rss_mb"]) if n in p else "-" for n in names),
-                  base._num(rss), "yes" if s["held"] else "[bold red]no[/]")
+                  base._num(rss),
+                  " / ".join(f"{p[n]['run_queue_wait_share']:.0%}" if "run_queue_wait_share" in p.get(n, {})
+                             else "-" for n in names),
+                  "yes" if s["held"] else "[bold red]no[/]")
     return t
 
 

@@ -158,6 +158,7 @@ def test_processes_layout_reports_every_process_and_the_held_criteria(
     for name, p in procs.items():
         assert p["cpu_s"] >= 0 and p["peak_rss_mb"] > 0 and p["rss_mb"] > 0, (name, p)
         assert _close(p["cpu_share"], p["cpu_s"] / s["wall_s"]), (name, p)
+        assert p["run_queue_wait_share"] >= 0, (name, p)
     assert sum(p["cpu_s"] for p in procs.values()) > 0
     assert _close(s["total"]["cpu_s"], sum(p["cpu_s"] for p in procs.values()))
     assert _close(s["total"]["peak_rss_mb"], sum(p["peak_rss_mb"] for p in procs.values()))
