@@ -22,7 +22,7 @@ import tempfile
 import threading
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -57,6 +57,16 @@ class ConsumerSettings(CommonSettings):
             "restarted process with the same name gets its partitions back without a rebalance. Unset: "
             "<host>-<group_id> (-p<N> for the N-th process of the group on one host); empty: dynamic "
             "membership. Two live processes must never share a name"
+        ),
+    )
+    partition_assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
+        default="cooperative-sticky",
+        description=(
+            "librdkafka partition.assignment.strategy. cooperative-sticky: a rebalance moves only the "
+            "partitions that change owner, in two rounds; range / roundrobin (eager): every member gives "
+            "up all its partitions, then gets its new share in one round. Use an eager one on the local "
+            "Tansu broker when members come and go beside a static member (Tansu starts no second round "
+            "then: docs/sink.md, \"Rebalancing\"). Stop every member of a group before changing it"
         ),
     )
     max_poll_interval_ms: int = Field(
@@ -165,6 +175,7 @@ class ConsumerSettings(CommonSettings):
             "max.poll.interval.ms": self.max_poll_interval_ms,
             "queued.max.messages.kbytes": self.fetch_queue_kbytes,
             "fetch.queue.backoff.ms": self.fetch_queue_backoff_ms,
+            "partition.assignment.strategy": self.partition_assignment_strategy,
         }
         instance_id = self.group_instance_id(worker)
         if instance_id is not None:

@@ -28,10 +28,16 @@ Guarantees (what a handler may rely on):
   re-delivered after a crash or a rebalance has the same
   ``(topic, partition, first_offset, last_offset)`` as before, which makes an
   ``insert_deduplication_token`` built from it drop the re-insert.
-- Revocation (cooperative-sticky, incremental): uncommitted but handled
-  offsets of the revoked partitions are committed, pending or collected
-  records of them are dropped (the next owner re-reads them), then
-  ``on_revoked`` is called. Lost partitions skip the commit.
+- Revocation: uncommitted but handled offsets of the revoked partitions
+  are committed, pending or collected records of them are dropped (the
+  next owner re-reads them), then ``on_revoked`` is called. Lost
+  partitions skip the commit. Both assignment styles of
+  ``partition.assignment.strategy`` are served the same way:
+  cooperative-sticky (the default) revokes and assigns only the partitions
+  that move; an eager strategy (``range``, ``roundrobin``) revokes every
+  partition before the member rejoins, and the assignment that follows is
+  the member's whole new one (partitions it keeps are re-read from their
+  committed offsets, their first batch cut at the journaled end).
 - Kafka: a fatal client error stops the loop (:class:`FatalConsumerError`;
   :class:`FencedMemberError` when another consumer took this member's
   ``group.instance.id``);
@@ -130,9 +136,31 @@ def _connection(config: Mapping[str, Any]) -> dict[str, Any]:
 FORCED_CONFIG = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
+}
+DEFAULT_CONFIG = {
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": False,
     "partition.assignment.strategy": "cooperative-sticky",
 }
-DEFAULT_CONFIG = {"auto.offset.reset": "earliest", "enable.partition.eof": False}
+#: The assignors the loop serves: one cooperative, or eager ones (librdkafka refuses a mix).
+COOPERATIVE_ASSIGNORS = frozenset({"cooperative-sticky"})
+EAGER_ASSIGNORS = frozenset({"range", "roundrobin"})
+
+
+def is_cooperative(strategy: str) -> bool:
+    """Whether ``partition.assignment.strategy`` ``strategy`` rebalances incrementally.
+
+    Raises :class:`ValueError` for an assignor the loop does not serve, or a mix of
+    cooperative and eager ones.
+    """
+    names = {n.strip() for n in str(strategy).split(",") if n.strip()}
+    unknown = names - COOPERATIVE_ASSIGNORS - EAGER_ASSIGNORS
+    if not names or unknown:
+        raise ValueError(f"partition.assignment.strategy {strategy!r}: unknown assignor(s) "
+                         f"{sorted(unknown)}; known: {sorted(COOPERATIVE_ASSIGNORS | EAGER_ASSIGNORS)}")
+    if names & COOPERATIVE_ASSIGNORS and names & EAGER_ASSIGNORS:
+        raise ValueError(f"partition.assignment.strategy {strategy!r} mixes cooperative and eager assignors")
+    return bool(names & COOPERATIVE_ASSIGNORS)
 
 #: Commit errors no retry fixes: the member stops at once.
 _COMMIT_REFUSED = frozenset({"GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"})
@@ -181,6 +209,8 @@ class ConsumeLoop:
         cfg["group.id"] = group_id
         cfg.setdefault("client.id", f"{group_id}-{name}")
         self._config = cfg
+        #: incremental rebalances (cooperative-sticky) or eager ones (range, roundrobin)
+        self.cooperative = is_cooperative(cfg["partition.assignment.strategy"])
         self.topics = list(topics)
         self.group_id = group_id
         self.handler = handler
@@ -592,7 +622,16 @@ class ConsumeLoop:
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
-        self.assignment.update(tps)
+        if self.cooperative:
+            self.assignment.update(tps)  # incremental: what is added
+        else:
+            # eager: the whole new assignment; everything before it was revoked first
+            stale = self.assignment - set(tps)
+            if stale:
+                log.warning("eager assignment without the revocation of partitions owned before",
+                            extra={**self._where, "partitions": sorted(stale)})
+                self._release(stale, lost=True)
+            self.assignment = set(tps)
         if tps:
             self._refresh_topic_ids()
         if self._journal is not None and tps:
@@ -649,13 +688,12 @@ class ConsumeLoop:
         self._topic_ids.update(ids)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        self._release(partitions, lost=False)
+        self._release({(p.topic, p.partition) for p in partitions}, lost=False)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        self._release(partitions, lost=True)
+        self._release({(p.topic, p.partition) for p in partitions}, lost=True)
 
-    def _release(self, partitions: list[Any], *, lost: bool) -> None:
-        tps = {(p.topic, p.partition) for p in partitions}
+    def _release(self, tps: set[TopicPartitionId], *, lost: bool) -> None:
         if not lost:
             todo = {tp: o for tp, o in self._uncommitted.items() if tp in tps}
             if todo:
@@ -738,10 +776,13 @@ def _tps(tps: set[TopicPartitionId]) -> list[Any]:
 
 
 __all__ = [
+    "COOPERATIVE_ASSIGNORS",
     "DEFAULT_CONFIG",
+    "EAGER_ASSIGNORS",
     "FORCED_CONFIG",
     "BatchHandler",
     "BatchJournal",
     "ConsumeLoop",
+    "is_cooperative",
     "topic_ids",
 ]

@@ -98,3 +98,70 @@ def test_failure_bounds_and_the_dlq_size_reach_the_loop() -> None:
     assert loop.unclassified_attempts == 3 and loop.commit_timeout == 60.0
     with pytest.raises(ValueError, match="dlq_message_max_bytes"):
         ConsumerSettings(dlq_message_max_bytes=100)
+
+
+def test_the_assignment_strategy_reaches_the_loop_and_says_how_it_rebalances() -> None:
+    from consumers.runtime.loop import ConsumeLoop, is_cooperative
+
+    assert is_cooperative("cooperative-sticky")
+    assert not is_cooperative("range") and not is_cooperative("roundrobin, range")
+    with pytest.raises(ValueError, match="mixes"):
+        is_cooperative("range,cooperative-sticky")  # librdkafka refuses the mix too
+    with pytest.raises(ValueError, match="unknown"):
+        is_cooperative("sticky")
+
+    def loop(**kw: object) -> ConsumeLoop:
+        cfg = ConsumerSettings(kafka_bootstrap_servers="127.0.0.1:1", **kw).consumer_config()  # type: ignore[arg-type]
+        return ConsumeLoop(cfg, ["t"], "g", handler=None, decoder=lambda v: (v,),  # type: ignore[arg-type]
+                           dlq_topic=None)
+
+    assert loop().cooperative  # the default
+    eager = loop(partition_assignment_strategy="range")
+    assert not eager.cooperative and eager._config["partition.assignment.strategy"] == "range"
+    assert ConsumeLoop({"bootstrap.servers": "127.0.0.1:1"}, ["t"], "g", handler=None,  # type: ignore[arg-type]
+                       decoder=lambda v: (v,), dlq_topic=None).cooperative
+    with pytest.raises(ValueError, match="partition_assignment_strategy"):
+        ConsumerSettings(partition_assignment_strategy="sticky")  # type: ignore[arg-type]
+
+
+def test_eager_assignments_replace_and_cooperative_ones_add(monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import TopicPartition
+
+    from consumers.runtime import loop as loop_module
+    from consumers.runtime.loop import ConsumeLoop
+
+    monkeypatch.setattr(loop_module, "topic_ids", lambda config, topics: {})
+
+    class Handler:
+        def __init__(self) -> None:
+            self.owned: set[tuple[str, int]] = set()
+
+        def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
+            self.owned.update(partitions)
+
+        def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
+            self.owned.difference_update(partitions)
+
+    def member(strategy: str) -> tuple[ConsumeLoop, Handler]:
+        h = Handler()
+        lp = ConsumeLoop({"bootstrap.servers": "127.0.0.1:1", "partition.assignment.strategy": strategy},
+                         ["t"], "g", handler=h, decoder=lambda v: (v,), dlq_topic=None)  # type: ignore[arg-type]
+        return lp, h
+
+    def tps(*ps: int) -> list[TopicPartition]:
+        return [TopicPartition("t", p) for p in ps]
+
+    eager, he = member("range")
+    eager._on_assign(None, tps(0, 1, 2))
+    eager._on_revoke(None, tps(0, 1, 2))  # eager: everything goes before the rejoin
+    eager._on_assign(None, tps(2, 3))  # ... and the whole new share comes back
+    assert eager.assignment == he.owned == {("t", 2), ("t", 3)}
+    eager._on_assign(None, tps(3))  # an assignment without the revocation before it: 2 is not ours
+    assert eager.assignment == he.owned == {("t", 3)}
+
+    coop, hc = member("cooperative-sticky")
+    coop._on_assign(None, tps(0, 1, 2))
+    coop._on_revoke(None, tps(2))  # incremental: only what moves
+    coop._on_assign(None, [])  # the second round adds nothing here
+    coop._on_assign(None, tps(4))
+    assert coop.assignment == hc.owned == {("t", 0), ("t", 1), ("t", 4)}
