@@ -23,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from producer.encoding import MetricPointEncoder, event_time_of
+from producer.encoding import MetricPointEncoder
 from producer.exceptions import PermanentFailure
 from producer.ingest import FrameSink, Ingest
 from producer.publisher import Publisher, producer_config
@@ -143,7 +143,7 @@ class ProducerApp:
                 security=s.kafka_security(),
             ),
             s.metrics_topic, self.telemetry, overflow_max_points=s.overflow_max_points,
-            order_key=event_time_of(codec),
+            order_key=encoder.event_time,
         )
         symbols = frozenset(s.symbol_list) if s.source == "live" and s.symbol_list else None
         ingest = self.ingest = Ingest(

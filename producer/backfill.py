@@ -54,7 +54,7 @@ from urllib.parse import quote
 import aiohttp
 
 from producer import binance, history
-from producer.encoding import MetricPointEncoder, event_time_of
+from producer.encoding import MetricPointEncoder
 from producer.exceptions import FrameRejected, PermanentFailure, RestError
 from producer.failures import RestFault
 from producer.history import Parsed
@@ -437,7 +437,7 @@ async def backfill(settings: ProducerSettings, telemetry: Telemetry, stop: threa
                         delivery_timeout_ms=s.kafka_delivery_timeout_ms, extra=kafka_extra,
                         security=s.kafka_security()),
         s.metrics_topic, telemetry, overflow_max_points=max(s.overflow_max_points, 200_000),
-        order_key=event_time_of(codec))
+        order_key=encoder.event_time)
     astop = asyncio.Event()
     loop = asyncio.get_running_loop()
     finished = threading.Event()

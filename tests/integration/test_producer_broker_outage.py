@@ -18,7 +18,7 @@ import pytest
 from perpstream.local import TansuBroker, ensure_topics, free_port
 from producer import binance
 from producer.app import ProducerApp
-from producer.encoding import event_time_of
+from producer.encoding import MetricPointEncoder
 from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
@@ -172,19 +172,19 @@ def test_points_a_hung_broker_never_took_are_resent_in_event_time_order(
     topic = "hung-metrics"
     symbols = [f"HUNG{i:02d}USDT" for i in range(12)]
     telemetry = Telemetry()
-    codec = metric_point_codec()
+    encoder = MetricPointEncoder(metric_point_codec())
     broker = TansuBroker(port=free_port(), log_path=tmp_path / "tansu.log").start()
     suspended = False
     try:
         ensure_topics(broker.bootstrap_servers, {topic: 3})
         pub = Publisher(producer_config(broker.bootstrap_servers, linger_ms=5, delivery_timeout_ms=3000),
-                        topic, telemetry, order_key=event_time_of(codec))
+                        topic, telemetry, order_key=encoder.event_time)
         sent: list[tuple[str, int]] = []
 
         def tick() -> None:  # one point per symbol, 10 ms of event time after the last
             et = START + 10 * (len(sent) // len(symbols))
             for s in symbols:
-                pub.publish(s.encode(), codec.encode({
+                pub.publish(s.encode(), encoder.encode({
                     "source": "binance_usdm", "symbol": s, "metric": "mark_price", "value": 1.0,
                     "event_time": et, "ingest_time": et}))
                 sent.append((s, et))

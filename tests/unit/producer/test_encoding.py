@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from producer.encoding import MetricPointEncoder, zigzag_varint
 from schemas.codec import metric_point_codec, registry_client
+from schemas.exceptions import TruncatedRecordError
 from schemas.models import KNOWN_METRICS
 
 CODEC = metric_point_codec()
@@ -32,6 +34,15 @@ def test_same_bytes_as_codec(symbol: str, metric: str, value: float, et: int, it
     data = ENCODER.encode(r)
     assert data == CODEC.encode(r)
     assert CODEC.decode(data) == r
+    assert ENCODER.event_time(data) == et  # the re-send order after a failed client
+
+
+def test_event_time_of_a_body_cut_short_is_the_reference_decoders_error() -> None:
+    r = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
+         "event_time": 1_700_000_000_123, "ingest_time": 1}
+    data = ENCODER.encode(r)
+    with pytest.raises(TruncatedRecordError):  # the publisher then keeps the callback order
+        ENCODER.event_time(data[: len(CODEC.header()) + 3])
 
 
 def test_zigzag_known_values() -> None:
