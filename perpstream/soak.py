@@ -79,6 +79,9 @@ class Account:
     rejected_frames: int = 0
     #: sent identities the producer rejected: the malformed frames carry none, so 0 is expected
     rejected_points: int = 0
+    #: points the producer let go (``points_dropped``: its buffers full while Kafka was away);
+    #: counted and logged, and lost, so the account cannot balance with any
+    dropped_points: int = 0
     missing: int = 0
     unexpected: int = 0
     value_mismatches: int = 0
@@ -94,7 +97,7 @@ class Account:
     def balanced(self) -> bool:
         return (
             self.sent_points == self.stored_points + self.dlq_records + self.rejected_points
-            and self.rejected_frames >= self.sent_bad_frames
+            and self.rejected_frames >= self.sent_bad_frames and self.dropped_points == 0
             and self.missing == 0 and self.unexpected == 0 and self.value_mismatches == 0
             and self.duplicates_without_final == 0 and self.duplicates_across_stores == 0
             and self.snapshot_mismatches == 0 and self.snapshots_not_recomputed == 0
@@ -298,6 +301,13 @@ class SoakOptions:
     work_dir: Path | None = None
 
 
+def outage_buffer(opts: SoakOptions, seconds: float = 60.0) -> int:
+    """Points the producer's buffers hold for ``seconds`` of the run's load (each of its two
+    stages; docs/producer.md, "When the buffer is full"), at least the producer's default."""
+    per_s = opts.symbols * (5 + 1 / opts.oi_interval)
+    return max(100_000, int(per_s * seconds))
+
+
 def _env(bootstrap: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
     env.update({
@@ -357,6 +367,10 @@ class Soak:
                 # the fake exchange does not limit weight: enough for every symbol at its interval
                 "PERPSTREAM_REST_WEIGHT_LIMIT": str(max(2400, int(4 * 60 * opts.symbols / opts.oi_interval))),
                 "PERPSTREAM_REST_CONCURRENCY": "16",
+                # the websocket is never paused: the buffers must hold the load for as long as
+                # the broker restart keeps Kafka away (down, then the stalled client's timeout)
+                "PERPSTREAM_BUFFER_MAX_MESSAGES": str(outage_buffer(opts)),
+                "PERPSTREAM_OVERFLOW_MAX_POINTS": str(outage_buffer(opts)),
             }
             producer = Member("producer", ["produce", "--ws-url", fake.ws_url, "--rest-url", fake.rest_url,
                                            "--oi-interval", str(opts.oi_interval)],
@@ -397,9 +411,10 @@ class Soak:
                 if rc != 0:
                     raise SoakError(f"the producer exited with {rc}: see {self.work / 'producer.log'}")
                 info["producer"] = {k: pm.get(k, 0) for k in (
-                    "points_published", "points_delivered", "frames_rejected", "reconnects",
-                    "rest_requests", "rest_bans")}
+                    "points_published", "points_delivered", "points_dropped", "frames_rejected",
+                    "reconnects", "rest_requests", "rest_bans")}
                 rejected = int(pm.get("frames_rejected", 0))
+                dropped = int(pm.get("points_dropped", 0))
                 for m in (extra, sink, snaps):
                     rc = m.stop()
                     if rc != 0:
@@ -419,6 +434,7 @@ class Soak:
                 broker.stop()
         info["run_s"] = round(self.now(), 2)
         account = self._account(sent, bad, dlq, rejected)
+        account.dropped_points = dropped
         info["account_s"] = round(self.now() - info["run_s"], 2)
         return account, self.faults, info
 
@@ -525,15 +541,22 @@ class Soak:
         return new
 
     def _wait_caught_up(self, producer: Member, sampler: Sampler, timeout: float) -> None:
-        """The exchange is paused: wait until the producer has delivered all it published and
-        both groups have committed every record of this broker (Tansu's watermarks are wrong:
-        records on the topic = what the producer delivered since the broker started)."""
+        """The exchange is paused: wait until the producer has delivered all it published (or
+        dropped it, counted) and both groups have committed every record of this broker, with
+        their committed offsets still for three samples in a row. Tansu's watermarks are wrong,
+        so the records on the topic are taken as what the producer delivered since the broker
+        started, plus any copies of in-flight sends a broker took before the client that made
+        them was replaced (those are unacknowledged: docs/producer.md, "Order across retries")."""
+        still: list[tuple[int | None, int | None]] = []
+
         def caught_up() -> bool:
             m = producer.metrics() or {}
             pub, dlv = m.get("points_published", -1), m.get("points_delivered", -2)
             on_topic = int(dlv) - self.delivered_base
-            return (pub == dlv and sampler.committed("sink_committed") == on_topic
-                    and sampler.committed("snapshots_committed") == on_topic)
+            now = (sampler.committed("sink_committed"), sampler.committed("snapshots_committed"))
+            still[:] = [*still[-2:], now] if still and still[-1] == now else [now]
+            return (pub == dlv + m.get("points_dropped", 0) and len(still) == 3
+                    and all(c is not None and c >= on_topic for c in now))
 
         wait_until(caught_up, timeout, "the producer to deliver and the consumers to catch up", 0.5)
         self.delivered_now = int((producer.metrics() or {}).get("points_delivered", 0))
@@ -749,6 +772,7 @@ def print_report(a: Account, faults: list[Fault], info: dict[str, Any]) -> None:
         ("records in the DLQ", "DLQ topic records (read before each broker restart)", a.dlq_records),
         ("rejections", "producer frames_rejected (its /metrics), by reason", a.rejected_frames),
         ("sent points rejected", "sent identities the producer rejected", a.rejected_points),
+        ("points dropped", "producer points_dropped (buffers full while Kafka was away)", a.dropped_points),
         ("sent, not stored", "identity set difference", a.missing),
         ("stored, not sent", "identity set difference", a.unexpected),
         ("values differing", "stored value != sent value", a.value_mismatches),
