@@ -199,7 +199,7 @@ def live_report(s: dict[str, Any], idle: dict[str, Any], report: Any, step_row: 
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from perpstream.bench.render_layouts import render
+    from perpstream.bench.render import render
 
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     out: dict[str, Any] = {"scenarios": {}}

@@ -61,18 +61,34 @@ def targets_table(rep: Mapping[str, Any]) -> Table:
     return t
 
 
+def _names(steps: list[Mapping[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for s in steps:
+        names += [n for n in s["processes"] if n not in names]
+    return names
+
+
 def steps_table(rep: Mapping[str, Any]) -> Table:
-    t = Table(title="e2e steps", title_justify="left")
+    """One row per step: the rates, then CPU share and peak RSS of every process and their sums."""
+    steps = rep["steps"]
+    names = _names(steps)
+    t = Table(title=f"e2e steps ({steps[0].get('layout', 'single')} layout)", title_justify="left")
     for col in ("N", "symbols", "offered/s", "published/s", "stored/s", "snapshot member/s",
-                "CPU perpstream", "CPU broker", "peak RSS MB perpstream / broker", "held"):
+                *(f"CPU {n}" for n in names), "CPU total", f"peak RSS MB {' / '.join(names)}",
+                "peak RSS MB total", f"waiting for a CPU {' / '.join(names)}", "held"):
         t.add_column(col, justify="right")
-    for s in rep["steps"]:
+    for s in steps:
         p = s["processes"]
-        b = p.get("broker")
-        t.add_row(f"{s['n']:g}", _num(s["symbols"]), _num(s["offered_per_s"]), _num(s["published_per_s"]),
-                  _num(s["stored_per_s"]), _num(s["snapshot_records_per_s"]),
-                  f"{p['perpstream']['cpu_share']:.0%}", f"{b['cpu_share']:.0%}" if b else "-",
-                  f"{_num(p['perpstream']['peak_rss_mb'])} / {_num(b['peak_rss_mb']) if b else '-'}",
+        cpu = sum(x["cpu_share"] for x in p.values())
+        rss = sum(x["peak_rss_mb"] or 0.0 for x in p.values())
+        t.add_row(f"{s['n']:g}", _num(s["symbols"]), _num(s["offered_per_s"]),
+                  _num(s["published_per_s"]), _num(s["stored_per_s"]),
+                  _num(s["snapshot_records_per_s"]),
+                  *(f"{p[n]['cpu_share']:.0%}" if n in p else "-" for n in names), f"{cpu:.0%}",
+                  " / ".join(_num(p[n]["peak_rss_mb"]) if n in p else "-" for n in names),
+                  _num(rss),
+                  " / ".join(f"{p[n]['run_queue_wait_share']:.0%}" if "run_queue_wait_share" in p.get(n, {})
+                             else "-" for n in names),
                   "yes" if s["held"] else "[bold red]no[/]")
     return t
 

@@ -137,7 +137,6 @@ def processes_reports() -> dict[str, dict[str, Any]]:
 def test_processes_layout_reports_every_process_and_the_held_criteria(
         processes_reports: dict[str, dict[str, Any]]) -> None:
     from perpstream.bench.e2e import HELD_P99_MS, HELD_RATE
-    from perpstream.bench.render_layouts import render as render_layouts
 
     e2e = processes_reports["e2e"]
     assert e2e["params"]["layout"] == "processes"
@@ -176,8 +175,8 @@ def test_processes_layout_reports_every_process_and_the_held_criteria(
     for rep in processes_reports.values():
         json.dumps(rep)  # --json prints it as is
         out = io.StringIO()
-        render_layouts(rep, Console(file=out, width=250))
+        render(rep, Console(file=out, width=250))
         assert f"perpstream bench {rep['scenario']}" in out.getvalue()
     out = io.StringIO()
-    render_layouts(e2e, Console(file=out, width=250))
+    render(e2e, Console(file=out, width=250))
     assert "CPU snapshots" in out.getvalue() and "processes layout" in out.getvalue()
