@@ -30,16 +30,22 @@ restarted without its producer state answers UNKNOWN_PRODUCER_ID, and
 librdkafka bumps the epoch locally and retries forever. That replacement does
 not count towards the fatal limit, since an outage is not a fault of ours.
 
-Order is kept across retries. Everything in the client is older than
-everything in the overflow, so a message the client gives back goes to the
-*front* of the overflow, never behind newer points. A timed-out message is
-older than the ones still in the client, so re-sending it behind them would
-reorder a symbol's points (the snapshot consumer takes a point more than its
-allowed lateness behind the symbol's newest as late and never applies it):
-a timeout therefore retires the whole client (``reason="timeout"``, or
-``"stalled"`` as above), and what it gives back is re-sent in event-time order
+Order is kept across timeouts and client replacements. Everything in the
+client is older than everything in the overflow, so a message the client gives
+back goes to the *front* of the overflow, never behind newer points. A
+timed-out message is older than the ones still in the client, so re-sending
+it behind them would reorder a symbol's points (the snapshot consumer takes a
+point more than its allowed lateness behind the symbol's newest as late and
+never applies it): a timeout therefore retires the whole client when it still
+holds messages (``reason="timeout"``, or ``"stalled"`` as above; at most one
+replacement per delivery timeout, since the new client's messages start a new
+timeout), and what it gives back is re-sent in event-time order
 (``order_key``). The sort is needed because librdkafka's purge returns
-in-flight messages, the oldest, after the queued ones.
+in-flight messages, the oldest, after the queued ones. Not covered: a
+message failed at once for an unknown partition or topic (a topic deleted or
+shrunk under the producer) goes to the front of the overflow but newer points
+already in the client may pass it; retiring the client for those would loop
+as fast as they fail.
 Authentication
 and authorisation failures, an invalid topic or config set :attr:`Publisher.failure`,
 and the app stops with that cause and exits non-zero (nothing would ever be
@@ -166,6 +172,9 @@ class Publisher:
             self._producer.produce(self.topic, value, key)
         except BufferError:
             self._producer.poll(0)
+            if self._timed_out or self._stalled or self._fatal is not None:
+                self._hold(key, value)  # the client is retired at the next poll: wait behind it
+                return
             try:
                 self._producer.produce(self.topic, value, key)
             except BufferError:
@@ -253,9 +262,12 @@ class Publisher:
             self._replace("stalled")
         elif self._timed_out:
             self._timed_out = False
-            log.warning("deliveries timed out; replacing the Kafka producer so that they are re-sent "
-                        "before newer points", extra={"delivery_timeout_s": self._delivery_timeout})
-            self._replace("timeout")
+            if len(self._producer):
+                # newer points are still in the client: they must not overtake what timed out
+                log.warning("deliveries timed out; replacing the Kafka producer so that they are "
+                            "re-sent before newer points",
+                            extra={"delivery_timeout_s": self._delivery_timeout})
+                self._replace("timeout")
         if self._returned:
             self._requeue_returned()
         while self._overflow and self._fatal is None:
@@ -386,7 +398,9 @@ class Publisher:
             self._telemetry.inc("points_dropped", len(old), {"reason": "fatal_producer"})
         log.warning("Kafka producer recreated", extra={"requeued": len(self._returned) - before})
         self._producer = self._new_producer()
+        # what the old client reported while it was purged concerns it only
         self._stalled = self._timed_out = False
+        self._fatal = None
 
     def flush(self, timeout: float) -> int:
         """Drain overflow and queue within ``timeout`` seconds; returns what is left."""

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -190,12 +191,16 @@ def test_points_a_hung_broker_never_took_are_resent_in_event_time_order(
                 sent.append((s, et))
             pub.poll(0.01)
 
+        deadline = time.monotonic() + 60
         while pub.delivered < 20 * len(symbols):
+            assert time.monotonic() < deadline, "no deliveries before the broker was suspended"
             tick()
         assert broker.pid is not None
         os.kill(broker.pid, signal.SIGSTOP)
         suspended = True
+        deadline = time.monotonic() + 60
         while telemetry.total("producer_recreated") == 0:
+            assert time.monotonic() < deadline, "the client of a hung broker was never replaced"
             tick()
         os.kill(broker.pid, signal.SIGCONT)
         suspended = False

@@ -186,6 +186,51 @@ def test_what_a_client_gives_back_is_resent_first_in_event_time_order() -> None:
         pub.close(0.1)
 
 
+def test_a_timeout_retires_the_client_only_while_it_holds_newer_points() -> None:
+    pub, telemetry = publisher(order_key=lambda v: int(v))
+    try:
+        pub._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), _Msg(b"A", b"1"))
+        pub.poll(0)  # nothing newer in the client: no replacement, the point is re-sent
+        assert telemetry.total("producer_recreated") == 0
+        pub.publish(b"A", b"3")
+        pub._on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), _Msg(b"A", b"0"))
+        pub.poll(0)
+        assert telemetry.get("producer_recreated", {"reason": "timeout"}) == 1
+        assert not (pub._timed_out or pub._stalled) and pub._fatal is None
+        assert not pub._returned and not pub._overflow  # 0, 1, 3 re-sent through the new client
+        assert telemetry.total("points_dropped") == 0
+    finally:
+        pub.close(0.1)
+
+
+def test_a_full_queue_after_a_timeout_holds_the_point_behind_what_timed_out() -> None:
+    pub, _ = publisher()
+    try:
+        pub._timed_out = True  # reported by the poll inside publish(): the client is about to go
+        pub._producer = _FullProducer(pub._producer)
+        pub.publish(b"A", b"new")
+        assert list(pub._overflow) == [(b"A", b"new")]
+    finally:
+        pub._producer = pub._producer.inner
+        pub.close(0.1)
+
+
+class _FullProducer:
+    """A client whose queue is full: produce() raises BufferError."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def produce(self, *a: Any, **kw: Any) -> None:
+        raise BufferError("Local: Queue full")
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
 def test_client_errors_transient_or_fatal() -> None:
     pub, telemetry = publisher()
     try:
