@@ -44,13 +44,18 @@ def serving(health: Health) -> Iterator[Callable[[], tuple[int, str]]]:
         yield ready
 
 
+#: the holder's assignor, which the component must share (librdkafka members of one group
+#: must agree); sticky, so the holder keeps the only partition while the component joins
+HOLDER_STRATEGY = "cooperative-sticky"
+
+
 @contextlib.contextmanager
 def holding_the_partition(bootstrap: str, group: str, topic: str) -> Iterator[list[int]]:
     """Another member of ``group`` that owns the topic's only partition (the assignor is
     sticky) until the block ends; yields the number of rebalances it has taken part in."""
     rebalances: list[int] = [0]
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                  "partition.assignment.strategy": "cooperative-sticky", **TEST_CONSUMER_CONFIG})
+                  "partition.assignment.strategy": HOLDER_STRATEGY, **TEST_CONSUMER_CONFIG})
 
     def on_assign(consumer: Any, partitions: list[Any]) -> None:
         rebalances[0] += 1
@@ -70,7 +75,7 @@ def holding_the_partition(bootstrap: str, group: str, topic: str) -> Iterator[li
 
 def _sink(bootstrap: str, clickhouse: Any, db: str, topic: str, dlq: str, group: str,
           health: Health) -> Runner:
-    settings = settings_for(bootstrap, db, topic, dlq, group)
+    settings = settings_for(bootstrap, db, topic, dlq, group, partition_assignment_strategy=HOLDER_STRATEGY)
     return Runner(lambda stop: run_sink(settings, clickhouse, stop, health=health,
                                         consumer_overrides=TEST_CONSUMER_CONFIG))
 
@@ -79,7 +84,7 @@ def _snapshots(bootstrap: str, clickhouse: Any, db: str, topic: str, dlq: str, g
                health: Health) -> Runner:
     settings = SnapshotSettings(kafka_bootstrap_servers=bootstrap, clickhouse_database=db,
                                 metrics_topic=topic, dlq_topic=dlq, snapshots_topic=dlq + "-snapshots",
-                                group_id=group)
+                                group_id=group, partition_assignment_strategy=HOLDER_STRATEGY)
     service = SnapshotService(settings, clickhouse, consumer_overrides=TEST_CONSUMER_CONFIG, health=health)
     return Runner(service.run)
 
