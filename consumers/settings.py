@@ -14,7 +14,6 @@ recovery").
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
 import re
@@ -23,17 +22,12 @@ import tempfile
 import threading
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.exceptions import ConfigError
 from service.settings import CommonSettings
-
-#: partition_assignment_strategy: librdkafka's assignors the consume loop serves, or auto (decided
-#: from the cluster by consumers.runtime.loop.choose_assignment_strategy)
-AssignmentStrategy = Literal["auto", "cooperative-sticky", "range", "roundrobin"]
-ASSIGNMENT_STRATEGIES: tuple[str, ...] = get_args(AssignmentStrategy)
 
 
 class ConsumerSettings(CommonSettings):
@@ -65,15 +59,14 @@ class ConsumerSettings(CommonSettings):
             "membership. Two live processes must never share a name"
         ),
     )
-    partition_assignment_strategy: AssignmentStrategy = Field(
-        default="auto",
+    partition_assignment_strategy: Literal["cooperative-sticky", "range", "roundrobin"] = Field(
+        default="cooperative-sticky",
         description=(
             "librdkafka partition.assignment.strategy. cooperative-sticky: a rebalance moves only the "
             "partitions that change owner, in two rounds; range / roundrobin (eager): every member gives "
-            "up all its partitions, then gets its new share in one round. auto: range on a Tansu broker "
-            "(the local one: it starts no second round when a member joins beside a static one), "
-            "cooperative-sticky on any other, decided at start from the cluster id (docs/sink.md, "
-            "\"Rebalancing\"). Stop every member of a group before changing it"
+            "up all its partitions, then gets its new share in one round. Use an eager one on the local "
+            "Tansu broker when members come and go beside a static member (Tansu starts no second round "
+            "then: docs/sink.md, \"Rebalancing\"). Stop every member of a group before changing it"
         ),
     )
     max_poll_interval_ms: int = Field(
@@ -182,25 +175,13 @@ class ConsumerSettings(CommonSettings):
             "max.poll.interval.ms": self.max_poll_interval_ms,
             "queued.max.messages.kbytes": self.fetch_queue_kbytes,
             "fetch.queue.backoff.ms": self.fetch_queue_backoff_ms,
+            "partition.assignment.strategy": self.partition_assignment_strategy,
         }
-        if self.partition_assignment_strategy != "auto":
-            # auto: none here, so the dict stays a valid librdkafka config; ConsumeLoop decides
-            # it from the cluster before it subscribes
-            cfg["partition.assignment.strategy"] = self.partition_assignment_strategy
         instance_id = self.group_instance_id(worker)
         if instance_id is not None:
             cfg["group.instance.id"] = instance_id
         cfg.update(overrides)
         return cfg
-
-
-def add_assignment_strategy_flag(parser: argparse.ArgumentParser) -> None:
-    """``--assignment-strategy`` of a consumer command (dest ``assignment_strategy``, mapped to
-    ``partition_assignment_strategy``)."""
-    parser.add_argument(
-        "--assignment-strategy", choices=ASSIGNMENT_STRATEGIES,
-        help="partition.assignment.strategy of the group (default auto: range on Tansu, "
-             "cooperative-sticky elsewhere; env PERPSTREAM_PARTITION_ASSIGNMENT_STRATEGY)")
 
 
 #: group.instance.id may hold these characters only (Kafka checks it like a topic name)

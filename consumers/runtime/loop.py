@@ -33,14 +33,11 @@ Guarantees (what a handler may rely on):
   next owner re-reads them), then ``on_revoked`` is called. Lost
   partitions skip the commit. Both assignment styles of
   ``partition.assignment.strategy`` are served the same way:
-  cooperative-sticky revokes and assigns only the partitions
+  cooperative-sticky (the default) revokes and assigns only the partitions
   that move; an eager strategy (``range``, ``roundrobin``) revokes every
   partition before the member rejoins, and the assignment that follows is
   the member's whole new one (partitions it keeps are re-read from their
-  committed offsets, their first batch cut at the journaled end). A config
-  without a strategy (or ``auto``) gets one decided at start, before
-  subscribing, from what the cluster says it is (:func:`choose_assignment_strategy`):
-  ``range`` on Tansu, ``cooperative-sticky`` elsewhere.
+  committed offsets, their first batch cut at the journaled end).
 - Kafka: a fatal client error stops the loop (:class:`FatalConsumerError`;
   :class:`FencedMemberError` when another consumer took this member's
   ``group.instance.id``);
@@ -59,14 +56,11 @@ docs/sink.md ("Failures by edge") lists every failure and what an operator sees.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumers.exceptions import (
@@ -146,11 +140,8 @@ FORCED_CONFIG = {
 DEFAULT_CONFIG = {
     "auto.offset.reset": "earliest",
     "enable.partition.eof": False,
+    "partition.assignment.strategy": "cooperative-sticky",
 }
-STRATEGY_KEY = "partition.assignment.strategy"
-#: The strategy a config without ``partition.assignment.strategy`` gets: decided at start
-#: from the cluster (:func:`choose_assignment_strategy`).
-AUTO_STRATEGY = "auto"
 #: The assignors the loop serves: one cooperative, or eager ones (librdkafka refuses a mix).
 COOPERATIVE_ASSIGNORS = frozenset({"cooperative-sticky"})
 EAGER_ASSIGNORS = frozenset({"range", "roundrobin"})
@@ -170,109 +161,6 @@ def is_cooperative(strategy: str) -> bool:
     if names & COOPERATIVE_ASSIGNORS and names & EAGER_ASSIGNORS:
         raise ValueError(f"partition.assignment.strategy {strategy!r} mixes cooperative and eager assignors")
     return bool(names & COOPERATIVE_ASSIGNORS)
-
-
-# -- the ``auto`` strategy -------------------------------------------------------------
-#
-# Tansu (the local broker) answers a *static* member's rejoin with changed metadata with
-# the generation it had, so the second round of a cooperative rebalance never reaches a
-# member joining beside a static one (docs/sink.md, "Rebalancing"); eager strategies have
-# no second round. What Tansu 0.6 says of itself that Apache Kafka never does:
-#
-# - its cluster id is ``tansu_cluster`` unless started with --cluster-id (perpstream's
-#   embedded broker is not). Apache Kafka's is always a random 16-byte UUID in URL-safe
-#   base64, 22 characters (``kafka-storage format`` refuses anything else; ZooKeeper-mode
-#   brokers generate one);
-# - its one broker, and the controller, is node 111 whatever it is started with.
-#
-# Both come in every Metadata and DescribeCluster response, are fixed for the life of the
-# cluster and are the same for every client, so every member of a group talking to one
-# broker decides the same way and the group never mixes assignors.
-
-#: Tansu's cluster id when started without --cluster-id (perpstream.local.TansuBroker)
-TANSU_DEFAULT_CLUSTER_ID = "tansu_cluster"
-#: the node id Tansu 0.6 gives its broker (it has no setting for it)
-TANSU_NODE_ID = 111
-
-
-@dataclass(frozen=True)
-class ClusterFacts:
-    """What the cluster says of itself: its id and its brokers' node ids."""
-
-    cluster_id: str | None
-    broker_ids: frozenset[int]
-
-
-def is_kafka_cluster_id(cluster_id: str | None) -> bool:
-    """Whether ``cluster_id`` has the form Apache Kafka gives every cluster id (a UUID, base64url)."""
-    if cluster_id is None or len(cluster_id) != 22:
-        return False
-    try:
-        return len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
-    except (binascii.Error, ValueError):
-        return False
-
-
-def tansu_evidence(facts: ClusterFacts) -> str | None:
-    """Why ``facts`` are a Tansu broker's, or None when they are not."""
-    if facts.cluster_id == TANSU_DEFAULT_CLUSTER_ID:
-        return f"cluster id {TANSU_DEFAULT_CLUSTER_ID!r} (Tansu's default)"
-    if facts.broker_ids == {TANSU_NODE_ID} and not is_kafka_cluster_id(facts.cluster_id):
-        return (f"cluster id {facts.cluster_id!r} is not an Apache Kafka one and the only broker is "
-                f"node {TANSU_NODE_ID} (Tansu's)")
-    return None
-
-
-def choose_assignment_strategy(configured: str, facts: ClusterFacts | None) -> tuple[str, str]:
-    """The ``partition.assignment.strategy`` a member uses, and why.
-
-    A configured strategy wins. ``auto``: ``range`` on Tansu (eager: no second round for
-    Tansu to leave out), ``cooperative-sticky`` on any other cluster. ``auto`` needs the
-    cluster's ``facts``; the loop waits for the cluster to answer rather than guess, so two
-    members of one group on one broker never choose differently.
-    """
-    if configured != AUTO_STRATEGY:
-        is_cooperative(configured)
-        return configured, "configured"
-    if facts is None:
-        raise ValueError("the auto assignment strategy needs the cluster's facts")
-    evidence = tansu_evidence(facts)
-    if evidence is not None:
-        return "range", (f"auto: Tansu broker ({evidence}); a cooperative rebalance stalls there when "
-                         f"a member joins beside a static one")
-    return "cooperative-sticky", f"auto: not a Tansu broker (cluster id {facts.cluster_id!r})"
-
-
-def cluster_facts(config: Mapping[str, Any], stop: threading.Event, *,
-                  attempt_timeout: float = 2.0) -> ClusterFacts | None:
-    """The cluster's id and broker ids, asked until the cluster answers; None once ``stop`` is set.
-
-    DescribeCluster first (no topic list); Metadata (which every broker serves) when that
-    fails. Both carry the same id and nodes, so which one answered changes nothing.
-    """
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({**_connection(config), **kafka_logging()})
-    warn = RateLimitedLog(log)
-    while not stop.is_set():
-        errors: list[str] = []
-        try:
-            desc = admin.describe_cluster(request_timeout=attempt_timeout).result(timeout=attempt_timeout + 1)
-            return ClusterFacts(desc.cluster_id, frozenset(n.id for n in desc.nodes))
-        except Exception as exc:
-            errors.append(f"DescribeCluster: {exc}")
-        if stop.is_set():
-            break
-        try:
-            md = admin.list_topics(timeout=attempt_timeout)
-            return ClusterFacts(md.cluster_id, frozenset(md.brokers))
-        except Exception as exc:
-            errors.append(f"Metadata: {exc}")
-        warn.warning("cluster", "the cluster does not answer; the assignment strategy (auto) is decided "
-                     "when it does, and the member subscribes then",
-                     {"group": config.get("group.id"), "errors": "; ".join(errors)[:400]})
-        stop.wait(0.5)
-    return None
 
 #: Commit errors no retry fixes: the member stops at once.
 _COMMIT_REFUSED = frozenset({"GROUP_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED"})
@@ -321,14 +209,8 @@ class ConsumeLoop:
         cfg["group.id"] = group_id
         cfg.setdefault("client.id", f"{group_id}-{name}")
         self._config = cfg
-        #: the strategy configured: ``auto`` (also when the config has none) or a librdkafka one
-        self.configured_strategy = str(cfg.pop(STRATEGY_KEY, None) or AUTO_STRATEGY)
-        #: the strategy in use; None until ``run`` decided what ``auto`` means on this cluster
-        self.assignment_strategy: str | None = None
-        #: why that strategy (``configured``, or what ``auto`` saw of the cluster)
-        self.strategy_reason = ""
-        if self.configured_strategy != AUTO_STRATEGY:
-            self._use_strategy(*choose_assignment_strategy(self.configured_strategy, None))
+        #: incremental rebalances (cooperative-sticky) or eager ones (range, roundrobin)
+        self.cooperative = is_cooperative(cfg["partition.assignment.strategy"])
         self.topics = list(topics)
         self.group_id = group_id
         self.handler = handler
@@ -396,15 +278,6 @@ class ConsumeLoop:
         """
         from confluent_kafka import Consumer
 
-        if self.assignment_strategy is None:
-            facts = cluster_facts(self._config, stop)
-            if facts is None:  # stopped before the cluster answered: nothing was joined
-                self.handler.close()
-                log.info("consumer stopped before the cluster answered", extra=self._where)
-                return 0
-            self._use_strategy(*choose_assignment_strategy(self.configured_strategy, facts))
-        log.info("partition assignment strategy",
-                 extra={**self._where, "strategy": self.assignment_strategy, "reason": self.strategy_reason})
         self._consumer = Consumer({**self._config, **kafka_logging(), "error_cb": self._on_client_error})
         self._topic_ids = topic_ids(self._config, self.topics)
         if self._dlq_topic is not None:
@@ -439,16 +312,6 @@ class ConsumeLoop:
         finally:
             self._shutdown()
         return rc
-
-    @property
-    def cooperative(self) -> bool | None:
-        """Incremental rebalances (cooperative-sticky) or eager ones (range, roundrobin); None
-        until ``auto`` is decided."""
-        return None if self.assignment_strategy is None else is_cooperative(self.assignment_strategy)
-
-    def _use_strategy(self, strategy: str, reason: str) -> None:
-        self.assignment_strategy, self.strategy_reason = strategy, reason
-        self._config[STRATEGY_KEY] = strategy
 
     # -- Kafka client errors --------------------------------------------------------
 
@@ -913,19 +776,13 @@ def _tps(tps: set[TopicPartitionId]) -> list[Any]:
 
 
 __all__ = [
-    "AUTO_STRATEGY",
     "COOPERATIVE_ASSIGNORS",
     "DEFAULT_CONFIG",
     "EAGER_ASSIGNORS",
     "FORCED_CONFIG",
     "BatchHandler",
     "BatchJournal",
-    "ClusterFacts",
     "ConsumeLoop",
-    "choose_assignment_strategy",
-    "cluster_facts",
     "is_cooperative",
-    "is_kafka_cluster_id",
-    "tansu_evidence",
     "topic_ids",
 ]

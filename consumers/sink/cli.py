@@ -19,7 +19,6 @@ from typing import Any
 from consumers.clickhouse import open_client
 from consumers.faults import with_fault_injection
 from consumers.reading import open_reader
-from consumers.settings import add_assignment_strategy_flag
 from consumers.sink import queries
 from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import run_sink
@@ -40,7 +39,6 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, help="group members as threads in this process (default 1)")
     p.add_argument("--member-name", help="static group membership: group.instance.id <name>-<worker>; "
                    "'' = dynamic (default: <host>-<group>; env PERPSTREAM_MEMBER_NAME)")
-    add_assignment_strategy_flag(p)
     p.add_argument("--batch-size", type=int, help="records per batch")
     p.add_argument("--batch-ms", type=int, help="longest wait to fill a batch")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz "
@@ -88,7 +86,7 @@ _FIELDS = {
     "database": "clickhouse_database", "data_dir": "data_dir", "topic": "metrics_topic",
     "log_level": "log_level", "group_id": "group_id", "workers": "workers",
     "batch_size": "batch_max_records", "batch_ms": "batch_max_ms", "metrics_port": "metrics_port",
-    "member_name": "member_name", "assignment_strategy": "partition_assignment_strategy",
+    "member_name": "member_name",
     **LOG_FLAGS,
 }
 

@@ -16,7 +16,6 @@ import sys
 import time
 from typing import Any
 
-from consumers.settings import add_assignment_strategy_flag
 from consumers.snapshots.settings import SnapshotSettings
 from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
 
@@ -30,7 +29,6 @@ _FLAGS = {
     "group_id": "group_id",
     "workers": "workers",
     "member_name": "member_name",
-    "assignment_strategy": "partition_assignment_strategy",
     "interval_ms": "snapshot_interval_ms",
     "windows": "snapshot_windows_s",
     "lateness_ms": "allowed_lateness_ms",
@@ -72,7 +70,6 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int, help="group members as threads in this process")
     p.add_argument("--member-name", help="static group membership: group.instance.id <name>-<worker>; "
                    "'' = dynamic (default: <host>-<group>; env PERPSTREAM_MEMBER_NAME)")
-    add_assignment_strategy_flag(p)
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics (/metrics), /healthz and /readyz on this port")
     add_log_flags(p)

@@ -9,10 +9,7 @@ Tansu (the local broker) starts no new generation when a *static* member rejoins
 changed metadata, which is what the second round of a cooperative rebalance is: the
 first member gives up half its partitions, and the joining member is never told to
 sync again, so it never gets them. With an eager strategy there is no second round,
-so a static first member works there too (docs/sink.md, "Rebalancing"). Every case names
-its strategy, except ``auto-static``: the default, which is range on Tansu and
-cooperative-sticky on Apache Kafka, with the static first member that stalls a
-cooperative rebalance on Tansu.
+so a static first member works there too (docs/sink.md, "Rebalancing").
 """
 
 from __future__ import annotations
@@ -102,7 +99,6 @@ class Flow:
     pytest.param("cooperative-sticky", True, id="cooperative-static"),
     pytest.param("range", True, id="range-static"),
     pytest.param("roundrobin", False, id="roundrobin-dynamic"),
-    pytest.param("auto", True, id="auto-static"),
 ])
 def test_a_member_joins_and_leaves_while_data_flows(
     strategy: str, static_first: bool, on_tansu: bool, kafka_bootstrap: str,

@@ -115,14 +115,11 @@ def test_the_assignment_strategy_reaches_the_loop_and_says_how_it_rebalances() -
         return ConsumeLoop(cfg, ["t"], "g", handler=None, decoder=lambda v: (v,),  # type: ignore[arg-type]
                            dlq_topic=None)
 
-    auto = loop()  # the default: decided from the cluster when the loop starts
-    assert (auto.configured_strategy, auto.assignment_strategy, auto.cooperative) == ("auto", None, None)
-    assert "partition.assignment.strategy" not in auto._config
+    assert loop().cooperative  # the default
     eager = loop(partition_assignment_strategy="range")
     assert not eager.cooperative and eager._config["partition.assignment.strategy"] == "range"
-    assert loop(partition_assignment_strategy="cooperative-sticky").cooperative
     assert ConsumeLoop({"bootstrap.servers": "127.0.0.1:1"}, ["t"], "g", handler=None,  # type: ignore[arg-type]
-                       decoder=lambda v: (v,), dlq_topic=None).configured_strategy == "auto"
+                       decoder=lambda v: (v,), dlq_topic=None).cooperative
     with pytest.raises(ValueError, match="partition_assignment_strategy"):
         ConsumerSettings(partition_assignment_strategy="sticky")  # type: ignore[arg-type]
 
