@@ -357,6 +357,7 @@ class Soak:
         with FakeBinance(symbols, tick=opts.tick, ping_interval=5.0,
                          start_ms=int(time.time() * 1000) // 1000 * 1000) as fake:
             fake.hold_rest_while_paused = True
+            buffered = outage_buffer(opts)
             producer_env = {
                 **env, "PERPSTREAM_SYMBOLS": ",".join(symbols),
                 "PERPSTREAM_WS_SILENCE_TIMEOUT": "3", "PERPSTREAM_BACKOFF_INITIAL": "0.2",
@@ -369,8 +370,8 @@ class Soak:
                 "PERPSTREAM_REST_CONCURRENCY": "16",
                 # the websocket is never paused: the buffers must hold the load for as long as
                 # the broker restart keeps Kafka away (down, then the stalled client's timeout)
-                "PERPSTREAM_BUFFER_MAX_MESSAGES": str(outage_buffer(opts)),
-                "PERPSTREAM_OVERFLOW_MAX_POINTS": str(outage_buffer(opts)),
+                "PERPSTREAM_BUFFER_MAX_MESSAGES": str(buffered),
+                "PERPSTREAM_OVERFLOW_MAX_POINTS": str(buffered),
             }
             producer = Member("producer", ["produce", "--ws-url", fake.ws_url, "--rest-url", fake.rest_url,
                                            "--oi-interval", str(opts.oi_interval)],
@@ -433,8 +434,7 @@ class Soak:
                         m.stop(30)
                 broker.stop()
         info["run_s"] = round(self.now(), 2)
-        account = self._account(sent, bad, dlq, rejected)
-        account.dropped_points = dropped
+        account = self._account(sent, bad, dlq, rejected, dropped)
         info["account_s"] = round(self.now() - info["run_s"], 2)
         return account, self.faults, info
 
@@ -563,8 +563,10 @@ class Soak:
 
     # -- the account --------------------------------------------------------------------------------
 
-    def _account(self, sent: dict[tuple[str, str, int], float], bad: int, dlq: int, rejected: int) -> Account:
-        a = Account(sent_points=len(sent), sent_bad_frames=bad, dlq_records=dlq, rejected_frames=rejected)
+    def _account(self, sent: dict[tuple[str, str, int], float], bad: int, dlq: int, rejected: int,
+                 dropped: int) -> Account:
+        a = Account(sent_points=len(sent), sent_bad_frames=bad, dlq_records=dlq, rejected_frames=rejected,
+                    dropped_points=dropped)
         stores = [d for d in ("sink", "sink-extra") if (self.work / d).exists()]
         stored: dict[tuple[str, str, int], tuple[str, float]] = {}
         points: list[tuple[str, str, int, str, float]] = []

@@ -62,7 +62,7 @@ class MetricPointEncoder:
     def event_time(self, value: bytes) -> int:
         """The event time of a value this encoder wrote: the order in which the publisher
         re-sends what a failed Kafka client gave back (producer.publisher). Reads only the
-        fields before it (about 1 µs; the reference decoder takes 15)."""
+        fields before it (about 2 µs; a whole decode takes 17)."""
         if self.fast:
             try:
                 pos = len(self._header)
@@ -86,4 +86,3 @@ class MetricPointEncoder:
             self._last_times = times
             self._last_times_bytes = zigzag_varint(times[0]) + zigzag_varint(times[1])
         return prefix + self._metric[r["metric"]] + _DOUBLE.pack(r["value"]) + self._last_times_bytes
-

@@ -256,7 +256,6 @@ class Publisher:
         if self._fatal is not None:
             self._recreate()
         elif self._stalled:
-            self._stalled = self._timed_out = False
             log.error("no delivery for a whole delivery timeout while deliveries time out; "
                       "replacing the Kafka producer", extra={"delivery_timeout_s": self._delivery_timeout})
             self._replace("stalled")
