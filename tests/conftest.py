@@ -8,9 +8,20 @@ Where they come from, in order:
 - ``PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS`` / ``PERPSTREAM_CLICKHOUSE_DSN``: bring your own.
 - ``PERPSTREAM_TEST_CONTAINERS=1`` and a reachable Docker engine: Apache Kafka
   (KRaft) and ClickHouse server containers via testcontainers.
-- otherwise: a Tansu broker child process and embedded ClickHouse (chdb) in a
-  temp dir. chdb allows one data directory per OS process, so the whole
-  session shares one directory and tests get their own database in it.
+- otherwise the broker is ``PERPSTREAM_TEST_BROKER``: ``kafka`` (Apache Kafka,
+  one KRaft node on loopback from perpstream.kafka_runtime) or ``tansu`` (the
+  embedded default's local broker). Unset, it is Apache Kafka wherever Java 17
+  and Maven (or ``KAFKA_HOME``) are there, and Tansu elsewhere, with one line in
+  the report naming what was skipped and why; under ``CI=true`` a machine that
+  cannot run Apache Kafka fails the run instead. ClickHouse is the embedded
+  engine (chdb) in a temp dir: chdb allows one data directory per OS process,
+  so the whole session shares one directory and tests get their own database.
+
+Tests of the embedded default (``up``, ``run``, the demo path, the embedded
+soak, the local broker's restart) start their own Tansu whatever the session's
+broker is: that is the Tansu tier. Tests that need Apache Kafka itself (a
+cluster of three, a broker restarted on its logs) ask for ``apache_kafka`` and
+are skipped, and named in the report, where it cannot run.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from perpstream import kafka_runtime
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 
 #: Tansu wants short sessions: a group join waits session.timeout.ms / 2.
@@ -62,22 +74,70 @@ def _use_containers() -> bool:
     return os.environ.get("PERPSTREAM_TEST_CONTAINERS") == "1" and _docker_reachable()
 
 
+#: Why Apache Kafka cannot run on this machine (None when it can); decided once per session.
+_KAFKA_UNAVAILABLE: str | None = None
+_SKIPPED_FOR_KAFKA: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _KAFKA_UNAVAILABLE
+    wanted = os.environ.get("PERPSTREAM_TEST_BROKER", "")
+    if wanted not in ("", "kafka", "tansu"):
+        raise pytest.UsageError(f"PERPSTREAM_TEST_BROKER={wanted!r}: expected kafka or tansu")
+    if wanted == "tansu" and os.environ.get("CI") != "true":
+        _KAFKA_UNAVAILABLE = "PERPSTREAM_TEST_BROKER=tansu"
+        return
+    _KAFKA_UNAVAILABLE = kafka_runtime.unavailable_reason()
+    if _KAFKA_UNAVAILABLE is not None and (os.environ.get("CI") == "true" or wanted == "kafka"):
+        raise pytest.UsageError(f"Apache Kafka cannot run here, and this run needs it: {_KAFKA_UNAVAILABLE}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _KAFKA_UNAVAILABLE is None:
+        return (f"broker: Apache Kafka {kafka_runtime.KAFKA_VERSION} (KRaft on loopback); "
+                f"the Tansu tier starts its own brokers")
+    return f"broker: Tansu, the local broker; Apache Kafka skipped: {_KAFKA_UNAVAILABLE}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _KAFKA_UNAVAILABLE is not None:
+        terminalreporter.write_line(
+            f"Apache Kafka skipped ({_KAFKA_UNAVAILABLE}): the integration suite ran on Tansu and "
+            f"{len(_SKIPPED_FOR_KAFKA)} test(s) that need Apache Kafka itself did not run"
+        )
+
+
 @pytest.fixture(scope="session")
 def broker_kind() -> str:
+    """``external`` (bring your own), ``kafka`` (Apache Kafka, launched here or in a container)
+    or ``tansu``."""
     if os.environ.get("PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"):
         return "external"
-    return "kafka" if _use_containers() else "tansu"
+    if _use_containers() or _KAFKA_UNAVAILABLE is None:
+        return "kafka"
+    return "tansu"
+
+
+@pytest.fixture
+def apache_kafka(request: pytest.FixtureRequest) -> None:
+    """Skips the test where Apache Kafka cannot run (and counts it for the report's line)."""
+    if _KAFKA_UNAVAILABLE is not None:
+        _SKIPPED_FOR_KAFKA.append(request.node.nodeid)
+        pytest.skip(f"needs Apache Kafka: {_KAFKA_UNAVAILABLE}")
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if broker_kind == "external":
         yield os.environ["PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"]
-    elif broker_kind == "kafka":
+    elif broker_kind == "kafka" and _use_containers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
+    elif broker_kind == "kafka":
+        with kafka_runtime.KafkaCluster(tmp_path_factory.mktemp("kafka"), nodes=1) as cluster:
+            yield cluster.bootstrap_servers
     else:
         log = tmp_path_factory.mktemp("tansu") / "tansu.log"
         with TansuBroker(log_path=log) as broker:

@@ -33,9 +33,7 @@ START = 1_790_000_000_000
 
 
 
-def test_broker_outage_loses_nothing(broker_kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    if broker_kind != "tansu":
-        pytest.skip("needs a broker this test can stop and restart")
+def test_broker_outage_loses_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     port = free_port()
     topic = "outage-metrics"
     telemetry = Telemetry()
@@ -105,12 +103,10 @@ def test_broker_outage_loses_nothing(broker_kind: str, tmp_path) -> None:  # typ
 
 
 def test_a_broker_restarted_at_once_without_our_producer_state_is_written_to_again(
-        broker_kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The broker comes back before anything timed out, knowing nothing of our
     producer id: librdkafka alone would retry forever (UNKNOWN_PRODUCER_ID, epoch
     bumped locally); the publisher replaces the stalled client and delivers on."""
-    if broker_kind != "tansu":
-        pytest.skip("needs a broker this test can stop and restart")
     port = free_port()
     topic = "restart-metrics"
     telemetry = Telemetry()
@@ -161,15 +157,13 @@ def _sim_identities(n: int) -> list[tuple[str, str, int]]:
 
 
 def test_points_a_hung_broker_never_took_are_resent_in_event_time_order(
-        broker_kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A broker that hangs (SIGSTOP: requests in flight, never answered) until deliveries
     time out: the publisher retires the client, and each symbol's points reach the topic in
     event-time order once it answers again. Re-sent behind newer points they would be late
     for the snapshot consumer, which never applies a point more than its allowed lateness
     behind the symbol's newest (librdkafka's purge hands in-flight messages, the oldest,
     back last)."""
-    if broker_kind != "tansu":
-        pytest.skip("needs a broker this test can suspend")
     topic = "hung-metrics"
     symbols = [f"HUNG{i:02d}USDT" for i in range(12)]
     telemetry = Telemetry()

@@ -25,10 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_second_incarnation_of_a_topic_is_stored_in_full(
-    clickhouse: Any, ch_database: str, broker_kind: str
+    clickhouse: Any, ch_database: str
 ) -> None:
-    if broker_kind != "tansu":
-        pytest.skip("starts its own in-memory brokers")
     migrate_sink(clickhouse, ch_database)
     points = make_points(2_000, symbols=1)  # one symbol: one partition, one batch per run
     runs = [points[:1_000], points[1_000:]]  # same offsets 0..999, different events
@@ -50,13 +48,11 @@ def test_second_incarnation_of_a_topic_is_stored_in_full(
 
 
 def test_a_broker_restarted_under_a_running_member_loses_nothing_of_the_new_incarnation(
-    clickhouse: Any, ch_database: str, broker_kind: str, tmp_path: Any
+    clickhouse: Any, ch_database: str, tmp_path: Any
 ) -> None:
     """The same member reads the topic before and after an in-memory broker restarts on its
     port (what ``perpstream up`` does when its broker dies): the new incarnation's offsets
     0..999 are cut as the old ones were, and must still be stored."""
-    if broker_kind != "tansu":
-        pytest.skip("starts and restarts its own in-memory broker")
     from perpstream.local import free_port
 
     migrate_sink(clickhouse, ch_database)

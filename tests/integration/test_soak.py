@@ -44,18 +44,14 @@ def assert_balanced(proc: Run, result: dict[str, Any], faults: tuple[str, ...]) 
     assert result["balanced"] and proc.returncode == 0, proc.stderr[-4000:]
 
 
-def test_soak_with_the_default_faults_balances(tmp_path: Path, broker_kind: str) -> None:
-    if broker_kind != "tansu":
-        pytest.skip("the soak starts and restarts its own local broker")
+def test_soak_with_the_default_faults_balances(tmp_path: Path) -> None:
     proc, result = soak(tmp_path / "soak", "--seconds", "45", "--symbols", "20", "--oi-interval", "2")
     assert_balanced(proc, result, DEFAULT_FAULTS)
 
 
 @pytest.mark.skipif(os.environ.get("PERPSTREAM_TEST_SOAK") != "1",
                     reason="set PERPSTREAM_TEST_SOAK=1 for the soak at live load (about 5 minutes)")
-def test_soak_at_live_load_with_every_fault_balances(tmp_path: Path, broker_kind: str) -> None:
-    if broker_kind != "tansu":
-        pytest.skip("the soak starts and restarts its own local broker")
+def test_soak_at_live_load_with_every_fault_balances(tmp_path: Path) -> None:
     proc, result = soak(tmp_path / "soak", "--seconds", "150", "--symbols", "700",
                         "--faults", ",".join(FAULT_KINDS), timeout=1800)
     assert_balanced(proc, result, FAULT_KINDS)
