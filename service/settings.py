@@ -27,6 +27,18 @@ from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 from service import secrets
 
 
+@dataclasses.dataclass(frozen=True)
+class TopicPlan:
+    """The settings of the topics perpstream creates: replication (None = decided by the
+    cluster's size), min.insync.replicas (None = one less than replication, at least 1),
+    compression.type and retention.ms per topic name (docs/kafka.md, "Topics")."""
+
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
+    compression: str = "producer"
+    retention_ms: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PERPSTREAM_", frozen=True, extra="ignore", validate_default=True
@@ -76,6 +88,33 @@ class CommonSettings(BaseSettings):
             "allocations between collections of CPython's youngest GC generation (Python's default "
             "is 700, which costs the consumers 20-35% of their CPU); 0 = leave the interpreter's default"
         ),
+    )
+
+    # -- topics perpstream creates (docs/kafka.md, "Topics") ------------------------------------
+    topic_replication_factor: int | None = Field(
+        default=None, ge=1,
+        description="copies of every partition of the topics perpstream creates; unset = min(3, brokers "
+        "in the cluster)",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None, ge=1,
+        description="min.insync.replicas of the topics perpstream creates: replicas that must have a "
+        "write before acks=all succeeds; unset = one less than the replication factor, at least 1",
+    )
+    topic_compression: Literal["producer", "lz4", "zstd", "snappy", "gzip", "uncompressed"] = Field(
+        default="producer",
+        description="compression.type of the topics perpstream creates (producer = keep the batches as "
+        "the producer compressed them)",
+    )
+    metrics_retention_hours: float = Field(
+        default=168.0, gt=0, description="retention.ms of the metrics topic, in hours (default 7 days)",
+    )
+    snapshots_retention_hours: float = Field(
+        default=168.0, gt=0, description="retention.ms of the snapshots topic, in hours (default 7 days)",
+    )
+    dlq_retention_hours: float = Field(
+        default=720.0, gt=0,
+        description="retention.ms of the dead-letter topic, in hours (default 30 days: time to look)",
     )
 
     # -- security: TLS and SASL to Kafka, TLS to ClickHouse (README, "Security") ---------------
@@ -138,6 +177,19 @@ class CommonSettings(BaseSettings):
                 cfg["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
             cfg["ssl.endpoint.identification.algorithm"] = self.kafka_ssl_endpoint_identification
         return cfg
+
+    def topic_plan(self) -> TopicPlan:
+        """How the topics this process may create are configured (replication decided against
+        the cluster found, when not set)."""
+        hours = {self.metrics_topic: self.metrics_retention_hours,
+                 self.snapshots_topic: self.snapshots_retention_hours,
+                 self.dlq_topic: self.dlq_retention_hours}
+        return TopicPlan(
+            replication_factor=self.topic_replication_factor,
+            min_insync_replicas=self.topic_min_insync_replicas,
+            compression=self.topic_compression,
+            retention_ms={t: round(h * 3_600_000) for t, h in hours.items()},
+        )
 
     def clickhouse_options(self) -> dict[str, Any]:
         """Keyword arguments of ``clickhouse_connect.get_client`` beyond the DSN: TLS of an https DSN."""
@@ -240,6 +292,10 @@ class CommonSettings(BaseSettings):
         if (self.kafka_ssl_certificate_location is None) != (self.kafka_ssl_key_location is None):
             raise ValueError(f"{_named('kafka_ssl_certificate_location')} and "
                              f"{_named('kafka_ssl_key_location')} go together (mutual TLS)")
+        rf, isr = self.topic_replication_factor, self.topic_min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(f"{_named('topic_min_insync_replicas')} is {isr}, more than the "
+                             f"{rf} replicas of {_named('topic_replication_factor')}: no write could succeed")
         return self
 
 

@@ -47,6 +47,7 @@ engine: its outputs are computed once and kept until they are durable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -77,12 +78,12 @@ class SnapshotPublisher:
 
     def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
                  *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
-        from confluent_kafka import Producer
-
-        cfg: dict[str, Any] = {"acks": "all", "linger.ms": 20, "compression.type": "lz4"}
+        # Idempotent like the other producers: a retry after a leader failover can neither
+        # duplicate nor reorder a symbol's snapshots within one producer session (docs/kafka.md).
+        cfg: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 20,
+                               "compression.type": "lz4"}
         cfg.update(producer_config)
-        cfg.update(kafka_logging())
-        self._producer = Producer(cfg)
+        self._config = cfg
         self.topic = topic
         self._encode = snapshot_encoder(codec)
         self._flush_timeout = flush_timeout
@@ -91,6 +92,19 @@ class SnapshotPublisher:
         self._buffer_wait = buffer_wait
         self._failed = 0
         self._error: str | None = None
+        self._fatal: Any = None
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        return Producer({**self._config, **kafka_logging(), "error_cb": self._on_error})
+
+    def _on_error(self, err: Any) -> None:
+        """A fatal error (the idempotent producer's state is lost, e.g. its id fenced or expired)
+        leaves the client unusable: :meth:`wait` replaces it and the batch is retried."""
+        if err.fatal():
+            self._fatal = err
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -121,6 +135,16 @@ class SnapshotPublisher:
     def wait(self) -> None:
         """Return once the broker acknowledged everything sent; else backpressure."""
         left = self._producer.flush(self._flush_timeout)
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            log.warning("snapshot producer failed fatally; replacing it",
+                        extra={"topic": self.topic, "error": str(fatal)})
+            old, self._producer = self._producer, self._new_producer()
+            with contextlib.suppress(Exception):
+                old.purge()
+                old.flush(0)
+            raise BackpressureError(f"snapshots topic {self.topic!r}: producer failed fatally ({fatal}); "
+                                    f"replaced, the batch is sent again")
         if left or self._failed:
             failed, self._failed = self._failed, 0
             raise BackpressureError(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from perpstream.local import InfraError, _accepts, _die_with_parent, free_port
+from perpstream.local import InfraError, _accepts, _die_with_parent, free_port, replication_for
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,6 @@ MIN_JAVA = 17
 
 class KafkaUnavailable(InfraError):
     """Java or the broker's classes cannot be had on this machine: the message says what to install."""
-
-
-def replication_for(brokers: int) -> tuple[int, int]:
-    """(replication factor, min.insync.replicas) for a cluster of ``brokers`` nodes:
-    min(3, brokers) copies, and one fewer acknowledging replica than copies (at least 1),
-    so a cluster of three keeps taking writes with one broker down and loses none."""
-    rf = max(1, min(3, brokers))
-    return rf, max(1, rf - 1)
 
 
 def cluster_settings(nodes: int) -> dict[str, str]:
