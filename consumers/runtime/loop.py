@@ -75,6 +75,7 @@ from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.runtime.builder import BatchBuilder, RowDecoder
 from consumers.runtime.dlq import ACKED, DlqWriter
 from consumers.runtime.health import LagTrend
+from consumers.runtime.leave import LeaveError, leave_group
 from consumers.runtime.workarounds import StalledFetchKick
 from service.backoff import backoff
 from service.logs import RateLimitedLog
@@ -757,7 +758,8 @@ class ConsumeLoop:
             if self._consumer is not None:
                 if self._uncommitted:
                     self._commit({})
-                self._consumer.close()  # leaves the group: revoke callback, then LeaveGroup
+                self._consumer.close()  # revoke callback, then LeaveGroup (a dynamic member only)
+                self._leave_as_static_member()
         except Exception as exc:
             log.warning("consumer close failed", extra={**self._where, "error": str(exc)})
         finally:
@@ -767,6 +769,21 @@ class ConsumeLoop:
                 self._dlq.close()
             self.handler.close()
             log.info("consumer stopped", extra=self._where)
+
+
+    def _leave_as_static_member(self) -> None:
+        """A static member stopped on purpose gives its partitions up now, not after its
+        session timeout (consumers/runtime/leave.py; docs/sink.md, "Restart recovery")."""
+        instance = self._config.get("group.instance.id")
+        if not instance:
+            return
+        try:
+            leave_group(self._config, self.group_id, str(instance))
+        except LeaveError as exc:
+            log.warning("static member could not leave its group; the broker expires it after "
+                        "session.timeout.ms", extra={**self._where, "error": str(exc)})
+        else:
+            log.info("static member left its group", extra={**self._where, "instance": instance})
 
 
 def _tps(tps: set[TopicPartitionId]) -> list[Any]:
