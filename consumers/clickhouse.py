@@ -39,6 +39,7 @@ from typing import Any
 from consumers.exceptions import MigrationError, StoreRejectedError, StoreUnavailableError
 from schemas.exceptions import ConfigError
 from service.secrets import redact_dsn
+from service.settings import clickhouse_dsn_problem
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ PERMANENT_CODES: dict[int, str] = {
     291: "DATABASE_ACCESS_DENIED",
     497: "ACCESS_DENIED",
     516: "AUTHENTICATION_FAILED",
+    # A ClickHouse session serves one query at a time. perpstream's server clients use no
+    # session (open_client), so this can only be a bug, or a proxy adding a session: stop and
+    # say so instead of retrying into a storm of refusals (docs/sink.md, "ClickHouse server").
+    373: "SESSION_IS_LOCKED",
 }
 
 #: Server error codes that clear by themselves (load, merges, a replica or
@@ -101,7 +106,6 @@ TRANSIENT_CODES: dict[int, str] = {
     279: "ALL_CONNECTION_TRIES_FAILED",
     285: "TOO_FEW_LIVE_REPLICAS",
     319: "UNKNOWN_STATUS_OF_INSERT",
-    373: "SESSION_IS_LOCKED",
     394: "QUERY_WAS_CANCELLED",
     425: "SYSTEM_ERROR",
     439: "CANNOT_SCHEDULE_TASK",
@@ -215,6 +219,16 @@ def _short(exc: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+#: Settings of every insert the pipeline's correctness rests on: a synchronous insert.
+#: A user profile may turn ``async_insert`` on; the server then buffers the rows and
+#: deduplicates by its own rules (``async_insert_deduplicate``, off by default), so an
+#: ``insert_deduplication_token`` would no longer drop a re-delivered batch, and with
+#: ``wait_for_async_insert = 0`` an insert returns before its rows are written, so an
+#: offset (or a checkpoint) could be committed for rows not yet stored
+#: (docs/sink.md, "ClickHouse server").
+SYNC_INSERT: Mapping[str, Any] = {"async_insert": 0}
+
+
 @dataclass(frozen=True)
 class Migration:
     """One step. ``sql`` may hold several statements separated by ``;\\n`` and
@@ -292,17 +306,26 @@ def open_client(dsn: str, **kwargs: Any) -> Any:
 
     Mirrors ``perpstream.local.open_clickhouse`` so that consumers do not
     import the CLI shell. ``kwargs``: ``CommonSettings.clickhouse_options()`` (TLS) and more.
-    A server that cannot be reached or refuses the credentials is a one-line
-    :func:`store_error` naming the DSN without its password.
+    A DSN perpstream cannot use (:func:`~service.settings.clickhouse_dsn_problem`)
+    is a :class:`ConfigError`; a server that cannot be reached or refuses the
+    credentials is a one-line :func:`store_error` naming the DSN without its password.
+
+    A server client uses no HTTP session: clickhouse-connect would give it one
+    by default, a ClickHouse server runs one query per session at a time, and
+    the process shares this client between threads (sink and snapshot members,
+    the dashboard). Without a session every request stands alone, so nothing
+    may rely on session state (``SET``, temporary tables); docs/sink.md,
+    "ClickHouse server".
     """
     import clickhouse_connect
 
+    problem = clickhouse_dsn_problem(dsn)
+    if problem is not None:
+        raise ConfigError(f"clickhouse_dsn: {problem}, got {redact_dsn(dsn)!r}")
     if dsn.startswith("chdb://"):
-        path = dsn[len("chdb://"):]
-        if not path.startswith("/"):
-            raise ConfigError(f"clickhouse_dsn: chdb DSN needs an absolute directory, got {dsn!r}")
-        Path(path).mkdir(parents=True, exist_ok=True)
+        Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
         return clickhouse_connect.get_client(dsn=dsn, **kwargs)
+    kwargs["autogenerate_session_id"] = False
     try:
         return clickhouse_connect.get_client(dsn=dsn, **kwargs)
     except Exception as exc:
@@ -346,10 +369,11 @@ class ClickHouseBatchJournal:
         rows = [[group_id, t, p, first, last] for (t, p), (first, last) in ranges.items()]
         if rows:
             try:
+                # synchronous: the range must be stored before the batch it describes is
                 self._client.insert(
                     "consumer_batches", rows,
                     column_names=["group_id", "topic", "partition", "first_offset", "last_offset"],
-                    database=self._db,
+                    database=self._db, settings=dict(SYNC_INSERT),
                 )
             except Exception as exc:
                 raise store_error(exc, f"batch journal write to {self._db}.consumer_batches") from exc

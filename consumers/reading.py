@@ -51,10 +51,8 @@ def open_reader(settings: CommonSettings) -> Reader:
     data_dir = Path(settings.data_dir)
     ep = read_endpoint(data_dir)
     if ep is not None:
-        import clickhouse_connect
-
-        try:
-            client = clickhouse_connect.get_client(host=ep.host, port=ep.port, connect_timeout=5)
+        try:  # like every server client: no HTTP session (docs/sink.md, "ClickHouse server")
+            client = open_client(f"http://{ep.host}:{ep.port}", connect_timeout=5)
         except Exception as exc:
             raise StoreBusyError(
                 f"the perpstream instance on {data_dir} (pid {ep.pid}) does not answer at {ep.url}: {exc}"

@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -54,7 +55,8 @@ class CommonSettings(BaseSettings):
     )
     clickhouse_dsn: str | None = Field(
         default=None,
-        description="http(s)://user:pass@host:8123/ or chdb:///abs/dir; unset = embedded chdb in --data-dir",
+        description="http(s)://user:pass@host:8123/ (ClickHouse's HTTP interface; clickhouse://, the native "
+        "protocol, is refused) or chdb:///abs/dir; unset = embedded chdb in --data-dir",
     )
     clickhouse_database: str = Field(
         default="perpstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -226,11 +228,9 @@ class CommonSettings(BaseSettings):
         if v is None or v == "":
             return None
         secrets.register_values([v])  # its password is masked from here on, even if v is refused
-        shown = secrets.redact_dsn(v)
-        if not v.startswith(("http://", "https://", "chdb://", "clickhouse://")):
-            raise ValueError(f"expected http(s)://... or chdb:///dir, got {shown!r}")
-        if v.startswith("chdb://") and not v[len("chdb://"):].startswith("/"):
-            raise ValueError(f"a chdb DSN needs an absolute directory (chdb:///abs/dir), got {shown!r}")
+        problem = clickhouse_dsn_problem(v)
+        if problem is not None:
+            raise ValueError(f"{problem}, got {secrets.redact_dsn(v)!r}")
         return v
 
     @field_validator("schema_registry_url")
@@ -297,6 +297,36 @@ class CommonSettings(BaseSettings):
             raise ValueError(f"{_named('topic_min_insync_replicas')} is {isr}, more than the "
                              f"{rf} replicas of {_named('topic_replication_factor')}: no write could succeed")
         return self
+
+
+#: DSN parameters that would give a server client an HTTP session (clickhouse-connect reads
+#: a DSN's query parameters as client options, over the ones perpstream passes).
+_SESSION_PARAMETERS = ("session_id", "autogenerate_session_id")
+
+
+def clickhouse_dsn_problem(dsn: str) -> str | None:
+    """What makes ``dsn`` unusable as a ClickHouse DSN, or None.
+
+    perpstream speaks ClickHouse's HTTP interface (clickhouse-connect has no
+    other protocol) or opens the embedded engine. ``clickhouse://`` usually
+    names the native protocol on port 9000, so it is refused rather than
+    guessed at. A session in the DSN is refused too: one client serves every
+    thread of a process, and a ClickHouse session runs one query at a time
+    (docs/sink.md, "ClickHouse server").
+    """
+    scheme, sep, rest = dsn.partition("://")
+    if sep and scheme.lower() in ("clickhouse", "clickhouses"):
+        return (f"{scheme}:// is ClickHouse's native protocol (port 9000), which perpstream does not "
+                "speak; use the HTTP interface: http://host:8123/ (https://host:8443/ with TLS)")
+    if not sep or scheme not in ("http", "https", "chdb"):
+        return "expected http(s)://... or chdb:///dir"
+    if scheme == "chdb":
+        return None if rest.startswith("/") else "a chdb DSN needs an absolute directory (chdb:///abs/dir)"
+    given = [k for k, _ in parse_qsl(urlsplit(dsn).query, keep_blank_values=True) if k in _SESSION_PARAMETERS]
+    if given:
+        return (f"{given[0]} in the DSN: perpstream runs queries from several threads on one client, "
+                "and a ClickHouse session serves one query at a time; remove it")
+    return None
 
 
 def _named(field: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from consumers.clickhouse import store_error
+from consumers.clickhouse import SYNC_INSERT, store_error
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.sink.migrations import TABLE
 from schemas.columns import METRIC_POINT_COLUMNS, arrow_schema
@@ -89,7 +89,8 @@ class ClickHouseSink:
             try:
                 self._client.insert_arrow(
                     self._table, table, database=self._db,
-                    settings={"insert_deduplication_token": pb.dedup_token},
+                    # async_insert=0: the token deduplicates synchronous inserts only
+                    settings={**SYNC_INSERT, "insert_deduplication_token": pb.dedup_token},
                 )
             except Exception as exc:
                 self.telemetry.inc("store_failures", 1, self._labels)

@@ -13,7 +13,9 @@ Tables (created by versioned migrations, component ``snapshots``):
   snapshot time whose outputs are all durable. Written last in a batch.
 
 Write order in a batch: points and snapshots (ClickHouse and topic, either
-order), then checkpoints. Recovery of a partition (:meth:`SnapshotStore.load_partition`):
+order), then checkpoints; every insert is synchronous
+(:data:`~consumers.clickhouse.SYNC_INSERT`), so a checkpoint is never stored
+before the outputs it vouches for. Recovery of a partition (:meth:`SnapshotStore.load_partition`):
 for each symbol with checkpoint ``c``, every applied point with
 ``event_time > c - max_window`` plus, per metric, the latest one at or
 before that bound plus the latest (mark, index) pair at or before it; for a
@@ -31,7 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from consumers.clickhouse import Migration, apply_migrations, store_error
+from consumers.clickhouse import SYNC_INSERT, Migration, apply_migrations, store_error
 from consumers.runtime.batch import TopicPartitionId
 from consumers.snapshots.engine import METRIC_NAMES, basis_of
 from schemas.columns import MARKET_SNAPSHOT_COLUMNS, arrow_schema, ddl_columns
@@ -145,7 +147,7 @@ class SnapshotStore:
         if data.num_rows == 0:
             return
         try:
-            self._client.insert_arrow(table, data, database=self._db)
+            self._client.insert_arrow(table, data, database=self._db, settings=dict(SYNC_INSERT))
         except Exception as exc:
             raise store_error(exc, f"insert into {self._db}.{table}") from exc
 
@@ -191,7 +193,7 @@ class SnapshotStore:
             self._client.insert(
                 CHECKPOINTS_TABLE, rows,
                 column_names=["group_id", "topic", "partition", "symbol", "last_snapshot_ms"],
-                database=self._db,
+                database=self._db, settings=dict(SYNC_INSERT),
             )
         except Exception as exc:
             raise store_error(exc, f"insert into {self._db}.{CHECKPOINTS_TABLE}") from exc

@@ -26,7 +26,7 @@ from consumers.exceptions import BackpressureError, StoreRejectedError, StoreUna
 #: The codes the runbook names, and their class.
 NAMED = {
     53: Permanent, 60: Permanent, 81: Permanent, 16: Permanent, 62: Permanent, 164: Permanent,
-    497: Permanent, 516: Permanent,
+    497: Permanent, 516: Permanent, 373: Permanent,
     159: Transient, 209: Transient, 210: Transient, 202: Transient, 252: Transient, 241: Transient,
     242: Transient, 999: Transient, 279: Transient,
 }
