@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import Field, SecretStr
 
+from perpstream.kafka_runtime import KAFKA_VERSION, KafkaCluster
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 from perpstream.query_server import QueryServer, ReadOnlyQueries
 from schemas.exceptions import ConfigError, PerpstreamError
@@ -99,8 +100,18 @@ def register(sub: Any) -> None:
     r.set_defaults(func=_run)
     _declare_run_settings(r)
 
-    p = sub.add_parser("broker", help="run a local Tansu broker until Ctrl+C")
-    p.add_argument("--port", type=int, default=9092)
+    p = sub.add_parser("broker", help="run a local broker until Ctrl+C: Tansu (memory only) or Apache "
+                       "Kafka (durable, one or three nodes)")
+    p.add_argument("--engine", choices=["tansu", "kafka"], default="tansu",
+                   help=f"tansu: the embedded default, in memory; kafka: Apache Kafka {KAFKA_VERSION} in "
+                   "KRaft mode, needs Java 17 and Maven or KAFKA_HOME (docs/kafka.md)")
+    p.add_argument("--nodes", type=int, choices=[1, 3], default=1,
+                   help="Apache Kafka: combined broker+controller nodes (default 1)")
+    p.add_argument("--data-dir", help="Apache Kafka: where the nodes keep their logs (default "
+                   "<PERPSTREAM_DATA_DIR>/kafka); a restart on the same directory keeps every topic")
+    p.add_argument("--port", type=int, help="Tansu: the port (default 9092)")
+    p.add_argument("--heap-mb", type=int, default=512,
+                   help="Apache Kafka: heap of each node, MB (default 512)")
     p.set_defaults(func=_broker)
 
     t = sub.add_parser("topics", help="create the metrics, snapshots and DLQ topics if missing")
@@ -180,12 +191,35 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    with stop_on_signals() as stop, TansuBroker(port=args.port) as broker:
-        print(f"broker listening on {broker.bootstrap_servers}; Ctrl+C stops it", flush=True)
-        while not stop.wait(0.5):
-            if not broker.running:
-                print("broker exited", flush=True)
-                return 1
+    if args.engine == "tansu":
+        if args.data_dir is not None or args.nodes != 1:
+            raise ConfigError("--data-dir and --nodes are for --engine kafka (Tansu keeps topics in memory)")
+        with stop_on_signals() as stop, TansuBroker(port=args.port or 9092) as broker:
+            print(f"broker listening on {broker.bootstrap_servers}; Ctrl+C stops it", flush=True)
+            while not stop.wait(0.5):
+                if not broker.running:
+                    print("broker exited", flush=True)
+                    return 1
+        return 0
+    if args.port is not None:
+        raise ConfigError("--port is for --engine tansu (Apache Kafka nodes take free ports, kept in "
+                          "<data-dir>/cluster.json)")
+    if args.heap_mb < 128:
+        raise ConfigError(f"--heap-mb must be at least 128, got {args.heap_mb}")
+    data_dir = (Path(args.data_dir) if args.data_dir
+                else Path(build_settings(CommonSettings, args, {}).data_dir, "kafka"))
+    cluster = KafkaCluster(data_dir, nodes=args.nodes, heap_mb=args.heap_mb)
+    with stop_on_signals() as stop:
+        print(f"starting Apache Kafka {KAFKA_VERSION}: {args.nodes} node(s) in {data_dir}", flush=True)
+        with cluster:
+            print(f"broker listening on {cluster.bootstrap_servers}; Ctrl+C stops it "
+                  f"(logs: {data_dir}/node-*/kafka.log)", flush=True)
+            while not stop.wait(0.5):
+                down = [n.node_id for n in cluster.nodes if not cluster.running(n.node_id)]
+                if down:
+                    print(f"node(s) {down} exited: see {data_dir}/node-{down[0]}/kafka.log", flush=True)
+                    return 1
+            print("stopping (controlled shutdown)", flush=True)
     return 0
 
 
