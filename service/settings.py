@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.exceptions import ConfigError
@@ -118,7 +118,7 @@ class CommonSettings(BaseSettings):
     schema_registry_ssl_ca_location: str | None = Field(
         default=None,
         description="Schema Registry ssl.ca.location: CA bundle (PEM) of an https registry; "
-        "unset = system CAs",
+        "unset = SSL_CERT_FILE, else certifi's bundle",
     )
     schema_registry_ssl_certificate_location: str | None = Field(
         default=None,
@@ -258,8 +258,9 @@ class CommonSettings(BaseSettings):
                      "schema_registry_ssl_ca_location", "schema_registry_ssl_certificate_location",
                      "schema_registry_ssl_key_location", "clickhouse_ca_cert")
     @classmethod
-    def _file(cls, v: str | None) -> str | None:
-        if v is None or v == "" or v == "certifi":
+    def _file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # the registry client falls back to certifi's bundle by itself: for it 'certifi' is a file name
+        if v is None or v == "" or (v == "certifi" and not str(info.field_name).startswith("schema_")):
             return v or None
         if not Path(v).expanduser().is_file():
             raise ValueError(f"no such file: {v}")
