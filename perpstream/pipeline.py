@@ -234,6 +234,9 @@ class _Thread(threading.Thread):
     def run(self) -> None:
         try:
             self.rc = int(self._target_fn() or 0)
+        except PerpstreamError as exc:  # the world's fault (a registry refusing the schema): one line
+            log.error("%s failed: %s", self.name, exc)
+            self.rc = 1
         except Exception:
             log.exception("%s failed", self.name)
             self.rc = 1

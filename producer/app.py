@@ -133,8 +133,9 @@ class ProducerApp:
         bootstrap = s.require_kafka()
         if s.source == "live" or s.polls_rest:
             s.require_live_symbols()
-        codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
-        encoder = MetricPointEncoder(codec)
+        codec = metric_point_codec(registry_client(s.schema_registry_config()), subject_for(s.metrics_topic),
+                                   auto_register=s.schema_registry_auto_register)
+        encoder = MetricPointEncoder(codec)  # resolves the schema id: a registry refusing fails here
         publisher = self.publisher = Publisher(
             producer_config(
                 bootstrap, compression=s.kafka_compression, linger_ms=s.kafka_linger_ms,

@@ -429,8 +429,9 @@ async def backfill(settings: ProducerSettings, telemetry: Telemetry, stop: threa
     bootstrap = s.require_kafka()
     s.require_live_symbols()
     resolve_range(s)  # a bad range fails before anything is opened
-    codec = metric_point_codec(registry_client(s.schema_registry_url), subject_for(s.metrics_topic))
-    encoder = MetricPointEncoder(codec)
+    codec = metric_point_codec(registry_client(s.schema_registry_config()), subject_for(s.metrics_topic),
+                               auto_register=s.schema_registry_auto_register)
+    encoder = MetricPointEncoder(codec)  # resolves the schema id: a registry refusing fails here
     publisher = Publisher(
         producer_config(bootstrap, compression=s.kafka_compression, linger_ms=s.kafka_linger_ms,
                         batch_size=s.kafka_batch_size, buffer_max_messages=s.buffer_max_messages,
@@ -496,12 +497,14 @@ _FIELDS = {
     "symbols": "symbols", "all": "all_symbols", "since": "backfill_since", "until": "backfill_until",
     "rest_url": "binance_rest_url", "testnet": "testnet", "bootstrap_servers": "kafka_bootstrap_servers",
     "schema_registry_url": "schema_registry_url", "topic": "metrics_topic", "data_dir": "data_dir",
+    "schema_registry_auto_register": "schema_registry_auto_register",
     "resume": "backfill_resume", "oi_period": "backfill_oi_period", "log_level": "log_level",
     "log_format": "log_format",
 }
 
 
 def register(sub: Any) -> None:
+    from producer.cli import add_registry_flags
     from service.settings import SettingsUse, add_log_flags, declare_settings
 
     p = sub.add_parser("backfill", help="fetch Binance history over REST and publish it as MetricPoints")
@@ -516,6 +519,7 @@ def register(sub: Any) -> None:
                    help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
     p.add_argument("--schema-registry-url",
                    help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
+    add_registry_flags(p)
     p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
     p.add_argument("--data-dir", help="where the resume checkpoints live (env PERPSTREAM_DATA_DIR)")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None,

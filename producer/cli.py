@@ -26,6 +26,7 @@ _FIELDS = {
     "oi_interval": "oi_interval", "bootstrap_servers": "kafka_bootstrap_servers",
     "metrics_port": "metrics_port", "topic": "metrics_topic", "stream_mode": "stream_mode",
     "schema_registry_url": "schema_registry_url", "once": "once", "rest_interval": "rest_poll_interval",
+    "schema_registry_auto_register": "schema_registry_auto_register",
     **LOG_FLAGS,
 }
 #: What ``produce``, ``record`` and ``run`` build from their flags (service.settings.declare_settings).
@@ -48,6 +49,14 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     add_log_flags(p)
 
 
+def add_registry_flags(p: argparse.ArgumentParser) -> None:
+    """``--[no-]schema-registry-auto-register``: register the schema, or look up its id only
+    (docs/producer.md, "Schema Registry")."""
+    p.add_argument("--schema-registry-auto-register", action=argparse.BooleanOptionalAction, default=None,
+                   help="register the MetricPoint schema under its subject (default), or only look up "
+                   "the id of a schema registered beforehand (env PERPSTREAM_SCHEMA_REGISTRY_AUTO_REGISTER)")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("produce", help="stream Binance mark price / funding / open interest to Kafka")
     p.add_argument("--source", choices=["live", "rest", "replay", "sim"],
@@ -68,6 +77,7 @@ def register(sub: Any) -> None:
                    help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
     p.add_argument("--schema-registry-url",
                    help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
+    add_registry_flags(p)
     p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus text (/metrics), /healthz and /readyz on this port")

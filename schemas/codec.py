@@ -37,6 +37,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from schemas.avro_binary import read_long, zigzag_varint
 from schemas.exceptions import (
     BadMagicError,
+    ConfigError,
     DecodeError,
     EncodeError,
     TruncatedRecordError,
@@ -44,6 +45,11 @@ from schemas.exceptions import (
 )
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+#: The settings an operator turns when the registry refuses: named in those errors.
+AUTO_REGISTER_SETTING = "schema_registry_auto_register (PERPSTREAM_SCHEMA_REGISTRY_AUTO_REGISTER)"
+AUTH_SETTING = "schema_registry_basic_auth_user_info (PERPSTREAM_SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO)"
+#: Schema Registry error code of an unknown subject (40403: the subject has no such schema).
+_SUBJECT_NOT_FOUND = 40401
 CONFLUENT_MAGIC = 0
 _SINGLE_HEADER = 10
 _CONFLUENT_HEADER = 5
@@ -170,9 +176,13 @@ class AvroCodec:
 
     ``registry`` is a ``confluent_kafka.schema_registry.SchemaRegistryClient``
     (``mock://`` works); with it, ``encode`` writes the Confluent framing under
-    ``subject`` and ``decode`` resolves ids through it. ``writers`` are extra
-    schema versions that single-object records may have been written with; the
-    reader schema itself is always known.
+    ``subject`` and ``decode`` resolves ids through it. The writer's id comes
+    from registering the schema under ``subject``, or, with ``auto_register``
+    off, from looking it up there (registries that refuse clients'
+    registrations: docs/producer.md, "Schema Registry"); :meth:`header`
+    resolves it, so a writer calls it at start-up. ``writers`` are extra schema
+    versions that single-object records may have been written with; the reader
+    schema itself is always known.
     """
 
     def __init__(
@@ -183,6 +193,7 @@ class AvroCodec:
         registry: Any | None = None,
         subject: str | None = None,
         resolve_fingerprint: Callable[[bytes], AvroSchema | None] | None = None,
+        auto_register: bool = True,
     ) -> None:
         self.reader = reader
         self._resolve_fingerprint = resolve_fingerprint
@@ -191,6 +202,7 @@ class AvroCodec:
             self._by_fingerprint.setdefault(w.fingerprint, w)
         self._registry = registry
         self._subject = subject or reader.full_name
+        self._auto_register = auto_register
         self._by_id: dict[int, AvroSchema] = {}
         self._writer_id: int | None = None
         self._header = SINGLE_OBJECT_MAGIC + reader.fingerprint
@@ -200,18 +212,51 @@ class AvroCodec:
 
     def _confluent_header(self) -> bytes:
         if self._writer_id is None:
-            from confluent_kafka.schema_registry import Schema
-
-            try:
-                sid = self._registry.register_schema(  # type: ignore[union-attr]
-                    self._subject, Schema(self.reader.json, "AVRO")
-                )
-            except Exception as exc:  # registry client raises several types
-                raise EncodeError(f"schema registration for {self._subject!r} failed: {exc}") from exc
-            self._writer_id = int(sid)
+            self._writer_id = self._registered_id()
             self._by_id[self._writer_id] = self.reader
             self._header = bytes([CONFLUENT_MAGIC]) + _CONFLUENT_ID.pack(self._writer_id)
         return self._header
+
+    def _registered_id(self) -> int:
+        """The reader schema's id under the subject: registered now, or looked up (``auto_register`` off).
+
+        What the operator can fix is a :class:`ConfigError` naming the setting: a
+        schema the registry does not hold while auto-registration is off, and
+        credentials the registry refuses. Anything else (unreachable, TLS, an
+        incompatible schema) is an :class:`EncodeError` with the registry's reason.
+        """
+        from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        subject, schema = self._subject, Schema(self.reader.json, "AVRO")
+        action = "registration" if self._auto_register else "lookup"
+        try:
+            if self._auto_register:
+                return int(self._registry.register_schema(subject, schema))  # type: ignore[union-attr]
+            return int(self._registry.lookup_schema(subject, schema).schema_id)  # type: ignore[union-attr]
+        except SchemaRegistryError as exc:
+            status = exc.http_status_code
+            if status == 404 and not self._auto_register:
+                name = self.reader.full_name
+                what = (f"subject {subject!r} is not in the Schema Registry"
+                        if exc.error_code == _SUBJECT_NOT_FOUND
+                        else f"the {name} schema is not registered under subject {subject!r}")
+                raise ConfigError(
+                    f"{what}, and auto-registration is off: register the {name} schema under "
+                    f"{subject!r}, or set {AUTO_REGISTER_SETTING} to true"
+                ) from None
+            if status in (401, 403):
+                refused_write = self._auto_register and status == 403
+                hint = (f"; if the registry lets no client register, register the schema there and "
+                        f"set {AUTO_REGISTER_SETTING} to false" if refused_write else "")
+                raise ConfigError(
+                    f"the Schema Registry refused the schema {action} for {subject!r} (HTTP {status}: "
+                    f"{exc.error_message}): check its credentials ({AUTH_SETTING}, or the URL's "
+                    f"userinfo){hint}"
+                ) from None
+            raise EncodeError(f"schema {action} for {subject!r} failed: {exc}") from exc
+        except Exception as exc:  # the client raises httpx's and ssl's errors as they come
+            raise EncodeError(f"schema {action} for {subject!r} failed: {exc}") from exc
 
     def header(self) -> bytes:
         """The framing prefix every record written by this codec starts with."""
@@ -310,24 +355,39 @@ def metric_point_writers() -> tuple[AvroSchema, ...]:
     return tuple(out)
 
 
-def metric_point_codec(registry: Any | None = None, subject: str | None = None) -> AvroCodec:
+def metric_point_codec(
+    registry: Any | None = None, subject: str | None = None, *, auto_register: bool = True,
+) -> AvroCodec:
     return AvroCodec(
         load_schema("metric_point"), writers=metric_point_writers(), registry=registry,
-        subject=subject,
+        subject=subject, auto_register=auto_register,
     )
 
 
-def market_snapshot_codec(registry: Any | None = None, subject: str | None = None) -> AvroCodec:
-    return AvroCodec(load_schema("market_snapshot"), registry=registry, subject=subject)
+def market_snapshot_codec(
+    registry: Any | None = None, subject: str | None = None, *, auto_register: bool = True,
+) -> AvroCodec:
+    return AvroCodec(load_schema("market_snapshot"), registry=registry, subject=subject,
+                     auto_register=auto_register)
 
 
-def registry_client(url: str | None) -> Any | None:
-    """A Schema Registry client for ``url`` (``mock://`` gives the in-memory one), or None."""
-    if not url:
+def registry_client(config: str | Mapping[str, Any] | None) -> Any | None:
+    """A Schema Registry client for a URL or a whole client config (``url`` plus
+    ``basic.auth.user.info`` and ``ssl.*``: ``CommonSettings.schema_registry_config``),
+    or None without one. A ``mock://`` URL gives the in-memory client."""
+    if not config:
         return None
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": url})
+    conf = {"url": config} if isinstance(config, str) else dict(config)
+    try:
+        return SchemaRegistryClient.new_client(conf)
+    except OSError as exc:  # ssl.SSLError: a file that is no PEM, a key that is not the certificate's
+        raise ConfigError(f"schema_registry_ssl_* (PERPSTREAM_SCHEMA_REGISTRY_SSL_*): the registry's CA, "
+                          f"certificate or key cannot be loaded: {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"schema_registry_* (PERPSTREAM_SCHEMA_REGISTRY_*): the Schema Registry "
+                          f"client refused its settings: {exc}") from None
 
 
 def subject_for(topic: str) -> str:

@@ -18,9 +18,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlparse, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from schemas.exceptions import ConfigError
@@ -119,7 +119,8 @@ class CommonSettings(BaseSettings):
         description="retention.ms of the dead-letter topic, in hours (default 30 days: time to look)",
     )
 
-    # -- security: TLS and SASL to Kafka, TLS to ClickHouse (README, "Security") ---------------
+    # -- security: TLS and SASL to Kafka, auth and TLS to the Schema Registry, TLS to ClickHouse
+    # (README, "Security"; docs/producer.md, "Schema Registry") ------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",
         description="librdkafka security.protocol of every Kafka client (producer, consumers, DLQ, admin)",
@@ -148,6 +149,28 @@ class CommonSettings(BaseSettings):
         default="https",
         description="librdkafka ssl.endpoint.identification.algorithm: check the broker's host name "
         "(https) or not (none)",
+    )
+    schema_registry_basic_auth_user_info: SecretStr | None = Field(
+        default=None,
+        description="Schema Registry basic auth as key:secret (basic.auth.user.info; never shown); "
+        "instead of userinfo in the URL",
+    )
+    schema_registry_ssl_ca_location: str | None = Field(
+        default=None,
+        description="Schema Registry ssl.ca.location: CA bundle (PEM) of an https registry; "
+        "unset = SSL_CERT_FILE, else certifi's bundle",
+    )
+    schema_registry_ssl_certificate_location: str | None = Field(
+        default=None,
+        description="Schema Registry ssl.certificate.location: client certificate (PEM, mutual TLS)",
+    )
+    schema_registry_ssl_key_location: str | None = Field(
+        default=None, description="Schema Registry ssl.key.location: client private key (PEM, mutual TLS)",
+    )
+    schema_registry_auto_register: bool = Field(
+        default=True,
+        description="the producers register their schema under its subject; false = look up the id "
+        "of a schema registered beforehand (registries that refuse clients' registrations)",
     )
     clickhouse_verify: bool = Field(
         default=True, description="https DSN: verify the ClickHouse server's certificate",
@@ -192,6 +215,21 @@ class CommonSettings(BaseSettings):
             compression=self.topic_compression,
             retention_ms={t: round(h * 3_600_000) for t, h in hours.items()},
         )
+
+    def schema_registry_config(self) -> dict[str, Any] | None:
+        """The ``SchemaRegistryClient`` config of every process (the producers register or look up
+        their schema with it, the consumers resolve schema ids), or None without a registry."""
+        if self.schema_registry_url is None:
+            return None
+        cfg: dict[str, Any] = {"url": self.schema_registry_url}
+        if self.schema_registry_basic_auth_user_info is not None:
+            cfg["basic.auth.user.info"] = self.schema_registry_basic_auth_user_info.get_secret_value()
+        for key, value in (("ssl.ca.location", self.schema_registry_ssl_ca_location),
+                           ("ssl.certificate.location", self.schema_registry_ssl_certificate_location),
+                           ("ssl.key.location", self.schema_registry_ssl_key_location)):
+            if value:
+                cfg[key] = value
+        return cfg
 
     def clickhouse_options(self) -> dict[str, Any]:
         """Keyword arguments of ``clickhouse_connect.get_client`` beyond the DSN: TLS of an https DSN."""
@@ -248,11 +286,19 @@ class CommonSettings(BaseSettings):
     def _upper(cls, v: Any) -> Any:
         return v.strip().upper() if isinstance(v, str) else v
 
-    @field_validator("kafka_sasl_password", "kafka_ssl_key_password", mode="before")
+    @field_validator("kafka_sasl_password", "kafka_ssl_key_password", "schema_registry_basic_auth_user_info",
+                     mode="before")
     @classmethod
     def _secret(cls, v: Any) -> Any:
         secrets.register_secret(v if isinstance(v, str | SecretStr) else None)
         return None if v == "" else v
+
+    @field_validator("schema_registry_basic_auth_user_info")
+    @classmethod
+    def _user_info(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and ":" not in v.get_secret_value():
+            raise ValueError("expected key:secret (user:password), found no ':'")
+        return v
 
     @field_validator("kafka_sasl_username", mode="before")
     @classmethod
@@ -260,10 +306,12 @@ class CommonSettings(BaseSettings):
         return None if v == "" else v
 
     @field_validator("kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location",
-                     "clickhouse_ca_cert")
+                     "schema_registry_ssl_ca_location", "schema_registry_ssl_certificate_location",
+                     "schema_registry_ssl_key_location", "clickhouse_ca_cert")
     @classmethod
-    def _file(cls, v: str | None) -> str | None:
-        if v is None or v == "" or v == "certifi":
+    def _file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # the registry client falls back to certifi's bundle by itself: for it 'certifi' is a file name
+        if v is None or v == "" or (v == "certifi" and not str(info.field_name).startswith("schema_")):
             return v or None
         if not Path(v).expanduser().is_file():
             raise ValueError(f"no such file: {v}")
@@ -296,7 +344,34 @@ class CommonSettings(BaseSettings):
         if rf is not None and isr is not None and isr > rf:
             raise ValueError(f"{_named('topic_min_insync_replicas')} is {isr}, more than the "
                              f"{rf} replicas of {_named('topic_replication_factor')}: no write could succeed")
+        self._check_registry()
         return self
+
+    def _check_registry(self) -> None:
+        """The registry's auth and TLS settings need a registry, TLS an https one; credentials come
+        from the URL or from the setting, not both (the client refuses that)."""
+        url = self.schema_registry_url
+        auth = "schema_registry_basic_auth_user_info"
+        tls = ("schema_registry_ssl_ca_location", "schema_registry_ssl_certificate_location",
+               "schema_registry_ssl_key_location")
+        given = [n for n in (auth, *tls) if getattr(self, n) is not None]
+        if given and url is None:
+            raise ValueError(f"{_named(given[0])} is set, but no Schema Registry is "
+                             f"({_named('schema_registry_url')})")
+        if url is None:
+            return
+        if url.startswith("http://") and any(n in tls for n in given):
+            tls_given = next(n for n in given if n in tls)
+            raise ValueError(f"{_named(tls_given)} is set, but {_named('schema_registry_url')} is http://: "
+                             "use https://")
+        first = urlparse(url.split(",", 1)[0].strip())  # where the client reads URL credentials
+        if getattr(self, auth) is not None and first.username is not None and first.password is not None:
+            raise ValueError(f"{_named(auth)} is set, and {_named('schema_registry_url')} has credentials "
+                             "too: keep one of them")
+        if (self.schema_registry_ssl_certificate_location is None) != (
+                self.schema_registry_ssl_key_location is None):
+            raise ValueError(f"{_named('schema_registry_ssl_certificate_location')} and "
+                             f"{_named('schema_registry_ssl_key_location')} go together (mutual TLS)")
 
 
 #: DSN parameters that would give a server client an HTTP session (clickhouse-connect reads

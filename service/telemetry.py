@@ -243,8 +243,14 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     # are routine; failures also reach the clients' error callbacks. From WARNING
     # unless DEBUG.
     logging.getLogger(KAFKA_LOGGER).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # The Schema Registry client's HTTP library logs each request at INFO; a refusal
+    # reaches the caller as an error anyway. From WARNING unless DEBUG.
+    for name in HTTP_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
+#: Loggers of the HTTP library the Schema Registry client uses (httpx2, or httpx before it).
+HTTP_CLIENT_LOGGERS = ("httpx2", "httpx")
 #: The Python logger every librdkafka client of the process logs through.
 KAFKA_LOGGER = "librdkafka"
 

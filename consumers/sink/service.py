@@ -29,7 +29,7 @@ def sink_loop(
 ) -> ConsumeLoop:
     """One sink member (tables must exist: call :func:`migrate_sink` first)."""
     telemetry = telemetry or Telemetry()
-    codec = metric_point_codec(registry_client(settings.schema_registry_url))
+    codec = metric_point_codec(registry_client(settings.schema_registry_config()))
     handler = handler or ClickHouseSink(client, settings.clickhouse_database, telemetry=telemetry,
                                         group_id=settings.group_id)
     return ConsumeLoop(

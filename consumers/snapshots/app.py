@@ -365,8 +365,10 @@ class SnapshotService:
 
     def make_handler(self, member: int = 0) -> SnapshotHandler:
         s = self.settings
-        registry = registry_client(s.schema_registry_url)
-        codec = market_snapshot_codec(registry, subject_for(s.snapshots_topic) if registry else None)
+        registry = registry_client(s.schema_registry_config())
+        codec = market_snapshot_codec(registry, subject_for(s.snapshots_topic) if registry else None,
+                                      auto_register=s.schema_registry_auto_register)
+        codec.header()  # the schema id, registered or looked up: a registry refusing fails at start-up
         producer_cfg = {"bootstrap.servers": s.require_bootstrap(), **s.kafka_security(),
                         **self._producer_overrides}
         return SnapshotHandler(
@@ -381,7 +383,7 @@ class SnapshotService:
         s = self.settings
         handler = (self._handler_factory or SnapshotService.make_handler)(self, member)
         self.handlers.append(handler)
-        codec = metric_point_codec(registry_client(s.schema_registry_url))
+        codec = metric_point_codec(registry_client(s.schema_registry_config()))
         loop = ConsumeLoop(
             s.consumer_config(member, **self._consumer_overrides),
             [s.metrics_topic],
