@@ -23,10 +23,10 @@ second; the producer follows them with ``--all``), each plain (``ws://``) and TL
 through ``SSL_CERT_FILE``; the TLS cases are skipped where ``openssl`` is missing).
 
 Each client is measured over ``seconds`` after it subscribed everything and
-``warmup`` seconds passed: CPU-seconds of its process (every thread, from
-``/proc/<pid>/stat``) over the frames and markPrice updates the server sent in the
-window. Points are 5 per update (every symbol is a perpetual: mark, index, settle,
-funding rate, next funding time). docs/producer.md, "Frame path cost".
+``warmup`` seconds passed: CPU-seconds of its process (every thread, ``/proc/<pid>/stat``,
+10 ms ticks: keep windows long) over the frames and markPrice updates the server sent
+in the window. Points are 5 per update (every symbol is a perpetual: mark, index,
+settle, funding rate, next funding time). docs/producer.md, "Frame path cost".
 """
 
 from __future__ import annotations
