@@ -176,7 +176,7 @@ def load_json(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any
         raise FrameRejected(TOO_LARGE, f"{len(raw)} bytes > {max_bytes}")
     try:
         return _fast_loads(raw)
-    except ValueError:  # orjson.JSONDecodeError is a ValueError
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError; json's own below
         pass
     try:
         return json.loads(raw)
