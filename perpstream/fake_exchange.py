@@ -129,6 +129,8 @@ class FakeBinance:
         tick: float = 0.2,
         ping_interval: float = 1.0,
         extra_entries: Iterable[dict[str, Any]] = (),
+        ssl: Any = None,
+        record: bool = True,
     ) -> None:
         self.listing: list[str] = sorted(symbols)
         #: Raw exchangeInfo entries listed after the generated ones (never streamed).
@@ -136,6 +138,13 @@ class FakeBinance:
         self.start_ms = start_ms
         self.tick = tick
         self.ping_interval = ping_interval
+        #: An ``ssl.SSLContext``: the websocket is served as ``wss://`` (``perpstream bench frames``).
+        self.ssl = ssl
+        #: False: frames sent are counted, not kept in ``sent_mark`` (long benchmark runs).
+        self.record = record
+        #: Websocket frames and markPrice updates (array items count one each) sent.
+        self.frames_sent = 0
+        self.updates_sent = 0
         self.k = 0
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._thread_main, name="fake-binance", daemon=True)
@@ -195,7 +204,7 @@ class FakeBinance:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/market"
+        return f"{'wss' if self.ssl is not None else 'ws'}://127.0.0.1:{self.ws_port}/market"
 
     @property
     def rest_url(self) -> str:
@@ -210,7 +219,7 @@ class FakeBinance:
     async def _start(self) -> None:
         self._ws_server = await serve(
             self._handle_ws, "127.0.0.1", 0, process_request=self._process_request,
-            ping_interval=self.ping_interval, ping_timeout=max(5.0, self.ping_interval * 5),
+            ping_interval=self.ping_interval, ping_timeout=max(5.0, self.ping_interval * 5), ssl=self.ssl,
         )
         self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
         app = web.Application()
@@ -318,6 +327,10 @@ class FakeBinance:
 
     async def _handle_ws(self, ws: ServerConnection) -> None:
         conn = _Conn(ws)
+        # Streams named in the URL (``/stream?streams=a@markPrice@1s/b@markPrice@1s``) are
+        # subscribed from the start, as Binance does.
+        query = parse_qs(ws.request.path.partition("?")[2]) if ws.request is not None else {}
+        conn.streams.update(s for s in "/".join(query.get("streams", [])).split("/") if s)
         self.conns.add(conn)
         self.connections_total += 1
         try:
@@ -374,15 +387,21 @@ class FakeBinance:
             if stream == "!markPrice@arr@1s":
                 items = [self.payload(s, k) for s in sorted(by_name.values())]
                 await conn.ws.send(json.dumps({"stream": stream, "data": items}))
-                for it in items:
-                    self.sent_mark[(it["s"], it["E"])] = it
+                self.frames_sent += 1
+                self.updates_sent += len(items)
+                if self.record:
+                    for it in items:
+                        self.sent_mark[(it["s"], it["E"])] = it
                 continue
             symbol = by_name.get(stream.split("@", 1)[0])
             if symbol is None:
                 continue
             d = self.payload(symbol, k)
             await conn.ws.send(json.dumps({"stream": stream, "data": d}))
-            self.sent_mark[(symbol, d["E"])] = d
+            self.frames_sent += 1
+            self.updates_sent += 1
+            if self.record:
+                self.sent_mark[(symbol, d["E"])] = d
 
     # -- HTTP -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from producer.publisher import Publisher, producer_config
 from producer.settings import ProducerSettings
 from producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
 from schemas.codec import metric_point_codec, registry_client, subject_for
+from service import eventloop
 from service.backoff import BackoffFactory, factory
 from service.telemetry import Telemetry
 
@@ -77,7 +78,7 @@ def build_source(
 
     def on_symbols(current: frozenset[str], removed: set[str]) -> None:
         if ingest is not None:
-            if settings.stream_mode == "all_market":
+            if settings.all_market:
                 ingest.symbols = current  # the array stream carries every symbol
             ingest.forget(removed)
 
@@ -126,7 +127,7 @@ class ProducerApp:
 
     def run(self, stop: threading.Event) -> int:
         """Block until ``stop`` (or duration / end of replay); 0 when everything was delivered."""
-        return asyncio.run(self._main(stop))
+        return eventloop.run(self._main(stop), self.settings.event_loop)
 
     async def _main(self, stop: threading.Event) -> int:
         s = self.settings
@@ -149,12 +150,12 @@ class ProducerApp:
         symbols = frozenset(s.symbol_list) if s.source == "live" and s.symbol_list else None
         ingest = self.ingest = Ingest(
             publisher, encoder.encode, self.telemetry, max_frame_bytes=s.max_frame_bytes,
-            symbols=symbols if s.stream_mode == "all_market" else None,
+            symbols=symbols if s.all_market else None,
         )
         source = build_source(s, self.telemetry, self._backoff_factory, ingest)
         log.info("producer starting", extra={
             "source": s.source, "topic": s.metrics_topic, "bootstrap": bootstrap,
-            "fast_encoder": encoder.fast,
+            "fast_encoder": encoder.fast, "event_loop": type(asyncio.get_running_loop()).__module__,
         })
         astop = asyncio.Event()
         source_task = asyncio.create_task(self._run_source(source, ingest, astop), name="source")

@@ -37,8 +37,9 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbols", help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT")
     p.add_argument("--all", action="store_true", default=None,
                    help="every PERPETUAL/TRADING symbol from exchangeInfo, refreshed at run time")
-    p.add_argument("--stream-mode", choices=["per_symbol", "all_market"],
-                   help="per-symbol @markPrice@1s streams (default) or the !markPrice@arr@1s array")
+    p.add_argument("--stream-mode", choices=["auto", "per_symbol", "all_market"],
+                   help="per-symbol @markPrice@1s streams or the !markPrice@arr@1s array; auto (default): "
+                   "the array with --all or more than 50 symbols")
     p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
     p.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL), "
                    "default wss://fstream.binance.com/market")

@@ -66,7 +66,7 @@ class LiveSource:
                      extra={"added": sorted(added)[:50], "removed": sorted(removed)[:50]})
         self.symbols = new
         assert self.streams is not None and self.poller is not None
-        if self.settings.stream_mode == "all_market":
+        if self.settings.all_market:
             self.streams.set_streams({binance.ALL_MARKET_STREAM})
         else:
             self.streams.set_streams(binance.mark_price_stream(s) for s in new)
@@ -134,6 +134,7 @@ class LiveSource:
                 per_connection=s.ws_streams_per_connection, silence_timeout=s.ws_silence_timeout,
                 max_lifetime=s.ws_max_lifetime, max_messages_per_second=s.ws_max_messages_per_second,
                 open_timeout=s.ws_open_timeout, max_frame_bytes=s.max_frame_bytes,
+                compression=s.ws_compression,
             )
             self.poller = OpenInterestPoller(rest, sink, self.telemetry, self.backoff_factory,
                                              interval=s.oi_interval, concurrency=s.rest_concurrency)

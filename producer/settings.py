@@ -24,9 +24,10 @@ class ProducerSettings(CommonSettings):
     )
     symbols: str | None = Field(default=None, description="comma-separated symbols (live source)")
     all_symbols: bool = Field(default=False, description="follow every PERPETUAL/TRADING symbol")
-    stream_mode: Literal["per_symbol", "all_market"] = Field(
-        default="per_symbol",
-        description="per_symbol = <s>@markPrice@1s sharded over connections; all_market = !markPrice@arr@1s",
+    stream_mode: Literal["auto", "per_symbol", "all_market"] = Field(
+        default="auto",
+        description="per_symbol = <s>@markPrice@1s sharded over connections; all_market = !markPrice@arr@1s; "
+        f"auto = all_market with --all or more than {binance.ALL_MARKET_ABOVE} symbols",
     )
 
     sim_symbols: int = Field(default=20, ge=1, le=100_000, description="number of simulated symbols")
@@ -66,6 +67,10 @@ class ProducerSettings(CommonSettings):
         default=5.0, gt=0, le=10,
         description="(un)subscribe messages sent per connection per second (Binance allows 10)",
     )
+    ws_compression: Literal["none", "deflate"] = Field(
+        default="none",
+        description="permessage-deflate on the websockets: deflate saves bandwidth, costs CPU per frame",
+    )
     ws_open_timeout: float = Field(default=10.0, gt=0, description="websocket opening handshake timeout, s")
     backoff_initial: float = Field(
         default=1.0, gt=0, description="first reconnect / retry wait of the websocket and REST, s (jittered)",
@@ -92,6 +97,10 @@ class ProducerSettings(CommonSettings):
         default=100_000, ge=0, description="points held here when the librdkafka queue is full",
     )
     flush_timeout: float = Field(default=15.0, gt=0, description="bounded drain on stop, s")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto",
+        description="auto = uvloop where installed, else asyncio's loop; uvloop requires it",
+    )
     summary_interval: float = Field(default=30.0, gt=0, description="one-line summary log period, s")
 
     # -- REST polling (--source rest, --once) and history (perpstream backfill) ---------------------
@@ -157,6 +166,15 @@ class ProducerSettings(CommonSettings):
     def polls_rest(self) -> bool:
         """REST polling instead of the websocket: ``--source rest``, or ``--once`` (one round)."""
         return self.source == "rest" or (self.once and self.source == "live")
+
+    @property
+    def all_market(self) -> bool:
+        """Whether the live source reads ``!markPrice@arr@1s`` (see ``stream_mode``): one frame a
+        second for every symbol costs less than a frame per symbol once the producer follows
+        many (docs/producer.md, "Frame path cost")."""
+        if self.stream_mode == "auto":
+            return self.all_symbols or len(self.symbol_list) > binance.ALL_MARKET_ABOVE
+        return self.stream_mode == "all_market"
 
     @property
     def symbol_list(self) -> list[str]:

@@ -94,8 +94,12 @@ class StreamConnection:
         max_messages_per_second: float = 5.0,
         open_timeout: float = 10.0,
         max_frame_bytes: int = binance.DEFAULT_MAX_FRAME_BYTES,
+        compression: str = "none",
     ) -> None:
         self.name = name
+        #: permessage-deflate costs the producer more CPU per frame than parsing it
+        #: (docs/producer.md, "Frame path cost"); it is asked for only when configured.
+        self.compression: str | None = "deflate" if compression == "deflate" else None
         self.url = url
         self.sink = sink
         self.telemetry = telemetry
@@ -220,6 +224,7 @@ class StreamConnection:
                     # Frames a bit over the limit reach the parser and are counted as
                     # too_large; only absurd ones (4x) make the library drop the connection.
                     close_timeout=CLOSE_TIMEOUT, max_size=4 * self.max_frame_bytes, max_queue=64,
+                    compression=self.compression,
                 )
             except asyncio.CancelledError:
                 raise

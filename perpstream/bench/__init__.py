@@ -3,6 +3,9 @@ a baseline measured in the same run.
 
 Scenarios (``all`` runs them in this order):
 
+- ``frames``: websocket frames from the fake exchange -> points to Kafka, ``perpstream produce``
+  in a child process (per-symbol and all-market streams, plain and TLS); baselines a bare
+  websockets client that only receives, and the peer (cryptofeed) where installed.
 - ``produce``: replayed frames -> Kafka acks; baseline a raw confluent-kafka + fastavro loop.
 - ``sink``: topic -> rows durable in ClickHouse, offsets committed; baselines a direct
   Arrow insert of decoded rows and the ceiling (a bare consume followed by that insert).
@@ -31,7 +34,7 @@ from typing import Any
 
 from perpstream.pipeline import EMBEDDED_PARTITIONS
 
-SCENARIOS = ("produce", "sink", "snapshots", "e2e", "live")
+SCENARIOS = ("frames", "produce", "sink", "snapshots", "e2e", "live")
 DEFAULT_STEPS = (1, 2, 4, 8, 12, 16, 20, 28)
 E2E_TARGET_EVENTS_S = 50_000
 LIVE_P99_MS = 1_000.0
@@ -45,7 +48,8 @@ def register(sub: Any) -> None:
     p.add_argument("scenario", choices=[*SCENARIOS, "all"])
     p.add_argument("--json", action="store_true", help="one JSON document instead of tables")
     p.add_argument("--seconds", type=float, default=20.0,
-                   help="measured seconds of an e2e step (default 20); live measures 3x this")
+                   help="measured seconds of an e2e step and of each frames client (default 20); live "
+                   "measures 3x this")
     p.add_argument("--warmup", type=float, default=10.0, help="seconds before an e2e/live step measures")
     p.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)),
                    help="e2e load multiples N to try in order, stopping at the first not held")
@@ -63,6 +67,19 @@ def register(sub: Any) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the snapshot engine's 1 h memory figure")
     p.add_argument("--profile", action="store_true",
                    help="cProfile the sink run (sink) and the last e2e step; the top entries are notes")
+    p.add_argument("--frame-symbols", type=int, default=200,
+                   help="frames: symbols of the per-symbol streams (default 200)")
+    p.add_argument("--frame-rate", type=float, default=10.0,
+                   help="frames: frames/s of each per-symbol stream (default 10)")
+    p.add_argument("--frames-tls", choices=("both", "plain", "tls"), default="both",
+                   help="frames: plain ws://, TLS wss://, or both (default)")
+    p.add_argument("--frames-warmup", type=float, default=3.0,
+                   help="frames: seconds after subscribing before a client is measured (default 3)")
+    p.add_argument("--peer-python",
+                   help="frames: a Python interpreter with cryptofeed installed, measured beside the "
+                   "producer (default: $PERPSTREAM_BENCH_PEER_PYTHON, or this one if it has cryptofeed)")
+    p.add_argument("--compare-checkout", metavar="DIR",
+                   help="frames: also measure `perpstream produce` imported from another checkout")
     p.add_argument("--layout", choices=("single", "processes"), default="single",
                    help="e2e/live: single = the stack in one process, as `perpstream run` (default); "
                    "processes = producer, sink and snapshot member in an OS process each, with a chdb "
@@ -71,6 +88,10 @@ def register(sub: Any) -> None:
 
 
 def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    if name == "frames":
+        return {"frame_symbols": args.frame_symbols, "frame_rate": args.frame_rate,
+                "all_symbols": args.symbols, "seconds": args.seconds, "warmup": args.frames_warmup,
+                "tls": args.frames_tls, "peer": args.peer_python, "compare_checkout": args.compare_checkout}
     if name == "produce":
         return {"symbols": args.symbols, "seconds": args.frame_seconds, "rounds": args.rounds,
                 "rss_seconds": args.rss_seconds}

@@ -22,6 +22,8 @@ def main(argv: list[str]) -> int:
         from perpstream.bench.e2e import step as fn
     elif kind == "idle":
         from perpstream.bench.e2e import idle_store as fn
+    elif kind == "frames":
+        from perpstream.bench.frames import run as fn
     elif kind == "produce":
         from perpstream.bench.produce import run as fn
     elif kind == "sink":

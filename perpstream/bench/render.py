@@ -93,12 +93,29 @@ def steps_table(rep: Mapping[str, Any]) -> Table:
     return t
 
 
+def frames_table(rep: Mapping[str, Any]) -> Table:
+    """``frames``: CPU per frame, per markPrice update and per point, next to the floor and the peer."""
+    t = Table(title="CPU per frame (perpstream bench frames)", title_justify="left")
+    t.add_column("client")
+    for col in ("frames", "updates", "CPU-s", "share of a core", "CPU µs / frame", "CPU µs / update",
+                "CPU µs / point", "x floor", "x peer"):
+        t.add_column(col, justify="right")
+    for r in rep["rows"]:
+        t.add_row(r["name"], _num(r["frames"]), _num(r["events"]), _num(r["cpu_s"], 2),
+                  f"{r['cpu_share']:.1%}", _num(r["cpu_us_per_frame"], 1), _num(r["cpu_us_per_update"], 1),
+                  _num(r["cpu_us_per_point"], 2), _num(r.get("cpu_vs_floor"), 2),
+                  _num(r.get("cpu_vs_peer"), 2))
+    return t
+
+
 def render(rep: Mapping[str, Any], console: Console | None = None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:
             console = Console(width=220)  # a file or a pipe: no wrapping inside the tables
     console.print(rows_table(rep))
+    if rep["rows"] and "cpu_us_per_frame" in rep["rows"][0]:
+        console.print(frames_table(rep))
     if rep.get("steps"):
         console.print(steps_table(rep))
     if rep["targets"]:

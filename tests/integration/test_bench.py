@@ -26,7 +26,8 @@ def _args(**kw: Any) -> argparse.Namespace:
     args = build_parser().parse_args([
         "bench", "all", "--seconds", "2", "--warmup", "1", "--steps", "0.05", "--symbols", "40",
         "--frame-seconds", "3", "--consumer-seconds", "4", "--events", "4000", "--rounds", "1",
-        "--rss-seconds", "1", "--no-memory"])
+        "--rss-seconds", "1", "--no-memory", "--frame-symbols", "10", "--frame-rate", "5",
+        "--frames-warmup", "0.5"])
     for k, v in kw.items():
         setattr(args, k, v)
     return args
@@ -48,8 +49,9 @@ def reports() -> dict[str, dict[str, Any]]:
                 step.append(run_child(kind, {**kwargs, "n": 0.05}))
             return {**step[0], "n": kwargs["n"]}
 
-    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
-        futures = {name: pool.submit(run_scenario, name, args, child) for name in SCENARIOS}
+    names = [n for n in SCENARIOS if n != "frames"]  # frames has a fixture of its own
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {name: pool.submit(run_scenario, name, args, child) for name in names}
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -59,7 +61,7 @@ def _close(a: float, b: float) -> bool:
 
 def test_every_row_is_positive_and_its_ratios_are_figure_over_baseline(
         reports: dict[str, dict[str, Any]]) -> None:
-    assert set(reports) == set(SCENARIOS)
+    assert set(reports) == set(SCENARIOS) - {"frames"}
     for name, rep in reports.items():
         assert rep["scenario"] == name
         by_name = {r["name"]: r for r in rep["rows"]}
@@ -86,6 +88,36 @@ def test_every_row_is_positive_and_its_ratios_are_figure_over_baseline(
         out = io.StringIO()
         render(rep, Console(file=out, width=200))
         assert f"perpstream bench {name}" in out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def frames_report() -> dict[str, Any]:
+    """``bench frames`` at 10 symbols x 5 frames/s and 40 all-market symbols, 2 s a client."""
+    return run_scenario("frames", _args())
+
+
+def test_frames_prints_cpu_per_frame_and_per_point_next_to_the_floor(frames_report: dict[str, Any]) -> None:
+    rep = frames_report
+    assert rep["scenario"] == "frames"
+    rows = {r["name"]: r for r in rep["rows"]}
+    for case in ("per-symbol, plain", "per-symbol, TLS", "all-market, plain", "all-market, TLS"):
+        floor, mine = rows[f"{case}: bare websockets client (floor)"], rows[f"{case}: perpstream produce"]
+        assert floor["role"] == "baseline"
+        for r in (floor, mine):
+            assert r["frames"] > 0 and r["events"] >= r["frames"] and r["points"] == 5 * r["events"], r
+            assert r["cpu_s"] >= 0 and _close(r["cpu_share"], r["cpu_s"] / r["wall_s"]), r
+            assert _close(r["cpu_us_per_frame"], r["cpu_s"] / r["frames"] * 1e6), r
+            assert _close(r["cpu_us_per_point"], r["cpu_s"] / r["points"] * 1e6), r
+        assert mine["cpu_s"] > 0  # parsing, encoding and producing cost more than a tick
+    # the all-market frame carries every symbol: 40 updates a frame
+    assert rows["all-market, TLS: perpstream produce"]["events"] == 40 * rows[
+        "all-market, TLS: perpstream produce"]["frames"]
+    assert any("all-market" in t["name"] for t in rep["targets"])
+    out = io.StringIO()
+    render(rep, Console(file=out, width=250))
+    text = out.getvalue()
+    assert "perpstream bench frames" in text and "CPU µs / frame" in text and "CPU µs / point" in text
+    assert "per-symbol, TLS: perpstream produce" in text
 
 
 def test_each_scenario_has_its_baselines(reports: dict[str, dict[str, Any]]) -> None:

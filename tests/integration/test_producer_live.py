@@ -173,7 +173,8 @@ def test_listing_changes_are_followed(kafka_bootstrap: str, topic_factory: Calla
     topic = topic_factory(3)
     telemetry = Telemetry()
     with FakeBinance(["AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT_261225"], tick=0.1) as fake, \
-            producing(fake, kafka_bootstrap, topic, telemetry, all_symbols=True, exchange_info_interval=0.5):
+            producing(fake, kafka_bootstrap, topic, telemetry, all_symbols=True, exchange_info_interval=0.5,
+                      stream_mode="per_symbol"):  # --all reads the all-market stream unless told
         wait_for(lambda: fake.open_streams() == {"aaausdt@markPrice@1s", "bbbusdt@markPrice@1s",
                                                  "cccusdt@markPrice@1s"}, what="perpetuals subscribed")
         fake.set_listing(["BBBUSDT", "CCCUSDT", "EEEUSDT"])

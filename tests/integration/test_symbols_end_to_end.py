@@ -85,7 +85,9 @@ def test_exchange_spelled_symbols_reach_clickhouse_unchanged(
         common = ["--rest-url", fake.rest_url, "--ws-url", fake.ws_url,
                   "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--oi-interval", "0.5"]
         port = free_port()
-        listing = subprocess.Popen([*cmd, "produce", "--all", "--metrics-port", str(port), *common], cwd=ROOT,
+        # per-symbol streams: their names are what this test checks (--all alone reads the array stream)
+        listing = subprocess.Popen([*cmd, "produce", "--all", "--stream-mode", "per_symbol", "--metrics-port",
+                                    str(port), *common], cwd=ROOT,
                                    env={**env, "PERPSTREAM_EXCHANGE_INFO_INTERVAL": "1"},
                                    stderr=subprocess.PIPE, text=True, encoding="utf-8")
         dated = subprocess.Popen([*cmd, "produce", "--symbols", DELIVERY, *common],

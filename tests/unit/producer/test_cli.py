@@ -68,3 +68,32 @@ def test_record_registered() -> None:
 def test_exchange_spellings_are_accepted_as_symbols() -> None:
     s = ProducerSettings(symbols="1000pepeusdt,BTCUSDT_261225,币安人生usdt")
     assert s.symbol_list == ["1000PEPEUSDT", "BTCUSDT_261225", "币安人生USDT"]
+
+
+def test_all_and_many_symbols_read_the_all_market_stream_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PERPSTREAM_STREAM_MODE", raising=False)
+    assert cli.settings_from_args(parse("produce", "--all")).all_market
+    many = ",".join(f"S{i:03d}USDT" for i in range(51))
+    assert cli.settings_from_args(parse("produce", "--symbols", many)).all_market
+    assert not cli.settings_from_args(parse("produce", "--symbols", many[: many.rindex(",")])).all_market
+    assert not cli.settings_from_args(parse("produce", "--all", "--stream-mode", "per_symbol")).all_market
+    assert cli.settings_from_args(parse("produce", "--symbols", "BTCUSDT", "--stream-mode",
+                                        "all_market")).all_market
+
+
+def test_event_loop_uvloop_where_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from service import eventloop
+
+    real_import = builtins.__import__
+
+    def no_uvloop(name: str, *args: object, **kw: object) -> object:
+        if name == "uvloop":
+            raise ImportError(name)
+        return real_import(name, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_uvloop)
+    assert eventloop.loop_factory("auto") is None  # falls back to asyncio's loop
+    with pytest.raises(ConfigError, match="PERPSTREAM_EVENT_LOOP"):
+        eventloop.loop_factory("uvloop")

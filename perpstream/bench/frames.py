@@ -1,0 +1,270 @@
+"""Scenario ``frames``: the whole websocket frame path, frames on a socket -> points to Kafka.
+
+The fake exchange (:mod:`perpstream.fake_exchange`) runs in this process and streams
+markPrice frames at a stated rate; each measured client runs in a child process of its
+own, one after the other, against the same server:
+
+- ``perpstream produce`` (the real command: websocket, parsing, Avro, librdkafka to a
+  broker), with open interest polled only once an hour so that the figure is the frame
+  path's;
+- the floor: a bare websockets client that only receives the same frames
+  (:mod:`perpstream.bench.wsfloor`);
+- the peer, where installed: cryptofeed's Binance USD-M funding feed
+  (:mod:`perpstream.bench.peer_cryptofeed`), per-symbol streams only, with an
+  interpreter named by ``--peer-python`` / ``PERPSTREAM_BENCH_PEER_PYTHON`` (or this one,
+  when it can import cryptofeed);
+- optionally ``perpstream produce`` of another checkout (``--compare-checkout DIR``,
+  imported from ``DIR``), for before/after figures in one run.
+
+Cases: per-symbol streams (``--frame-symbols`` x ``--frame-rate`` frames/s each) and
+the all-market stream (``!markPrice@arr@1s`` with ``--symbols`` symbols, one frame a
+second; the producer follows them with ``--all``), each plain (``ws://``) and TLS
+(``wss://``, a self-signed certificate made with the ``openssl`` command, trusted
+through ``SSL_CERT_FILE``; the TLS cases are skipped where ``openssl`` is missing).
+
+Each client is measured over ``seconds`` after it subscribed everything and
+``warmup`` seconds passed: CPU-seconds of its process (every thread, ``/proc/<pid>/stat``,
+10 ms ticks: keep windows long) over the frames and markPrice updates the server sent
+in the window. Points are 5 per update (every symbol is a perpetual: mark, index,
+settle, funding rate, next funding time). docs/producer.md, "Frame path cost".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, report, row, target
+from perpstream.fake_exchange import FakeBinance
+from producer.binance import ALL_MARKET_STREAM, mark_price_stream
+
+POINTS_PER_UPDATE = 5
+#: The issue's targets: per-symbol CPU per frame at most a quarter of the peer's; the
+#: all-market stream on the live listing under 2% of one core.
+PEER_FACTOR = 4.0
+ALL_MARKET_SHARE = 0.02
+READY_TIMEOUT = 60.0
+PEER_ENV = "PERPSTREAM_BENCH_PEER_PYTHON"
+
+
+def symbols_of(n: int) -> list[str]:
+    return [f"SYM{i:04d}USDT" for i in range(n)]
+
+
+@contextlib.contextmanager
+def tls_files() -> Iterator[tuple[ssl.SSLContext, str] | None]:
+    """A server context and the certificate file a client trusts (None without openssl)."""
+    if shutil.which("openssl") is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
+        cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        yield ctx, str(cert)
+
+
+def peer_python(explicit: str | None) -> str | None:
+    """The interpreter that runs the peer: the option, the environment, or this one when it
+    has cryptofeed; None when none does."""
+    for candidate in (explicit, os.environ.get(PEER_ENV)):
+        if candidate:
+            return candidate
+    try:
+        import cryptofeed  # noqa: F401
+    except ImportError:
+        return None
+    return sys.executable
+
+
+class Client:
+    """One measured child process."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+        from perpstream.local import _die_with_parent
+
+        self.name = name
+        self.log = log
+        with log.open("ab") as fh:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=env,
+                                         preexec_fn=_die_with_parent)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-8:])
+        return ""
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def measure(fake: FakeBinance, client: Client, streams: set[str], seconds: float,
+            warmup: float) -> dict[str, Any]:
+    """Wait until ``client`` has every stream open, then its CPU over the window."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    sent = fake.frames_sent
+    while fake.open_streams() != streams or fake.frames_sent == sent:
+        if not client.alive():
+            raise RuntimeError(f"{client.name} exited ({client.proc.returncode}): {client.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{client.name}: its streams were not open and streaming after "
+                               f"{READY_TIMEOUT:.0f} s "
+                               f"({len(fake.open_streams())} of {len(streams)}): {client.tail()}")
+        time.sleep(0.05)
+    time.sleep(warmup)
+    pid = client.proc.pid
+    f0, u0, c0, t0 = fake.frames_sent, fake.updates_sent, proc_cpu_s(pid), time.perf_counter()
+    time.sleep(seconds)
+    f1, u1, c1, t1 = fake.frames_sent, fake.updates_sent, proc_cpu_s(pid), time.perf_counter()
+    rss = peak_rss_mb(pid)
+    if not client.alive() or fake.open_streams() != streams:
+        raise RuntimeError(f"{client.name} lost its streams during the window: {client.tail()}")
+    return {"frames": f1 - f0, "updates": u1 - u0, "cpu_s": c1 - c0, "wall_s": t1 - t0, "peak_rss_mb": rss}
+
+
+def _row(name: str, m: dict[str, Any], role: str | None = None) -> dict[str, Any]:
+    frames, updates, cpu = m["frames"], m["updates"], m["cpu_s"]
+    extra: dict[str, Any] = {"role": role} if role else {}
+    return row(name, updates, m["wall_s"], cpu, m["peak_rss_mb"], cpu_of=f"{name} process", frames=frames,
+               points=updates * POINTS_PER_UPDATE,
+               cpu_us_per_frame=round(cpu / frames * 1e6, 2) if frames else None,
+               cpu_us_per_update=round(cpu / updates * 1e6, 2) if updates else None,
+               cpu_us_per_point=round(cpu / (updates * POINTS_PER_UPDATE) * 1e6, 3) if updates else None,
+               cpu_share=round(cpu / m["wall_s"], 4), **extra)
+
+
+class _Case:
+    """One case (stream layout x plain/TLS) against one fake exchange: its clients, one after the other."""
+
+    def __init__(self, fake: FakeBinance, layout: str, listing: list[str], streams: set[str],
+                 env: dict[str, str], bootstrap: str, work: str, seconds: float, warmup: float) -> None:
+        self.fake, self.layout, self.listing, self.streams = fake, layout, listing, streams
+        self.env, self.bootstrap, self.work = env, bootstrap, work
+        self.seconds, self.warmup = seconds, warmup
+
+    def client(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+               streams: set[str] | None = None) -> dict[str, Any]:
+        c = Client(name, argv, env or self.env, Path(self.work, f"{name}.log"))
+        try:
+            return measure(self.fake, c, streams or self.streams, self.seconds, self.warmup)
+        finally:
+            c.stop()
+
+    def produce(self, name: str, pythonpath: str | None = None) -> dict[str, Any]:
+        from perpstream.local import ensure_topics
+
+        topic = f"bench-frames-{uuid.uuid4().hex[:8]}"
+        ensure_topics(self.bootstrap, {topic: 1})
+        who = ["--all"] if self.layout == "all_market" else ["--symbols", ",".join(self.listing)]
+        argv = [sys.executable, "-m", "perpstream.cli", "produce", "--source", "live", *who,
+                "--stream-mode", self.layout, "--ws-url", self.fake.ws_url, "--rest-url", self.fake.rest_url,
+                "--oi-interval", "3600", "--bootstrap-servers", self.bootstrap, "--topic", topic]
+        return self.client(name, argv, dict(self.env, PYTHONPATH=pythonpath) if pythonpath else None)
+
+    def floor(self) -> dict[str, Any]:
+        return self.client("floor", [sys.executable, "-m", "perpstream.bench.wsfloor",
+                                     f"{self.fake.ws_url}/stream", *sorted(self.streams)])
+
+    def peer(self, python: str) -> dict[str, Any]:
+        script = str(Path(__file__).resolve().with_name("peer_cryptofeed.py"))
+        return self.client("peer", [python, script, self.fake.ws_url, *self.listing],
+                           streams={f"{s.lower()}@markPrice" for s in self.listing})
+
+
+def run(frame_symbols: int = 200, frame_rate: float = 10.0, all_symbols: int = 700, seconds: float = 20.0,
+        warmup: float = 3.0, tls: str = "both", peer: str | None = None,
+        compare_checkout: str | None = None) -> dict[str, Any]:
+    from perpstream.bench.e2e import _broker
+
+    peer_py = peer_python(peer)
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    targets: list[dict[str, Any]] = []
+    modes = {"both": (False, True), "plain": (False,), "tls": (True,)}[tls]
+    with _broker() as (bootstrap, _), tls_files() as tls_ctx, \
+            tempfile.TemporaryDirectory(prefix="bench-frames-") as tmp:
+        if tls_ctx is None and True in modes:
+            notes.append("TLS cases skipped: no openssl command to make a certificate")
+            modes = tuple(m for m in modes if not m)
+        for layout in ("per_symbol", "all_market"):
+            for secure in modes:
+                n = frame_symbols if layout == "per_symbol" else all_symbols
+                listing = symbols_of(n)
+                name = (f"{'per-symbol' if layout == 'per_symbol' else 'all-market'}, "
+                        f"{'TLS' if secure else 'plain'}")
+                streams = ({mark_price_stream(s) for s in listing} if layout == "per_symbol"
+                           else {ALL_MARKET_STREAM})
+                env = dict(os.environ, PYTHONUNBUFFERED="1", PERPSTREAM_LOG_LEVEL="WARNING")
+                if secure and tls_ctx is not None:
+                    env["SSL_CERT_FILE"] = tls_ctx[1]
+                with FakeBinance(listing, tick=1.0 / frame_rate if layout == "per_symbol" else 1.0,
+                                 ping_interval=20.0, record=False,
+                                 ssl=tls_ctx[0] if secure and tls_ctx else None) as fake:
+                    case = _Case(fake, layout, listing, streams, env, bootstrap, tmp, seconds, warmup)
+                    floor = _row(f"{name}: bare websockets client (floor)", case.floor(), "baseline")
+                    mine = _row(f"{name}: perpstream produce", case.produce("produce"))
+                    case_rows = [floor, mine]
+                    if compare_checkout:
+                        case_rows.append(_row(f"{name}: perpstream produce of {compare_checkout}",
+                                              case.produce("compare", compare_checkout)))
+                    peer_row = None
+                    if peer_py and layout == "per_symbol" and secure:  # cryptofeed takes wss:// only
+                        peer_row = _row(f"{name}: cryptofeed (peer)", case.peer(peer_py), "peer")
+                        case_rows.append(peer_row)
+                _compare(case_rows, floor, peer_row)
+                rows.extend(case_rows)
+                if peer_row is not None and mine["cpu_us_per_frame"]:
+                    factor = peer_row["cpu_us_per_frame"] / mine["cpu_us_per_frame"]
+                    targets.append(target(f"{name}: peer CPU per frame / perpstream's", round(factor, 2),
+                                          f">= {PEER_FACTOR:g}", factor >= PEER_FACTOR))
+                if layout == "all_market":
+                    targets.append(target(f"{name}, {n} symbols: producer CPU (share of one core)",
+                                          mine["cpu_share"], f"< {ALL_MARKET_SHARE}",
+                                          mine["cpu_share"] < ALL_MARKET_SHARE))
+    if peer_py is None:
+        notes.append(f"peer not measured: no interpreter with cryptofeed (--peer-python or {PEER_ENV})")
+    else:
+        notes.append(f"peer: cryptofeed run by {peer_py}, FUNDING channel with a callback that does "
+                     "nothing (it keeps 3 of the 5 values, publishes nothing); per-symbol TLS case only "
+                     "(it refuses ws://)")
+    notes.append(f"per-symbol: {frame_symbols} symbols x {frame_rate:g} frames/s each; all-market: "
+                 f"{all_symbols} symbols in one frame a second; window {seconds:g} s after {warmup:g} s "
+                 "of warm-up; CPU of each client's process (every thread); perpstream produce publishes "
+                 "to a broker (its CPU apart), open interest polled once an hour")
+    return report("frames", {"frame_symbols": frame_symbols, "frame_rate": frame_rate,
+                             "all_symbols": all_symbols, "seconds": seconds, "warmup": warmup, "tls": tls,
+                             "peer": peer_py, "compare_checkout": compare_checkout},
+                  rows, targets, notes)
+
+
+def _compare(rows: list[dict[str, Any]], floor: dict[str, Any], peer: dict[str, Any] | None) -> None:
+    """CPU per frame of each row over the floor's and the peer's (same case, same run)."""
+    for r in rows:
+        if r is not floor and floor["cpu_s"] and r["frames"] and floor["frames"]:
+            r["cpu_vs_floor"] = round(r["cpu_s"] / r["frames"] / (floor["cpu_s"] / floor["frames"]), 2)
+        if peer is not None and r is not peer and peer["cpu_us_per_frame"] and r["cpu_us_per_frame"]:
+            r["cpu_vs_peer"] = round(r["cpu_us_per_frame"] / peer["cpu_us_per_frame"], 3)
