@@ -135,21 +135,24 @@ class SnapshotPublisher:
     def wait(self) -> None:
         """Return once the broker acknowledged everything sent; else backpressure."""
         left = self._producer.flush(self._flush_timeout)
-        if self._fatal is not None:
-            fatal, self._fatal = self._fatal, None
-            log.warning("snapshot producer failed fatally; replacing it",
-                        extra={"topic": self.topic, "error": str(fatal)})
+        if self._fatal is not None or left:
+            # A fatal error leaves the client unusable; records still queued after the flush
+            # timeout belong to a client that may never deliver them (a broker restarted in
+            # place forgets the idempotent producer's id, and librdkafka retries forever). Both
+            # ways the client is replaced and the whole batch is sent again (at-least-once).
+            cause = f"failed fatally ({self._fatal})" if self._fatal is not None else f"{left} unacknowledged"
+            self._fatal = None
+            self._failed = 0
+            log.warning("replacing the snapshot producer", extra={"topic": self.topic, "cause": cause})
             old, self._producer = self._producer, self._new_producer()
             with contextlib.suppress(Exception):
                 old.purge()
                 old.flush(0)
-            raise BackpressureError(f"snapshots topic {self.topic!r}: producer failed fatally ({fatal}); "
-                                    f"replaced, the batch is sent again")
-        if left or self._failed:
+            raise BackpressureError(f"snapshots topic {self.topic!r}: {cause}; producer replaced, the batch "
+                                    f"is sent again")
+        if self._failed:
             failed, self._failed = self._failed, 0
-            raise BackpressureError(
-                f"snapshots topic {self.topic!r}: {failed} failed, {left} unacknowledged ({self._error})"
-            )
+            raise BackpressureError(f"snapshots topic {self.topic!r}: {failed} failed ({self._error})")
 
     def publish(self, snaps: list[dict[str, Any]]) -> None:
         self.send(snaps)
