@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perpstream.kafka_runtime import KAFKA_VERSION, KafkaCluster, unavailable_reason
 from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickhouse
 from perpstream.pipeline import (
     QueryServerSettings,
@@ -125,6 +126,11 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR; default: "
                    "the user data directory)")
     p.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
+    p.add_argument("--broker", choices=["tansu", "kafka"],
+                   help="the local broker when no Kafka cluster is set: tansu (in memory, pip-installed; "
+                   "the default) or kafka (Apache Kafka with its logs in the data directory: what the "
+                   "producer had acknowledged survives a crash; needs Java 17 and Maven). Default: kafka "
+                   "when the data directory already holds one, else tansu")
     p.add_argument("--partitions", type=int, help="partitions of new topics (default: 1 on the embedded "
                    "broker, 6 on a cluster)")
     p.add_argument("--http-port", type=int, help="read-only ClickHouse HTTP interface (default 8123; a "
@@ -247,7 +253,8 @@ class Check:
     warning: bool = False
 
 
-def _check_broker(bootstrap: str | None, security: Mapping[str, Any] | None = None) -> Check:
+def _check_broker(bootstrap: str | None, security: Mapping[str, Any] | None = None,
+                  engine: str = "tansu") -> Check:
     if bootstrap:
         from confluent_kafka.admin import AdminClient
 
@@ -260,6 +267,11 @@ def _check_broker(bootstrap: str | None, security: Mapping[str, Any] | None = No
             return Check("Kafka", False, f"{bootstrap} does not answer ({exc})",
                          "start it, or unset PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS for the local broker")
         return Check("Kafka", True, bootstrap)
+    if engine == "kafka":
+        reason = unavailable_reason()
+        if reason is not None:
+            return Check("local broker", False, reason, "or run with --broker tansu (in memory)")
+        return Check("local broker", True, f"Apache Kafka {KAFKA_VERSION}")
     try:
         binary = TansuBroker.binary()
     except InfraError as exc:
@@ -312,8 +324,8 @@ def _check_rest(rest_url: str, timeout: float = 5.0) -> Check:
     return Check("Binance REST", True, rest_url)
 
 
-def check_prerequisites(common: QueryServerSettings, producer: Any) -> list[Check]:
-    checks = [_check_broker(common.kafka_bootstrap_servers, common.kafka_security()),
+def check_prerequisites(common: QueryServerSettings, producer: Any, engine: str = "tansu") -> list[Check]:
+    checks = [_check_broker(common.kafka_bootstrap_servers, common.kafka_security(), engine),
               _check_clickhouse(common.resolved_clickhouse_dsn()),
               *_check_data_dir(Path(common.data_dir).resolve())]
     if producer.source == "replay":
@@ -357,28 +369,54 @@ def _producer_settings(args: argparse.Namespace, bootstrap: str) -> Any:
 
 
 class _Broker:
-    """The local broker child, restarted on its port when it dies."""
+    """The local broker, restarted when it dies: Tansu (in memory: on its port, topics created
+    again) or a one-node Apache Kafka whose logs live in ``<data-dir>/kafka`` (on its own logs:
+    every topic and committed offset survives, docs/kafka.md)."""
 
-    def __init__(self, data_dir: Path, telemetry: Telemetry) -> None:
-        self._log_path = data_dir / "broker.log"
+    def __init__(self, data_dir: Path, telemetry: Telemetry, engine: str) -> None:
+        self.engine = engine
         self._telemetry = telemetry
-        self.broker = TansuBroker(log_path=self._log_path).start()
         self._delays = backoff(1.0, 2.0, 30.0)
         self._next_try = 0.0
+        self.tansu: TansuBroker | None = None
+        self.kafka: KafkaCluster | None = None
+        if engine == "kafka":
+            self._log_path = data_dir / "kafka" / "node-1" / "kafka.log"
+            self.kafka = KafkaCluster(data_dir / "kafka", nodes=1, heap_mb=KAFKA_HEAP_MB).start()
+        else:
+            self._log_path = data_dir / "broker.log"
+            self.tansu = TansuBroker(log_path=self._log_path).start()
 
     @property
     def bootstrap(self) -> str:
-        return self.broker.bootstrap_servers
+        if self.kafka is not None:
+            return self.kafka.bootstrap_servers
+        assert self.tansu is not None
+        return self.tansu.bootstrap_servers
+
+    @property
+    def running(self) -> bool:
+        if self.kafka is not None:
+            return self.kafka.running(1)
+        return self.tansu is not None and self.tansu.running
+
+    @property
+    def in_memory(self) -> bool:
+        return self.kafka is None
 
     def watch(self, topics: dict[str, int]) -> None:
-        """Called from the main loop: restart a broker that exited (topics re-created)."""
-        if self.broker.running or time.monotonic() < self._next_try:
+        """Called from the main loop: restart a broker that exited (Tansu's topics created again)."""
+        if self.running or time.monotonic() < self._next_try:
             return
         log.error("the local broker exited; restarting it on %s (its log: %s)",
                   self.bootstrap, self._log_path)
         self._telemetry.inc("component_restarts", labels={"component": "broker"})
         try:
-            self.broker = TansuBroker(self.broker.port, log_path=self._log_path).start()
+            if self.kafka is not None:
+                self.kafka.start_node(1)
+            else:
+                assert self.tansu is not None
+                self.tansu = TansuBroker(self.tansu.port, log_path=self._log_path).start()
             ensure_topics(self.bootstrap, topics)
             self._delays = backoff(1.0, 2.0, 30.0)
         except PerpstreamError as exc:
@@ -387,10 +425,25 @@ class _Broker:
             log.error("restarting the local broker failed (%s); next try in %.1f s", exc, delay)
 
     def readiness(self) -> str | None:
-        return None if self.broker.running else "the local broker exited; restarting it"
+        return None if self.running else "the local broker exited; restarting it"
 
     def stop(self) -> None:
-        self.broker.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.tansu is not None:
+            self.tansu.stop()
+
+
+#: Heap of the local Apache Kafka node of ``up --broker kafka``: one node, a few partitions.
+KAFKA_HEAP_MB = 384
+
+
+def local_broker_engine(chosen: str | None, data_dir: Path) -> str:
+    """``--broker`` as given, else kafka when the data directory already holds an Apache Kafka
+    cluster (its topics and offsets are there), else tansu."""
+    if chosen is not None:
+        return chosen
+    return "kafka" if (data_dir / "kafka" / "cluster.json").exists() else "tansu"
 
 
 def up_main(args: argparse.Namespace) -> int:
@@ -456,7 +509,11 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
 
     print(f"perpstream up: {_describe_source(producer_settings)}; data in {data_dir}", file=out, flush=True)
     print("checking prerequisites", file=out, flush=True)
-    report_prerequisites(check_prerequisites(common, producer_settings), out)
+    if args.broker is not None and common.kafka_bootstrap_servers is not None:
+        raise ConfigError("--broker chooses the local broker, but a Kafka cluster is set "
+                          "(PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS): give one or the other")
+    engine = local_broker_engine(args.broker, data_dir)
+    report_prerequisites(check_prerequisites(common, producer_settings, engine), out)
 
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(stop_on_signals())
@@ -466,7 +523,7 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
         starting = "creating topics" if common.kafka_bootstrap_servers else "starting the local broker"
         with _progress(ui, starting):
             if common.kafka_bootstrap_servers is None:
-                broker = _Broker(data_dir, telemetry)
+                broker = _Broker(data_dir, telemetry, engine)
                 stack.callback(broker.stop)
                 bootstrap = broker.bootstrap
             else:
@@ -500,8 +557,8 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
         snap_settings = build_settings(SnapshotSettings, values=shared)
         producer_update: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap, "data_dir": str(data_dir)}
         overrides: dict[str, Any] = {}
-        if broker is not None:
-            # The local broker waits session.timeout.ms / 2 for a join (README, "Local broker").
+        if broker is not None and broker.in_memory:
+            # Tansu waits session.timeout.ms / 2 for a join (README, "Local broker").
             overrides = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
             if "PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS" not in os.environ:
                 # A local broker that restarted has forgotten the producer: the client is
@@ -552,7 +609,7 @@ def _describe_source(s: Any) -> str:
 def _ready_line(bootstrap: str, broker: _Broker | None, dsn: str, database: str, endpoint_url: str | None,
                 metrics_port: int | None) -> str:
     lines = ["running (Ctrl+C stops):",
-             f"  broker   {bootstrap}{' (local, in memory)' if broker else ''}",
+             f"  broker   {bootstrap}{_broker_note(broker)}",
              f"  store    {redact_dsn(dsn)}, database {database}"]
     if endpoint_url:
         lines.append(f"  queries  {endpoint_url} (read-only ClickHouse HTTP interface)")
@@ -643,6 +700,14 @@ def _watch(args: argparse.Namespace, stop: threading.Event, started: float,
                     fields.pop(static, None)
                 log.info("status", extra={**fields, **component_states(components)})
     return 0
+
+
+def _broker_note(broker: _Broker | None) -> str:
+    if broker is None:
+        return ""
+    if broker.in_memory:
+        return " (local Tansu, in memory)"
+    return f" (local Apache Kafka {KAFKA_VERSION}, logs in the data directory)"
 
 
 def component_notes(components: dict[str, Supervised], broker: _Broker | None) -> list[str]:

@@ -398,3 +398,58 @@ def test_the_live_source_with_a_backfill_stores_history_then_live_points(tmp_pat
             assert _stop(proc) == 0, log_path.read_text()[-3000:]
     kinds = [r[0] for r in fake.rest_requests]
     assert kinds[0] == "ping", "the prerequisites check asks the exchange first"
+
+
+def test_on_apache_kafka_nothing_acknowledged_is_lost_to_a_kill(tmp_path: Path, apache_kafka: None) -> None:
+    """``up --broker kafka``: the local Apache Kafka keeps its logs in the data directory, so
+    after ``kill -9`` of ``up`` (its broker dies with it) and a restart on the same directory,
+    every point the producer had seen acknowledged before the kill reaches ClickHouse."""
+    from perpstream.soak import scrape
+
+    data_dir = tmp_path / "state"
+    log_path = tmp_path / "up.log"
+    proc, url, _ = _up_on_kafka(data_dir, log_path)
+    try:
+        wait_for(lambda: scrape(METRICS_PORT).get("points_delivered", 0) > 200, 120,
+                 "points acknowledged by Apache Kafka", alive=(proc,))
+        acknowledged = int(scrape(METRICS_PORT)["points_delivered"])
+        killed_ms = int(time.time() * 1000)
+        broker_pids = _children(proc.pid)
+        proc.kill()
+        proc.wait(30)
+        wait_for(lambda: not any(_alive(p) for p in broker_pids), 30, "the broker gone with up")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (data_dir / "kafka" / "cluster.json").exists()
+    (data_dir / "endpoint.json").unlink()  # left by the killed run; wait for the new one
+    # started again without --broker: the data directory's Apache Kafka is chosen again
+    proc, url, _ = _up(data_dir, tmp_path / "up2.log")
+    try:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        client = clickhouse_connect.get_client(host=host, port=int(port))
+
+        def stored_before_kill() -> int:
+            return int(client.command(
+                f"SELECT uniqExact(symbol, metric, event_time) FROM {DB}.metric_points "
+                f"WHERE ingest_time <= fromUnixTimestamp64Milli({killed_ms})"))
+
+        wait_for(lambda: stored_before_kill() >= acknowledged, 120,
+                 f"the {acknowledged} points acknowledged before the kill stored", alive=(proc,))
+        assert "Apache Kafka" in (tmp_path / "up2.log").read_text()
+    finally:
+        assert _stop(proc) == 0, (tmp_path / "up2.log").read_text()[-3000:]
+
+
+def _up_on_kafka(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[str], str, float]:
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perpstream.cli", "up", "--broker", "kafka", "--source", "sim",
+         "--sim-symbols", "4", "--no-ui", "--http-port", "0", "--metrics-port", str(METRICS_PORT)],
+        env=_env(data_dir), stdout=log, stderr=subprocess.STDOUT, text=True,
+    )
+    log.close()
+    endpoint = data_dir / "endpoint.json"
+    wait_for(lambda: endpoint.exists() or proc.poll() is not None, 120, "the endpoint file")
+    assert proc.poll() is None, log_path.read_text()[-3000:]
+    return proc, json.loads(endpoint.read_text())["url"], time.time()
