@@ -243,13 +243,17 @@ class KafkaCluster:
     """
 
     def __init__(self, data_dir: Path | str, nodes: int = 1, *, heap_mb: int = 384,
-                 overrides: Mapping[str, str] | None = None) -> None:
+                 overrides: Mapping[str, str] | None = None,
+                 client_config: Mapping[str, Any] | None = None) -> None:
         if nodes not in (1, 3):
             raise InfraError(f"a loopback Apache Kafka cluster has 1 or 3 nodes, not {nodes}")
         self.data_dir = Path(data_dir).resolve()
         self.size = nodes
         self.heap_mb = heap_mb
+        #: broker settings beyond :func:`node_properties` (a SASL listener, say)
         self.overrides = dict(overrides or {})
+        #: what the launcher's own admin client needs to reach the nodes (their SASL credentials)
+        self.client_config = dict(client_config or {})
         self.nodes: list[Node] = []
         self.cluster_id = ""
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
@@ -361,7 +365,8 @@ class KafkaCluster:
 
         from service.telemetry import kafka_logging
 
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers, **kafka_logging()})
+        return AdminClient({"bootstrap.servers": self.bootstrap_servers, **self.client_config,
+                            **kafka_logging()})
 
     def broker_ids(self, timeout: float = 10.0) -> set[int]:
         try:

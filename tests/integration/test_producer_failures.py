@@ -5,11 +5,14 @@ while everything else goes on."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from perpstream.kafka_runtime import KafkaCluster
+from perpstream.local import ensure_topics
 from producer.app import ProducerApp
 from producer.settings import ProducerSettings
 from service.telemetry import Telemetry
@@ -75,15 +78,36 @@ def test_rest_endpoint_404_stops_with_the_cause(
     assert telemetry.get("rest_requests", {"endpoint": "openInterest", "status": "404"}) == 1
 
 
-def test_kafka_authentication_failure_stops_with_the_cause(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], on_tansu: bool,
-) -> None:
+#: the one user of the SASL broker below: its credentials
+SASL_ADMIN = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+              "sasl.username": "admin", "sasl.password": "admin-secret"}
+
+
+@pytest.fixture
+def sasl_bootstrap(kafka_bootstrap: str, on_tansu: bool, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """(bootstrap, topic) of a broker whose client listener wants SASL/PLAIN: the session's
+    Tansu (which refuses every handshake), or an Apache Kafka node of its own whose client
+    listener speaks SASL_PLAINTEXT with one user."""
+    if on_tansu:
+        yield kafka_bootstrap, "t-sasl"
+        return
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
+            'password="admin-secret" user_admin="admin-secret";')
+    overrides = {"listener.security.protocol.map": "PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+                 "sasl.enabled.mechanisms": "PLAIN", "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                 "listener.name.plaintext.plain.sasl.jaas.config": jaas}
+    with KafkaCluster(tmp_path / "kafka", nodes=1, heap_mb=256, overrides=overrides,
+                      client_config=SASL_ADMIN) as cluster:
+        ensure_topics(cluster.bootstrap_servers, {"t-sasl": 1}, security=SASL_ADMIN)
+        yield cluster.bootstrap_servers, "t-sasl"
+
+
+def test_kafka_authentication_failure_stops_with_the_cause(sasl_bootstrap: tuple[str, str]) -> None:
     """A client that can never authenticate: the producer exits 1 naming the cause
     (librdkafka alone would retry the handshake for as long as the process lives)."""
-    if not on_tansu:
-        pytest.skip("needs a broker that refuses this SASL handshake (the local Tansu does)")
+    kafka_bootstrap, topic = sasl_bootstrap
     telemetry = Telemetry()
-    settings = ProducerSettings(kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic_factory(1),
+    settings = ProducerSettings(kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic,
                                 source="sim", sim_symbols=2, flush_timeout=5.0)
     app = ProducerApp(settings, telemetry, kafka_extra={
         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
