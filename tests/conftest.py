@@ -76,7 +76,14 @@ def _use_containers() -> bool:
 
 #: Why Apache Kafka cannot run on this machine (None when it can); decided once per session.
 _KAFKA_UNAVAILABLE: str | None = None
-_SKIPPED_FOR_KAFKA: list[str] = []
+#: the start of the reason of every test skipped for it (counted in the report's last line)
+NEEDS_KAFKA = "needs Apache Kafka"
+
+
+def skip_without_kafka() -> None:
+    """Skips the calling test (or fixture) where Apache Kafka cannot run."""
+    if _KAFKA_UNAVAILABLE is not None:
+        pytest.skip(f"{NEEDS_KAFKA}: {_KAFKA_UNAVAILABLE}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,9 +108,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _KAFKA_UNAVAILABLE is not None:
+        skipped = [r for r in terminalreporter.stats.get("skipped", [])
+                   if isinstance(r.longrepr, tuple) and NEEDS_KAFKA in str(r.longrepr[2])]
         terminalreporter.write_line(
             f"Apache Kafka skipped ({_KAFKA_UNAVAILABLE}): the integration suite ran on Tansu and "
-            f"{len(_SKIPPED_FOR_KAFKA)} test(s) that need Apache Kafka itself did not run"
+            f"{len(skipped)} test(s) that need Apache Kafka itself did not run"
         )
 
 
@@ -119,11 +128,9 @@ def broker_kind() -> str:
 
 
 @pytest.fixture
-def apache_kafka(request: pytest.FixtureRequest) -> None:
-    """Skips the test where Apache Kafka cannot run (and counts it for the report's line)."""
-    if _KAFKA_UNAVAILABLE is not None:
-        _SKIPPED_FOR_KAFKA.append(request.node.nodeid)
-        pytest.skip(f"needs Apache Kafka: {_KAFKA_UNAVAILABLE}")
+def apache_kafka() -> None:
+    """Skips the test where Apache Kafka cannot run (counted in the report's last line)."""
+    skip_without_kafka()
 
 
 @pytest.fixture(scope="session")
