@@ -111,6 +111,9 @@ def test_a_member_joins_and_leaves_while_data_flows(
     topic_factory: Callable[..., str], group_factory: Callable[..., str], clickhouse: Any,
     ch_database: str,
 ) -> None:
+    if on_tansu and static_second:
+        pytest.skip("on Tansu a static member that left its group is never replaced: its partitions "
+                    "stay unassigned (README, 'Local broker: known differences')")
     if on_tansu and static_first and strategy == "cooperative-sticky":
         pytest.skip("Tansu starts no second cooperative round after a static member rejoins "
                     "(docs/sink.md, 'Rebalancing'); the eager strategies cover static members here")
