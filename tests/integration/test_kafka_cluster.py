@@ -1,8 +1,8 @@
 """Apache Kafka as the project runs it (perpstream.kafka_runtime, docs/kafka.md): a three-node
 cluster on loopback takes the product's topics with three copies and min.insync.replicas 2,
 keeps taking acks=all writes with one broker down and acknowledges none with two down, and
-every acknowledged record survives nodes killed and restarted on their own logs. A topic that exists with other
-settings is reported. Without Java the launcher says what to install in one line."""
+every acknowledged record survives nodes killed and restarted on their own logs. A topic that
+exists with other settings is reported. Without Java the launcher says what to install in one line."""
 
 from __future__ import annotations
 
@@ -117,3 +117,35 @@ def test_writes_survive_one_broker_down_and_stop_with_two(cluster: KafkaCluster)
     read = _read_all(cluster.bootstrap_servers, topic, 3)
     assert len(read) == len(set(read)), "a record stored twice"
     assert set(range(600)) <= set(read) <= set(range(620))
+
+
+def test_a_cluster_started_again_on_its_directory_keeps_its_topics(
+        tmp_path: Path, apache_kafka: None) -> None:
+    topic = "kept"
+    with KafkaCluster(tmp_path, nodes=1, heap_mb=256) as first:
+        ensure_topics(first.bootstrap_servers, {topic: 2})
+        assert _produce(first.bootstrap_servers, topic, 50) == [None] * 50
+        first.kill_node(1)  # no controlled shutdown: as on a crash
+    with KafkaCluster(tmp_path, nodes=1, heap_mb=256) as again:
+        assert sorted(_read_all(again.bootstrap_servers, topic, 2)) == list(range(50))
+    with pytest.raises(Exception, match="cluster of 1 node"):
+        KafkaCluster(tmp_path, nodes=3).start()
+
+
+def test_without_java_the_broker_command_says_what_to_install(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = {"HOME": str(tmp_path), "PATH": str(bin_dir), "PERPSTREAM_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-m", "perpstream.cli", "broker", "--engine", "kafka"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Java 17" in lines[0] and "apt-get install" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_java_versions_are_read_as_java_prints_them() -> None:
+    assert java_major('openjdk version "17.0.15" 2025-04-15') == 17
+    assert java_major('openjdk version "21" 2023-09-19') == 21
+    assert java_major('java version "1.8.0_402"') == 8
+    assert java_major("no version here") is None
