@@ -735,15 +735,25 @@ class Soak:
             detail = (f"SIGSTOP of node {node} for {self.opts.broker_pause_s:g} s, then SIGCONT; "
                       f"in sync {self.now() - back:.1f} s later")
         elif kind == "rolling_restart":
-            steps = []
+            steps: list[str] = []
+            step_watch: PastEnds | None = watch
             for node in sorted(n.node_id for n in cluster.nodes):
-                t = self.now()
+                t = time.monotonic()
+                if step_watch is None:
+                    step_watch = sampler.watch_past(view.ends())
                 cluster.stop_node(node)
                 cluster.start_node(node)
                 view.wait_in_sync(self.opts.recovery_timeout)
-                steps.append(f"{node}: {self.now() - t:.1f} s")
+                in_sync = time.monotonic() - t
+                # each step must let data through on every partition, not only the first
+                at_step = sampler.wait_past(step_watch, self.opts.recovery_timeout)
+                if at_step is None:
+                    watch = step_watch  # never past: the fault did not recover
+                step_watch = None
+                flow = "never" if at_step is None else f"{at_step - t:.1f} s"
+                steps.append(f"node {node}: in sync after {in_sync:.1f} s, data on every partition {flow}")
             detail = "SIGTERM and restart of each node, the next once every replica is in sync (" + \
-                ", ".join(steps) + ")"
+                "; ".join(steps) + ")"
         elif kind == "broker_restart":
             before = cluster.bootstrap_servers
             cluster.stop()
