@@ -139,17 +139,30 @@ class SnapshotPublisher:
             fatal, self._fatal = self._fatal, None
             log.warning("snapshot producer failed fatally; replacing it",
                         extra={"topic": self.topic, "error": str(fatal)})
-            old, self._producer = self._producer, self._new_producer()
-            with contextlib.suppress(Exception):
-                old.purge()
-                old.flush(0)
+            self._replace()
             raise BackpressureError(f"snapshots topic {self.topic!r}: producer failed fatally ({fatal}); "
                                     f"replaced, the batch is sent again")
+        if left:
+            # Records still unacknowledged after a whole flush timeout: the client may be stuck on a state
+            # the broker lost (a broker restarted without its producer ids answers
+            # UNKNOWN_PRODUCER_ID, and librdkafka bumps the epoch and retries forever), so it is
+            # replaced, as the metrics producer replaces a stalled one (docs/producer.md); a
+            # fresh client waits for a broker that is down the same way, at no cost.
+            log.warning("snapshot producer left records unacknowledged for the flush timeout; replacing it",
+                        extra={"topic": self.topic, "unacknowledged": left})
+            self._replace()
         if left or self._failed:
             failed, self._failed = self._failed, 0
             raise BackpressureError(
                 f"snapshots topic {self.topic!r}: {failed} failed, {left} unacknowledged ({self._error})"
             )
+
+    def _replace(self) -> None:
+        """A new client; the old one's messages are dropped (the batch is sent again)."""
+        old, self._producer = self._producer, self._new_producer()
+        with contextlib.suppress(Exception):
+            old.purge()
+            old.flush(0)
 
     def publish(self, snaps: list[dict[str, Any]]) -> None:
         self.send(snaps)
