@@ -188,8 +188,7 @@ class Sampler:
             got = self._consumers[name].committed(self._tps, timeout=3)
         except Exception:
             return None
-        if any(tp.error is not None for tp in got):
-            return None
+        # a partition in error counts 0 (Tansu answers one without a commit in a new topic so)
         return [max(tp.offset, 0) for tp in got]
 
     def committed(self, name: str) -> int | None:
