@@ -2,7 +2,9 @@
 then an account that must balance (docs/soak.md).
 
 This process owns the fake exchange (:mod:`perpstream.fake_exchange`, on a
-thread) and the local broker; the producer, the sink (chdb directory ``sink``),
+thread) and the broker: the local Tansu broker (memory storage, the default), or
+Apache Kafka on loopback (``--broker kafka --nodes 1|3``, durable logs, where
+broker faults are real kills, pauses and restarts); the producer, the sink (chdb directory ``sink``),
 the extra sink member that joins and leaves (its own directory ``sink-extra``)
 and the snapshot consumer (directory ``snapshots``) are child processes, so
 they can be SIGKILLed, and so that no chdb directory is opened by two processes.
@@ -29,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perpstream.local import TansuBroker, _die_with_parent, ensure_topics, free_port
+from perpstream.kafka_runtime import KafkaCluster
+from perpstream.local import TansuBroker, _die_with_parent, ensure_topics, free_port, replication_for
 from schemas.exceptions import PerpstreamError
 from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
@@ -41,11 +44,25 @@ DATABASE = "perpstream"
 #: Every fault kind, in the order of the schedule.
 FAULT_KINDS = (
     "ws_drop", "ws_silence", "bad_frames", "rest_429", "rest_418", "clickhouse_down", "sink_kill",
-    "snapshots_kill", "member_join", "member_leave", "broker_restart",
+    "snapshots_kill", "member_join", "member_leave", "broker_kill", "broker_pause", "rolling_restart",
+    "broker_restart",
 )
-#: The default schedule: every fault. The sink group rebalances eagerly here, since Tansu starts no
-#: second cooperative round after its static sink rejoins (docs/soak.md, "Faults").
-DEFAULT_FAULTS = FAULT_KINDS
+#: Faults of a broker's own process: Apache Kafka only (Tansu keeps no durable logs to restart on).
+KAFKA_ONLY_FAULTS = ("broker_kill", "broker_pause", "rolling_restart")
+#: The default schedule on Tansu: every fault it can take. The sink group rebalances eagerly there,
+#: since Tansu starts no second cooperative round after its static sink rejoins (docs/soak.md, "Faults").
+DEFAULT_FAULTS = tuple(k for k in FAULT_KINDS if k not in KAFKA_ONLY_FAULTS)
+#: The default schedule on Apache Kafka: every fault.
+KAFKA_DEFAULT_FAULTS = FAULT_KINDS
+#: The default SIGSTOP of ``broker_pause``: past librdkafka's request.timeout.ms (30 s, the producer's
+#: produce requests) and socket.timeout.ms (60 s, every other request), which the clients keep.
+BROKER_PAUSE_S = 65.0
+#: The groups' committed offsets live here: a broker is back in sync when no partition of it, nor
+#: of the product's topics, is under-replicated.
+OFFSETS_TOPIC = "__consumer_offsets"
+#: The soak's own Kafka clients (sampler, watermarks, replica sync) give up on a request after this
+#: long, so that a hung broker costs a sample, not librdkafka's 60 s socket timeout.
+VIEW_TIMEOUT_MS = 5000
 #: Live Binance USD-M: about 700 symbols; the soak's default load is ten times that.
 LIVE_SYMBOLS = 700
 
@@ -108,6 +125,23 @@ class Account:
 # -- observation ----------------------------------------------------------------------------------
 
 
+@dataclass
+class PastEnds:
+    """Waits for both groups to commit, on every partition that had records, past that
+    partition's end at a fault: records produced after it, consumed and stored."""
+
+    ends: dict[int, int]
+    at: float | None = None
+
+    def reached(self, offsets: dict[str, list[int] | None]) -> bool:
+        for parts in offsets.values():
+            if parts is None:
+                return False
+            if any(parts[p] <= end for p, end in self.ends.items() if end > 0):
+                return False
+        return True
+
+
 class Sampler:
     """Samples, every ``period`` s, what each fault stops: the exchange's sent mark and
     open-interest identities and the committed offsets of both groups. Each series is
@@ -126,9 +160,10 @@ class Sampler:
         self._tps = [TopicPartition(METRICS_TOPIC, p) for p in range(partitions)]
         self._consumers = {
             name: Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                            **kafka_logging()})
+                            "socket.timeout.ms": VIEW_TIMEOUT_MS, **kafka_logging()})
             for name, group in (("sink_committed", SINK_GROUP), ("snapshots_committed", SNAPSHOTS_GROUP))
         }
+        self._watches: list[PastEnds] = []
         self._last: dict[str, int] = {}
         self.progress: dict[str, int] = dict.fromkeys(self.SERIES, 0)
         self.seq = 0
@@ -147,24 +182,48 @@ class Sampler:
             with contextlib.suppress(Exception):
                 c.close()
 
-    def committed(self, name: str) -> int | None:
+    def committed_parts(self, name: str) -> list[int] | None:
+        """The group's committed offset of each partition (0 where none), or None if unknown now."""
         try:
             got = self._consumers[name].committed(self._tps, timeout=3)
         except Exception:
             return None
-        return sum(max(tp.offset, 0) for tp in got)
+        # a partition in error counts 0 (Tansu answers one without a commit in a new topic so)
+        return [max(tp.offset, 0) for tp in got]
 
-    def _sample(self) -> dict[str, int | None]:
+    def committed(self, name: str) -> int | None:
+        parts = self.committed_parts(name)
+        return None if parts is None else sum(parts)
+
+    def _sample(self) -> tuple[dict[str, int | None], dict[str, list[int] | None]]:
+        parts = {name: self.committed_parts(name) for name in ("sink_committed", "snapshots_committed")}
         return {
             "exchange_mark": len(self._fake.sent_mark), "exchange_oi": len(self._fake.sent_oi),
-            "sink_committed": self.committed("sink_committed"),
-            "snapshots_committed": self.committed("snapshots_committed"),
-        }
+            **{name: None if p is None else sum(p) for name, p in parts.items()},
+        }, parts
+
+    def watch_past(self, ends: dict[int, int]) -> PastEnds:
+        """From now on, note the first sample in which both groups are past ``ends``."""
+        w = PastEnds(dict(ends))
+        with self._cond:
+            self._watches.append(w)
+        return w
+
+    def wait_past(self, w: PastEnds, timeout: float) -> float | None:
+        """Monotonic time of the first sample past ``w``'s ends (since it was set), or None."""
+        with self._cond:
+            if self._cond.wait_for(lambda: w.at is not None, timeout) and w in self._watches:
+                self._watches.remove(w)
+            return w.at
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            values = self._sample()
+            values, parts = self._sample()
+            now = time.monotonic()
             with self._cond:
+                for w in self._watches:
+                    if w.at is None and w.reached(parts):
+                        w.at = now
                 for name, v in values.items():
                     if v is None:
                         continue
@@ -217,6 +276,63 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, period: floa
         if time.monotonic() > deadline:
             raise SoakError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(period)
+
+
+class KafkaView:
+    """The soak's look at an Apache Kafka cluster: each metrics partition's end, and whether
+    every replica of the topics that matter is in sync (docs/soak.md, "Apache Kafka")."""
+
+    def __init__(self, bootstrap: str, partitions: int, topics: list[str]) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from service.telemetry import kafka_logging
+
+        common = {"bootstrap.servers": bootstrap, "socket.timeout.ms": VIEW_TIMEOUT_MS, **kafka_logging()}
+        self._admin = AdminClient(common)
+        self.partitions = partitions
+        self.topics = [*topics, OFFSETS_TOPIC]
+
+    def ends(self, timeout: float = 60.0) -> dict[int, int]:
+        """The high watermark of each metrics partition, asked of each leader as the metadata
+        names it now (a consumer's cached leader can be one that has lost the partition)."""
+        from confluent_kafka import TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        deadline = time.monotonic() + timeout
+        out: dict[int, int] = {}
+        while True:
+            ask = {TopicPartition(METRICS_TOPIC, p): OffsetSpec.latest()
+                   for p in range(self.partitions) if p not in out}
+            for tp, fut in self._admin.list_offsets(ask, request_timeout=5).items():
+                with contextlib.suppress(Exception):
+                    out[tp.partition] = int(fut.result().offset)
+            if len(out) == self.partitions:
+                return out
+            if time.monotonic() > deadline:
+                lacking = sorted(set(range(self.partitions)) - set(out))
+                raise SoakError(f"no end offset for metrics partitions {lacking}")
+            time.sleep(0.5)
+
+    def under_replicated(self) -> int | None:
+        """Partitions of :attr:`topics` with fewer in-sync replicas than replicas (or no leader),
+        None when the metadata cannot be had."""
+        try:
+            md = self._admin.list_topics(timeout=5)
+        except Exception:
+            return None
+        n = 0
+        for name in self.topics:
+            topic = md.topics.get(name)
+            if topic is None or topic.error is not None:
+                return None
+            for part in topic.partitions.values():
+                if part.error is not None or part.leader < 0 or len(part.isrs) < len(part.replicas):
+                    n += 1
+        return n
+
+    def wait_in_sync(self, timeout: float) -> None:
+        wait_until(lambda: self.under_replicated() == 0, timeout,
+                   "every replica of the product topics and the group offsets to be in sync", 0.5)
 
 
 # -- members --------------------------------------------------------------------------------------
@@ -299,6 +415,12 @@ class SoakOptions:
     broker_down_s: float = 3.0
     recovery_timeout: float = 120.0
     work_dir: Path | None = None
+    #: ``tansu`` (the local broker, memory storage) or ``kafka`` (Apache Kafka on loopback)
+    broker: str = "tansu"
+    #: Apache Kafka nodes: 1 or 3
+    nodes: int = 1
+    broker_pause_s: float = BROKER_PAUSE_S
+    kafka_heap_mb: int = 384
 
 
 def outage_buffer(opts: SoakOptions, seconds: float = 60.0) -> int:
@@ -308,13 +430,15 @@ def outage_buffer(opts: SoakOptions, seconds: float = 60.0) -> int:
     return max(100_000, int(per_s * seconds))
 
 
-def _env(bootstrap: str) -> dict[str, str]:
+def _env(bootstrap: str, short_sessions: bool = True) -> dict[str, str]:
+    """The members' environment. Tansu wants short group sessions (a join waits half of one);
+    Apache Kafka keeps the consumers' defaults (45 s): a session shorter than a failover
+    (the controller fences a dead broker after 9 s) expires while the group's coordinator
+    moves, and librdkafka then rejoins in a way that gets a static member fenced."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
-    env.update({
-        "PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "PERPSTREAM_SESSION_TIMEOUT_MS": "6000", "PERPSTREAM_HEARTBEAT_INTERVAL_MS": "1000",
-        "PERPSTREAM_LOG_LEVEL": "INFO",
-    })
+    env.update({"PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PERPSTREAM_LOG_LEVEL": "INFO"})
+    if short_sessions:
+        env.update({"PERPSTREAM_SESSION_TIMEOUT_MS": "6000", "PERPSTREAM_HEARTBEAT_INTERVAL_MS": "1000"})
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
@@ -331,6 +455,9 @@ class Soak:
         self.delivered_now = 0
         self.producer: Member | None = None
         self.start = time.monotonic()
+        self.tansu: TansuBroker | None = None
+        self.cluster: KafkaCluster | None = None
+        self.view: KafkaView | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -340,20 +467,38 @@ class Soak:
 
         opts = self.opts
         symbols = [f"SOAK{i:05d}USDT" for i in range(opts.symbols)]
-        port = free_port()
-        broker = TansuBroker(port=port, log_path=self.work / "tansu.log").start()
+        kafka = opts.broker == "kafka"
         topics = {METRICS_TOPIC: opts.partitions, SNAPSHOTS_TOPIC: opts.partitions, DLQ_TOPIC: 1}
-        ensure_topics(broker.bootstrap_servers, topics)
-        env = _env(broker.bootstrap_servers)
+        if kafka:
+            # replication min(3, nodes), min.insync.replicas one less (docs/soak.md, "Apache Kafka")
+            self.cluster = KafkaCluster(self.work / "kafka", nodes=opts.nodes, heap_mb=opts.kafka_heap_mb)
+            self.cluster.start()
+            bootstrap = self.cluster.bootstrap_servers
+        else:
+            self.tansu = TansuBroker(port=free_port(), log_path=self.work / "tansu.log").start()
+            bootstrap = self.tansu.bootstrap_servers
+        try:
+            ensure_topics(bootstrap, topics)
+            if kafka:
+                self.view = KafkaView(bootstrap, opts.partitions, list(topics))
+        except BaseException:
+            self._stop_broker()
+            raise
+        env = _env(bootstrap, short_sessions=not kafka)
         switch = self.work / "clickhouse-down"
         sink_env = {**env, "PERPSTREAM_TEST_FAULT_CLICKHOUSE_DOWN_FILE": str(switch),
-                    "PERPSTREAM_TEST_STOP_MERGES": "1",
-                    # members join and leave beside the static sink: Tansu starts no second
-                    # cooperative round after a static member rejoins, so the group rebalances
-                    # eagerly here (docs/soak.md, "Faults")
-                    "PERPSTREAM_PARTITION_ASSIGNMENT_STRATEGY": "range"}
+                    "PERPSTREAM_TEST_STOP_MERGES": "1"}
+        if not kafka:
+            # members join and leave beside the static sink: Tansu starts no second cooperative
+            # round after a static member rejoins, so the group rebalances eagerly there
+            # (docs/soak.md, "Faults"); Apache Kafka keeps the default, cooperative-sticky
+            sink_env["PERPSTREAM_PARTITION_ASSIGNMENT_STRATEGY"] = "range"
         info: dict[str, Any] = {"work_dir": str(self.work), "symbols": opts.symbols,
-                                "partitions": opts.partitions}
+                                "partitions": opts.partitions, "broker": opts.broker,
+                                "nodes": opts.nodes if kafka else 1}
+        if kafka:
+            info["replication"] = dict(zip(("replication_factor", "min_insync_replicas"),
+                                           replication_for(opts.nodes), strict=True))
         with FakeBinance(symbols, tick=opts.tick, ping_interval=5.0,
                          start_ms=int(time.time() * 1000) // 1000 * 1000) as fake:
             fake.hold_rest_while_paused = True
@@ -362,9 +507,6 @@ class Soak:
                 **env, "PERPSTREAM_SYMBOLS": ",".join(symbols),
                 "PERPSTREAM_WS_SILENCE_TIMEOUT": "3", "PERPSTREAM_BACKOFF_INITIAL": "0.2",
                 "PERPSTREAM_BACKOFF_CAP": "2", "PERPSTREAM_FLUSH_TIMEOUT": "120",
-                # a broker restarted in place forgets producer ids: the producer replaces a client
-                # that delivered nothing for this long (README, local broker differences)
-                "PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS": "10000",
                 # the fake exchange does not limit weight: enough for every symbol at its interval
                 "PERPSTREAM_REST_WEIGHT_LIMIT": str(max(2400, int(4 * 60 * opts.symbols / opts.oi_interval))),
                 "PERPSTREAM_REST_CONCURRENCY": "16",
@@ -373,14 +515,23 @@ class Soak:
                 "PERPSTREAM_BUFFER_MAX_MESSAGES": str(buffered),
                 "PERPSTREAM_OVERFLOW_MAX_POINTS": str(buffered),
             }
+            if not kafka:
+                # a Tansu broker restarted in place forgets producer ids: the producer replaces a
+                # client that delivered nothing for this long (README, local broker differences).
+                # Apache Kafka keeps them on its logs: the producer's default (120 s) stays, longer
+                # than any outage here, so no client is replaced and no unacknowledged send re-sent
+                producer_env["PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS"] = "10000"
             producer = Member("producer", ["produce", "--ws-url", fake.ws_url, "--rest-url", fake.rest_url,
                                            "--oi-interval", str(opts.oi_interval)],
                               producer_env, self.work, free_port())
             sink = Member("sink", ["sink", "--clickhouse-dsn", f"chdb://{self.work / 'sink'}",
                                    "--group-id", SINK_GROUP, "--member-name", "soak-sink"],
                           sink_env, self.work, free_port())
+            # static on Apache Kafka (a static member stopped with SIGTERM leaves at once); dynamic
+            # on Tansu, which never expires a static member that left
             extra = Member("sink-extra", ["sink", "--clickhouse-dsn", f"chdb://{self.work / 'sink-extra'}",
-                                          "--group-id", SINK_GROUP, "--member-name", ""],
+                                          "--group-id", SINK_GROUP,
+                                          "--member-name", "soak-sink-extra" if kafka else ""],
                            sink_env, self.work, free_port())
             snaps = Member("snapshots", ["snapshots", "--clickhouse-dsn", f"chdb://{self.work / 'snapshots'}",
                                          "--group-id", SNAPSHOTS_GROUP, "--member-name", "soak-snapshots"],
@@ -393,14 +544,14 @@ class Soak:
                     m.start()
                 for m in (sink, snaps, producer):
                     m.wait_serving()
-                sampler = Sampler(fake, broker.bootstrap_servers, opts.partitions, self.start).start()
+                sampler = Sampler(fake, bootstrap, opts.partitions, self.start).start()
                 base = sampler.fresh()
                 for name in Sampler.SERIES:
                     if sampler.wait_growth(name, base[name], opts.recovery_timeout) is None:
                         raise SoakError(f"no data flowing at the start ({name})")
                 info["started_s"] = round(self.now(), 2)
                 log.info("soak: data flowing after %.1fs", self.now())
-                broker = self._schedule(fake, broker, topics, sampler, sink, extra, snaps, switch)
+                self._schedule(fake, topics, sampler, sink, extra, snaps, switch)
                 info["faults_done_s"] = round(self.now(), 2)
                 wait_until(lambda: self.now() >= opts.seconds, opts.seconds + 1, "the end of the run", 0.5)
                 # the end: the exchange stops, the producer drains, the consumers catch up
@@ -420,7 +571,7 @@ class Soak:
                     rc = m.stop()
                     if rc != 0:
                         raise SoakError(f"{m.name} exited with {rc}: see {self.work / m.name}.log")
-                dlq = self.dlq_before_restart + read_dlq(broker.bootstrap_servers)
+                dlq = self.dlq_before_restart + read_dlq(bootstrap)
                 sent = fake.expected_points()
                 bad = fake.garbage_sent
                 info["exchange"] = {"connections": fake.connections_total, "mark_frames": len(fake.sent_mark),
@@ -432,7 +583,7 @@ class Soak:
                 for m in members:
                     with contextlib.suppress(Exception):
                         m.stop(30)
-                broker.stop()
+                        self._stop_broker()
         info["run_s"] = round(self.now(), 2)
         account = self._account(sent, bad, dlq, rejected, dropped)
         info["account_s"] = round(self.now() - info["run_s"], 2)
@@ -440,8 +591,14 @@ class Soak:
 
     # -- the schedule -------------------------------------------------------------------------------
 
-    def _schedule(self, fake: Any, broker: TansuBroker, topics: dict[str, int], sampler: Sampler,
-                  sink: Member, extra: Member, snaps: Member, switch: Path) -> TansuBroker:
+    def _stop_broker(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self.tansu is not None:
+            self.tansu.stop()
+
+    def _schedule(self, fake: Any, topics: dict[str, int], sampler: Sampler,
+                  sink: Member, extra: Member, snaps: Member, switch: Path) -> None:
         opts = self.opts
         kinds = [k for k in FAULT_KINDS if k in opts.faults]
         first = self.now()
@@ -451,13 +608,14 @@ class Soak:
             wait_until(lambda at=at: self.now() >= at, span + 1, "the next fault", 0.2)  # type: ignore[misc]
             time.sleep(1.0)  # the previous recovery settles
             log.info("soak: fault %s at %.1fs", kind, self.now())
-            if kind == "broker_restart":
-                broker = self._broker_restart(fake, broker, topics, sampler)
+            if kind == "broker_restart" and self.cluster is None:
+                self._tansu_restart(fake, topics, sampler)
+            elif kind == "broker_restart" or kind in KAFKA_ONLY_FAULTS:
+                self._kafka_fault(kind, sampler)
             else:
                 self._fault(kind, fake, sampler, sink, extra, snaps, switch)
             f = self.faults[-1]
             log.info("soak: %s recovered in %ss", kind, f.recovery_s)
-        return broker
 
     def _record(self, kind: str, watches: str, sampler: Sampler, injected: float,
                 detail: str = "", lifted: float | None = None) -> Fault:
@@ -519,9 +677,10 @@ class Soak:
         else:  # pragma: no cover - the choices of --faults
             raise SoakError(f"unknown fault {kind}")
 
-    def _broker_restart(self, fake: Any, broker: TansuBroker, topics: dict[str, int],
-                        sampler: Sampler) -> TansuBroker:
+    def _tansu_restart(self, fake: Any, topics: dict[str, int], sampler: Sampler) -> None:
         # memory storage: drain first (exchange held, consumers caught up, DLQ read), docs/soak.md
+        broker = self.tansu
+        assert broker is not None
         t0 = self.now()
         fake.paused = True
         time.sleep(max(1.5, self.opts.tick * 2))
@@ -533,26 +692,104 @@ class Soak:
         stopped = self.now()
         fake.paused = False  # the producer buffers and retries while the broker is away
         time.sleep(self.opts.broker_down_s)
-        new = TansuBroker(port=broker.port, log_path=self.work / "tansu.log").start()
-        ensure_topics(new.bootstrap_servers, topics)
+        self.tansu = TansuBroker(port=broker.port, log_path=self.work / "tansu.log").start()
+        ensure_topics(self.tansu.bootstrap_servers, topics)
         self._record("broker_restart", "sink_committed", sampler, stopped,
                      f"down {self.opts.broker_down_s:g} s after a {stopped - t0:.1f} s drain; "
                      "memory storage: new, empty topics", lifted=self.now())
-        return new
+
+    def _kafka_fault(self, kind: str, sampler: Sampler) -> None:
+        """A fault of Apache Kafka's own processes, on durable logs: nothing is drained, no
+        topic is created again, the exchange keeps streaming. Data flows again when both
+        groups have committed, on every partition that had records, past its end at the
+        fault; the fault is over when the cluster is whole and every replica in sync
+        (docs/soak.md, "Apache Kafka")."""
+        cluster, view = self.cluster, self.view
+        assert cluster is not None and view is not None
+        product = [METRICS_TOPIC, SNAPSHOTS_TOPIC, DLQ_TOPIC]
+        watches = "both groups past every partition's end at the fault"
+        view.wait_in_sync(self.opts.recovery_timeout)  # the previous fault has healed
+        watch = sampler.watch_past(view.ends())
+        t0 = self.now()
+        if kind == "broker_kill":
+            counts = cluster.leader_counts(product)
+            node = cluster.busiest_leader(product)
+            cluster.kill_node(node)
+            if cluster.size > 1:  # the others take over: data must flow before the node is back
+                sampler.wait_past(watch, self.opts.recovery_timeout)
+            down = self.now()
+            cluster.start_node(node)
+            back = self.now()
+            view.wait_in_sync(self.opts.recovery_timeout)
+            detail = (f"SIGKILL of node {node} (led {counts[node]} of {sum(counts.values())} partitions), "
+                      f"restarted on its logs {down - t0:.1f} s later, listening after {back - down:.1f} s, "
+                      f"in sync {self.now() - back:.1f} s later")
+        elif kind == "broker_pause":
+            node = cluster.busiest_leader(product)
+            cluster.pause_node(node)
+            time.sleep(self.opts.broker_pause_s)
+            cluster.resume_node(node)
+            back = self.now()
+            view.wait_in_sync(self.opts.recovery_timeout)
+            detail = (f"SIGSTOP of node {node} for {self.opts.broker_pause_s:g} s, then SIGCONT; "
+                      f"in sync {self.now() - back:.1f} s later")
+        elif kind == "rolling_restart":
+            steps: list[str] = []
+            step_watch: PastEnds | None = watch
+            for node in sorted(n.node_id for n in cluster.nodes):
+                t = time.monotonic()
+                if step_watch is None:
+                    step_watch = sampler.watch_past(view.ends())
+                cluster.stop_node(node)
+                cluster.start_node(node)
+                view.wait_in_sync(self.opts.recovery_timeout)
+                in_sync = time.monotonic() - t
+                # each step must let data through on every partition, not only the first
+                at_step = sampler.wait_past(step_watch, self.opts.recovery_timeout)
+                if at_step is None:
+                    watch = step_watch  # never past: the fault did not recover
+                step_watch = None
+                flow = "never" if at_step is None else f"{at_step - t:.1f} s"
+                steps.append(f"node {node}: in sync after {in_sync:.1f} s, data on every partition {flow}")
+            detail = "SIGTERM and restart of each node, the next once every replica is in sync (" + \
+                "; ".join(steps) + ")"
+        elif kind == "broker_restart":
+            before = cluster.bootstrap_servers
+            cluster.stop()
+            stopped = self.now()
+            time.sleep(self.opts.broker_down_s)
+            cluster.start()
+            if cluster.bootstrap_servers != before:
+                raise SoakError(f"the cluster came back on {cluster.bootstrap_servers}, not {before}")
+            back = self.now()
+            view.wait_in_sync(self.opts.recovery_timeout)
+            starting = back - stopped - self.opts.broker_down_s
+            detail = (f"SIGTERM of every node ({stopped - t0:.1f} s), down {self.opts.broker_down_s:g} s, "
+                      f"started on the same logs and ports in {starting:.1f} s; "
+                      "durable storage: the topics, their records and the committed offsets survive")
+        else:  # pragma: no cover - the choices of --faults
+            raise SoakError(f"unknown fault {kind}")
+        lifted = self.now()
+        at = sampler.wait_past(watch, self.opts.recovery_timeout)
+        self.faults.append(Fault(kind, watches, injected=round(t0, 3), lifted=round(lifted, 3),
+                                 recovered=None if at is None else round(at - self.start, 3), detail=detail))
+
 
     def _wait_caught_up(self, producer: Member, sampler: Sampler, timeout: float) -> None:
         """The exchange is paused: wait until the producer has delivered all it published (or
         dropped it, counted) and both groups have committed every record of this broker, with
-        their committed offsets still for three samples in a row. Tansu's watermarks are wrong,
-        so the records on the topic are taken as what the producer delivered since the broker
-        started, plus any copies of in-flight sends a broker took before the client that made
-        them was replaced (those are unacknowledged: docs/producer.md, "Order across retries")."""
+        their committed offsets still for three samples in a row. On Apache Kafka the records on
+        the topic are the partitions' ends. Tansu's watermarks are wrong, so there they are taken
+        as what the producer delivered since the broker started, plus any copies of in-flight
+        sends a broker took before the client that made them was replaced (those are
+        unacknowledged: docs/producer.md, "Order across retries")."""
         still: list[tuple[int | None, int | None]] = []
 
         def caught_up() -> bool:
             m = producer.metrics() or {}
             pub, dlv = m.get("points_published", -1), m.get("points_delivered", -2)
-            on_topic = int(dlv) - self.delivered_base
+            # Apache Kafka's watermarks are right: its logs say what is on the topic
+            on_topic = int(dlv) - self.delivered_base if self.view is None else sum(self.view.ends().values())
             now = (sampler.committed("sink_committed"), sampler.committed("snapshots_committed"))
             still[:] = [*still[-2:], now] if still and still[-1] == now else [now]
             return (pub == dlv + m.get("points_dropped", 0) and len(still) == 3
@@ -719,9 +956,18 @@ def register(sub: Any) -> None:
     p.add_argument("--oi-interval", type=float, default=10.0,
                    help="open-interest poll per symbol, s (default 10)")
     p.add_argument("--partitions", type=int, default=6, help="partitions of the metrics topic (default 6)")
-    p.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
+    p.add_argument("--faults",
                    help=f"comma-separated fault kinds (known: {','.join(FAULT_KINDS)}; "
-                   f"default {','.join(DEFAULT_FAULTS)})")
+                   f"{', '.join(KAFKA_ONLY_FAULTS)} only with --broker kafka; default: every kind the "
+                   "broker can take)")
+    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                   help="tansu: the local broker, memory storage (default); kafka: Apache Kafka on "
+                   "loopback, durable logs (needs Java 17+)")
+    p.add_argument("--nodes", type=int,
+                   help="Apache Kafka nodes, 1 or 3 (default 3; only with --broker kafka)")
+    p.add_argument("--broker-pause", type=float, default=BROKER_PAUSE_S,
+                   help=f"seconds broker_pause keeps a node stopped (default {BROKER_PAUSE_S:g}: past the "
+                   "clients' request and socket timeouts)")
     p.add_argument("--work-dir",
                    help="where the stores and logs go (default a new temporary directory, kept)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -731,11 +977,26 @@ def register(sub: Any) -> None:
 def soak_command(args: argparse.Namespace) -> int:
     from schemas.exceptions import ConfigError
 
-    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    kafka = args.broker == "kafka"
+    if args.nodes is not None and not kafka:
+        raise ConfigError("--nodes: only with --broker kafka (the local Tansu broker is one process)")
+    nodes = 3 if args.nodes is None else args.nodes
+    if nodes not in (1, 3):
+        raise ConfigError(f"--nodes: an Apache Kafka cluster on loopback has 1 or 3 nodes, not {nodes}")
+    if args.faults is None:
+        faults = KAFKA_DEFAULT_FAULTS if kafka else DEFAULT_FAULTS
+    else:
+        faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULT_KINDS]
     if unknown:
         raise ConfigError(f"--faults: unknown fault kind(s) {', '.join(unknown)}; "
                           f"known: {', '.join(FAULT_KINDS)}")
+    kafka_only = [f for f in faults if f in KAFKA_ONLY_FAULTS]
+    if kafka_only and not kafka:
+        raise ConfigError(f"--faults: {', '.join(kafka_only)} only with --broker kafka (a broker "
+                          "process with durable logs to kill, pause or restart)")
+    if not args.broker_pause > 0:
+        raise ConfigError("--broker-pause must be positive")
     if "member_leave" in faults and "member_join" not in faults:
         raise ConfigError("--faults: member_leave needs member_join")
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
@@ -745,7 +1006,8 @@ def soak_command(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log.setLevel(logging.INFO)
     opts = SoakOptions(seconds=seconds, symbols=args.symbols, partitions=args.partitions,
-                       oi_interval=args.oi_interval, faults=faults, work_dir=work)
+                       oi_interval=args.oi_interval, faults=faults, work_dir=work, broker=args.broker,
+                       nodes=nodes if kafka else 1, broker_pause_s=args.broker_pause)
     account, fault_list, info = Soak(opts, work).run()
     if args.json:
         print(json.dumps({"balanced": account.balanced, "account": asdict(account),
@@ -761,7 +1023,8 @@ def print_report(a: Account, faults: list[Fault], info: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(width=110)
-    t = Table(title=f"soak account: {info['symbols']} symbols, {info['run_s']} s, "
+    broker = "Tansu" if info["broker"] == "tansu" else f"Apache Kafka, {info['nodes']} node(s)"
+    t = Table(title=f"soak account: {info['symbols']} symbols, {info['run_s']} s, {broker}, "
               f"stores in {info['work_dir']}")
     t.add_column("term")
     t.add_column("how it is measured")
@@ -771,7 +1034,8 @@ def print_report(a: Account, faults: list[Fault], info: dict[str, Any]) -> None:
          a.sent_points),
         ("bad frames the exchange sent", "malformed frames (send_garbage)", a.sent_bad_frames),
         ("points in ClickHouse", "metric_points FINAL, every sink store", a.stored_points),
-        ("records in the DLQ", "DLQ topic records (read before each broker restart)", a.dlq_records),
+        ("records in the DLQ", "DLQ topic records (on Tansu, read before each broker restart too)",
+         a.dlq_records),
         ("rejections", "producer frames_rejected (its /metrics), by reason", a.rejected_frames),
         ("sent points rejected", "sent identities the producer rejected", a.rejected_points),
         ("points dropped", "producer points_dropped (buffers full while Kafka was away)", a.dropped_points),

@@ -143,6 +143,15 @@ DEFAULT_CONFIG = {
     "enable.partition.eof": False,
     "partition.assignment.strategy": "cooperative-sticky",
 }
+def is_fatal(err: Any) -> bool:
+    """Whether a librdkafka error ends the client. A fatal error reaches the consumer's error
+    callback and its consumed error events under the code ``_FATAL`` with ``fatal()`` false
+    (the fence of a static member, for one): the code counts as much as the flag."""
+    from confluent_kafka import KafkaError
+
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
 #: The assignors the loop serves: one cooperative, or eager ones (librdkafka refuses a mix).
 COOPERATIVE_ASSIGNORS = frozenset({"cooperative-sticky"})
 EAGER_ASSIGNORS = frozenset({"range", "roundrobin"})
@@ -320,7 +329,7 @@ class ConsumeLoop:
         """librdkafka's client-level errors (served inside ``consume``): brokers down,
         authentication, fatal errors. Counted, logged rate-limited; fatal ones stop the loop."""
         self.telemetry.inc("consumer_errors", 1, self._labels)
-        if err.fatal():
+        if is_fatal(err):
             self._fatal = err
             return
         self._log.warning(f"client:{err.name()}", "Kafka consumer error",
@@ -330,7 +339,7 @@ class ConsumeLoop:
         """Errors delivered as messages (partition-level: unknown topic, offsets out of range)."""
         for err in errors:
             self.telemetry.inc("consumer_errors", 1, self._labels)
-            if err.fatal():
+            if is_fatal(err):
                 raise self._fatal_error(err)
             self._log.warning(f"message:{err.name()}", "Kafka consumer error",
                               {**self._where, "error": str(err), "code": err.name()})
@@ -361,7 +370,7 @@ class ConsumeLoop:
             err = exc.args[0] if exc.args else None
             if err is None or not hasattr(err, "fatal"):
                 raise
-            if err.fatal():
+            if is_fatal(err):
                 raise self._fatal_error(err) from exc
             self._check_errors([err])
             return []
@@ -565,7 +574,7 @@ class ConsumeLoop:
                 self._commit_error = str(exc)
                 err = exc.args[0] if exc.args else None
                 if err is not None and hasattr(err, "fatal"):
-                    if err.fatal():
+                    if is_fatal(err):
                         self._fatal = err
                         break
                     if err.name() in _COMMIT_REFUSED:

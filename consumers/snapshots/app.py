@@ -144,15 +144,19 @@ class SnapshotPublisher:
             self._fatal = None
             self._failed = 0
             log.warning("replacing the snapshot producer", extra={"topic": self.topic, "cause": cause})
-            old, self._producer = self._producer, self._new_producer()
-            with contextlib.suppress(Exception):
-                old.purge()
-                old.flush(0)
+            self._replace()
             raise BackpressureError(f"snapshots topic {self.topic!r}: {cause}; producer replaced, the batch "
                                     f"is sent again")
         if self._failed:
             failed, self._failed = self._failed, 0
             raise BackpressureError(f"snapshots topic {self.topic!r}: {failed} failed ({self._error})")
+
+    def _replace(self) -> None:
+        """A new client; the old one's messages are dropped (the batch is sent again)."""
+        old, self._producer = self._producer, self._new_producer()
+        with contextlib.suppress(Exception):
+            old.purge()
+            old.flush(0)
 
     def publish(self, snaps: list[dict[str, Any]]) -> None:
         self.send(snaps)

@@ -155,3 +155,20 @@ def test_a_fenced_member_from_the_error_callback(caplog: pytest.LogCaptureFixtur
     [rec] = [r for r in caplog.records if r.name == "consumers.runtime.supervisor"]
     assert rec.exc_info is None and "static member 'm-0'" in rec.getMessage()
     assert rec.error_type == "FencedMemberError"  # type: ignore[attr-defined]
+
+
+def test_a_fatal_error_without_the_fatal_flag_stops_the_member() -> None:
+    """librdkafka hands a fenced static member's error to the error callback and as a consumed
+    error event under the code _FATAL, with ``fatal()`` false: the member stops all the same
+    (it used to log a warning and stay, with no partitions, forever)."""
+    from confluent_kafka import KafkaError
+
+    fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other consumer "
+                        "with same group.instance.id")
+    assert not fenced.fatal()
+    loop = sink_loop(SinkSettings(kafka_bootstrap_servers="h:1", member_name="m"), None)
+    with pytest.raises(FencedMemberError):
+        loop._check_errors([fenced])
+    loop._on_client_error(fenced)
+    with pytest.raises(FencedMemberError):
+        loop._raise_if_fatal()
