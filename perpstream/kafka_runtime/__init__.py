@@ -346,11 +346,35 @@ class KafkaCluster:
         while True:
             seen = self.broker_ids(timeout=5)
             if expected <= seen:
-                return
+                break
             if time.monotonic() > deadline:
                 raise InfraError(f"apache kafka brokers {sorted(expected - seen)} did not register "
                                  f"within {timeout:.0f}s; see {self.data_dir}/node-*/kafka.log")
             time.sleep(0.2)
+        # The first group request creates __consumer_offsets; until its partitions are loaded
+        # every group call answers COORDINATOR_NOT_AVAILABLE / NOT_COORDINATOR / LOAD_IN_PROGRESS.
+        # Ready means ready for consumer groups too.
+        while not self._groups_served():
+            if time.monotonic() > deadline:
+                raise InfraError(f"apache kafka's group coordinator did not come up within {timeout:.0f}s; "
+                                 f"see {self.data_dir}/node-*/kafka.log")
+            time.sleep(0.2)
+
+    def _groups_served(self) -> bool:
+        """Whether a group's committed offsets can be read (OffsetFetch through its coordinator)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        probe = Consumer({"bootstrap.servers": self.bootstrap_servers, **self.client_config,
+                          "group.id": "perpstream-readiness-probe", "enable.auto.commit": False,
+                          "log_level": 3})
+        try:
+            probe.committed([TopicPartition("perpstream-readiness-probe", 0)], timeout=10)
+        except Exception as exc:
+            log.debug("group coordinator not ready", extra={"error": str(exc)})
+            return False
+        finally:
+            probe.close()
+        return True
 
     def __enter__(self) -> KafkaCluster:
         return self.start()
