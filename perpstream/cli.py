@@ -47,8 +47,11 @@ EXIT_INTERRUPTED = 130
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand. What the user or the world did wrong is one line on
     stderr and an exit code; only bugs print a traceback."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run parsed arguments (``args.func``), with :func:`main`'s error handling."""
     name = f"perpstream {args.command}"
     root = logging.getLogger()
     if not root.handlers:  # until a command configures logging: its lines are redacted too

@@ -39,6 +39,8 @@ from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 log = logging.getLogger(__name__)
 
 SINK_GROUP = "soak-sink"
+#: the entry point of the sink members: ``perpstream sink`` with the soak's fault hooks
+SOAK_MEMBER = "perpstream.soak_member"
 SNAPSHOTS_GROUP = "soak-snapshots"
 DATABASE = "perpstream"
 #: Every fault kind, in the order of the schedule.
@@ -342,8 +344,10 @@ class Member:
     """One ``perpstream`` child process (its output in ``<work>/<name>.log``)."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], work: Path,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, *, module: str = "perpstream.cli") -> None:
         self.name, self.args, self.env, self.work = name, args, env, work
+        #: ``perpstream.cli``, or the soak's own entry point of a member with fault hooks
+        self.module = module
         self.metrics_port = metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -353,7 +357,7 @@ class Member:
         out = open(self.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the child's output
         args = [*self.args, *(["--metrics-port", str(self.metrics_port)] if self.metrics_port else [])]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "perpstream.cli", *args], env=self.env, cwd=self.work,
+            [sys.executable, "-m", self.module, *args], env=self.env, cwd=self.work,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -486,8 +490,9 @@ class Soak:
             raise
         env = _env(bootstrap, short_sessions=not kafka)
         switch = self.work / "clickhouse-down"
-        sink_env = {**env, "PERPSTREAM_TEST_FAULT_CLICKHOUSE_DOWN_FILE": str(switch),
-                    "PERPSTREAM_TEST_STOP_MERGES": "1"}
+        sink_env = dict(env)
+        # the soak's fault hooks reach the sink members through their own entry point
+        hooks = ["--clickhouse-down-file", str(switch), "--stop-merges"]
         if not kafka:
             # members join and leave beside the static sink: Tansu starts no second cooperative
             # round after a static member rejoins, so the group rebalances eagerly there
@@ -524,15 +529,15 @@ class Soak:
             producer = Member("producer", ["produce", "--ws-url", fake.ws_url, "--rest-url", fake.rest_url,
                                            "--oi-interval", str(opts.oi_interval)],
                               producer_env, self.work, free_port())
-            sink = Member("sink", ["sink", "--clickhouse-dsn", f"chdb://{self.work / 'sink'}",
+            sink = Member("sink", [*hooks, "sink", "--clickhouse-dsn", f"chdb://{self.work / 'sink'}",
                                    "--group-id", SINK_GROUP, "--member-name", "soak-sink"],
-                          sink_env, self.work, free_port())
+                          sink_env, self.work, free_port(), module=SOAK_MEMBER)
             # static on Apache Kafka (a static member stopped with SIGTERM leaves at once); dynamic
             # on Tansu, which never expires a static member that left
-            extra = Member("sink-extra", ["sink", "--clickhouse-dsn", f"chdb://{self.work / 'sink-extra'}",
-                                          "--group-id", SINK_GROUP,
+            extra = Member("sink-extra", [*hooks, "sink", "--clickhouse-dsn",
+                                          f"chdb://{self.work / 'sink-extra'}", "--group-id", SINK_GROUP,
                                           "--member-name", "soak-sink-extra" if kafka else ""],
-                           sink_env, self.work, free_port())
+                           sink_env, self.work, free_port(), module=SOAK_MEMBER)
             snaps = Member("snapshots", ["snapshots", "--clickhouse-dsn", f"chdb://{self.work / 'snapshots'}",
                                          "--group-id", SNAPSHOTS_GROUP, "--member-name", "soak-snapshots"],
                            env, self.work, free_port())

@@ -14,10 +14,10 @@ import argparse
 import contextlib
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 from consumers.clickhouse import open_client
-from consumers.faults import with_fault_injection
 from consumers.reading import open_reader
 from consumers.sink import queries
 from consumers.sink.migrations import migrate_sink
@@ -95,7 +95,11 @@ def settings_from_args(args: argparse.Namespace) -> SinkSettings:
     return build_settings(SinkSettings, args, _FIELDS)
 
 
-def sink_command(args: argparse.Namespace) -> int:
+def sink_command(args: argparse.Namespace, *, client_seam: Callable[[Any, SinkSettings], Any] | None = None
+                 ) -> int:
+    """``perpstream sink``. ``client_seam`` wraps the ClickHouse client after it is opened: the
+    soak's own entry point injects its faults there (perpstream/soak_member.py); a production
+    process never passes one."""
     settings = settings_from_args(args)
     settings.require_bootstrap()
     configure_logging(settings.log_level, settings.log_format)
@@ -105,8 +109,8 @@ def sink_command(args: argparse.Namespace) -> int:
         client = open_client(settings.resolved_clickhouse_dsn(), **settings.clickhouse_options())
         try:
             with stop_on_signals() as stop:
-                faulty = with_fault_injection(client, settings.clickhouse_database)
-                return run_sink(settings, faulty, stop, telemetry=telemetry, health=health)
+                store = client if client_seam is None else client_seam(client, settings)
+                return run_sink(settings, store, stop, telemetry=telemetry, health=health)
         finally:
             with contextlib.suppress(Exception):
                 client.close()
