@@ -460,7 +460,7 @@ class SettingsUse:
 
 def declare_settings(parser: argparse.ArgumentParser, *uses: SettingsUse) -> None:
     """Record on ``parser`` which settings its command builds and from which flags
-    (``python -m service.settings_table`` reads it to write the README's table)."""
+    (``python -m perpstream.settings_table`` reads it to write the README's table)."""
     parser.set_defaults(**{SETTINGS_USES: uses})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from perpstream.cli import build_parser
-from service.settings_table import COMMAND, README, readme_table, render, rewrite, rows
+from perpstream.settings_table import COMMAND, README, readme_table, render, rewrite, rows
 
 
 def test_readme_table_is_the_generated_one() -> None:

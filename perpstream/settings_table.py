@@ -1,7 +1,7 @@
 """README.md's table of every setting, generated from the settings classes and the CLI.
 
-    python -m service.settings_table           # print the table (markdown)
-    python -m service.settings_table --write   # rewrite it in README.md, between the markers
+    python -m perpstream.settings_table           # print the table (markdown)
+    python -m perpstream.settings_table --write   # rewrite it in README.md, between the markers
 
 Rows: every field of every settings class deriving from
 :class:`~service.settings.CommonSettings` (found by walking the subclasses
@@ -31,7 +31,7 @@ from service.settings import ENV_PREFIX, SETTINGS_USES, CommonSettings, Settings
 BEGIN = "<!-- settings:begin -->"
 END = "<!-- settings:end -->"
 README = Path(__file__).resolve().parent.parent / "README.md"
-COMMAND = "python -m service.settings_table --write"
+COMMAND = "python -m perpstream.settings_table --write"
 
 
 @dataclass
@@ -157,7 +157,8 @@ def rewrite(text: str, table: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m service.settings_table", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m perpstream.settings_table",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help=f"rewrite the table in {README.name}")
     args = ap.parse_args(argv)
     table = render()
