@@ -62,14 +62,6 @@ class PublishTarget(Protocol):
     def publish(self, key: bytes, value: bytes) -> None: ...
 
 
-class BatchTarget(PublishTarget, Protocol):
-    """A target that also takes a frame's points in one call (:class:`Publisher`)."""
-
-    def publish_many(self, batch: list[tuple[bytes, list[bytes]]]) -> None:
-        """``publish(key, value)`` of each value of each ``(key, values)``, in order."""
-        ...
-
-
 class Ingest:
     """Parse -> encode -> publish, with counters. See the module doc."""
 
@@ -87,6 +79,8 @@ class Ingest:
         #: the encoder whose per-symbol prefixes the frame path writes with, when it has them
         self._encoder = encode if isinstance(encode, MetricPointEncoder) and encode.fast else None
         self._encode = encode.encode if isinstance(encode, MetricPointEncoder) else encode
+        #: a frame's points in one call, where the target takes them so (:class:`Publisher`:
+        #: ``publish_many(batch)`` is ``publish(key, value)`` of each value of each ``(key, values)``)
         self._publish_many = getattr(target, "publish_many", None)
         self._telemetry = telemetry
         self._source = source

@@ -173,6 +173,10 @@ class _Case:
 
     def client(self, name: str, argv: list[str], env: dict[str, str] | None = None,
                streams: set[str] | None = None) -> dict[str, Any]:
+        # the previous client's sockets must be gone: its streams would count as this one's
+        deadline = time.monotonic() + READY_TIMEOUT
+        while self.fake.conns and time.monotonic() < deadline:
+            time.sleep(0.05)
         c = Client(name, argv, env or self.env, Path(self.work, f"{name}.log"))
         try:
             return measure(self.fake, c, streams or self.streams, self.seconds, self.warmup)
