@@ -149,7 +149,7 @@ class ProducerApp:
         )
         symbols = frozenset(s.symbol_list) if s.source == "live" and s.symbol_list else None
         ingest = self.ingest = Ingest(
-            publisher, encoder.encode, self.telemetry, max_frame_bytes=s.max_frame_bytes,
+            publisher, encoder, self.telemetry, max_frame_bytes=s.max_frame_bytes,
             symbols=symbols if s.all_market else None,
         )
         source = build_source(s, self.telemetry, self._backoff_factory, ingest)

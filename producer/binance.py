@@ -18,7 +18,6 @@ are ignored.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
@@ -186,13 +185,15 @@ def load_json(raw: str | bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Any
         raise FrameRejected(BAD_JSON, "nested too deeply") from None
 
 
-def _number(v: Any, field: str, *, non_negative: bool) -> float:
+def _number(v: Any, field: str, non_negative: bool) -> float:
     # Binance sends decimal strings; float() of a decimal string is the nearest
     # double, and repr() of it round-trips, so no precision is invented or lost.
+    # Four calls per markPrice update: written for speed (docs/producer.md, "Frame path cost").
     if type(v) is str:
         # float() also takes what no decimal is: surrounding whitespace, "1_000",
-        # digits of other scripts (fullwidth, Arabic-Indic); a decimal is ASCII, no "_", no padding.
-        if not v.isascii() or "_" in v or v[:1].isspace() or v[-1:].isspace():
+        # digits of other scripts (fullwidth, Arabic-Indic); a decimal is ASCII, no "_", no padding
+        # (strip() removes exactly the characters isspace() is true for, from both ends).
+        if not v.isascii() or "_" in v or len(v.strip()) != len(v):
             raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a decimal number")
         try:
             x = float(v)
@@ -207,7 +208,7 @@ def _number(v: Any, field: str, *, non_negative: bool) -> float:
             raise FrameRejected(BAD_NUMBER, f"{field}: an integer of {len(str(v))} digits") from None
     else:
         raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number")
-    if not math.isfinite(x):
+    if x - x != 0.0:  # not math.isfinite(x), without the call: inf - inf and nan - nan are nan
         raise FrameRejected(NON_FINITE, f"{field}={v!r}")
     if non_negative and x < 0:
         raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is negative")
@@ -231,8 +232,20 @@ def _symbol(v: Any) -> str:
     return v
 
 
-def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Record]:
-    """The MetricPoint records of one markPriceUpdate payload (all or nothing)."""
+#: The metrics of a markPriceUpdate, in the order :func:`mark_price_values` gives their values.
+MARK_PRICE_METRICS: Final = (_MARK, _INDEX, _SETTLE, _FUNDING, _NEXT_FUNDING)
+
+#: One markPriceUpdate, validated: ``(symbol, event time ms, values)``, the values in the
+#: order of :data:`MARK_PRICE_METRICS`, None where a metric is absent (no funding).
+MarkPrice = tuple[str, int, tuple[float | None, ...]]
+
+
+def mark_price_values(d: Any) -> MarkPrice:
+    """The validated fields of one markPriceUpdate payload (all or nothing).
+
+    The frame path encodes these straight into Avro bodies, without a record dict per
+    point (docs/producer.md, "Frame path cost"); :func:`mark_price_points` builds the
+    records from the same values, so both paths accept and refuse the same payloads."""
     if type(d) is not dict:
         raise FrameRejected(NOT_OBJECT, f"markPrice payload is {type(d).__name__}")
     try:
@@ -250,22 +263,22 @@ def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Reco
         raise FrameRejected(UNEXPECTED_EVENT, f"e={e!r}")
     symbol = _symbol(s)
     et = _millis(E, "E")
-    out = [
-        {"source": source, "symbol": symbol, "metric": _MARK,
-         "value": _number(p, "p", non_negative=True), "event_time": et, "ingest_time": ingest_ms},
-        {"source": source, "symbol": symbol, "metric": _INDEX,
-         "value": _number(i, "i", non_negative=True), "event_time": et, "ingest_time": ingest_ms},
-        {"source": source, "symbol": symbol, "metric": _SETTLE,
-         "value": _number(P, "P", non_negative=True), "event_time": et, "ingest_time": ingest_ms},
-    ]
-    if r != "":
-        out.append({"source": source, "symbol": symbol, "metric": _FUNDING,
-                    "value": _number(r, "r", non_negative=False), "event_time": et,
-                    "ingest_time": ingest_ms})
-    if not (type(T) is int and T == 0):  # only the integer 0 means "no funding"; false or 0.0 is bad
-        out.append({"source": source, "symbol": symbol, "metric": _NEXT_FUNDING,
-                    "value": float(_millis(T, "T")), "event_time": et, "ingest_time": ingest_ms})
-    return out
+    return symbol, et, (
+        _number(p, "p", True),
+        _number(i, "i", True),
+        _number(P, "P", True),
+        None if r == "" else _number(r, "r", False),
+        # only the integer 0 means "no funding"; false or 0.0 is bad
+        None if type(T) is int and T == 0 else float(_millis(T, "T")),
+    )
+
+
+def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Record]:
+    """The MetricPoint records of one markPriceUpdate payload (all or nothing)."""
+    symbol, et, values = mark_price_values(d)
+    return [{"source": source, "symbol": symbol, "metric": metric, "value": v, "event_time": et,
+             "ingest_time": ingest_ms}
+            for metric, v in zip(MARK_PRICE_METRICS, values, strict=True) if v is not None]
 
 
 def is_control(msg: Any) -> bool:
@@ -279,26 +292,24 @@ def _filtered_out(symbol: Any, symbols: frozenset[str]) -> bool:
     return not (type(symbol) is str and symbol in symbols)
 
 
-def points_from_message(
-    msg: Any, ingest_ms: int, source: str = SOURCE, symbols: frozenset[str] | None = None,
-) -> list[Record]:
-    """Points of one decoded websocket message: combined ``{"stream", "data"}``,
-    a raw payload, or the all-market array.
+def mark_price_updates(msg: Any, symbols: frozenset[str] | None = None) -> list[MarkPrice]:
+    """The markPriceUpdates of one decoded websocket message: combined ``{"stream", "data"}``,
+    a raw payload, or the all-market array (:func:`mark_price_values` of each).
 
     An array is parsed item by item: one bad item is rejected (raised after the
     good ones are kept would lose them, so bad items are collected and the good
-    points returned via :class:`PartialFrame`). ``symbols``, when given, keeps
+    updates returned via :class:`PartialFrame`). ``symbols``, when given, keeps
     only those symbols (the all-market stream sends every symbol).
     """
     data = msg.get("data", msg) if type(msg) is dict and "stream" in msg else msg
     if type(data) is list:
-        out: list[Record] = []
+        out: list[MarkPrice] = []
         errors: list[FrameRejected] = []
         for item in data:
             if symbols is not None and type(item) is dict and _filtered_out(item.get("s"), symbols):
                 continue
             try:
-                out.extend(mark_price_points(item, ingest_ms, source))
+                out.append(mark_price_values(item))
             except FrameRejected as exc:
                 errors.append(exc)
         if errors:
@@ -306,13 +317,33 @@ def points_from_message(
         return out
     if symbols is not None and type(data) is dict and _filtered_out(data.get("s"), symbols):
         return []
-    return mark_price_points(data, ingest_ms, source)
+    return [mark_price_values(data)]
+
+
+def points_from_message(
+    msg: Any, ingest_ms: int, source: str = SOURCE, symbols: frozenset[str] | None = None,
+) -> list[Record]:
+    """The MetricPoint records of one decoded websocket message (:func:`mark_price_updates`);
+    a partly bad array raises :class:`PartialFrame` with the good items' records."""
+    try:
+        updates = mark_price_updates(msg, symbols)
+    except PartialFrame as exc:
+        raise PartialFrame(_records(exc.points, ingest_ms, source), exc.errors) from None
+    return _records(updates, ingest_ms, source)
+
+
+def _records(updates: list[MarkPrice], ingest_ms: int, source: str) -> list[Record]:
+    return [{"source": source, "symbol": symbol, "metric": metric, "value": v, "event_time": et,
+             "ingest_time": ingest_ms}
+            for symbol, et, values in updates
+            for metric, v in zip(MARK_PRICE_METRICS, values, strict=True) if v is not None]
 
 
 class PartialFrame(FrameRejected):
-    """An array frame where some items were bad: ``points`` holds the good ones."""
+    """An array frame where some items were bad: ``points`` holds what the good ones gave
+    (records from :func:`points_from_message`, updates from :func:`mark_price_updates`)."""
 
-    def __init__(self, points: list[Record], errors: list[FrameRejected]) -> None:
+    def __init__(self, points: list[Any], errors: list[FrameRejected]) -> None:
         super().__init__(errors[0].reason, f"{len(errors)} bad item(s), first: {errors[0].detail}")
         self.points = points
         self.errors = errors

@@ -8,6 +8,11 @@ the metric is one byte, and the two longs are shared by all points of a frame.
 :class:`MetricPointEncoder` caches those pieces and writes the rest with one
 ``struct.pack``, several times cheaper than ``fastavro.schemaless_writer``.
 
+The frame path goes one step further (:meth:`MetricPointEncoder.heads`,
+:meth:`MetricPointEncoder.bodies`): the bytes up to the value are cached per
+symbol and metric, so a point costs one pack and two concatenations, and no
+record dict is built (docs/producer.md, "Frame path cost").
+
 It is only used when the codec's schema has exactly that layout, and it checks
 itself against fastavro on sample records when built; on any mismatch it falls
 back to :meth:`AvroCodec.encode`, so a schema change can never make it write
@@ -17,7 +22,7 @@ wrong bytes silently.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from schemas.avro_binary import (
@@ -73,6 +78,27 @@ class MetricPointEncoder:
             except (IndexError, ValueError):
                 pass
         return int(self._decode(value)["event_time"])
+
+    def heads(self, source: str, symbol: str, metrics: Sequence[str]) -> tuple[bytes, ...] | None:
+        """What comes before the value in the body of each of ``metrics`` for ``symbol``
+        (header, source, symbol, metric), for :meth:`bodies`; None when the fast path is
+        off (the schema is not the layout it was written for): use :attr:`encode` then."""
+        if not self.fast:
+            return None
+        prefix = self._header + avro_string(source) + avro_string(symbol)
+        return tuple(prefix + self._metric[m] for m in metrics)
+
+    def bodies(self, heads: tuple[bytes, ...], event_time: int, ingest_time: int,
+               values: Sequence[float | None]) -> list[bytes]:
+        """The bodies of the points of one observation: ``values[i]`` is the value of the
+        metric ``heads[i]`` was made for, None for a metric it does not have; the same
+        bytes :attr:`encode` writes for each point's record."""
+        if event_time != self._last_times[0] or ingest_time != self._last_times[1]:
+            self._last_times = (event_time, ingest_time)
+            self._last_times_bytes = zigzag_varint(event_time) + zigzag_varint(ingest_time)
+        times = self._last_times_bytes
+        pack = _DOUBLE.pack
+        return [h + pack(v) + times for h, v in zip(heads, values, strict=True) if v is not None]
 
     def _fast(self, r: dict[str, Any]) -> bytes:
         key = (r["source"], r["symbol"])

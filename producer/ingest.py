@@ -5,6 +5,13 @@ hands raw frame text to a :class:`FrameSink`; :class:`Ingest` is the sink
 that parses, encodes and publishes. A bad frame is rejected, counted by
 reason and logged with a truncated sample; it never stops the stream.
 
+A websocket frame takes the shortest path (docs/producer.md, "Frame path
+cost"): its markPrice updates are validated into plain values
+(:func:`producer.binance.mark_price_updates`), written as Avro bodies from
+per-symbol cached prefixes (:meth:`MetricPointEncoder.bodies`), and handed to
+the publisher in one call per frame (``publish_many``), with no record dict
+per point.
+
 Per-event counting goes to plain ints here and reaches :class:`Telemetry` in
 bulk (:meth:`Ingest.sync`), because a lock per event would cost as much as
 encoding it.
@@ -18,7 +25,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from producer import binance, history
-from producer.binance import PartialFrame
+from producer.binance import MARK_PRICE_METRICS, MarkPrice, PartialFrame
+from producer.encoding import MetricPointEncoder
 from producer.exceptions import FrameRejected
 from service.telemetry import Telemetry
 
@@ -60,7 +68,7 @@ class Ingest:
     def __init__(
         self,
         target: PublishTarget,
-        encode: Callable[[dict[str, Any]], bytes],
+        encode: MetricPointEncoder | Callable[[dict[str, Any]], bytes],
         telemetry: Telemetry,
         *,
         source: str = binance.SOURCE,
@@ -68,7 +76,12 @@ class Ingest:
         symbols: frozenset[str] | None = None,
     ) -> None:
         self._target = target
-        self._encode = encode
+        #: the encoder whose per-symbol prefixes the frame path writes with, when it has them
+        self._encoder = encode if isinstance(encode, MetricPointEncoder) and encode.fast else None
+        self._encode = encode.encode if isinstance(encode, MetricPointEncoder) else encode
+        #: a frame's points in one call, where the target takes them so (:class:`Publisher`:
+        #: ``publish_many(batch)`` is ``publish(key, value)`` of each value of each ``(key, values)``)
+        self._publish_many = getattr(target, "publish_many", None)
         self._telemetry = telemetry
         self._source = source
         self._max_bytes = max_frame_bytes
@@ -84,6 +97,8 @@ class Ingest:
         #: Latest event time seen per symbol (freshness gauge).
         self.last_event: dict[str, int] = {}
         self._keys: dict[str, bytes] = {}
+        #: symbol -> (Kafka key, the Avro body prefix of each markPrice metric)
+        self._heads: dict[str, tuple[bytes, tuple[bytes, ...]]] = {}
         self._last_reject_log = 0.0
         self._suppressed = 0
         telemetry.describe("frames_received", "raw frames handed to normalisation, by kind")
@@ -116,8 +131,58 @@ class Ingest:
             pub(key, enc(r))
         self.points += len(points)
 
+    def _publish_updates(self, updates: list[MarkPrice], ingest_ms: int) -> None:
+        """The frame path: Avro bodies straight from the validated values, one hand-off."""
+        encoder = self._encoder
+        assert encoder is not None
+        bodies = encoder.bodies
+        heads_of = self._heads
+        last = self.last_event
+        batch: list[tuple[bytes, list[bytes]]] = []
+        n = 0
+        for symbol, et, values in updates:
+            kh = heads_of.get(symbol)
+            if kh is None:
+                heads = encoder.heads(self._source, symbol, MARK_PRICE_METRICS)
+                assert heads is not None
+                kh = heads_of[symbol] = (self._key(symbol), heads)
+            last[symbol] = et
+            b = bodies(kh[1], et, ingest_ms, values)
+            n += len(b)
+            batch.append((kh[0], b))
+        self.points += n
+        if self._publish_many is not None:
+            self._publish_many(batch)
+        else:
+            pub = self._target.publish
+            for key, bodies_of_key in batch:
+                for value in bodies_of_key:
+                    pub(key, value)
+
     def on_ws_frame(self, raw: str | bytes, ingest_ms: int) -> Any | None:
         self.frames_ws += 1
+        if self._encoder is None:
+            return self._on_ws_frame_records(raw, ingest_ms)
+        try:
+            msg = binance.load_json(raw, self._max_bytes)
+            if binance.is_control(msg):
+                self.frames_ws -= 1
+                return msg
+            updates = binance.mark_price_updates(msg, self.symbols)
+        except PartialFrame as exc:
+            self._publish_updates(exc.points, ingest_ms)
+            for err in exc.errors:
+                self._reject(err, raw)
+            return None
+        except FrameRejected as exc:
+            self._reject(exc, raw)
+            return None
+        self._publish_updates(updates, ingest_ms)
+        return None
+
+    def _on_ws_frame_records(self, raw: str | bytes, ingest_ms: int) -> Any | None:
+        """:meth:`on_ws_frame` through records and ``encode`` (a schema the fast encoder
+        was not written for)."""
         try:
             msg = binance.load_json(raw, self._max_bytes)
             if binance.is_control(msg):
@@ -182,6 +247,7 @@ class Ingest:
             self.last_event.pop(s, None)
             self._oi_last.pop(s, None)
             self._keys.pop(s, None)
+            self._heads.pop(s, None)
 
     def _ages(self) -> dict[tuple[tuple[str, str], ...], float]:
         now = time.time() * 1000

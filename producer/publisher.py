@@ -58,6 +58,7 @@ delivery callbacks run inside :meth:`poll`, on that same thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -170,21 +171,57 @@ class Publisher:
             return
         try:
             self._producer.produce(self.topic, value, key)
-        except BufferError:
-            self._producer.poll(0)
-            if self._timed_out or self._stalled or self._fatal is not None:
-                self._hold(key, value)  # the client is retired at the next poll: wait behind it
-                return
-            try:
-                self._producer.produce(self.topic, value, key)
-            except BufferError:
-                self._hold(key, value)
-                return
-            except KafkaException as exc:
-                self._on_produce_error(exc, key, value)
-                return
-        except KafkaException as exc:
+        except (BufferError, KafkaException) as exc:
+            self._refused(key, value, exc)
+            return
+        self.enqueued += 1
+
+    def publish_many(self, batch: list[tuple[bytes, list[bytes]]]) -> None:
+        """:meth:`publish` of each value of each ``(key, values)``, in order: the points of
+        one websocket frame in one call. While the client takes them this is one plain
+        ``produce`` per point; from the first it refuses, every point left goes through
+        :meth:`publish`, so buffering, overflow order and counting are those of a call per
+        point."""
+        if self._overflow:
+            for key, values in batch:
+                for value in values:
+                    self._hold(key, value)
+            return
+        produce = self._producer.produce
+        topic = self.topic
+        n = 0
+        try:
+            for key, values in batch:
+                for value in values:
+                    produce(topic, value, key)
+                    n += 1
+        except (BufferError, KafkaException) as exc:
+            self.enqueued += n
+            rest = itertools.islice(((k, v) for k, vs in batch for v in vs), n, None)
+            key, value = next(rest)  # the point just refused
+            self._refused(key, value, exc)
+            for key, value in rest:
+                self.publish(key, value)
+            return
+        self.enqueued += n
+
+    def _refused(self, key: bytes, value: bytes, exc: BufferError | KafkaException) -> None:
+        """The client refused a point: a full queue is served once and tried again, then the
+        point waits in the overflow; a Kafka error is sorted (:meth:`_on_produce_error`)."""
+        if isinstance(exc, KafkaException):
             self._on_produce_error(exc, key, value)
+            return
+        self._producer.poll(0)
+        if self._timed_out or self._stalled or self._fatal is not None:
+            self._hold(key, value)  # the client is retired at the next poll: wait behind it
+            return
+        try:
+            self._producer.produce(self.topic, value, key)
+        except BufferError:
+            self._hold(key, value)
+            return
+        except KafkaException as exc2:
+            self._on_produce_error(exc2, key, value)
             return
         self.enqueued += 1
 

@@ -249,13 +249,13 @@ class StreamConnection:
         try:
             self._perform(self.protocol.connected(io.id, time.monotonic()))
             recv = ws.recv
-            received = self.protocol.received
+            data = self.protocol.data
             on_frame = self.sink.on_ws_frame
             sid = io.id
             while True:
                 raw = await recv()
-                actions = received(sid, raw, time.monotonic())
-                if len(actions) == 1 and type(actions[0]) is Deliver:  # the hot path
+                actions = data(sid, raw, time.monotonic())
+                if actions is None:  # the hot path: a data frame, nothing else to do
                     on_frame(raw, now_ms())
                 else:
                     self._perform(actions)

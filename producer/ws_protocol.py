@@ -300,6 +300,16 @@ class ConnectionProtocol:
         self.primary = new.id
         return [Connect(new.id, delay, "reconnect")]
 
+    def data(self, socket: int, frame: str | bytes, now: float) -> list[Action] | None:
+        """:meth:`received`, with None for the common case: a data frame on a socket that
+        already streams, whose only action is to deliver it (the read loop then hands it
+        over without an action list per frame; docs/producer.md, "Frame path cost")."""
+        s = self._sockets.get(socket)
+        if s is not None and s.has_data and is_data_frame(frame):
+            s.last_data = now
+            return None
+        return self.received(socket, frame, now)
+
     def received(self, socket: int, frame: str | bytes, now: float) -> list[Action]:
         """A text (or binary) frame arrived on ``socket``."""
         s = self._sockets.get(socket)

@@ -62,7 +62,8 @@ def register(sub: Any) -> None:
     p.add_argument("--partitions", type=int, default=EMBEDDED_PARTITIONS,
                    help="partitions of the e2e/live topics (default: what up and run create on their "
                    "embedded broker; each costs the consumers an insert per batch)")
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of produce (best shown)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="alternating rounds of produce, and of the producers of frames (best shown)")
     p.add_argument("--rss-seconds", type=float, default=20.0, help="real-time producer run for its RSS")
     p.add_argument("--no-memory", action="store_true", help="skip the snapshot engine's 1 h memory figure")
     p.add_argument("--profile", action="store_true",
@@ -91,7 +92,8 @@ def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if name == "frames":
         return {"frame_symbols": args.frame_symbols, "frame_rate": args.frame_rate,
                 "all_symbols": args.symbols, "seconds": args.seconds, "warmup": args.frames_warmup,
-                "tls": args.frames_tls, "peer": args.peer_python, "compare_checkout": args.compare_checkout}
+                "tls": args.frames_tls, "peer": args.peer_python, "compare_checkout": args.compare_checkout,
+                "rounds": args.rounds}
     if name == "produce":
         return {"symbols": args.symbols, "seconds": args.frame_seconds, "rounds": args.rounds,
                 "rss_seconds": args.rss_seconds}

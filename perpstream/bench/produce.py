@@ -99,7 +99,7 @@ def baseline(frames: Frames, bootstrap: str, topic: str) -> int:
 def pipeline(frames: Frames, bootstrap: str, topic: str) -> int:
     telemetry = Telemetry()
     publisher = Publisher(producer_config(bootstrap), topic, telemetry)
-    ingest = Ingest(publisher, MetricPointEncoder(metric_point_codec()).encode, telemetry)
+    ingest = Ingest(publisher, MetricPointEncoder(metric_point_codec()), telemetry)
     on_ws, on_oi = ingest.on_ws_frame, ingest.on_open_interest
     for i, (kind, text) in enumerate(frames):
         now = time.time_ns() // 1_000_000

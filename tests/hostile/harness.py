@@ -118,7 +118,8 @@ class IngestHarness:
     def __init__(self, max_frame: int = MAX_FRAME, deadline: Deadline | None = None) -> None:
         self.max_frame = max_frame
         self.codec = metric_point_codec()
-        self.encode = MetricPointEncoder(self.codec).encode
+        self.encoder = MetricPointEncoder(self.codec)
+        self.encode = self.encoder.encode
         self.deadline = deadline
         self.sentinels = 0
         self._cache: dict[bytes, Point] = {}
@@ -135,7 +136,7 @@ class IngestHarness:
 
     def _producer(self, symbols: frozenset[str] | None) -> _Producer:
         target, telemetry = RecordingTarget(), Telemetry()
-        ingest = Ingest(target, self.encode, telemetry, max_frame_bytes=self.max_frame, symbols=symbols)
+        ingest = Ingest(target, self.encoder, telemetry, max_frame_bytes=self.max_frame, symbols=symbols)
         return _Producer(ingest, target, telemetry)
 
     # -- observing ------------------------------------------------------------------------

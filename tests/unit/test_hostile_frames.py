@@ -86,7 +86,7 @@ def frame(**changes: Any) -> str:
 def fresh(symbols: frozenset[str] | None = None, max_frame: int = MAX_FRAME) -> tuple[Ingest, RecordingTarget,
                                                                                         Telemetry]:
     target, telemetry = RecordingTarget(), Telemetry()
-    ingest = Ingest(target, MetricPointEncoder(CODEC).encode, telemetry, max_frame_bytes=max_frame,
+    ingest = Ingest(target, MetricPointEncoder(CODEC), telemetry, max_frame_bytes=max_frame,
                     symbols=symbols)
     return ingest, target, telemetry
 

@@ -133,6 +133,20 @@ def test_acks_and_errors_never_reach_the_data_path(caplog: pytest.LogCaptureFixt
     assert Close(1, "silence") in p2.tick(10.0)
 
 
+def test_data_answers_none_only_where_delivering_is_all_there_is_to_do() -> None:
+    """The read loop's shortcut: None means "deliver it"; anything else is what received() says."""
+    p, _ = make(3, silence_timeout=10.0)
+    open_first(p)
+    first = data()
+    assert p.data(1, first, 1.0) == [Deliver(1, first)]  # the socket's first data: it now streams
+    assert p.data(1, "{not json", 5.0) == [Deliver(1, "{not json")]
+    assert p.data(1, data(e=1_790_000_001_000), 9.0) is None
+    assert p.data(1, '{"result":null,"id":99}', 9.5) == []  # an ack is never delivered
+    assert p.tick(18.9) == []  # the frame at 9.0 reset the silence watchdog like received() does
+    assert p.tick(19.0) == [Close(1, "silence")]
+    assert p.data(7, first, 19.5) == [Deliver(7, first)]  # an unknown socket: received()'s answer
+
+
 # -- silence ------------------------------------------------------------------------------------
 
 
