@@ -23,6 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from producer import binance
 from producer.encoding import MetricPointEncoder
 from producer.exceptions import PermanentFailure
 from producer.ingest import FrameSink, Ingest
@@ -99,6 +100,16 @@ class _HealthState:
     acked_at: float = 0.0
 
 
+#: The ``source`` of the points of the simulated market: never the venue's own, so simulated
+#: points can never be taken for (or mixed with) real ones in a store (docs/contract.md).
+SIM_SOURCE = "sim"
+
+
+def point_source(input_kind: str) -> str:
+    """The MetricPoint ``source`` of what an input produces: the venue's, or ``sim``."""
+    return SIM_SOURCE if input_kind == "sim" else binance.SOURCE
+
+
 class ProducerApp:
     """Runs the producer until ``stop`` is set; see the module doc."""
 
@@ -150,7 +161,7 @@ class ProducerApp:
         symbols = frozenset(s.symbol_list) if s.source == "live" and s.symbol_list else None
         ingest = self.ingest = Ingest(
             publisher, encoder, self.telemetry, max_frame_bytes=s.max_frame_bytes,
-            symbols=symbols if s.all_market else None,
+            symbols=symbols if s.all_market else None, source=point_source(s.source),
         )
         source = build_source(s, self.telemetry, self._backoff_factory, ingest)
         log.info("producer starting", extra={

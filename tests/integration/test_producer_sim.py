@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from producer import binance
-from producer.app import ProducerApp
+from producer.app import SIM_SOURCE, ProducerApp
 from producer.settings import ProducerSettings
 from producer.sources import SimulatedMarket
 from service.telemetry import Telemetry
@@ -71,9 +71,11 @@ def test_sim_source_unthrottled_is_deterministic(
     expected: dict[tuple, float] = {}
     while len(expected) < delivered:
         for kind, text in market.tick():
-            ps = (binance.points_from_message(json.loads(text), 0) if kind == "ws"
-                  else [binance.open_interest_point(json.loads(text), 0)])
+            ps = (binance.points_from_message(json.loads(text), 0, SIM_SOURCE) if kind == "ws"
+                  else [binance.open_interest_point(json.loads(text), 0, SIM_SOURCE)])
             expected.update((_identity(p), p["value"]) for p in ps)
+    # simulated points carry a source of their own: never taken for the venue's
+    assert {r["source"] for r in got} == {SIM_SOURCE} != {binance.SOURCE}
     assert all(expected[_identity(r)] == r["value"] for r in got)
 
 
