@@ -341,6 +341,16 @@ JOURNAL_MIGRATIONS = (
         " first_offset Int64, last_offset Int64, written_at DateTime64(3, 'UTC') DEFAULT now64(3)"
         ") ENGINE = ReplacingMergeTree(last_offset) ORDER BY (group_id, topic, partition)",
     ),
+    # Which incarnation of the topic a range belongs to: a range journaled for a topic that
+    # was deleted and created again (a local broker restarted with memory storage) describes
+    # offsets of another log and must not cut the new one's batches.
+    Migration(
+        2,
+        "consumer_batches_topic_id",
+        # in the sorting key too, so a merge never folds one incarnation's range into another's
+        "ALTER TABLE {db}.consumer_batches ADD COLUMN IF NOT EXISTS topic_id String, "
+        "MODIFY ORDER BY (group_id, topic, partition, topic_id)",
+    ),
 )
 
 
@@ -365,30 +375,48 @@ class ClickHouseBatchJournal:
     def migrate(self) -> None:
         apply_migrations(self._client, self._db, "consumer_batches", JOURNAL_MIGRATIONS)
 
-    def record(self, group_id: str, ranges: Mapping[TopicPartitionId, tuple[int, int]]) -> None:
-        rows = [[group_id, t, p, first, last] for (t, p), (first, last) in ranges.items()]
+    def record(self, group_id: str, ranges: Mapping[TopicPartitionId, tuple[int, int]],
+               topic_ids: Mapping[str, str] | None = None) -> None:
+        ids = topic_ids or {}
+        rows = [[group_id, t, p, first, last, ids.get(t, "")] for (t, p), (first, last) in ranges.items()]
         if rows:
             try:
                 # synchronous: the range must be stored before the batch it describes is
                 self._client.insert(
                     "consumer_batches", rows,
-                    column_names=["group_id", "topic", "partition", "first_offset", "last_offset"],
+                    column_names=["group_id", "topic", "partition", "first_offset", "last_offset",
+                                  "topic_id"],
                     database=self._db, settings=dict(SYNC_INSERT),
                 )
             except Exception as exc:
                 raise store_error(exc, f"batch journal write to {self._db}.consumer_batches") from exc
 
     def pending(
-        self, group_id: str, partitions: Iterable[TopicPartitionId]
+        self, group_id: str, partitions: Iterable[TopicPartitionId],
+        topic_ids: Mapping[str, str] | None = None,
     ) -> dict[TopicPartitionId, tuple[int, int]]:
+        """The latest journaled range per partition, of the topics' current incarnations
+        (``topic_ids``): a range of another topic id is left out; a range without one
+        (journaled before ids were) counts as current when the current one has none."""
         wanted = set(partitions)
         if not wanted:
             return {}
+        ids = topic_ids or {}
         topics = sorted({t for t, _ in wanted})
         rows = self._client.query(
-            f"SELECT topic, partition, argMax(first_offset, last_offset), max(last_offset) "
+            f"SELECT topic, partition, topic_id, argMax(first_offset, last_offset), max(last_offset) "
             f"FROM {self._db}.consumer_batches WHERE group_id = %(g)s AND topic IN %(t)s "
-            "GROUP BY topic, partition",
+            "GROUP BY topic, partition, topic_id",
             parameters={"g": group_id, "t": topics},
         ).result_rows
-        return {(str(t), int(p)): (int(f), int(la)) for t, p, f, la in rows if (str(t), int(p)) in wanted}
+        current: dict[TopicPartitionId, tuple[int, int]] = {}
+        legacy: dict[TopicPartitionId, tuple[int, int]] = {}
+        for t, p, tid, first, last in rows:
+            tp = (str(t), int(p))
+            if tp not in wanted:
+                continue
+            if not tid:
+                legacy[tp] = (int(first), int(last))
+            elif tid == ids.get(tp[0]) or not ids.get(tp[0]):
+                current[tp] = (int(first), int(last))
+        return {**legacy, **current}

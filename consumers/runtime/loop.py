@@ -101,10 +101,15 @@ class BatchHandler(Protocol):
 
 
 class BatchJournal(Protocol):
-    def record(self, group_id: str, ranges: Mapping[TopicPartitionId, tuple[int, int]]) -> None: ...
+    """Where a batch's range is written before it is handled; ``topic_ids`` tell the
+    incarnations of the topics apart (consumers/clickhouse.py, ClickHouseBatchJournal)."""
+
+    def record(self, group_id: str, ranges: Mapping[TopicPartitionId, tuple[int, int]],
+               topic_ids: Mapping[str, str] | None = None) -> None: ...
 
     def pending(
-        self, group_id: str, partitions: Sequence[TopicPartitionId]
+        self, group_id: str, partitions: Sequence[TopicPartitionId],
+        topic_ids: Mapping[str, str] | None = None,
     ) -> Mapping[TopicPartitionId, tuple[int, int]]: ...
 
 
@@ -493,7 +498,7 @@ class ConsumeLoop:
     def _record_journal(self, batch: Batch) -> None:
         assert self._journal is not None
         try:
-            self._journal.record(self.group_id, batch.ranges())
+            self._journal.record(self.group_id, batch.ranges(), self._topic_ids)
         except ConsumerError:
             raise
         except Exception as exc:
@@ -646,7 +651,7 @@ class ConsumeLoop:
             self._refresh_topic_ids()
         if self._journal is not None and tps:
             try:
-                pending = self._journal.pending(self.group_id, tps)
+                pending = self._journal.pending(self.group_id, tps, self._topic_ids)
             except Exception as exc:
                 # Without the journal a re-delivered batch may be cut differently:
                 # ReplacingMergeTree still deduplicates it, only not before merges.

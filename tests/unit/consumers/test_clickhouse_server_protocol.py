@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 TABLES = {
     "consumer_batches": [("group_id", "LowCardinality(String)"), ("topic", "LowCardinality(String)"),
-                         ("partition", "UInt32"), ("first_offset", "Int64"), ("last_offset", "Int64")],
+                         ("partition", "UInt32"), ("first_offset", "Int64"), ("last_offset", "Int64"),
+                         ("topic_id", "String")],
     "snapshot_checkpoints": [("group_id", "LowCardinality(String)"), ("topic", "LowCardinality(String)"),
                              ("partition", "UInt32"), ("symbol", "LowCardinality(String)"),
                              ("last_snapshot_ms", "Int64")],
