@@ -24,8 +24,6 @@ API::
     board = dash.sample()                           # Board (frozen dataclass); never raises
     dash.render(board, width=None, height=None)     # rich renderable, fits width x height
     log_fields(board) -> dict[str, Any]             # flat fields for a log record
-    log_line(board) -> str                          # one line for --no-ui / not a tty
-    run_live(dash, stop, console=None, interval=1.0)  # rich.live.Live until stop is set
     LiveBoard(dash, console=None): .tick() -> Board, .close()   # the same, driven by the caller
 
 ``rows_source`` is any of: a :class:`perpstream.query_server.ReadOnlyQueries`
@@ -568,19 +566,6 @@ def log_fields(board: Board) -> dict[str, Any]:
     }
 
 
-def log_line(board: Board) -> str:
-    """One line for a log when the view is off: ``key=value`` pairs, people's units."""
-    f = log_fields(board)
-    parts = [f"in={rate(board.published_per_s)}", f"stored={rate(board.stored_per_s)}",
-             f"dlq={board.dlq:,}", f"lag={board.lag_total:,}", f"reconnects={board.reconnects:,}",
-             f"rejected_frames={board.rejected:,}",
-             f"stale={board.stale_count:,}/{len(board.rows):,}", f"uptime={duration(board.uptime_s)}",
-             f"data_as_of={f['data_as_of'] or '-'}"]
-    if board.error:
-        parts.append(f"error={board.error!r}")
-    return " ".join(parts)
-
-
 class LiveBoard:
     """The view on a terminal: ``tick()`` samples and redraws (call it about once a
     second), ``close()`` leaves the last board on screen and the cursor visible.
@@ -610,17 +595,3 @@ class LiveBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def run_live(dashboard: Dashboard, stop: threading.Event, console: Console | None = None,
-             interval: float = 1.0) -> Board | None:
-    """Redraw every ``interval`` seconds (of ``dashboard.clock``) until ``stop`` is set;
-    the terminal is restored on the way out, whatever ends it. Returns the last board."""
-    with LiveBoard(dashboard, console) as view:
-        due = dashboard.clock()
-        while True:
-            view.tick()
-            due += interval
-            if stop.wait(max(0.0, due - dashboard.clock())):
-                break
-        return view.board

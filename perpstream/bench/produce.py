@@ -35,7 +35,6 @@ import fastavro
 from confluent_kafka import Producer
 
 from perpstream.bench.measure import Span, report, row, target
-from producer import binance
 from producer.app import ProducerApp
 from producer.encoding import MetricPointEncoder
 from producer.ingest import Ingest
@@ -167,10 +166,6 @@ def new_topic(bootstrap: str, partitions: int = 6) -> str:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, {name: partitions})
     return name
-
-
-def count_points(frames: Frames) -> int:
-    return sum(len(binance.points_from_message(json.loads(t), 0)) if k == "ws" else 1 for k, t in frames)
 
 
 LABELS = {"baseline": "raw confluent-kafka + fastavro", "pipeline": "producer pipeline (Ingest)",
