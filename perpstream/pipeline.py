@@ -56,6 +56,30 @@ class AlreadyRunningError(PerpstreamError):
     """Another pipeline holds this data directory."""
 
 
+def locked_data_dir(data_dir: Path) -> DataDirLock:
+    """The data directory's lock, held; ``run`` and ``up`` give the same answer when another
+    process holds it: :class:`AlreadyRunningError` (exit 1) saying which process, since when,
+    where it answers queries and how to stop it."""
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except DataDirBusyError as exc:
+        raise AlreadyRunningError(already_running(data_dir, exc.pid)) from None
+    return lock
+
+
+def already_running(data_dir: Path, pid: int | None) -> str:
+    ep = read_endpoint(data_dir)
+    who = f"pid {ep.pid if ep else pid}" if (ep or pid) else "another process"
+    lines = [f"perpstream already runs on {data_dir} ({who}"
+             + (f", since {ep.started_at})" if ep else ")")]
+    if ep is not None:
+        lines.append(f"  queries: {ep.url}   e.g. perpstream sql --data-dir {data_dir} "
+                     f"'SELECT count() FROM perpstream.metric_points'")
+    lines.append(f"  stop it with Ctrl+C in its terminal, or: kill -INT {ep.pid if ep else pid or '<pid>'}")
+    return "\n".join(lines)
+
+
 class QueryServerSettings(CommonSettings):
     """Where the embedded store's read-only ClickHouse HTTP interface listens."""
 
@@ -246,15 +270,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.partitions is not None and args.partitions < 1:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
     common = build_settings(QueryServerSettings, args, RUN_FLAGS)
-    lock = DataDirLock(common.data_dir)
-    try:
-        lock.acquire()
-    except DataDirBusyError as exc:
-        running = read_endpoint(common.data_dir)
-        where = f", queries at {running.url}, since {running.started_at}" if running else ""
-        raise AlreadyRunningError(
-            f"perpstream already runs on {exc.data_dir} (pid {running.pid if running else exc.pid}{where})"
-        ) from None
+    lock = locked_data_dir(Path(common.data_dir).resolve())
     try:
         return _run_locked(args, common)
     finally:

@@ -18,9 +18,9 @@ interface other processes query (docs/query-server.md). Then it watches them:
   permanent: it stops the whole run with the one line naming the setting.
   The broker child is watched the same way and restarted on its port.
 - **One owner per data directory.** The process holds an exclusive lock on
-  the directory (service.endpoint.DataDirLock). A second ``up`` on the same
-  directory says which process runs there and where it answers queries,
-  and exits 0.
+  the directory (service.endpoint.DataDirLock). A second ``up`` or ``run``
+  on the same directory says which process runs there and where it answers
+  queries, and exits 1 (perpstream.pipeline.locked_data_dir).
 - **Stop.** Ctrl+C (or SIGTERM, or ``--duration``) stops the producer first
   and flushes it, lets the consumers store what was delivered (bounded),
   stops them, and says where the data is and how to query it. Starting again
@@ -58,13 +58,14 @@ from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickh
 from perpstream.pipeline import (
     QueryServerSettings,
     catch_up,
+    locked_data_dir,
     new_topic_partitions,
     standard_topics,
 )
 from perpstream.query_server import QueryServer, ReadOnlyQueries
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.backoff import backoff
-from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
+from service.endpoint import remove_endpoint, write_endpoint
 from service.health import Health
 from service.output import cell
 from service.secrets import redact_dsn
@@ -451,28 +452,11 @@ def up_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--partitions must be >= 1, got {args.partitions}")
     common = build_settings(QueryServerSettings, args, _FLAGS)
     data_dir = Path(common.data_dir).resolve()
-    lock = DataDirLock(data_dir)
-    try:
-        lock.acquire()
-    except DataDirBusyError as exc:
-        print(already_running(data_dir, exc.pid))
-        return 0
+    lock = locked_data_dir(data_dir)
     try:
         return _up(args, common, data_dir)
     finally:
         lock.release()
-
-
-def already_running(data_dir: Path, pid: int | None) -> str:
-    ep = read_endpoint(data_dir)
-    who = f"pid {ep.pid if ep else pid}" if (ep or pid) else "another process"
-    lines = [f"perpstream is already running on {data_dir} ({who}"
-             + (f", since {ep.started_at})" if ep else ")")]
-    if ep is not None:
-        lines.append(f"  queries: {ep.url}   e.g. perpstream sql --data-dir {data_dir} "
-                     f"'SELECT count() FROM perpstream.metric_points'")
-    lines.append(f"  stop it with Ctrl+C in its terminal, or: kill -INT {ep.pid if ep else pid or '<pid>'}")
-    return "\n".join(lines)
 
 
 def _ui_wanted(args: argparse.Namespace) -> bool:

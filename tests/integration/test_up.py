@@ -216,13 +216,14 @@ def test_perpstream_sql_and_query_find_the_running_instance(
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.startswith("perpstream sql: Code: 164."), refused.stderr
     url = json.loads((data_dir / "endpoint.json").read_text())["url"]
+    # run and up give one answer: exit 1, who holds the directory and where it answers queries
     second = _perpstream(data_dir, "up", "--source", "sim")
-    assert second.returncode == 0, second.stderr
-    assert "already running" in second.stdout and f"pid {proc.pid}" in second.stdout, second.stdout
-    assert url in second.stdout
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert "already runs" in second.stderr and f"pid {proc.pid}" in second.stderr, second.stderr
+    assert url in second.stderr
     run = _perpstream(data_dir, "run", "--source", "sim")
     assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert f"pid {proc.pid}" in run.stderr and "already runs" in run.stderr, run.stderr
+    assert f"pid {proc.pid}" in run.stderr and "already runs" in run.stderr and url in run.stderr, run.stderr
 
 
 def _points(data_dir: Path) -> list[dict[str, object]]:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from perpstream.pipeline import AlreadyRunningError, already_running, locked_data_dir
 from perpstream.up import (
     Check,
     PrerequisiteError,
     Supervised,
-    already_running,
     check_prerequisites,
     parse_source,
     report_prerequisites,
@@ -222,6 +222,9 @@ def test_one_owner_per_data_directory_and_what_a_second_one_is_told(tmp_path: Pa
         text = already_running(tmp_path, busy.value.pid)
         assert f"pid {os.getpid()}" in text and "http://127.0.0.1:8123" in text
         assert f"kill -INT {os.getpid()}" in text
+        with pytest.raises(AlreadyRunningError) as refused:  # what run and up both answer (exit 1)
+            locked_data_dir(tmp_path)
+        assert str(refused.value) == text
     DataDirLock(tmp_path).acquire().release()  # released: the next owner takes it
 
 
