@@ -30,6 +30,7 @@ from pydantic import Field, SecretStr
 from perpstream.kafka_runtime import KAFKA_VERSION, KafkaCluster
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
 from perpstream.query_server import QueryServer, ReadOnlyQueries
+from producer.cli import source_option
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
 from service.health import Health
@@ -95,13 +96,13 @@ def register(sub: Any) -> None:
         "run",
         help="producer + sink + snapshots in one process (embedded broker and ClickHouse by default)",
     )
-    r.add_argument("--source", choices=["live", "replay", "sim"], help="default live")
+    r.add_argument("--source", type=source_option("live", "sim"), metavar="live|sim|replay:FILE",
+                   help="default live; replay:FILE = a file written by `perpstream record`")
     r.add_argument("--symbols", help="comma-separated symbols (live source)")
     r.add_argument("--all", action="store_true", default=None, help="every PERPETUAL/TRADING symbol")
     r.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
     r.add_argument("--seed", type=int, help="simulated market seed (default 1)")
     r.add_argument("--sim-rate", type=float, help="simulated seconds per wall second (0 = unthrottled)")
-    r.add_argument("--replay-file", help="file written by `perpstream record`")
     r.add_argument("--replay-rate", type=float, help="replay speed factor (0 = as fast as possible)")
     r.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
     r.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL)")

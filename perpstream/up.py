@@ -63,6 +63,7 @@ from perpstream.pipeline import (
     standard_topics,
 )
 from perpstream.query_server import QueryServer, ReadOnlyQueries
+from producer.cli import source_option
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.backoff import backoff
 from service.endpoint import remove_endpoint, write_endpoint
@@ -92,15 +93,6 @@ class PrerequisiteError(PerpstreamError):
 
 # --------------------------------------------------------------------------- command line
 
-def parse_source(text: str) -> tuple[str, str | None]:
-    """``live``, ``sim`` or ``replay:FILE`` -> (source, replay file)."""
-    if text in ("live", "sim"):
-        return text, None
-    if text.startswith("replay:") and len(text) > len("replay:"):
-        return "replay", text[len("replay:"):]
-    raise argparse.ArgumentTypeError(f"expected live, sim or replay:FILE, got {text!r}")
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "up",
@@ -108,7 +100,8 @@ def register(sub: Any) -> None:
         description="Local broker, embedded ClickHouse, producer, sink and snapshots in one supervised "
         "process. Ctrl+C drains and stops; starting again continues with the stored data.",
     )
-    p.add_argument("--source", type=parse_source, default=("live", None), metavar="live|sim|replay:FILE",
+    p.add_argument("--source", type=source_option("live", "sim"), default=("live", None),
+                   metavar="live|sim|replay:FILE",
                    help="where observations come from (default live: Binance USD-M futures)")
     p.add_argument("--symbols", help="comma-separated symbols of the live source (default: every "
                    "PERPETUAL/TRADING symbol)")
@@ -359,8 +352,7 @@ def _producer_settings(args: argparse.Namespace, bootstrap: str) -> Any:
     if replay_file is not None and not Path(replay_file).is_file():
         raise ConfigError(f"--source replay:{replay_file}: no such file "
                           "(give a file written by `perpstream record`)")
-    ns = argparse.Namespace(**vars(args))
-    ns.source, ns.replay_file = source, replay_file
+    ns = argparse.Namespace(**vars(args))  # --source stays (source, replay file): settings_from_args
     ns.duration = None  # the whole run stops on --duration, not the producer alone
     ns.metrics_port = None  # served once, by this process
     ns.bootstrap_servers = bootstrap

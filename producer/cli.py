@@ -21,7 +21,7 @@ from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settin
 _FIELDS = {
     "source": "source", "symbols": "symbols", "all": "all_symbols", "sim_symbols": "sim_symbols",
     "seed": "seed", "sim_rate": "sim_rate", "sim_start_ms": "sim_start_ms",
-    "replay_file": "replay_file", "replay_rate": "replay_rate", "duration": "duration",
+    "replay_rate": "replay_rate", "duration": "duration",
     "ws_url": "binance_ws_url", "rest_url": "binance_rest_url", "testnet": "testnet",
     "oi_interval": "oi_interval", "bootstrap_servers": "kafka_bootstrap_servers",
     "metrics_port": "metrics_port", "topic": "metrics_topic", "stream_mode": "stream_mode",
@@ -30,7 +30,25 @@ _FIELDS = {
     **LOG_FLAGS,
 }
 #: What ``produce``, ``record`` and ``run`` build from their flags (service.settings.declare_settings).
+#: ``--source replay:FILE`` sets ``source`` and ``replay_file`` both (:func:`source_option`).
 PRODUCER_SETTINGS = SettingsUse(ProducerSettings, _FIELDS)
+
+
+def source_option(*kinds: str) -> Any:
+    """The ``--source`` argument type of every command that takes one (produce, run, up):
+    one of ``kinds`` (``live``, ``rest``, ``sim``), or ``replay:FILE`` -> (source, replay file)."""
+    expected = ", ".join([*kinds, "replay:FILE"])
+
+    def parse(text: str) -> tuple[str, str | None]:
+        if text in kinds:
+            return text, None
+        if text.startswith("replay:") and len(text) > len("replay:"):
+            return "replay", text[len("replay:"):]
+        if text == "replay":
+            raise argparse.ArgumentTypeError("give the file: --source replay:FILE")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+    return parse
 
 
 def _common_flags(p: argparse.ArgumentParser) -> None:
@@ -60,8 +78,9 @@ def add_registry_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("produce", help="stream Binance mark price / funding / open interest to Kafka")
-    p.add_argument("--source", choices=["live", "rest", "replay", "sim"],
-                   help="default live; rest = premiumIndex + openInterest polled over REST (no websocket)")
+    p.add_argument("--source", type=source_option("live", "rest", "sim"), metavar="live|rest|sim|replay:FILE",
+                   help="default live; rest = premiumIndex + openInterest polled over REST (no websocket); "
+                   "replay:FILE = a file written by `perpstream record`")
     p.add_argument("--once", action="store_true", default=None,
                    help="one REST round for the symbols (premiumIndex + openInterest), flushed, then exit")
     p.add_argument("--rest-interval", type=float,
@@ -72,7 +91,6 @@ def register(sub: Any) -> None:
     p.add_argument("--sim-rate", type=float,
                    help="simulated seconds per wall second (default 1 = real time; 0 = unthrottled)")
     p.add_argument("--sim-start-ms", type=int, help="event time of the first simulated tick (default now)")
-    p.add_argument("--replay-file", help="file written by `perpstream record`")
     p.add_argument("--replay-rate", type=float, help="replay speed factor (default 0 = as fast as possible)")
     p.add_argument("--bootstrap-servers",
                    help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
@@ -93,7 +111,13 @@ def register(sub: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
-    return build_settings(ProducerSettings, args, _FIELDS)
+    values: dict[str, Any] = {}
+    source = getattr(args, "source", None)
+    if isinstance(source, tuple):  # --source as source_option parsed it
+        args = argparse.Namespace(**{**vars(args), "source": source[0]})
+        if source[1] is not None:
+            values["replay_file"] = source[1]
+    return build_settings(ProducerSettings, args, _FIELDS, values=values)
 
 
 def produce_main(args: argparse.Namespace) -> int:

@@ -38,7 +38,10 @@ class ProducerSettings(CommonSettings):
     sim_start_ms: int | None = Field(
         default=None, description="event time of the first simulated tick; unset = now",
     )
-    replay_file: str | None = Field(default=None, description="file written by perpstream record (replay)")
+    replay_file: str | None = Field(
+        default=None,
+        description="file written by perpstream record (replay); on the command line --source replay:FILE",
+    )
     replay_rate: float = Field(default=0.0, ge=0, description="replay speed; 0 = as fast as possible")
     duration: float | None = Field(default=None, gt=0, description="stop cleanly after this many seconds")
 
@@ -155,10 +158,12 @@ class ProducerSettings(CommonSettings):
             raise ValueError(f"once (--once / PERPSTREAM_ONCE) polls Binance over REST; it does not go "
                              f"with source={self.source} (--source / PERPSTREAM_SOURCE)")
         if self.source == "replay" and not self.replay_file:
-            raise ValueError("source=replay needs replay_file (--replay-file / PERPSTREAM_REPLAY_FILE)")
+            raise ValueError("source=replay needs replay_file "
+                             "(--source replay:FILE / PERPSTREAM_REPLAY_FILE)")
         if self.source == "replay" and self.replay_file and not Path(self.replay_file).is_file():
             raise ValueError(
-                f"replay_file (--replay-file / PERPSTREAM_REPLAY_FILE): no such file: {self.replay_file}"
+                f"replay_file (--source replay:FILE / PERPSTREAM_REPLAY_FILE): "
+                f"no such file: {self.replay_file}"
             )
         return self
 

@@ -13,7 +13,7 @@ from service.settings import CommonSettings, known_settings
 CASES = [
     (["produce", "--bootstrap-servers", "h:1", "--source", "sim", "--sim-symbols", "0"], {}, "sim_symbols"),
     (["produce", "--bootstrap-servers", "h:1", "--symbols", "BTC USDT"], {}, "symbols"),
-    (["produce", "--source", "replay", "--replay-file", "/no/such/file", "--bootstrap-servers", "h:1"], {},
+    (["produce", "--source", "replay:/no/such/file", "--bootstrap-servers", "h:1"], {},
      "replay_file"),
     (["produce", "--source", "sim"], {"PERPSTREAM_KAFKA_LINGER_MS": "soon"}, "kafka_linger_ms"),
     (["record", "--out", "/dev/null", "--symbols", "BTCUSDT", "--oi-interval", "-1"], {}, "oi_interval"),

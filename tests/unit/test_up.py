@@ -18,9 +18,9 @@ from perpstream.up import (
     PrerequisiteError,
     Supervised,
     check_prerequisites,
-    parse_source,
     report_prerequisites,
 )
+from producer.cli import source_option
 from schemas.exceptions import ConfigError, PerpstreamError
 from service.endpoint import DataDirBusyError, DataDirLock, write_endpoint
 from service.settings import CommonSettings
@@ -140,13 +140,19 @@ def test_the_backoff_starts_over_after_a_healthy_run() -> None:
     ("replay:/tmp/x.jsonl", ("replay", "/tmp/x.jsonl")), ("replay:a:b", ("replay", "a:b")),
 ])
 def test_source(text: str, expected: tuple[str, str | None]) -> None:
-    assert parse_source(text) == expected
+    """One --source syntax for produce, run and up (producer.cli.source_option)."""
+    assert source_option("live", "sim")(text) == expected
 
 
-@pytest.mark.parametrize("text", ["replay", "replay:", "binance", ""])
+@pytest.mark.parametrize("text", ["replay:", "binance", "", "rest"])
 def test_bad_source(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="live, sim or replay:FILE"):
-        parse_source(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="live, sim, replay:FILE"):
+        source_option("live", "sim")(text)
+
+
+def test_replay_without_its_file_says_how_to_give_it() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="--source replay:FILE"):
+        source_option("live", "sim")("replay")
 
 
 def _producer(**kw: object) -> argparse.Namespace:
