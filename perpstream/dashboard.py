@@ -70,6 +70,7 @@ from consumers.sink.migrations import TABLE as POINTS_TABLE
 from consumers.snapshots.engine import EngineConfig
 from consumers.snapshots.freshness import assess
 from perpstream.sql import _first_line as first_line
+from schemas.models import Metric
 from service.output import cell, iso_ms
 from service.secrets import redact
 from service.telemetry import Telemetry
@@ -83,7 +84,7 @@ _SPARKS = "▁▂▃▄▅▆▇█"
 #: The largest share of the time the view spends in store queries: after a query
 #: that took d seconds, the next one waits d / QUERY_SHARE (ticks between reuse the rows).
 QUERY_SHARE = 0.2
-_METRICS = ("mark_price", "index_price", "funding_rate", "open_interest")
+_METRICS = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.FUNDING_RATE, Metric.OPEN_INTEREST)
 
 _SQL = """
 SELECT symbol,

@@ -65,6 +65,7 @@ from producer.sources import now_ms
 from producer.timespec import parse_instant
 from schemas.codec import metric_point_codec, registry_client, subject_for
 from schemas.exceptions import ConfigError
+from schemas.models import Metric
 from service.backoff import factory
 from service.logs import RateLimitedLog
 from service.telemetry import Telemetry
@@ -80,8 +81,9 @@ OI_HIST_POOL = (1000, 300.0)
 EXIT_INTERRUPTED = 130
 _DELIVERY = re.compile(r"_\d{6}$")
 #: Metric order within one event time (the live stream's order).
-_ORDER = {"mark_price": 0, "index_price": 1, "estimated_settle_price": 2, "funding_rate": 3,
-          "next_funding_time": 4, "open_interest": 5, "funding_rate_settled": 6}
+_ORDER = {m: i for i, m in enumerate((
+    Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE, Metric.FUNDING_RATE,
+    Metric.NEXT_FUNDING_TIME, Metric.OPEN_INTEREST, Metric.FUNDING_RATE_SETTLED))}
 
 #: ``progress(done_chunks, total_chunks, symbol)``
 Progress = Callable[[int, int, str], None]
@@ -298,11 +300,13 @@ class Backfill:
         span = history.KLINE_SPAN_MS
         marks = await self._paged(
             "/fapi/v1/markPriceKlines", {"symbol": symbol, "interval": "1m"}, a, b, limit, kw,
-            "markPriceKlines", lambda d: history.kline_close_points(d, symbol, "mark_price", ingest, now),
+            "markPriceKlines",
+            lambda d: history.kline_close_points(d, symbol, Metric.MARK_PRICE, ingest, now),
             time_shift=span)
         index = await self._paged(
             "/fapi/v1/indexPriceKlines", {"pair": pair_of(symbol), "interval": "1m"}, a, b, limit, kw,
-            "indexPriceKlines", lambda d: history.kline_close_points(d, symbol, "index_price", ingest, now),
+            "indexPriceKlines",
+            lambda d: history.kline_close_points(d, symbol, Metric.INDEX_PRICE, ingest, now),
             time_shift=span)
         points = marks + index
         oi_a = max(a, self.range.oi_since)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
 from producer.exceptions import FrameRejected
+from schemas.models import Metric
 from schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
 
 SOURCE: Final = "binance_usdm"
@@ -58,12 +59,12 @@ REJECT_REASONS: Final = (
     BAD_SYMBOL, TOO_LARGE, UNEXPECTED_EVENT,
 )
 
-_MARK: Final = "mark_price"
-_INDEX: Final = "index_price"
-_SETTLE: Final = "estimated_settle_price"
-_FUNDING: Final = "funding_rate"
-_NEXT_FUNDING: Final = "next_funding_time"
-_OI: Final = "open_interest"
+_MARK: Final = Metric.MARK_PRICE
+_INDEX: Final = Metric.INDEX_PRICE
+_SETTLE: Final = Metric.ESTIMATED_SETTLE_PRICE
+_FUNDING: Final = Metric.FUNDING_RATE
+_NEXT_FUNDING: Final = Metric.NEXT_FUNDING_TIME
+_OI: Final = Metric.OPEN_INTEREST
 
 Record = dict[str, Any]
 

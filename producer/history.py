@@ -42,6 +42,7 @@ from producer.binance import (
     _symbol,
 )
 from producer.exceptions import FrameRejected
+from schemas.models import Metric
 
 MINUTE_MS: Final = 60_000
 #: Binance's closeTime of a 1 m kline is openTime + 59,999.
@@ -57,7 +58,7 @@ OI_HIST_PERIODS: Final = {"5m": 300_000, "15m": 900_000, "30m": 1_800_000, "1h":
                           "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "12h": 43_200_000,
                           "1d": 86_400_000}
 
-_SETTLED: Final = "funding_rate_settled"
+_SETTLED: Final = Metric.FUNDING_RATE_SETTLED
 
 
 def kline_weight(limit: int) -> int:

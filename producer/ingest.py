@@ -28,6 +28,7 @@ from producer import binance, history
 from producer.binance import MARK_PRICE_METRICS, MarkPrice, PartialFrame
 from producer.encoding import MetricPointEncoder
 from producer.exceptions import FrameRejected
+from schemas.models import Metric
 from service.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -261,9 +262,9 @@ class Ingest:
         if cur[4] - prev[4]:
             t.inc("frames_received", cur[4] - prev[4], {"kind": "premium_index"})
         if cur[0] - prev[0]:
-            t.inc("frames_received", cur[0] - prev[0], {"kind": "mark_price"})
+            t.inc("frames_received", cur[0] - prev[0], {"kind": Metric.MARK_PRICE})
         if cur[1] - prev[1]:
-            t.inc("frames_received", cur[1] - prev[1], {"kind": "open_interest"})
+            t.inc("frames_received", cur[1] - prev[1], {"kind": Metric.OPEN_INTEREST})
         if cur[2] - prev[2]:
             t.inc("points_published", cur[2] - prev[2])
         if cur[3] - prev[3]:

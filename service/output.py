@@ -17,9 +17,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
+from schemas.models import Metric
+
 #: Metrics whose value is an epoch-ms time, and those that are rates (shown in %).
-_TIME_METRICS = frozenset({"next_funding_time"})
-_RATE_METRICS = frozenset({"funding_rate", "funding_rate_settled"})
+_TIME_METRICS = frozenset({Metric.NEXT_FUNDING_TIME})
+_RATE_METRICS = frozenset({Metric.FUNDING_RATE, Metric.FUNDING_RATE_SETTLED})
 
 
 def iso_ms(ms: int | float) -> str:

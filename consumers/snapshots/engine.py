@@ -53,15 +53,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.snapshots.exceptions import SnapshotConfigError
+from schemas.models import Metric
 
 MARK, INDEX, FUNDING, OI = 0, 1, 2, 3
 METRIC_CODES: dict[str, int] = {
-    "mark_price": MARK,
-    "index_price": INDEX,
-    "funding_rate": FUNDING,
-    "open_interest": OI,
+    Metric.MARK_PRICE: MARK,
+    Metric.INDEX_PRICE: INDEX,
+    Metric.FUNDING_RATE: FUNDING,
+    Metric.OPEN_INTEREST: OI,
 }
-METRIC_NAMES: tuple[str, ...] = ("mark_price", "index_price", "funding_rate", "open_interest")
+METRIC_NAMES: tuple[str, ...] = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.FUNDING_RATE,
+                                 Metric.OPEN_INTEREST)
 
 #: What :meth:`SnapshotEngine.add` did with a point.
 ACCEPTED, DUPLICATE, LATE, IGNORED, INVALID, FOREIGN_SOURCE = range(6)
