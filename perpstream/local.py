@@ -229,12 +229,20 @@ def _differences(admin: Any, md: Any, names: list[str], partitions: Mapping[str,
             out.append(f"{name}: replication factor {replicas}, settings ask {rf}")
     if not names:
         return out
-    try:
-        futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in names])
-        described = {res.name: fut.result(timeout) for res, fut in futures.items()}
-    except Exception as exc:  # a broker that cannot describe configs: say so, create nothing less
-        out.append(f"topic settings not compared: {exc}")
-        return out
+    # The broker that answers may not know a topic yet (its metadata lags the controller's
+    # for a moment after a creation elsewhere): asked again for a few seconds.
+    deadline = time.monotonic() + min(timeout, 10.0)
+    while True:
+        try:
+            futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in names])
+            described = {res.name: fut.result(timeout) for res, fut in futures.items()}
+            break
+        except Exception as exc:  # a broker that cannot describe configs: say so, create nothing less
+            if _unknown_topic(exc) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            out.append(f"topic settings not compared: {exc}")
+            return out
     for name in names:
         entries = described.get(name, {})
         for key, value in wanted[name].items():
@@ -242,6 +250,13 @@ def _differences(admin: Any, md: Any, names: list[str], partitions: Mapping[str,
             if entry is not None and entry.value != value:
                 out.append(f"{name}: {key} is {entry.value}, settings ask {value}")
     return out
+
+
+def _unknown_topic(exc: Exception) -> bool:
+    from confluent_kafka import KafkaError, KafkaException
+
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
 def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
