@@ -98,7 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> SinkSettings:
 def sink_command(args: argparse.Namespace, *, client_seam: Callable[[Any, SinkSettings], Any] | None = None
                  ) -> int:
     """``perpstream sink``. ``client_seam`` wraps the ClickHouse client after it is opened: the
-    soak's own entry point injects its faults there (perpstream/soak_member.py); a production
+    soak's own entry point injects its faults there (perpstream/soak/member.py); a production
     process never passes one."""
     settings = settings_from_args(args)
     settings.require_bootstrap()

@@ -1,6 +1,6 @@
 """Scenario ``frames``: the whole websocket frame path, frames on a socket -> points to Kafka.
 
-The fake exchange (:mod:`perpstream.fake_exchange`) runs in this process and streams
+The fake exchange (:mod:`perpstream.fakes.binance`) runs in this process and streams
 markPrice frames at a stated rate; each measured client runs in a child process of its
 own, one after the other, against the same server:
 
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, report, row, target
-from perpstream.fake_exchange import FakeBinance
+from perpstream.fakes.binance import FakeBinance
 from producer.binance import ALL_MARKET_STREAM, mark_price_stream
 
 POINTS_PER_UPDATE = 5

@@ -1,4 +1,4 @@
-"""The fake Binance USD-M (:mod:`perpstream.fake_exchange`, re-exported here so
+"""The fake Binance USD-M (:mod:`perpstream.fakes.binance`, re-exported here so
 the tests keep importing it from ``tests.fakes.binance``) and
 :func:`live_producer`, the real producer pointed at it on a thread."""
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from perpstream.fake_exchange import GARBAGE, FakeBinance, contract_entry, is_delivery
+from perpstream.fakes.binance import GARBAGE, FakeBinance, contract_entry, is_delivery
 
 if TYPE_CHECKING:
     from producer.app import ProducerApp

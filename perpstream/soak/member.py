@@ -1,6 +1,6 @@
 """The soak's own entry point for its sink members (``perpstream soak``, docs/soak.md).
 
-    python -m perpstream.soak_member [--clickhouse-down-file F] [--stop-merges] sink ARGS...
+    python -m perpstream.soak.member [--clickhouse-down-file F] [--stop-merges] sink ARGS...
 
 is ``perpstream sink ARGS...`` with the soak's fault hooks put in through the sink's client
 seam (``consumers.sink.cli.sink_command(client_seam=...)``). Nothing in a production process
@@ -64,7 +64,7 @@ def with_faults(client: Any, settings: SinkSettings, *, down_file: Path | None, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    own = argparse.ArgumentParser(prog="python -m perpstream.soak_member", add_help=False)
+    own = argparse.ArgumentParser(prog="python -m perpstream.soak.member", add_help=False)
     own.add_argument("--clickhouse-down-file", type=Path)
     own.add_argument("--stop-merges", action="store_true")
     hooks, rest = own.parse_known_args(argv)

@@ -1,7 +1,7 @@
 """``perpstream soak``: the whole pipeline under load and a schedule of faults,
 then an account that must balance (docs/soak.md).
 
-This process owns the fake exchange (:mod:`perpstream.fake_exchange`, on a
+This process owns the fake exchange (:mod:`perpstream.fakes.binance`, on a
 thread) and the broker: the local Tansu broker (memory storage, the default), or
 Apache Kafka on loopback (``--broker kafka --nodes 1|3``, durable logs, where
 broker faults are real kills, pauses and restarts); the producer, the sink (chdb directory ``sink``),
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 SINK_GROUP = "soak-sink"
 #: the entry point of the sink members: ``perpstream sink`` with the soak's fault hooks
-SOAK_MEMBER = "perpstream.soak_member"
+SOAK_MEMBER = "perpstream.soak.member"
 SNAPSHOTS_GROUP = "soak-snapshots"
 DATABASE = "perpstream"
 #: Every fault kind, in the order of the schedule.
@@ -443,7 +443,7 @@ def _env(bootstrap: str, short_sessions: bool = True) -> dict[str, str]:
     env.update({"PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PERPSTREAM_LOG_LEVEL": "INFO"})
     if short_sessions:
         env.update({"PERPSTREAM_SESSION_TIMEOUT_MS": "6000", "PERPSTREAM_HEARTBEAT_INTERVAL_MS": "1000"})
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -467,7 +467,7 @@ class Soak:
         return time.monotonic() - self.start
 
     def run(self) -> tuple[Account, list[Fault], dict[str, Any]]:
-        from perpstream.fake_exchange import FakeBinance
+        from perpstream.fakes.binance import FakeBinance
 
         opts = self.opts
         symbols = [f"SOAK{i:05d}USDT" for i in range(opts.symbols)]
