@@ -49,8 +49,8 @@ def _accepts(host: str, port: int) -> bool:
 class TansuBroker:
     """A Tansu broker child process. Use as a context manager.
 
-    Tansu differs from Apache Kafka in ways the code must tolerate (README,
-    "Local broker: known differences from Apache Kafka"): memory storage is
+    Tansu differs from Apache Kafka in ways the code must tolerate (docs/kafka.md):
+    memory storage is
     lost on stop, and a group join waits ``session.timeout.ms / 2``, so local
     consumers use ``session.timeout.ms`` ≈ 6000. The child gets SIGTERM on
     stop, SIGKILL after ``stop_timeout``, and is put in its own process group

@@ -534,7 +534,7 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
         producer_update: dict[str, Any] = {"kafka_bootstrap_servers": bootstrap, "data_dir": str(data_dir)}
         overrides: dict[str, Any] = {}
         if broker is not None and broker.in_memory:
-            # Tansu waits session.timeout.ms / 2 for a join (README, "Local broker").
+            # Tansu waits session.timeout.ms / 2 for a join (docs/kafka.md).
             overrides = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
             if "PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS" not in os.environ:
                 # A local broker that restarted has forgotten the producer: the client is

@@ -1,7 +1,7 @@
 """Broker workarounds: code that exists for a broker's bug, not for Kafka's semantics.
 
 :class:`StalledFetchKick` is for Tansu, the embedded development broker
-(README, "Local broker: known differences from Apache Kafka"). After
+(docs/kafka.md, "The local broker's workarounds"). After
 cooperative rebalances, a partition can stay assigned and unpaused while the
 broker holds records past the consumer's position, and librdkafka's fetcher
 never returns them. A seek to the current position restarts that

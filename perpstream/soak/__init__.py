@@ -522,7 +522,7 @@ class Soak:
             }
             if not kafka:
                 # a Tansu broker restarted in place forgets producer ids: the producer replaces a
-                # client that delivered nothing for this long (README, local broker differences).
+                # client that delivered nothing for this long (docs/kafka.md).
                 # Apache Kafka keeps them on its logs: the producer's default (120 s) stays, longer
                 # than any outage here, so no client is replaced and no unacknowledged send re-sent
                 producer_env["PERPSTREAM_KAFKA_DELIVERY_TIMEOUT_MS"] = "10000"
