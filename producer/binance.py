@@ -276,10 +276,7 @@ def mark_price_values(d: Any) -> MarkPrice:
 
 def mark_price_points(d: Any, ingest_ms: int, source: str = SOURCE) -> list[Record]:
     """The MetricPoint records of one markPriceUpdate payload (all or nothing)."""
-    symbol, et, values = mark_price_values(d)
-    return [{"source": source, "symbol": symbol, "metric": metric, "value": v, "event_time": et,
-             "ingest_time": ingest_ms}
-            for metric, v in zip(MARK_PRICE_METRICS, values, strict=True) if v is not None]
+    return records([mark_price_values(d)], ingest_ms, source)
 
 
 def is_control(msg: Any) -> bool:
@@ -329,11 +326,12 @@ def points_from_message(
     try:
         updates = mark_price_updates(msg, symbols)
     except PartialFrame as exc:
-        raise PartialFrame(_records(exc.points, ingest_ms, source), exc.errors) from None
-    return _records(updates, ingest_ms, source)
+        raise PartialFrame(records(exc.points, ingest_ms, source), exc.errors) from None
+    return records(updates, ingest_ms, source)
 
 
-def _records(updates: list[MarkPrice], ingest_ms: int, source: str) -> list[Record]:
+def records(updates: list[MarkPrice], ingest_ms: int, source: str) -> list[Record]:
+    """The MetricPoint records of validated markPriceUpdates (absent metrics left out)."""
     return [{"source": source, "symbol": symbol, "metric": metric, "value": v, "event_time": et,
              "ingest_time": ingest_ms}
             for symbol, et, values in updates

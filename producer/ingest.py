@@ -162,8 +162,6 @@ class Ingest:
 
     def on_ws_frame(self, raw: str | bytes, ingest_ms: int) -> Any | None:
         self.frames_ws += 1
-        if self._encoder is None:
-            return self._on_ws_frame_records(raw, ingest_ms)
         try:
             msg = binance.load_json(raw, self._max_bytes)
             if binance.is_control(msg):
@@ -171,35 +169,21 @@ class Ingest:
                 return msg
             updates = binance.mark_price_updates(msg, self.symbols)
         except PartialFrame as exc:
-            self._publish_updates(exc.points, ingest_ms)
+            self._publish_frame(exc.points, ingest_ms)
             for err in exc.errors:
                 self._reject(err, raw)
             return None
         except FrameRejected as exc:
             self._reject(exc, raw)
             return None
-        self._publish_updates(updates, ingest_ms)
+        self._publish_frame(updates, ingest_ms)
         return None
 
-    def _on_ws_frame_records(self, raw: str | bytes, ingest_ms: int) -> Any | None:
-        """:meth:`on_ws_frame` through records and ``encode`` (a schema the fast encoder
-        was not written for)."""
-        try:
-            msg = binance.load_json(raw, self._max_bytes)
-            if binance.is_control(msg):
-                self.frames_ws -= 1
-                return msg
-            points = binance.points_from_message(msg, ingest_ms, self._source, self.symbols)
-        except PartialFrame as exc:
-            self._publish(exc.points)
-            for err in exc.errors:
-                self._reject(err, raw)
-            return None
-        except FrameRejected as exc:
-            self._reject(exc, raw)
-            return None
-        self._publish(points)
-        return None
+    def _publish_frame(self, updates: list[MarkPrice], ingest_ms: int) -> None:
+        if self._encoder is not None:
+            self._publish_updates(updates, ingest_ms)
+        else:  # a schema the fast encoder was not written for: records and ``encode``
+            self._publish(binance.records(updates, ingest_ms, self._source))
 
     def on_open_interest(self, raw: str | bytes, ingest_ms: int) -> None:
         self.frames_oi += 1
