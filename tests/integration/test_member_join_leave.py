@@ -14,12 +14,12 @@ so a static first member works there too (docs/sink.md, "Rebalancing").
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from benchmarks.restart_recovery import Flow
 from consumers.runtime.batch import Batch, TopicPartitionId
 from consumers.runtime.loop import ConsumeLoop
 from consumers.sink.handler import ClickHouseSink
@@ -27,7 +27,7 @@ from consumers.sink.migrations import migrate_sink
 from consumers.sink.service import sink_loop
 from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
-from tests.integration.test_sink_support import T0, Runner, committed_total, settings_for
+from tests.integration.test_sink_support import Runner, committed_total, settings_for
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,44 +54,6 @@ class OwnershipSink(ClickHouseSink):
     def handle(self, batch: Batch) -> None:
         self.violations.extend(tp for tp in batch.partitions if tp not in self.owned)
         super().handle(batch)
-
-
-class Flow:
-    """Produces distinct points to every partition in turn until stopped (a steady rate,
-    so each partition always has new records for its owner)."""
-
-    def __init__(self, bootstrap: str, topic: str, per_tick: int = 120, tick: float = 0.05) -> None:
-        from confluent_kafka import Producer
-
-        from schemas.codec import metric_point_codec
-
-        self._codec = metric_point_codec()
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10,
-                                   "enable.idempotence": True})
-        self._topic, self._per_tick, self._tick = topic, per_tick, tick
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for _ in range(self._per_tick):
-                i = self.sent
-                rec = {"source": "binance_usdm", "symbol": f"SYM{i % 60}USDT", "metric": "mark_price",
-                       "value": 100.0 + i * 0.25, "event_time": T0 + (i // 60) * 1000,
-                       "ingest_time": T0 + (i // 60) * 1000 + 7}
-                self._producer.produce(self._topic, key=rec["symbol"].encode(), value=self._codec.encode(rec),
-                                       partition=i % PARTITIONS)
-                self.sent += 1
-            self._producer.poll(0)
-            self._stop.wait(self._tick)  # the rate of the flow, not a synchronisation
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(30)
-        assert self._producer.flush(60) == 0
-        return self.sent
 
 
 #: session timeout of a static member B: its partitions could not come back to A before it
@@ -158,7 +120,7 @@ def test_a_member_joins_and_leaves_while_data_flows(
             raise AssertionError(f"{exc}: committed {progress()} (from {mark}), A owns {sorted(ha.owned)}, "
                                  f"B owns {sorted(hb.owned) if hb else None}") from exc
 
-    flow = Flow(kafka_bootstrap, topic)
+    flow = Flow(kafka_bootstrap, topic, PARTITIONS, rate=2400)  # every partition always has records
     a = b = None
     hb: OwnershipSink | None = None
     try:
@@ -197,8 +159,7 @@ def test_a_member_joins_and_leaves_while_data_flows(
                                  f"telemetry {telemetry.summary()}") from exc
         assert a.stop() == 0
     finally:
-        if not flow._stop.is_set():
-            flow.stop()
+        flow.stop()  # a no-op once stopped
         for r in (a, b):
             if r is not None and r.thread.is_alive():
                 r.stop()
