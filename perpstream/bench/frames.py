@@ -101,13 +101,13 @@ class Client:
     """One measured child process."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        from perpstream.local import _die_with_parent
+        from perpstream.local import die_with_parent
 
         self.name = name
         self.log = log
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=env,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -51,7 +51,7 @@ class MemberProcess:
     """A ``python -m perpstream.bench.member ROLE`` child and its request/answer channel."""
 
     def __init__(self, name: str, role: str, kw: dict[str, Any], work: Path) -> None:
-        from perpstream.local import _die_with_parent
+        from perpstream.local import die_with_parent
 
         self.name = name
         self.log_path = work / f"{name}.log"
@@ -59,7 +59,7 @@ class MemberProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "perpstream.bench.member", role, json.dumps(kw)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=_die_with_parent)
+                env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=die_with_parent)
         self.pid = self.proc.pid
         self._answers: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stdout is not None

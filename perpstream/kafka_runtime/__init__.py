@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from perpstream.local import InfraError, _accepts, _die_with_parent, free_port, replication_for
+from perpstream.local import InfraError, accepts, die_with_parent, free_port, replication_for
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +432,7 @@ class KafkaCluster:
                                  f"not {self.size}: use --nodes {had} or another directory")
         self.cluster_id = state.get("cluster_id") or _random_cluster_id()
         ports = state.get("ports") or []
-        if len(ports) != self.size or any(_accepts("127.0.0.1", p) for pair in ports for p in pair):
+        if len(ports) != self.size or any(accepts("127.0.0.1", p) for pair in ports for p in pair):
             ports = [[free_port(), free_port()] for _ in range(self.size)]
         self.nodes = [Node(i + 1, ports[i][0], ports[i][1], self.data_dir / f"node-{i + 1}")
                       for i in range(self.size)]
@@ -468,12 +468,12 @@ class KafkaCluster:
         ]
         self._procs[node.node_id] = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent, cwd=node.directory,
+            start_new_session=True, preexec_fn=die_with_parent, cwd=node.directory,
         )
 
     def _wait_listening(self, node: Node, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not _accepts("127.0.0.1", node.port):
+        while not accepts("127.0.0.1", node.port):
             proc = self._procs.get(node.node_id)
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode

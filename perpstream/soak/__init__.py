@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from perpstream.kafka_runtime import KafkaCluster
-from perpstream.local import TansuBroker, _die_with_parent, ensure_topics, free_port, replication_for
+from perpstream.local import TansuBroker, die_with_parent, ensure_topics, free_port, replication_for
 from schemas.exceptions import PerpstreamError
 from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
@@ -359,7 +359,7 @@ class Member:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, *args], env=self.env, cwd=self.work,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         out.close()
         return self
