@@ -8,7 +8,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
-COPY service ./service
 COPY producer ./producer
 COPY consumers ./consumers
 COPY perpstream ./perpstream

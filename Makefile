@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 DEMO_ARGS ?= --source sim --sim-symbols 20 --duration 180 --data-dir .perpstream/demo
 
-.PHONY: setup demo test lint unit integration bench clean
+.PHONY: setup demo test lint graph unit integration bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The import graph between the parts of perpstream (docs/layout.md), from the same analysis
+# as the layer contracts.
+graph: $(STAMP)
+	@$(BIN)/python .ci/import_graph.py
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q

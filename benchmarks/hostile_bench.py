@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.telemetry import JsonFormatter
+from perpstream.runtime.telemetry import JsonFormatter
 from tests.hostile.frames import exchange_info_case, oi_case, ws_case
 from tests.hostile.harness import Deadline, DecoderHarness, IngestHarness, Tally
 from tests.hostile.known_bugs import KNOWN_BUGS

@@ -15,8 +15,8 @@ import argparse
 import sys
 
 from perpstream.bench import produce
-from service.settings import CommonSettings
-from service.tuning import tune_gc
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.tuning import tune_gc
 
 
 def main(argv: list[str] | None = None) -> int:

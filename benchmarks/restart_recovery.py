@@ -74,7 +74,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from perpstream.local import TansuBroker, ensure_topics
-from schemas.codec import metric_point_codec
+from perpstream.schemas.codec import metric_point_codec
 
 ROOT = Path(__file__).resolve().parents[1]
 SINK = "import sys; from perpstream.cli import main; sys.exit(main())"
@@ -443,7 +443,7 @@ def broker(kind: str | None) -> Iterator[tuple[str, str]]:
 def is_tansu(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
-    from consumers.runtime.workarounds import is_local_broker
+    from perpstream.consumers.runtime.workarounds import is_local_broker
 
     return is_local_broker(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).cluster_id)
 

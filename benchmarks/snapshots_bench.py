@@ -15,8 +15,8 @@ import argparse
 
 from perpstream.bench import snapshots
 from perpstream.bench.render import render
-from service.settings import CommonSettings
-from service.tuning import tune_gc
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.tuning import tune_gc
 
 
 def main() -> None:

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumers.exceptions import MigrationError, StoreRejectedError, StoreUnavailableError
-from schemas.exceptions import ConfigError
-from service.secrets import redact_dsn
-from service.settings import clickhouse_dsn_problem
+from perpstream.consumers.exceptions import MigrationError, StoreRejectedError, StoreUnavailableError
+from perpstream.errors import ConfigError
+from perpstream.runtime.secrets import redact_dsn
+from perpstream.runtime.settings import clickhouse_dsn_problem
 
 log = logging.getLogger(__name__)
 

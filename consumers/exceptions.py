@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from schemas.exceptions import PerpstreamError
+from perpstream.errors import PerpstreamError
 
 TopicPartitionId = tuple[str, int]
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumers.clickhouse import open_client
-from schemas.exceptions import ConfigError, PerpstreamError
-from service.endpoint import read_endpoint
-from service.secrets import redact_dsn
-from service.settings import CommonSettings
+from perpstream.consumers.clickhouse import open_client
+from perpstream.errors import ConfigError, PerpstreamError
+from perpstream.runtime.endpoint import read_endpoint
+from perpstream.runtime.secrets import redact_dsn
+from perpstream.runtime.settings import CommonSettings
 
 
 class StoreBusyError(PerpstreamError):

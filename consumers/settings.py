@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.exceptions import ConfigError
-from service.settings import CommonSettings
+from perpstream.errors import ConfigError
+from perpstream.runtime.settings import CommonSettings
 
 
 class ConsumerSettings(CommonSettings):

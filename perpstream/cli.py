@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from schemas.exceptions import ConfigError, PerpstreamError
-from service.secrets import redact
-from service.settings import describe
-from service.telemetry import TextFormatter
+from perpstream.errors import ConfigError, PerpstreamError
+from perpstream.runtime.secrets import redact
+from perpstream.runtime.settings import describe
+from perpstream.runtime.telemetry import TextFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,11 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each package registers its own subcommands.
-    from consumers.sink import cli as sink_cli
-    from consumers.snapshots import cli as snapshots_cli
     from perpstream import bench, pipeline, soak, sql, up
-    from producer import backfill
-    from producer import cli as producer_cli
+    from perpstream.consumers.sink import cli as sink_cli
+    from perpstream.consumers.snapshots import cli as snapshots_cli
+    from perpstream.producer import backfill
+    from perpstream.producer import cli as producer_cli
 
     for mod in (up, pipeline, producer_cli, backfill, sink_cli, snapshots_cli, sql, bench, soak):
         mod.register(sub)

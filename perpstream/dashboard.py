@@ -66,14 +66,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from consumers.sink.migrations import TABLE as POINTS_TABLE
-from consumers.snapshots.engine import EngineConfig
-from consumers.snapshots.freshness import assess
+from perpstream.consumers.sink.migrations import TABLE as POINTS_TABLE
+from perpstream.consumers.snapshots.engine import EngineConfig
+from perpstream.consumers.snapshots.freshness import assess
+from perpstream.runtime.output import cell, iso_ms
+from perpstream.runtime.secrets import redact
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.models import Metric
 from perpstream.sql import _first_line as first_line
-from schemas.models import Metric
-from service.output import cell, iso_ms
-from service.secrets import redact
-from service.telemetry import Telemetry
 
 QueryFn = Callable[[str], Sequence[Sequence[Any]]]
 

@@ -21,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from schemas.exceptions import PerpstreamError
-from service.secrets import redact_dsn
-from service.settings import TopicPlan
+from perpstream.errors import PerpstreamError
+from perpstream.runtime.secrets import redact_dsn
+from perpstream.runtime.settings import TopicPlan
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def ensure_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from service.telemetry import kafka_logging
+    from perpstream.runtime.telemetry import kafka_logging
 
     plan = plan or TopicPlan()
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {}), **kafka_logging()})
@@ -265,7 +265,7 @@ def _unknown_topic(exc: Exception) -> bool:
 def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
     """A clickhouse-connect client for ``dsn`` (``http://...`` or ``chdb:///abs/dir``);
     :class:`InfraError` naming the DSN when it cannot be opened."""
-    from consumers.clickhouse import open_client
+    from perpstream.consumers.clickhouse import open_client
 
     try:
         return open_client(dsn, **kwargs)

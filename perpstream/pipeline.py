@@ -27,15 +27,21 @@ from typing import Any
 
 from pydantic import Field, SecretStr
 
+from perpstream.errors import ConfigError, PerpstreamError
 from perpstream.kafka_runtime import KAFKA_VERSION, KafkaCluster
 from perpstream.local import TansuBroker, ensure_topics, open_clickhouse
+from perpstream.producer.cli import source_option
 from perpstream.query_server import QueryServer, ReadOnlyQueries
-from producer.cli import source_option
-from schemas.exceptions import ConfigError, PerpstreamError
-from service.endpoint import DataDirBusyError, DataDirLock, read_endpoint, remove_endpoint, write_endpoint
-from service.health import Health
-from service.secrets import redact_dsn
-from service.settings import (
+from perpstream.runtime.endpoint import (
+    DataDirBusyError,
+    DataDirLock,
+    read_endpoint,
+    remove_endpoint,
+    write_endpoint,
+)
+from perpstream.runtime.health import Health
+from perpstream.runtime.secrets import redact_dsn
+from perpstream.runtime.settings import (
     LOG_FLAGS,
     CommonSettings,
     SettingsUse,
@@ -43,9 +49,9 @@ from service.settings import (
     build_settings,
     declare_settings,
 )
-from service.signals import stop_on_signals
-from service.telemetry import Telemetry, configure_logging, operator_endpoints
-from service.tuning import tune_gc
+from perpstream.runtime.signals import stop_on_signals
+from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
+from perpstream.runtime.tuning import tune_gc
 
 log = logging.getLogger("perpstream.run")
 
@@ -158,9 +164,9 @@ RUN_FLAGS = {"data_dir": "data_dir", "http_port": "http_port", "http_host": "htt
 
 
 def _declare_run_settings(parser: argparse.ArgumentParser) -> None:
-    from consumers.sink.settings import SinkSettings
-    from consumers.snapshots.settings import SnapshotSettings
-    from producer.cli import PRODUCER_SETTINGS
+    from perpstream.consumers.sink.settings import SinkSettings
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
+    from perpstream.producer.cli import PRODUCER_SETTINGS
 
     declare_settings(parser, SettingsUse(QueryServerSettings, RUN_FLAGS), PRODUCER_SETTINGS,
                      SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
@@ -279,12 +285,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, common: QueryServerSettings) -> int:
-    from consumers.sink.service import run_sink
-    from consumers.sink.settings import SinkSettings
-    from consumers.snapshots.app import SnapshotService
-    from consumers.snapshots.settings import SnapshotSettings
-    from producer.app import ProducerApp
-    from producer.cli import settings_from_args
+    from perpstream.consumers.sink.service import run_sink
+    from perpstream.consumers.sink.settings import SinkSettings
+    from perpstream.consumers.snapshots.app import SnapshotService
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
+    from perpstream.producer.app import ProducerApp
+    from perpstream.producer.cli import settings_from_args
 
     configure_logging(common.log_level, common.log_format if "log_format" in common.model_fields_set
                       else "text")  # run's default: text for a terminal

@@ -48,7 +48,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from schemas.exceptions import ConfigError
+from perpstream.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

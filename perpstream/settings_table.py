@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
-from service.settings import ENV_PREFIX, SETTINGS_USES, CommonSettings, SettingsUse
+from perpstream.runtime.settings import ENV_PREFIX, SETTINGS_USES, CommonSettings, SettingsUse
 
 BEGIN = "<!-- settings:begin -->"
 END = "<!-- settings:end -->"

@@ -14,9 +14,9 @@ import argparse
 import sys
 from typing import Any
 
-from consumers.reading import open_reader
-from service.output import print_rows
-from service.settings import CommonSettings, SettingsUse, build_settings, declare_settings
+from perpstream.consumers.reading import open_reader
+from perpstream.runtime.output import print_rows
+from perpstream.runtime.settings import CommonSettings, SettingsUse, build_settings, declare_settings
 
 _FLAGS = {"data_dir": "data_dir", "clickhouse_dsn": "clickhouse_dsn", "database": "clickhouse_database"}
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perpstream.errors import ConfigError, PerpstreamError
 from perpstream.kafka_runtime import KAFKA_VERSION, KafkaCluster, unavailable_reason
 from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickhouse
 from perpstream.pipeline import (
@@ -62,18 +63,17 @@ from perpstream.pipeline import (
     new_topic_partitions,
     standard_topics,
 )
+from perpstream.producer.cli import source_option
 from perpstream.query_server import QueryServer, ReadOnlyQueries
-from producer.cli import source_option
-from schemas.exceptions import ConfigError, PerpstreamError
-from service.backoff import backoff
-from service.endpoint import remove_endpoint, write_endpoint
-from service.health import Health
-from service.output import cell
-from service.secrets import redact_dsn
-from service.settings import LOG_FLAGS, SettingsUse, build_settings, declare_settings
-from service.signals import stop_on_signals
-from service.telemetry import Telemetry, configure_logging, operator_endpoints
-from service.tuning import tune_gc
+from perpstream.runtime.backoff import backoff
+from perpstream.runtime.endpoint import remove_endpoint, write_endpoint
+from perpstream.runtime.health import Health
+from perpstream.runtime.output import cell
+from perpstream.runtime.secrets import redact_dsn
+from perpstream.runtime.settings import LOG_FLAGS, SettingsUse, build_settings, declare_settings
+from perpstream.runtime.signals import stop_on_signals
+from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
+from perpstream.runtime.tuning import tune_gc
 
 log = logging.getLogger("perpstream.up")
 
@@ -144,9 +144,9 @@ def register(sub: Any) -> None:
 
 
 def _declare_up_settings(parser: argparse.ArgumentParser) -> None:
-    from consumers.sink.settings import SinkSettings
-    from consumers.snapshots.settings import SnapshotSettings
-    from producer.cli import PRODUCER_SETTINGS
+    from perpstream.consumers.sink.settings import SinkSettings
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
+    from perpstream.producer.cli import PRODUCER_SETTINGS
 
     declare_settings(parser, SettingsUse(QueryServerSettings, _FLAGS), PRODUCER_SETTINGS,
                      SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
@@ -252,7 +252,7 @@ def _check_broker(bootstrap: str | None, security: Mapping[str, Any] | None = No
     if bootstrap:
         from confluent_kafka.admin import AdminClient
 
-        from service.telemetry import kafka_logging
+        from perpstream.runtime.telemetry import kafka_logging
 
         try:
             AdminClient({"bootstrap.servers": bootstrap, **(security or {}), **kafka_logging()}
@@ -346,7 +346,7 @@ def report_prerequisites(checks: list[Check], out: Any) -> None:
 # --------------------------------------------------------------------------- the run
 
 def _producer_settings(args: argparse.Namespace, bootstrap: str) -> Any:
-    from producer.cli import settings_from_args
+    from perpstream.producer.cli import settings_from_args
 
     source, replay_file = args.source
     if replay_file is not None and not Path(replay_file).is_file():
@@ -472,8 +472,8 @@ def _up(args: argparse.Namespace, common: QueryServerSettings, data_dir: Path) -
     started = time.monotonic()
 
     # Settings of every component first: a bad one fails before anything starts.
-    from consumers.sink.settings import SinkSettings
-    from consumers.snapshots.settings import SnapshotSettings
+    from perpstream.consumers.sink.settings import SinkSettings
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
 
     placeholder = common.kafka_bootstrap_servers or "127.0.0.1:9092"
     producer_settings = _producer_settings(args, placeholder)
@@ -596,7 +596,7 @@ def _ready_line(bootstrap: str, broker: _Broker | None, dsn: str, database: str,
 
 def _backfill_settings(producer_settings: Any, since: str) -> Any:
     """The producer's settings with the backfill range, validated like ``perpstream backfill``'s."""
-    from producer.settings import ProducerSettings
+    from perpstream.producer.settings import ProducerSettings
 
     values = {**producer_settings.model_dump(), "backfill_since": since, "backfill_until": None}
     return build_settings(ProducerSettings, values=values)
@@ -605,9 +605,9 @@ def _backfill_settings(producer_settings: Any, since: str) -> Any:
 def _components(producer_settings: Any, sink_settings: Any, snap_settings: Any, client: Any,
                 telemetry: Telemetry, health: Health, overrides: dict[str, Any],
                 backfill: Any = None) -> dict[str, Supervised]:
-    from consumers.sink.service import run_sink
-    from consumers.snapshots.app import SnapshotService
-    from producer.app import ProducerApp
+    from perpstream.consumers.sink.service import run_sink
+    from perpstream.consumers.snapshots.app import SnapshotService
+    from perpstream.producer.app import ProducerApp
 
     history_due = [backfill is not None]
 
@@ -616,7 +616,7 @@ def _components(producer_settings: Any, sink_settings: Any, snap_settings: Any, 
             # History first, in event-time order, so the snapshot windows are warm when the
             # first live point arrives (docs/snapshots.md, "Warm at minute one"). Once only:
             # a restarted producer goes straight back to live.
-            from producer.backfill import run_backfill
+            from perpstream.producer.backfill import run_backfill
 
             history_due[0] = False
             log.info("backfill before going live", extra={"since": backfill.backfill_since})

@@ -23,20 +23,20 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from producer import binance
-from producer.encoding import MetricPointEncoder
-from producer.exceptions import PermanentFailure
-from producer.ingest import FrameSink, Ingest
-from producer.publisher import Publisher, producer_config
-from producer.settings import ProducerSettings
-from producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
-from schemas.codec import metric_point_codec, registry_client, subject_for
-from service import eventloop
-from service.backoff import BackoffFactory, factory
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import PermanentFailure
+from perpstream.producer.ingest import FrameSink, Ingest
+from perpstream.producer.publisher import Publisher, producer_config
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
+from perpstream.runtime import eventloop
+from perpstream.runtime.backoff import BackoffFactory, factory
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec, registry_client, subject_for
 
 if TYPE_CHECKING:
-    from service.health import Health, Heartbeat
+    from perpstream.runtime.health import Health, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,11 @@ def build_source(
         return ReplaySource(settings.replay_file, settings.replay_rate)
     backoff = backoff_factory or factory(settings.backoff_initial, cap=settings.backoff_cap)
     if settings.polls_rest:
-        from producer.rest_source import RestSource
+        from perpstream.producer.rest_source import RestSource
 
         settings.require_live_symbols()
         return RestSource(settings, telemetry, backoff, once=settings.once)
-    from producer.live import LiveSource
+    from perpstream.producer.live import LiveSource
 
     settings.require_live_symbols()
 

@@ -53,22 +53,22 @@ from urllib.parse import quote
 
 import aiohttp
 
-from producer import binance, history
-from producer.encoding import MetricPointEncoder
-from producer.exceptions import FrameRejected, PermanentFailure, RestError
-from producer.failures import RestFault
-from producer.history import Parsed
-from producer.publisher import Publisher, producer_config
-from producer.rest import BinanceRest, RestGate
-from producer.settings import ProducerSettings
-from producer.sources import now_ms
-from producer.timespec import parse_instant
-from schemas.codec import metric_point_codec, registry_client, subject_for
-from schemas.exceptions import ConfigError
-from schemas.models import Metric
-from service.backoff import factory
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry
+from perpstream.errors import ConfigError
+from perpstream.producer import binance, history
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import FrameRejected, PermanentFailure, RestError
+from perpstream.producer.failures import RestFault
+from perpstream.producer.history import Parsed
+from perpstream.producer.publisher import Publisher, producer_config
+from perpstream.producer.rest import BinanceRest, RestGate
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import now_ms
+from perpstream.producer.timespec import parse_instant
+from perpstream.runtime.backoff import factory
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec, registry_client, subject_for
+from perpstream.schemas.models import Metric
 
 log = logging.getLogger(__name__)
 
@@ -508,8 +508,8 @@ _FIELDS = {
 
 
 def register(sub: Any) -> None:
-    from producer.cli import add_registry_flags
-    from service.settings import SettingsUse, add_log_flags, declare_settings
+    from perpstream.producer.cli import add_registry_flags
+    from perpstream.runtime.settings import SettingsUse, add_log_flags, declare_settings
 
     p = sub.add_parser("backfill", help="fetch Binance history over REST and publish it as MetricPoints")
     p.add_argument("--since", help="first event time: ISO-8601, epoch ms, or a duration ago (6h, 7d)")
@@ -536,9 +536,9 @@ def register(sub: Any) -> None:
 
 
 def backfill_main(args: argparse.Namespace) -> int:
-    from service.settings import build_settings
-    from service.signals import stop_on_signals
-    from service.telemetry import configure_logging
+    from perpstream.runtime.settings import build_settings
+    from perpstream.runtime.signals import stop_on_signals
+    from perpstream.runtime.telemetry import configure_logging
 
     settings = build_settings(ProducerSettings, args, _FIELDS)
     settings.require_kafka()

@@ -21,9 +21,9 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple
 
-from producer.exceptions import FrameRejected
-from schemas.models import Metric
-from schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.schemas.models import Metric
+from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
 
 SOURCE: Final = "binance_usdm"
 

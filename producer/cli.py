@@ -14,8 +14,14 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from producer.settings import ProducerSettings
-from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.settings import (
+    LOG_FLAGS,
+    SettingsUse,
+    add_log_flags,
+    build_settings,
+    declare_settings,
+)
 
 #: CLI flag dest -> settings field (only flags actually given override env).
 _FIELDS = {
@@ -121,11 +127,11 @@ def settings_from_args(args: argparse.Namespace) -> ProducerSettings:
 
 
 def produce_main(args: argparse.Namespace) -> int:
-    from producer.app import ProducerApp
-    from service.health import Health
-    from service.signals import stop_on_signals
-    from service.telemetry import Telemetry, configure_logging, operator_endpoints
-    from service.tuning import tune_gc
+    from perpstream.producer.app import ProducerApp
+    from perpstream.runtime.health import Health
+    from perpstream.runtime.signals import stop_on_signals
+    from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
+    from perpstream.runtime.tuning import tune_gc
 
     settings = settings_from_args(args)
     settings.require_kafka()
@@ -139,11 +145,11 @@ def produce_main(args: argparse.Namespace) -> int:
 
 
 def record_main(args: argparse.Namespace) -> int:
-    from producer.live import LiveSource
-    from producer.sources import Recorder
-    from service.signals import stop_on_signals
-    from service.telemetry import Telemetry, configure_logging
-    from service.tuning import tune_gc
+    from perpstream.producer.live import LiveSource
+    from perpstream.producer.sources import Recorder
+    from perpstream.runtime.signals import stop_on_signals
+    from perpstream.runtime.telemetry import Telemetry, configure_logging
+    from perpstream.runtime.tuning import tune_gc
 
     settings = settings_from_args(args)
     settings.require_live_symbols()

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from schemas.avro_binary import (
+from perpstream.schemas.avro_binary import (
     METRIC_POINT_LAYOUT,
     avro_string,
     enum_symbols,
@@ -33,7 +33,7 @@ from schemas.avro_binary import (
     read_long,
     zigzag_varint,
 )
-from schemas.codec import AvroCodec
+from perpstream.schemas.codec import AvroCodec
 
 _DOUBLE = struct.Struct("<d")
 

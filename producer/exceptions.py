@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from producer.failures import RestFault
-from schemas.exceptions import PerpstreamError
+from perpstream.errors import PerpstreamError
+from perpstream.producer.failures import RestFault
 
 
 class ProducerError(PerpstreamError):

@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-from producer import binance
-from producer.binance import (
+from perpstream.producer import binance
+from perpstream.producer.binance import (
     BAD_SYMBOL,
     BAD_TIMESTAMP,
     MISSING_FIELD,
@@ -41,8 +41,8 @@ from producer.binance import (
     _number,
     _symbol,
 )
-from producer.exceptions import FrameRejected
-from schemas.models import Metric
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.schemas.models import Metric
 
 MINUTE_MS: Final = 60_000
 #: Binance's closeTime of a 1 m kline is openTime + 59,999.

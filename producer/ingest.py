@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from producer import binance, history
-from producer.binance import MARK_PRICE_METRICS, MarkPrice, PartialFrame
-from producer.encoding import MetricPointEncoder
-from producer.exceptions import FrameRejected
-from schemas.models import Metric
-from service.telemetry import Telemetry
+from perpstream.producer import binance, history
+from perpstream.producer.binance import MARK_PRICE_METRICS, MarkPrice, PartialFrame
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.models import Metric
 
 log = logging.getLogger(__name__)
 

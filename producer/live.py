@@ -17,18 +17,18 @@ from collections.abc import Callable
 
 import aiohttp
 
-from producer import binance
-from producer.exceptions import FrameRejected, PermanentFailure, RestError
-from producer.failures import RestFault
-from producer.ingest import FrameSink
-from producer.rest import EDGE as REST_EDGE
-from producer.rest import BinanceRest, OpenInterestPoller, RestGate
-from producer.settings import ProducerSettings
-from producer.tasks import BackgroundTasks
-from producer.websocket import MarkPriceStreams
-from service.backoff import BackoffFactory, factory
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.exceptions import FrameRejected, PermanentFailure, RestError
+from perpstream.producer.failures import RestFault
+from perpstream.producer.ingest import FrameSink
+from perpstream.producer.rest import EDGE as REST_EDGE
+from perpstream.producer.rest import BinanceRest, OpenInterestPoller, RestGate
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.tasks import BackgroundTasks
+from perpstream.producer.websocket import MarkPriceStreams
+from perpstream.runtime.backoff import BackoffFactory, factory
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

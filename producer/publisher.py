@@ -67,16 +67,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from producer.exceptions import PermanentFailure
-from producer.failures import (
+from perpstream.producer.exceptions import PermanentFailure
+from perpstream.producer.failures import (
     KAFKA_MAX_RECREATES,
     KAFKA_RECREATE_WINDOW,
     KafkaFault,
     classify_kafka,
     kafka_reason,
 )
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry, kafka_logging
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 

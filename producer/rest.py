@@ -38,15 +38,21 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 
-from producer import binance
-from producer.exceptions import PermanentFailure, RestError
-from producer.failures import REST_DISPOSITION, Disposition, RestFault, binance_error_code, classify_rest
-from producer.ingest import FrameSink
-from producer.sources import now_ms
-from producer.tasks import BackgroundTasks
-from service.backoff import BackoffFactory
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.exceptions import PermanentFailure, RestError
+from perpstream.producer.failures import (
+    REST_DISPOSITION,
+    Disposition,
+    RestFault,
+    binance_error_code,
+    classify_rest,
+)
+from perpstream.producer.ingest import FrameSink
+from perpstream.producer.sources import now_ms
+from perpstream.producer.tasks import BackgroundTasks
+from perpstream.runtime.backoff import BackoffFactory
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

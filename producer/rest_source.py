@@ -30,16 +30,16 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from producer import binance
-from producer.exceptions import FrameRejected, PermanentFailure, RestError
-from producer.failures import RestFault
-from producer.ingest import FrameSink
-from producer.rest import EDGE, BinanceRest, RestGate
-from producer.settings import ProducerSettings
-from producer.sources import now_ms
-from service.backoff import BackoffFactory
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.exceptions import FrameRejected, PermanentFailure, RestError
+from perpstream.producer.failures import RestFault
+from perpstream.producer.ingest import FrameSink
+from perpstream.producer.rest import EDGE, BinanceRest, RestGate
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import now_ms
+from perpstream.runtime.backoff import BackoffFactory
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

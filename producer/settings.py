@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from producer import binance
-from schemas.exceptions import ConfigError
-from schemas.rules import symbol_problem
-from service.settings import CommonSettings
+from perpstream.errors import ConfigError
+from perpstream.producer import binance
+from perpstream.runtime.settings import CommonSettings
+from perpstream.schemas.rules import symbol_problem
 
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -133,7 +133,7 @@ class ProducerSettings(CommonSettings):
     def _instant(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        from producer.timespec import parse_instant
+        from perpstream.producer.timespec import parse_instant
 
         parse_instant(v)  # ValueError names what is wrong
         return v.strip()

@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from producer import binance
-from producer.exceptions import PermanentFailure
-from producer.ingest import FrameSink
-from service.logs import RateLimitedLog
+from perpstream.producer import binance
+from perpstream.producer.exceptions import PermanentFailure
+from perpstream.producer.ingest import FrameSink
+from perpstream.runtime.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 _rlog = RateLimitedLog(log)

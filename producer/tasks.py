@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from producer.exceptions import PermanentFailure
-from service.logs import RateLimitedLog
+from perpstream.producer.exceptions import PermanentFailure
+from perpstream.runtime.logs import RateLimitedLog
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Final
 
-from schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
+from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
 _DURATION = re.compile(r"([0-9]+)[ ]*(ms|s|m|h|d|w)")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}

@@ -39,14 +39,14 @@ from typing import Any
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from producer import binance
-from producer.exceptions import PermanentFailure
-from producer.ingest import FrameSink
-from producer.sources import now_ms
-from producer.tasks import BackgroundTasks
-from producer.ws_protocol import Action, Close, Connect, ConnectionProtocol, Deliver, Fail, Send
-from service.backoff import BackoffFactory
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.exceptions import PermanentFailure
+from perpstream.producer.ingest import FrameSink
+from perpstream.producer.sources import now_ms
+from perpstream.producer.tasks import BackgroundTasks
+from perpstream.producer.ws_protocol import Action, Close, Connect, ConnectionProtocol, Deliver, Fail, Send
+from perpstream.runtime.backoff import BackoffFactory
+from perpstream.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

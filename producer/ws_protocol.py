@@ -65,16 +65,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
 
-from producer import binance
-from producer.failures import (
+from perpstream.producer import binance
+from perpstream.producer.failures import (
     RATE_LIMITED_HANDSHAKE_WAIT,
     HandshakeFault,
     classify_handshake,
     close_is_suspicious,
 )
-from service.backoff import BackoffFactory
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry
+from perpstream.runtime.backoff import BackoffFactory
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

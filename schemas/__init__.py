@@ -6,18 +6,22 @@ and the topic names. Nothing in this package opens a socket or talks to Kafka.
 
 from __future__ import annotations
 
-from schemas.codec import AvroCodec, Framing, load_schema
-from schemas.exceptions import (
+# This folder is the package perpstream.schemas (perpstream/schemas links here, docs/layout.md).
+# Imported under its folder name it would be a second copy of every module and class.
+if __name__ != "perpstream.schemas":
+    raise ImportError(f"import perpstream.schemas, not {__name__} (docs/layout.md)")
+
+from perpstream.schemas.codec import AvroCodec, Framing, load_schema
+from perpstream.schemas.exceptions import (
     BadMagicError,
     DecodeError,
     EncodeError,
     InvalidRecordError,
-    PerpstreamError,
     TruncatedRecordError,
     UnknownSchemaError,
 )
-from schemas.models import MarketSnapshot, Metric, MetricPoint, check_metric_point
-from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
+from perpstream.schemas.models import MarketSnapshot, Metric, MetricPoint, check_metric_point
+from perpstream.schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
 __all__ = [
     "DLQ_TOPIC",
@@ -32,7 +36,6 @@ __all__ = [
     "MarketSnapshot",
     "Metric",
     "MetricPoint",
-    "PerpstreamError",
     "TruncatedRecordError",
     "UnknownSchemaError",
     "check_metric_point",

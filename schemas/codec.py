@@ -34,10 +34,10 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.avro_binary import read_long, zigzag_varint
-from schemas.exceptions import (
+from perpstream.errors import ConfigError
+from perpstream.schemas.avro_binary import read_long, zigzag_varint
+from perpstream.schemas.exceptions import (
     BadMagicError,
-    ConfigError,
     DecodeError,
     EncodeError,
     TruncatedRecordError,
@@ -167,7 +167,7 @@ def _negative_enum(
 def load_schema(name: str) -> AvroSchema:
     """Load a schema shipped with the package: ``metric_point``, ``market_snapshot``,
     or an older version kept under ``history/`` (``history/metric_point.v1``)."""
-    text = resources.files("schemas").joinpath(f"{name}.avsc").read_text("utf-8")
+    text = resources.files("perpstream.schemas").joinpath(f"{name}.avsc").read_text("utf-8")
     return AvroSchema.from_json(text)
 
 
@@ -348,7 +348,7 @@ class AvroCodec:
 def metric_point_writers() -> tuple[AvroSchema, ...]:
     """Every MetricPoint version ever shipped (current first)."""
     out = [load_schema("metric_point")]
-    root = resources.files("schemas").joinpath("history")
+    root = resources.files("perpstream.schemas").joinpath("history")
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("metric_point.") and entry.name.endswith(".avsc"):
             out.append(AvroSchema.from_json(entry.read_text("utf-8")))

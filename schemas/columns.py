@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.codec import load_schema
+from perpstream.schemas.codec import load_schema
 
 
 @dataclass(frozen=True)

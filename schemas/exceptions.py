@@ -1,16 +1,9 @@
-"""Exception hierarchy. Every error perpstream raises on purpose derives from
-:class:`PerpstreamError`, so callers can catch the project's errors in one place
-and let programming errors through."""
+"""The contract's errors: records that cannot be encoded or decoded. They derive from
+:class:`perpstream.errors.PerpstreamError`, the root of every error perpstream raises on purpose."""
 
 from __future__ import annotations
 
-
-class PerpstreamError(Exception):
-    """Root of every error perpstream raises on purpose."""
-
-
-class ConfigError(PerpstreamError):
-    """Bad configuration, detected at start-up. The message names the setting."""
+from perpstream.errors import PerpstreamError
 
 
 class EncodeError(PerpstreamError):

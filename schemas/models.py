@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from schemas import rules
-from schemas.codec import load_schema
+from perpstream.schemas import rules
+from perpstream.schemas.codec import load_schema
 
 
 class Metric(StrEnum):

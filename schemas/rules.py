@@ -24,7 +24,7 @@ import unicodedata
 from functools import lru_cache
 from typing import Any, Final
 
-from schemas.exceptions import InvalidRecordError
+from perpstream.schemas.exceptions import InvalidRecordError
 
 #: Longest symbol or source, in bytes of UTF-8 (Binance's longest is ~20 ASCII characters).
 SYMBOL_MAX_BYTES: Final = 64

@@ -48,14 +48,14 @@ TEST_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500
 os.environ.setdefault("PERPSTREAM_MEMBER_NAME", "")
 # The settings class that knows that variable: the unknown-variable check looks at the classes
 # loaded, and a test of a producer command alone would not load it.
-importlib.import_module("consumers.settings")
+importlib.import_module("perpstream.consumers.settings")
 
 
 @pytest.fixture(autouse=True)
 def _clean_secret_registry() -> Iterator[None]:
     """Secrets registered by one test's settings (service.secrets) are not masked in the next one's output."""
     yield
-    from service import secrets
+    from perpstream.runtime import secrets
 
     secrets.forget_all()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from schemas import rules
-from schemas.models import KNOWN_METRICS
+from perpstream.schemas import rules
+from perpstream.schemas.models import KNOWN_METRICS
 
 #: Real shapes: ASCII, digits first, dated delivery contracts, CJK-named perpetuals.
 REAL_SYMBOLS = ("BTCUSDT", "1000PEPEUSDT", "BTCUSDT_261225", "币安人生USDT", "我踏马来了USDT", "ETH-PERP")

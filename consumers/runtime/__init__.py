@@ -12,12 +12,12 @@ workarounds live apart in ``consumers.runtime.workarounds``.
 
 from __future__ import annotations
 
-from consumers.exceptions import BackpressureError
-from consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
-from consumers.runtime.builder import BatchBuilder, RowDecoder
-from consumers.runtime.dlq import DlqWriter, dlq_headers
-from consumers.runtime.loop import BatchHandler, BatchJournal, ConsumeLoop
-from consumers.runtime.supervisor import run_workers
+from perpstream.consumers.exceptions import BackpressureError
+from perpstream.consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
+from perpstream.consumers.runtime.builder import BatchBuilder, RowDecoder
+from perpstream.consumers.runtime.dlq import DlqWriter, dlq_headers
+from perpstream.consumers.runtime.loop import BatchHandler, BatchJournal, ConsumeLoop
+from perpstream.consumers.runtime.supervisor import run_workers
 
 __all__ = [
     "BackpressureError",

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
-from schemas.exceptions import DecodeError
+from perpstream.consumers.runtime.batch import Batch, PartitionBatch, Rejected, TopicPartitionId
+from perpstream.schemas.exceptions import DecodeError
 
 #: Decodes *and* validates one message value into a row; raises
 #: :class:`~schemas.exceptions.DecodeError` (whose ``reason`` labels the DLQ record).

@@ -12,11 +12,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from schemas import rules
-from schemas.avro_binary import METRIC_POINT_LAYOUT, enum_symbols, field_layout, read_long
-from schemas.codec import AvroCodec, Framing
-from schemas.columns import METRIC_POINT_COLUMNS
-from schemas.models import KNOWN_METRICS, check_metric_point
+from perpstream.schemas import rules
+from perpstream.schemas.avro_binary import METRIC_POINT_LAYOUT, enum_symbols, field_layout, read_long
+from perpstream.schemas.codec import AvroCodec, Framing
+from perpstream.schemas.columns import METRIC_POINT_COLUMNS
+from perpstream.schemas.models import KNOWN_METRICS, check_metric_point
 
 _HEADER_LEN = 10
 

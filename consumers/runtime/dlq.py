@@ -28,9 +28,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from consumers.exceptions import DlqError
-from consumers.runtime.batch import Rejected
-from schemas.topics import (
+from perpstream.consumers.exceptions import DlqError
+from perpstream.consumers.runtime.batch import Rejected
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry, kafka_logging
+from perpstream.schemas.topics import (
     DLQ_HEADER_DROPPED_HEADERS,
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
@@ -42,8 +44,6 @@ from schemas.topics import (
     DLQ_HEADER_TOPIC,
     DLQ_HEADER_TRUNCATED,
 )
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 _rate_limited = RateLimitedLog(log)

@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from service.health import Health
+from perpstream.runtime.health import Health
 
 if TYPE_CHECKING:
-    from consumers.exceptions import BackpressureError
-    from consumers.runtime.loop import ConsumeLoop
+    from perpstream.consumers.exceptions import BackpressureError
+    from perpstream.consumers.runtime.loop import ConsumeLoop
 
 #: Lag is compared window by window: this long each, and this many windows growing in a row.
 LAG_WINDOW = 30.0
@@ -73,7 +73,7 @@ class LagTrend:
 
 
 def _store_problem(error: BackpressureError | None, seconds: float) -> str:
-    from consumers.exceptions import DlqError, StoreUnavailableError
+    from perpstream.consumers.exceptions import DlqError, StoreUnavailableError
 
     if isinstance(error, StoreUnavailableError):
         what = "ClickHouse failing"

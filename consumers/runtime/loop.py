@@ -63,7 +63,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from consumers.exceptions import (
+from perpstream.consumers.exceptions import (
     BackpressureError,
     BatchFailedError,
     CommitFailedError,
@@ -71,15 +71,15 @@ from consumers.exceptions import (
     FatalConsumerError,
     FencedMemberError,
 )
-from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.runtime.builder import BatchBuilder, RowDecoder
-from consumers.runtime.dlq import ACKED, DlqWriter
-from consumers.runtime.health import LagTrend
-from consumers.runtime.leave import LeaveError, leave_group
-from consumers.runtime.workarounds import StalledFetchKick
-from service.backoff import backoff
-from service.logs import RateLimitedLog
-from service.telemetry import Telemetry, kafka_logging
+from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
+from perpstream.consumers.runtime.builder import BatchBuilder, RowDecoder
+from perpstream.consumers.runtime.dlq import ACKED, DlqWriter
+from perpstream.consumers.runtime.health import LagTrend
+from perpstream.consumers.runtime.leave import LeaveError, leave_group
+from perpstream.consumers.runtime.workarounds import StalledFetchKick
+from perpstream.runtime.backoff import backoff
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import Telemetry, kafka_logging
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from consumers.exceptions import BatchFailedError, ConsumerError
+from perpstream.consumers.exceptions import BatchFailedError, ConsumerError
 
 log = logging.getLogger(__name__)
 

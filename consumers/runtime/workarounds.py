@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from consumers.runtime.batch import TopicPartitionId
+from perpstream.consumers.runtime.batch import TopicPartitionId
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from consumers.clickhouse import open_client
-from consumers.reading import open_reader
-from consumers.sink import queries
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
-from consumers.sink.settings import SinkSettings
-from schemas.exceptions import ConfigError
-from service.health import Health
-from service.output import print_rows
-from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
-from service.signals import stop_on_signals
-from service.telemetry import Telemetry, configure_logging, operator_endpoints
-from service.tuning import tune_gc
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.reading import open_reader
+from perpstream.consumers.sink import queries
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
+from perpstream.consumers.sink.settings import SinkSettings
+from perpstream.errors import ConfigError
+from perpstream.runtime.health import Health
+from perpstream.runtime.output import print_rows
+from perpstream.runtime.settings import (
+    LOG_FLAGS,
+    SettingsUse,
+    add_log_flags,
+    build_settings,
+    declare_settings,
+)
+from perpstream.runtime.signals import stop_on_signals
+from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
+from perpstream.runtime.tuning import tune_gc
 
 
 def register(sub: Any) -> None:

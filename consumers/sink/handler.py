@@ -29,11 +29,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from consumers.clickhouse import SYNC_INSERT, store_error
-from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.sink.migrations import TABLE
-from schemas.columns import METRIC_POINT_COLUMNS, arrow_schema
-from service.telemetry import Telemetry
+from perpstream.consumers.clickhouse import SYNC_INSERT, store_error
+from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
+from perpstream.consumers.sink.migrations import TABLE
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.columns import METRIC_POINT_COLUMNS, arrow_schema
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers.clickhouse import ClickHouseBatchJournal, Migration, apply_migrations
-from schemas.columns import METRIC_POINT_COLUMNS, ddl_columns
+from perpstream.consumers.clickhouse import ClickHouseBatchJournal, Migration, apply_migrations
+from perpstream.schemas.columns import METRIC_POINT_COLUMNS, ddl_columns
 
 TABLE = "metric_points"
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from service.telemetry import kafka_logging
+from perpstream.runtime.telemetry import kafka_logging
 
 LATEST_SQL = """
 SELECT source, symbol, metric,

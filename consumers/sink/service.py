@@ -10,17 +10,17 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from consumers.clickhouse import ClickHouseBatchJournal
-from consumers.runtime.decoding import row_decoder
-from consumers.runtime.health import watch_members
-from consumers.runtime.loop import BatchHandler, ConsumeLoop
-from consumers.runtime.supervisor import run_workers
-from consumers.sink.handler import ClickHouseSink
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.settings import SinkSettings
-from schemas.codec import metric_point_codec, registry_client
-from service.health import Health
-from service.telemetry import Telemetry
+from perpstream.consumers.clickhouse import ClickHouseBatchJournal
+from perpstream.consumers.runtime.decoding import row_decoder
+from perpstream.consumers.runtime.health import watch_members
+from perpstream.consumers.runtime.loop import BatchHandler, ConsumeLoop
+from perpstream.consumers.runtime.supervisor import run_workers
+from perpstream.consumers.sink.handler import ClickHouseSink
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.settings import SinkSettings
+from perpstream.runtime.health import Health
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec, registry_client
 
 
 def sink_loop(

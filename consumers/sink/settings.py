@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from consumers.settings import ConsumerSettings
-from schemas.topics import SINK_GROUP
+from perpstream.consumers.settings import ConsumerSettings
+from perpstream.schemas.topics import SINK_GROUP
 
 
 class SinkSettings(ConsumerSettings):

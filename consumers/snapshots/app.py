@@ -55,19 +55,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.exceptions import BackpressureError
-from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.runtime.decoding import row_decoder
-from consumers.runtime.health import watch_members
-from consumers.runtime.loop import ConsumeLoop
-from consumers.runtime.supervisor import run_workers
-from consumers.snapshots.engine import ACCEPTED, METRIC_CODES, OUTCOMES, EngineConfig, SnapshotEngine
-from consumers.snapshots.settings import SnapshotSettings
-from consumers.snapshots.store import SnapshotStore, migrate_snapshots
-from consumers.snapshots.wire import snapshot_encoder
-from schemas.codec import AvroCodec, market_snapshot_codec, metric_point_codec, registry_client, subject_for
-from service.health import Health
-from service.telemetry import Telemetry, kafka_logging
+from perpstream.consumers.exceptions import BackpressureError
+from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
+from perpstream.consumers.runtime.decoding import row_decoder
+from perpstream.consumers.runtime.health import watch_members
+from perpstream.consumers.runtime.loop import ConsumeLoop
+from perpstream.consumers.runtime.supervisor import run_workers
+from perpstream.consumers.snapshots.engine import (
+    ACCEPTED,
+    METRIC_CODES,
+    OUTCOMES,
+    EngineConfig,
+    SnapshotEngine,
+)
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from perpstream.consumers.snapshots.wire import snapshot_encoder
+from perpstream.runtime.health import Health
+from perpstream.runtime.telemetry import Telemetry, kafka_logging
+from perpstream.schemas.codec import (
+    AvroCodec,
+    market_snapshot_codec,
+    metric_point_codec,
+    registry_client,
+    subject_for,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,14 @@ import sys
 import time
 from typing import Any
 
-from consumers.snapshots.settings import SnapshotSettings
-from service.settings import LOG_FLAGS, SettingsUse, add_log_flags, build_settings, declare_settings
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.runtime.settings import (
+    LOG_FLAGS,
+    SettingsUse,
+    add_log_flags,
+    build_settings,
+    declare_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +97,17 @@ def settings_from(args: argparse.Namespace) -> SnapshotSettings:
 
 
 def _open(settings: SnapshotSettings) -> Any:
-    from consumers.clickhouse import open_client
+    from perpstream.consumers.clickhouse import open_client
 
     return open_client(settings.resolved_clickhouse_dsn(), **settings.clickhouse_options())
 
 
 def run_snapshots(args: argparse.Namespace) -> int:
-    from consumers.snapshots.app import SnapshotService
-    from service.health import Health
-    from service.signals import stop_on_signals
-    from service.telemetry import Telemetry, configure_logging, operator_endpoints
-    from service.tuning import tune_gc
+    from perpstream.consumers.snapshots.app import SnapshotService
+    from perpstream.runtime.health import Health
+    from perpstream.runtime.signals import stop_on_signals
+    from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
+    from perpstream.runtime.tuning import tune_gc
 
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
@@ -118,8 +124,8 @@ def run_snapshots(args: argparse.Namespace) -> int:
 
 
 def run_freshness(args: argparse.Namespace) -> int:
-    from consumers.reading import open_reader
-    from consumers.snapshots.freshness import freshness
+    from perpstream.consumers.reading import open_reader
+    from perpstream.consumers.snapshots.freshness import freshness
 
     settings = settings_from(args)
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)

@@ -52,8 +52,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.snapshots.exceptions import SnapshotConfigError
-from schemas.models import Metric
+from perpstream.consumers.snapshots.exceptions import SnapshotConfigError
+from perpstream.schemas.models import Metric
 
 MARK, INDEX, FUNDING, OI = 0, 1, 2, 3
 METRIC_CODES: dict[str, int] = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from consumers.exceptions import ConsumerError
-from schemas.exceptions import ConfigError
+from perpstream.consumers.exceptions import ConsumerError
+from perpstream.errors import ConfigError
 
 
 class SnapshotError(ConsumerError):

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.exceptions import StoreUnavailableError
-from consumers.snapshots.engine import EngineConfig
-from consumers.snapshots.store import POINTS_TABLE, SNAPSHOTS_TABLE
+from perpstream.consumers.exceptions import StoreUnavailableError
+from perpstream.consumers.snapshots.engine import EngineConfig
+from perpstream.consumers.snapshots.store import POINTS_TABLE, SNAPSHOTS_TABLE
 
 
 @dataclass(frozen=True)

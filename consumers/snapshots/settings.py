@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from consumers.settings import ConsumerSettings
-from consumers.snapshots.engine import EngineConfig
-from schemas.topics import SNAPSHOTS_GROUP
+from perpstream.consumers.settings import ConsumerSettings
+from perpstream.consumers.snapshots.engine import EngineConfig
+from perpstream.schemas.topics import SNAPSHOTS_GROUP
 
 
 class SnapshotSettings(ConsumerSettings):

@@ -33,10 +33,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from consumers.clickhouse import SYNC_INSERT, Migration, apply_migrations, store_error
-from consumers.runtime.batch import TopicPartitionId
-from consumers.snapshots.engine import METRIC_NAMES, basis_of
-from schemas.columns import MARKET_SNAPSHOT_COLUMNS, arrow_schema, ddl_columns
+from perpstream.consumers.clickhouse import SYNC_INSERT, Migration, apply_migrations, store_error
+from perpstream.consumers.runtime.batch import TopicPartitionId
+from perpstream.consumers.snapshots.engine import METRIC_NAMES, basis_of
+from perpstream.schemas.columns import MARKET_SNAPSHOT_COLUMNS, arrow_schema, ddl_columns
 
 log = logging.getLogger(__name__)
 

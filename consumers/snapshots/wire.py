@@ -18,8 +18,13 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from schemas.avro_binary import MARKET_SNAPSHOT_DOUBLES, MARKET_SNAPSHOT_LAYOUT, field_layout, zigzag_varint
-from schemas.codec import AvroCodec
+from perpstream.schemas.avro_binary import (
+    MARKET_SNAPSHOT_DOUBLES,
+    MARKET_SNAPSHOT_LAYOUT,
+    field_layout,
+    zigzag_varint,
+)
+from perpstream.schemas.codec import AvroCodec
 
 _DOUBLE = struct.Struct("<d")
 

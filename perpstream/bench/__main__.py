@@ -11,8 +11,8 @@ from typing import Any
 
 
 def main(argv: list[str]) -> int:
-    from service.settings import CommonSettings
-    from service.tuning import tune_gc
+    from perpstream.runtime.settings import CommonSettings
+    from perpstream.runtime.tuning import tune_gc
 
     kind, kwargs = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

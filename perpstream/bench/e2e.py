@@ -89,8 +89,8 @@ class LatencyLog:
 
 
 def _sink_handler(client: Any, db: str, telemetry: Any, group: str, lat: LatencyLog) -> Any:
-    from consumers.runtime.batch import Batch
-    from consumers.sink.handler import ClickHouseSink
+    from perpstream.consumers.runtime.batch import Batch
+    from perpstream.consumers.sink.handler import ClickHouseSink
 
     class LatencySink(ClickHouseSink):
         def handle(self, batch: Batch) -> None:
@@ -107,7 +107,7 @@ def _sink_handler(client: Any, db: str, telemetry: Any, group: str, lat: Latency
 
 
 def _snapshot_factory(lat: LatencyLog) -> Any:
-    from consumers.snapshots.app import SnapshotService
+    from perpstream.consumers.snapshots.app import SnapshotService
 
     def factory(svc: SnapshotService, member: int) -> Any:
         h = SnapshotService.make_handler(svc, member)
@@ -179,17 +179,17 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
                               partitions=partitions, profile=profile)
     if layout != "single":
         raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
-    from consumers.clickhouse import open_client
-    from consumers.sink.migrations import migrate_sink
-    from consumers.sink.service import sink_loop
-    from consumers.sink.settings import SinkSettings
-    from consumers.snapshots.app import SnapshotService
-    from consumers.snapshots.settings import SnapshotSettings
+    from perpstream.consumers.clickhouse import open_client
+    from perpstream.consumers.sink.migrations import migrate_sink
+    from perpstream.consumers.sink.service import sink_loop
+    from perpstream.consumers.sink.settings import SinkSettings
+    from perpstream.consumers.snapshots.app import SnapshotService
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
     from perpstream.local import ensure_topics
     from perpstream.pipeline import _Thread
-    from producer.app import ProducerApp
-    from producer.settings import ProducerSettings
-    from service.telemetry import Telemetry
+    from perpstream.producer.app import ProducerApp
+    from perpstream.producer.settings import ProducerSettings
+    from perpstream.runtime.telemetry import Telemetry
 
     logging.getLogger().setLevel(logging.WARNING)
     symbols = max(1, round(symbols_per_n * n))
@@ -340,12 +340,12 @@ def step_row(s: dict[str, Any]) -> dict[str, Any]:
 def idle_store(seconds: float = 5.0) -> dict[str, Any]:
     """The floor of the embedded stack's footprint: this interpreter with the product imported
     and embedded ClickHouse opened and migrated (sink and snapshot tables), doing nothing."""
-    from consumers.clickhouse import open_client
-    from consumers.sink.migrations import migrate_sink
-    from consumers.snapshots.store import migrate_snapshots
+    from perpstream.consumers.clickhouse import open_client
+    from perpstream.consumers.sink.migrations import migrate_sink
+    from perpstream.consumers.snapshots.store import migrate_snapshots
 
-    for module in ("perpstream.pipeline", "producer.app", "consumers.sink.service",
-                   "consumers.snapshots.app"):
+    for module in ("perpstream.pipeline", "perpstream.producer.app", "perpstream.consumers.sink.service",
+                   "perpstream.consumers.snapshots.app"):
         importlib.import_module(module)  # the code a step runs, loaded
 
     with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:

@@ -52,7 +52,7 @@ from typing import Any
 
 from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, report, row, target
 from perpstream.fakes.binance import FakeBinance
-from producer.binance import ALL_MARKET_STREAM, mark_price_stream
+from perpstream.producer.binance import ALL_MARKET_STREAM, mark_price_stream
 
 POINTS_PER_UPDATE = 5
 #: The issue's targets: per-symbol CPU per frame at most a quarter of the peer's; the

@@ -48,8 +48,8 @@ class Member:
 
     def __init__(self, role: str, kw: dict[str, Any]) -> None:
         from perpstream.bench.e2e import LatencyLog
-        from service.health import Health
-        from service.telemetry import Telemetry
+        from perpstream.runtime.health import Health
+        from perpstream.runtime.telemetry import Telemetry
 
         self.role, self.kw = role, kw
         self.telemetry, self.health, self.lat = Telemetry(), Health(), LatencyLog()
@@ -76,19 +76,19 @@ class Member:
 
     def open(self) -> None:
         """The consumers start at once (as the commands do); the producer waits for ``start``."""
-        from consumers.clickhouse import open_client
-        from service.tuning import tune_gc
+        from perpstream.consumers.clickhouse import open_client
+        from perpstream.runtime.tuning import tune_gc
 
         if self.role == "produce":
-            from producer.settings import ProducerSettings
+            from perpstream.producer.settings import ProducerSettings
 
             tune_gc(ProducerSettings().gc_threshold)
             return
         if self.role == "sink":
-            from consumers.sink.migrations import migrate_sink
-            from consumers.sink.service import sink_loop
-            from consumers.sink.settings import SinkSettings
             from perpstream.bench.e2e import _sink_handler
+            from perpstream.consumers.sink.migrations import migrate_sink
+            from perpstream.consumers.sink.service import sink_loop
+            from perpstream.consumers.sink.settings import SinkSettings
 
             settings = SinkSettings(**self._common(), group_id=self.kw["group_id"])
             tune_gc(settings.gc_threshold)
@@ -100,9 +100,9 @@ class Member:
                                                         self.telemetry, settings.group_id, self.lat))
             self._thread("sink", functools.partial(self.sink.run, self.stop_event))
             return
-        from consumers.snapshots.app import SnapshotService
-        from consumers.snapshots.settings import SnapshotSettings
         from perpstream.bench.e2e import _snapshot_factory
+        from perpstream.consumers.snapshots.app import SnapshotService
+        from perpstream.consumers.snapshots.settings import SnapshotSettings
 
         snap_settings = SnapshotSettings(**self._common(), group_id=self.kw["group_id"])
         tune_gc(snap_settings.gc_threshold)
@@ -113,8 +113,8 @@ class Member:
         self._thread("snapshots", functools.partial(self.snapshots.run, self.stop_event))
 
     def start_producer(self) -> None:
-        from producer.app import ProducerApp
-        from producer.settings import ProducerSettings
+        from perpstream.producer.app import ProducerApp
+        from perpstream.producer.settings import ProducerSettings
 
         time.sleep(1.0 - time.time() % 1.0 + 0.002)  # a tick's event time = its due wall time
         app = ProducerApp(ProducerSettings(
@@ -206,7 +206,7 @@ def serve(member: Member, requests: IO[str], answers: IO[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from service.telemetry import operator_endpoints
+    from perpstream.runtime.telemetry import operator_endpoints
 
     role, kw = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
     if role not in ROLES:

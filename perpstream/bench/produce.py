@@ -35,14 +35,14 @@ import fastavro
 from confluent_kafka import Producer
 
 from perpstream.bench.measure import Span, report, row, target
-from producer.app import ProducerApp
-from producer.encoding import MetricPointEncoder
-from producer.ingest import Ingest
-from producer.publisher import Publisher, producer_config
-from producer.settings import ProducerSettings
-from producer.sources import SimulatedMarket
-from schemas.codec import metric_point_codec
-from service.telemetry import Telemetry
+from perpstream.producer.app import ProducerApp
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.ingest import Ingest
+from perpstream.producer.publisher import Publisher, producer_config
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import SimulatedMarket
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec
 
 Frames = list[tuple[str, str]]
 START = 1_790_000_000_000
@@ -133,8 +133,9 @@ def rss_run(bootstrap: str, topic: str, symbols: int, seconds: float) -> tuple[f
     env = dict(os.environ, PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS=bootstrap, PERPSTREAM_LOG_LEVEL="WARNING")
     code = (
         "import threading;"
-        "from producer.app import ProducerApp; from producer.settings import ProducerSettings;"
-        "from service.telemetry import Telemetry;"
+        "from perpstream.producer.app import ProducerApp;"
+        "from perpstream.producer.settings import ProducerSettings;"
+        "from perpstream.runtime.telemetry import Telemetry;"
         f"s = ProducerSettings(source='sim', sim_symbols={symbols}, sim_rate=1, duration={seconds},"
         f" metrics_topic='{topic}', oi_interval=10);"
         "t = Telemetry(); ProducerApp(s, t).run(threading.Event());"

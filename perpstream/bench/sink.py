@@ -25,16 +25,16 @@ from typing import Any
 import pyarrow as pa
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumers.clickhouse import open_client
-from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.sink.handler import _SCHEMA, ClickHouseSink
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import sink_loop
-from consumers.sink.settings import SinkSettings
 from perpstream.bench.measure import Span, proc_cpu_s, report, row, target
 from perpstream.bench.produce import broker_bootstrap
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
+from perpstream.consumers.sink.handler import _SCHEMA, ClickHouseSink
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import sink_loop
+from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.local import ensure_topics
-from schemas.codec import metric_point_codec
+from perpstream.schemas.codec import metric_point_codec
 
 METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate", "open_interest")
 

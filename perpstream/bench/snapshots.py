@@ -52,7 +52,7 @@ def stream(symbols: int, seconds: int, seed: int = 1) -> Iterator[dict[str, Any]
 
 
 def bench_engine(symbols: int, seconds: int) -> dict[str, Any]:
-    from consumers.snapshots.engine import SnapshotEngine
+    from perpstream.consumers.snapshots.engine import SnapshotEngine
 
     points = [(r["source"], r["symbol"], r["metric"], r["value"], r["event_time"])
               for r in stream(symbols, seconds)]
@@ -67,7 +67,7 @@ def bench_engine(symbols: int, seconds: int) -> dict[str, Any]:
 
 def bench_memory(symbols: int) -> dict[str, Any]:
     """RSS growth and array bytes of ``symbols`` engines each holding a full 1 h window."""
-    from consumers.snapshots.engine import SnapshotEngine
+    from perpstream.consumers.snapshots.engine import SnapshotEngine
 
     gc.collect()
     before = proc_status_mb("VmRSS") or 0.0
@@ -100,11 +100,11 @@ def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int,
                    engine: dict[str, Any]) -> dict[str, Any]:
     from confluent_kafka import Producer
 
-    from consumers.clickhouse import open_client
-    from consumers.snapshots.app import SnapshotService
-    from consumers.snapshots.settings import SnapshotSettings
+    from perpstream.consumers.clickhouse import open_client
+    from perpstream.consumers.snapshots.app import SnapshotService
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
     from perpstream.local import TansuBroker, ensure_topics
-    from schemas.codec import metric_point_codec
+    from perpstream.schemas.codec import metric_point_codec
 
     codec = metric_point_codec()
     with TansuBroker() as broker, tempfile.TemporaryDirectory() as tmp:

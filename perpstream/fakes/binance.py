@@ -634,7 +634,7 @@ class FakeBinance:
 
     def expected_points(self) -> dict[tuple[str, str, int], float]:
         """(symbol, metric, event_time) -> value for everything sent so far."""
-        from producer import binance
+        from perpstream.producer import binance
 
         out: dict[tuple[str, str, int], float] = {}
         for d in list(self.sent_mark.values()):

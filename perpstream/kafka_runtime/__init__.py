@@ -387,7 +387,7 @@ class KafkaCluster:
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
 
-        from service.telemetry import kafka_logging
+        from perpstream.runtime.telemetry import kafka_logging
 
         return AdminClient({"bootstrap.servers": self.bootstrap_servers, **self.client_config,
                             **kafka_logging()})

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpstream.errors import PerpstreamError
 from perpstream.kafka_runtime import KafkaCluster
 from perpstream.local import TansuBroker, die_with_parent, ensure_topics, free_port, replication_for
-from schemas.exceptions import PerpstreamError
-from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
+from perpstream.schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Sampler:
     def __init__(self, fake: Any, bootstrap: str, partitions: int, t0: float, period: float = 0.25) -> None:
         from confluent_kafka import Consumer, TopicPartition
 
-        from service.telemetry import kafka_logging
+        from perpstream.runtime.telemetry import kafka_logging
 
         self._fake = fake
         self._t0 = t0
@@ -287,7 +287,7 @@ class KafkaView:
     def __init__(self, bootstrap: str, partitions: int, topics: list[str]) -> None:
         from confluent_kafka.admin import AdminClient
 
-        from service.telemetry import kafka_logging
+        from perpstream.runtime.telemetry import kafka_logging
 
         common = {"bootstrap.servers": bootstrap, "socket.timeout.ms": VIEW_TIMEOUT_MS, **kafka_logging()}
         self._admin = AdminClient(common)
@@ -838,9 +838,9 @@ class Soak:
         return a
 
     def _snapshots(self, a: Account, points: list[tuple[str, str, int, str, float]]) -> None:
-        from consumers.snapshots.engine import SnapshotEngine
-        from consumers.snapshots.settings import SnapshotSettings
-        from consumers.snapshots.store import SNAPSHOT_COLUMNS
+        from perpstream.consumers.snapshots.engine import SnapshotEngine
+        from perpstream.consumers.snapshots.settings import SnapshotSettings
+        from perpstream.consumers.snapshots.store import SNAPSHOT_COLUMNS
 
         got = read_store(self.work / "snapshots", "snapshots")
         idx = [SNAPSHOT_COLUMNS.index(c) for c in ("symbol", "window_s", "snapshot_time")]
@@ -883,7 +883,7 @@ def read_dlq(bootstrap: str, quiet: float = 3.0, timeout: float = 60.0) -> int:
     """Records on the DLQ topic now, read from the start until ``quiet`` s without one."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from service.telemetry import kafka_logging
+    from perpstream.runtime.telemetry import kafka_logging
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "soak-dlq-reader", "enable.auto.commit": False,
                   **kafka_logging()})
@@ -923,8 +923,8 @@ def read_store(directory: Path, what: str) -> dict[str, Any]:
 
 def read_store_main(argv: list[str]) -> None:
     """Child: read a chdb directory no other process holds; write JSON to ``argv[2]``."""
-    from consumers.clickhouse import open_client
-    from consumers.snapshots.store import SNAPSHOT_COLUMNS
+    from perpstream.consumers.clickhouse import open_client
+    from perpstream.consumers.snapshots.store import SNAPSHOT_COLUMNS
 
     directory, what, out = argv
     client = open_client(f"chdb://{directory}")
@@ -980,7 +980,7 @@ def register(sub: Any) -> None:
 
 
 def soak_command(args: argparse.Namespace) -> int:
-    from schemas.exceptions import ConfigError
+    from perpstream.errors import ConfigError
 
     kafka = args.broker == "kafka"
     if args.nodes is not None and not kafka:

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from consumers.sink.cli import sink_command
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.settings import SinkSettings
 from perpstream.cli import build_parser, run
+from perpstream.consumers.sink.cli import sink_command
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.settings import SinkSettings
 
 
 class InsertsFailWhileFileExists:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from schemas.codec import metric_point_codec
+from perpstream.schemas.codec import metric_point_codec
 
 
 def read_topic(

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from perpstream.fakes.binance import GARBAGE, FakeBinance, contract_entry, is_delivery
 
 if TYPE_CHECKING:
-    from producer.app import ProducerApp
-    from service.health import Health
-    from service.telemetry import Telemetry
+    from perpstream.producer.app import ProducerApp
+    from perpstream.runtime.health import Health
+    from perpstream.runtime.telemetry import Telemetry
 
 __all__ = ["GARBAGE", "FakeBinance", "contract_entry", "is_delivery", "live_producer"]
 
@@ -27,9 +27,9 @@ def live_producer(
     """The real producer (live source) pointed at ``fake``, on a thread: yields the
     app, its thread, its exit code once it has one, and its stop event; stops it on exit.
     ``overrides`` are settings; ``health`` is the app's health registry."""
-    from producer.app import ProducerApp
-    from producer.settings import ProducerSettings
-    from service.backoff import factory
+    from perpstream.producer.app import ProducerApp
+    from perpstream.producer.settings import ProducerSettings
+    from perpstream.runtime.backoff import factory
 
     opts: dict[str, Any] = {
         "kafka_bootstrap_servers": bootstrap, "metrics_topic": topic, "source": "live",

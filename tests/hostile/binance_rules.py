@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from producer.binance import (
+from perpstream.producer.binance import (
     BAD_NUMBER,
     BAD_SYMBOL,
     BAD_TIMESTAMP,
@@ -28,7 +28,7 @@ from producer.binance import (
     NOT_OBJECT,
     UNEXPECTED_EVENT,
 )
-from schemas import rules
+from perpstream.schemas import rules
 from tests.hostile.jsontext import HugeInt
 from tests.hostile.outcomes import Accept, Control, FrameOutcome, Items, Point, Reject, Skip, bits
 

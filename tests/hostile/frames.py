@@ -18,8 +18,8 @@ import string
 from collections.abc import Callable
 from typing import Any, Final
 
-from producer.binance import ALL_MARKET_STREAM
-from schemas import rules
+from perpstream.producer.binance import ALL_MARKET_STREAM
+from perpstream.schemas import rules
 from tests.hostile.jsontext import Pairs, Raw, Style, dumps
 from tests.hostile.outcomes import Case
 from tests.strategies import REAL_SYMBOLS

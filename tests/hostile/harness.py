@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.runtime.decoding import row_decoder
-from producer.binance import REJECT_REASONS, trading_perpetuals
-from producer.encoding import MetricPointEncoder
-from producer.exceptions import FrameRejected
-from producer.ingest import Ingest
-from schemas.codec import AvroCodec, metric_point_codec
-from schemas.exceptions import DecodeError
-from service.telemetry import Telemetry
+from perpstream.consumers.runtime.decoding import row_decoder
+from perpstream.producer.binance import REJECT_REASONS, trading_perpetuals
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.ingest import Ingest
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import AvroCodec, metric_point_codec
+from perpstream.schemas.exceptions import DecodeError
 from tests.hostile import binance_rules, records
 from tests.hostile.frames import FILTER, MAX_FRAME, SENTINEL_FRAME, T0, sentinel_open_interest
 from tests.hostile.jsontext import readings

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.binance import BAD_JSON, TOO_LARGE
+from perpstream.producer.binance import BAD_JSON, TOO_LARGE
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
 
-from consumers.runtime.decoding import ROW_FIELDS
-from schemas import rules
-from schemas.avro_binary import zigzag_varint
-from schemas.codec import AvroCodec, load_schema, metric_point_codec
-from schemas.exceptions import DecodeError
-from schemas.models import check_metric_point
+from perpstream.consumers.runtime.decoding import ROW_FIELDS
+from perpstream.schemas import rules
+from perpstream.schemas.avro_binary import zigzag_varint
+from perpstream.schemas.codec import AvroCodec, load_schema, metric_point_codec
+from perpstream.schemas.exceptions import DecodeError
+from perpstream.schemas.models import check_metric_point
 from tests.hostile.frames import T0, valid_symbol
 from tests.hostile.outcomes import Case, bits, blob
 

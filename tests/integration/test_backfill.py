@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
-from producer.backfill import EXIT_INTERRUPTED, _run, pair_of
-from producer.settings import ProducerSettings
-from service.telemetry import Telemetry
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
+from perpstream.producer.backfill import EXIT_INTERRUPTED, _run, pair_of
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.fakes.binance import FakeBinance, is_delivery
 from tests.integration.test_sink_support import Runner, committed_total, settings_for

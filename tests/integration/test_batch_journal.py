@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from consumers.clickhouse import ClickHouseBatchJournal
+from perpstream.consumers.clickhouse import ClickHouseBatchJournal
 
 pytestmark = pytest.mark.integration
 

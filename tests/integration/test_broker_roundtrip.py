@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from schemas.codec import metric_point_codec
+from perpstream.schemas.codec import metric_point_codec
 from tests.conftest import TEST_CONSUMER_CONFIG
 
 pytestmark = pytest.mark.integration

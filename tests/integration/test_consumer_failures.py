@@ -23,11 +23,12 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Producer
 
-from consumers.clickhouse import Permanent, Transient, classify_clickhouse_error
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
-from schemas.columns import METRIC_POINT_COLUMNS
-from schemas.topics import (
+from perpstream.consumers.clickhouse import Permanent, Transient, classify_clickhouse_error
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.columns import METRIC_POINT_COLUMNS
+from perpstream.schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_OFFSET,
     DLQ_HEADER_ORIGINAL_SIZE,
@@ -36,7 +37,6 @@ from schemas.topics import (
     DLQ_HEADER_TOPIC,
     DLQ_HEADER_TRUNCATED,
 )
-from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import (
     Runner,
@@ -61,7 +61,7 @@ def _count(clickhouse: Any, db: str, final: bool = True) -> int:
 
 
 def _stopped_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "consumers.runtime.supervisor"
+    return [r for r in caplog.records if r.name == "perpstream.consumers.runtime.supervisor"
             and r.getMessage().startswith("consumer member stopped")]
 
 
@@ -116,7 +116,7 @@ def test_a_permanent_clickhouse_error_stops_the_member_and_commits_nothing_past_
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
     clickhouse: Any, ch_database: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, "consumers")
+    caplog.set_level(logging.INFO, "perpstream.consumers")
     topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
     points = make_points(12_000)
     first = produce(kafka_bootstrap, topic, points[:6_000])
@@ -195,7 +195,7 @@ def test_an_unclassified_error_is_retried_a_bounded_number_of_times(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
     clickhouse: Any, ch_database: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, "consumers")
+    caplog.set_level(logging.INFO, "perpstream.consumers")
     topic, dlq, group = topic_factory(1), topic_factory(1), group_factory()
     produce(kafka_bootstrap, topic, make_points(500))
     migrate_sink(clickhouse, ch_database)

@@ -14,11 +14,11 @@ import pytest
 from rich.cells import cell_len
 from rich.console import Console
 
-from consumers.sink.handler import rows_to_arrow
-from consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.handler import rows_to_arrow
+from perpstream.consumers.sink.migrations import migrate_sink
 from perpstream.dashboard import Dashboard, percent, price, quantity, query_fn
 from perpstream.query_server import ReadOnlyQueries
-from service.telemetry import Telemetry
+from perpstream.runtime.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration
 

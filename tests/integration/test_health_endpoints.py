@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
-from consumers.sink.service import run_sink
-from consumers.snapshots.app import SnapshotService
-from consumers.snapshots.settings import SnapshotSettings
+from perpstream.consumers.sink.service import run_sink
+from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.local import free_port
-from service.health import Health
-from service.telemetry import Telemetry, operator_endpoints
+from perpstream.runtime.health import Health
+from perpstream.runtime.telemetry import Telemetry, operator_endpoints
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.fakes.binance import FakeBinance, live_producer
 from tests.integration.test_sink_support import Runner, settings_for

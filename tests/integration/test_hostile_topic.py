@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from consumers.runtime.decoding import ROW_FIELDS
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
-from schemas.topics import (
+from perpstream.consumers.runtime.decoding import ROW_FIELDS
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
     DLQ_HEADER_OFFSET,
@@ -35,7 +36,6 @@ from schemas.topics import (
     DLQ_HEADER_TOPIC,
     DLQ_HEADER_TRUNCATED,
 )
-from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.hostile.outcomes import blob
 from tests.hostile.records import HEADER, codec, record_case, reference, valid_record

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from perpstream.kafka_runtime import KafkaCluster, java_major
 from perpstream.local import ensure_topics
-from service.settings import TopicPlan
+from perpstream.runtime.settings import TopicPlan
 from tests.conftest import skip_without_kafka
 from tests.waiting import wait_for
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from perpstream.errors import ConfigError
 from perpstream.local import InfraError, TansuBroker, ensure_topics, open_clickhouse
-from schemas.exceptions import ConfigError
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from benchmarks.restart_recovery import Flow
-from consumers.runtime.batch import Batch, TopicPartitionId
-from consumers.runtime.loop import ConsumeLoop
-from consumers.sink.handler import ClickHouseSink
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import sink_loop
-from service.telemetry import Telemetry
+from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
+from perpstream.consumers.runtime.loop import ConsumeLoop
+from perpstream.consumers.sink.handler import ClickHouseSink
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import sink_loop
+from perpstream.runtime.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import Runner, committed_total, settings_for
 from tests.waiting import wait_for

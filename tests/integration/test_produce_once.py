@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from producer import binance
-from producer.app import ProducerApp
-from producer.settings import ProducerSettings
-from service.backoff import factory
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.app import ProducerApp
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.backoff import factory
+from perpstream.runtime.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance
 from tests.waiting import wait_for

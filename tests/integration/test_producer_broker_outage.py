@@ -17,14 +17,14 @@ import time
 import pytest
 
 from perpstream.local import TansuBroker, ensure_topics, free_port
-from producer import binance
-from producer.app import ProducerApp
-from producer.encoding import MetricPointEncoder
-from producer.publisher import Publisher, producer_config
-from producer.settings import ProducerSettings
-from producer.sources import SimulatedMarket
-from schemas.codec import metric_point_codec
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.app import ProducerApp
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.publisher import Publisher, producer_config
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import SimulatedMarket
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec
 from tests.fakes import read_topic
 from tests.waiting import wait_for
 

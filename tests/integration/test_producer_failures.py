@@ -13,9 +13,9 @@ import pytest
 
 from perpstream.kafka_runtime import KafkaCluster
 from perpstream.local import ensure_topics
-from producer.app import ProducerApp
-from producer.settings import ProducerSettings
-from service.telemetry import Telemetry
+from perpstream.producer.app import ProducerApp
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.telemetry import Telemetry
 from tests.fakes.binance import FakeBinance, live_producer
 from tests.waiting import wait_for
 

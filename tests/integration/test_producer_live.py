@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from producer.app import ProducerApp
-from service.telemetry import Telemetry
+from perpstream.producer.app import ProducerApp
+from perpstream.runtime.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance, live_producer
 from tests.waiting import wait_for

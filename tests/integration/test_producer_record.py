@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from producer import binance, cli
-from producer.app import ProducerApp
-from producer.settings import ProducerSettings
-from service.telemetry import Telemetry
+from perpstream.producer import binance, cli
+from perpstream.producer.app import ProducerApp
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.telemetry import Telemetry
 from tests.fakes import read_topic
 from tests.fakes.binance import FakeBinance
 

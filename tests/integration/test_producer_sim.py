@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from producer import binance
-from producer.app import SIM_SOURCE, ProducerApp
-from producer.settings import ProducerSettings
-from producer.sources import SimulatedMarket
-from service.telemetry import Telemetry
+from perpstream.producer import binance
+from perpstream.producer.app import SIM_SOURCE, ProducerApp
+from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import SimulatedMarket
+from perpstream.runtime.telemetry import Telemetry
 from tests.fakes import read_topic
 
 pytestmark = pytest.mark.integration

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = r'''
 import json, os, sys, threading, time
 from confluent_kafka import Consumer, TopicPartition
-from consumers.clickhouse import open_client
-from consumers.sink.handler import ClickHouseSink
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import sink_loop
-from consumers.sink.settings import SinkSettings
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.sink.handler import ClickHouseSink
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import sink_loop
+from perpstream.consumers.sink.settings import SinkSettings
 
 bootstrap, dsn, db, topic, dlq, group, mode, marker, total = sys.argv[1:10]
 total = int(total)

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
-from schemas.codec import metric_point_codec
-from schemas.topics import (
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.topics import (
     DLQ_HEADER_ERROR,
     DLQ_HEADER_GROUP,
     DLQ_HEADER_OFFSET,
@@ -28,7 +29,6 @@ from schemas.topics import (
     DLQ_HEADER_REASON,
     DLQ_HEADER_TOPIC,
 )
-from service.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import (
     Runner,
@@ -80,7 +80,7 @@ def test_clickhouse_down_for_a_while(
 ) -> None:
     """Unreachable (connection refused), then refusing inserts itself (TOO_MANY_PARTS):
     the sink pauses, retries the same batches, catches up; nothing lost, nothing doubled."""
-    caplog.set_level(logging.INFO, "consumers")
+    caplog.set_level(logging.INFO, "perpstream.consumers")
     topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
     points = make_points(40_000)
     first, more = 30_000, points[30_000:]
@@ -133,7 +133,7 @@ def test_clickhouse_down_for_a_while(
     assert _count(clickhouse, ch_database, final=False) == total  # retries were deduplicated
     assert telemetry.total("records_stored") >= total
 
-    ours = [r for r in caplog.records if r.name.startswith("consumers")]
+    ours = [r for r in caplog.records if r.name.startswith("perpstream.consumers")]
     assert not [r for r in ours if r.exc_info], "a ClickHouse outage is not a bug: no tracebacks"
     retry_lines = [r for r in ours if r.getMessage().startswith("batch not stored yet")]
     causes = " ".join(str(getattr(r, "error", "")) for r in retry_lines)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from consumers.sink import queries
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
 from perpstream.cli import main
+from perpstream.consumers.sink import queries
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import (
     T0,

@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumers.sink.settings import SinkSettings
-from schemas.codec import metric_point_codec
+from perpstream.consumers.sink.settings import SinkSettings
+from perpstream.schemas.codec import metric_point_codec
 
 METRICS = ("mark_price", "index_price", "funding_rate", "open_interest")
 T0 = 1_760_000_000_000

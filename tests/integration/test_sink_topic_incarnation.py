@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from consumers.sink.migrations import migrate_sink
-from consumers.sink.service import run_sink
+from perpstream.consumers.sink.migrations import migrate_sink
+from perpstream.consumers.sink.service import run_sink
 from perpstream.local import TansuBroker, ensure_topics
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.integration.test_sink_support import (

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from consumers.runtime.batch import Batch, PartitionBatch
-from consumers.snapshots import cli
-from consumers.snapshots.app import SnapshotHandler
-from consumers.snapshots.engine import EngineConfig
-from consumers.snapshots.freshness import freshness
-from consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from perpstream.consumers.runtime.batch import Batch, PartitionBatch
+from perpstream.consumers.snapshots import cli
+from perpstream.consumers.snapshots.app import SnapshotHandler
+from perpstream.consumers.snapshots.engine import EngineConfig
+from perpstream.consumers.snapshots.freshness import freshness
+from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from tests.unit.snapshots.streams import T0, as_row, recorded_market
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_freshness_command_output(clickhouse: Any, ch_database: str, monkeypatch
         def close(self) -> None:
             pass
 
-    from consumers import reading
+    from perpstream.consumers import reading
 
     monkeypatch.setattr(reading, "open_reader", lambda settings: reading.Reader(Shared(), "server", "test"))
     parser = argparse.ArgumentParser()

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from consumers.snapshots.app import SnapshotHandler, SnapshotService
-from consumers.snapshots.settings import SnapshotSettings
-from consumers.snapshots.store import SnapshotStore, migrate_snapshots
-from schemas.codec import market_snapshot_codec, metric_point_codec
+from perpstream.consumers.snapshots.app import SnapshotHandler, SnapshotService
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from perpstream.schemas.codec import market_snapshot_codec, metric_point_codec
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.unit.snapshots.harness import engine_snapshots, table_rows
 from tests.unit.snapshots.streams import recorded_market
@@ -177,7 +177,7 @@ def test_replays_with_crash_and_rebalance_give_identical_tables(
         # every snapshot is on the topic too, keyed by symbol, Avro-decodable, same values
         msgs = read_topic(kafka_bootstrap, out_topic, len(rows_base))
         codec = market_snapshot_codec()
-        from consumers.snapshots.store import SNAPSHOT_COLUMNS
+        from perpstream.consumers.snapshots.store import SNAPSHOT_COLUMNS
 
         on_topic = set()
         for m in msgs:

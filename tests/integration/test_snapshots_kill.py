@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = r'''
 import json, logging, os, sys, threading, time
 logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-from consumers.clickhouse import open_client
-from consumers.snapshots.app import SnapshotService
-from consumers.snapshots.settings import SnapshotSettings
-from consumers.snapshots.store import SnapshotStore
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.consumers.snapshots.store import SnapshotStore
 from tests.unit.snapshots.harness import table_rows
 
 bootstrap, dsn, db, topic, out_topic, dlq, group, mode, marker, ends = sys.argv[1:11]

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from consumers.exceptions import StoreUnavailableError
-from consumers.runtime.batch import Batch, PartitionBatch
-from consumers.snapshots.app import SnapshotHandler
-from consumers.snapshots.engine import EngineConfig
-from consumers.snapshots.store import SnapshotStore, migrate_snapshots
+from perpstream.consumers.exceptions import StoreUnavailableError
+from perpstream.consumers.runtime.batch import Batch, PartitionBatch
+from perpstream.consumers.snapshots.app import SnapshotHandler
+from perpstream.consumers.snapshots.engine import EngineConfig
+from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from tests.unit.snapshots.harness import engine_snapshots, raw_count, split, table_rows
 from tests.unit.snapshots.streams import as_row, recorded_market
 

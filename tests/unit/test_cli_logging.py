@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from perpstream.cli import build_parser
-from service.settings import SETTINGS_USES, SettingsUse, build_settings
+from perpstream.runtime.settings import SETTINGS_USES, SettingsUse, build_settings
 
 LONG_RUNNING = {
     "produce": ["produce"],

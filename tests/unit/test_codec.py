@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import (
+from perpstream.schemas import (
     BadMagicError,
     DecodeError,
     EncodeError,
@@ -24,7 +24,7 @@ from schemas import (
     check_metric_point,
     load_schema,
 )
-from schemas.codec import (
+from perpstream.schemas.codec import (
     AvroCodec,
     AvroSchema,
     Framing,
@@ -33,7 +33,7 @@ from schemas.codec import (
     registry_client,
     subject_for,
 )
-from schemas.topics import METRICS_TOPIC
+from perpstream.schemas.topics import METRICS_TOPIC
 from tests.strategies import valid_records
 
 POINT = {
@@ -339,8 +339,8 @@ def test_hand_written_paths_take_the_shipped_layout() -> None:
     """The fast encoder and decoder are written for one field layout; the
     shipped schema must have it, or they would silently fall back to the
     (slower) reference codec."""
-    from schemas.avro_binary import METRIC_POINT_LAYOUT, field_layout
-    from schemas.models import METRIC_SYMBOLS
+    from perpstream.schemas.avro_binary import METRIC_POINT_LAYOUT, field_layout
+    from perpstream.schemas.models import METRIC_SYMBOLS
 
     assert field_layout(load_schema("metric_point").definition) == METRIC_POINT_LAYOUT
     assert tuple(m.value for m in Metric) == METRIC_SYMBOLS

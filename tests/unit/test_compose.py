@@ -23,26 +23,26 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from consumers.runtime.dlq import DlqWriter
-from consumers.runtime.leave import leave_group
-from consumers.settings import ConsumerSettings
-from consumers.snapshots.app import SnapshotPublisher
 from perpstream.cli import build_parser
+from perpstream.consumers.runtime.dlq import DlqWriter
+from perpstream.consumers.runtime.leave import leave_group
+from perpstream.consumers.settings import ConsumerSettings
+from perpstream.consumers.snapshots.app import SnapshotPublisher
 from perpstream.kafka_runtime import KAFKA_VERSION, Node, cluster_settings, node_properties
 from perpstream.local import free_port
-from producer.settings import ProducerSettings
-from service.health import Health
-from service.settings import CommonSettings
-from service.telemetry import Telemetry, operator_endpoints
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.health import Health
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.telemetry import Telemetry, operator_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 
 #: compose service -> (settings class path, subcommand); the class a process builds its settings from.
 PERPSTREAM_SERVICES = {
-    "topics": ("service.settings:CommonSettings", "topics"),
-    "producer": ("producer.settings:ProducerSettings", "produce"),
-    "sink": ("consumers.sink.settings:SinkSettings", "sink"),
-    "snapshots": ("consumers.snapshots.settings:SnapshotSettings", "snapshots"),
+    "topics": ("perpstream.runtime.settings:CommonSettings", "topics"),
+    "producer": ("perpstream.producer.settings:ProducerSettings", "produce"),
+    "sink": ("perpstream.consumers.sink.settings:SinkSettings", "sink"),
+    "snapshots": ("perpstream.consumers.snapshots.settings:SnapshotSettings", "snapshots"),
 }
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from perpstream.cli import EXIT_CONFIG, main
-from service.settings import CommonSettings, known_settings
+from perpstream.runtime.settings import CommonSettings, known_settings
 
 #: (command line, environment, the setting the line must name)
 CASES = [
@@ -56,9 +56,9 @@ def test_a_bad_setting_is_one_line_that_names_it(
 
 def test_every_setting_is_known_to_the_environment_check() -> None:
     # importing them registers the subclasses
-    import consumers.sink.settings
-    import consumers.snapshots.settings  # noqa: F401
-    import producer.settings  # noqa: F401
+    import perpstream.consumers.sink.settings
+    import perpstream.consumers.snapshots.settings
+    import perpstream.producer.settings  # noqa: F401
 
     names = known_settings()
     assert set(CommonSettings.model_fields) <= names

@@ -20,16 +20,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.clickhouse import JOURNAL_MIGRATIONS
-from consumers.sink.migrations import SINK_MIGRATIONS
-from consumers.snapshots.store import _SNAPSHOT_SCHEMA, SNAPSHOT_MIGRATIONS
-from consumers.snapshots.wire import snapshot_encoder
-from producer.encoding import MetricPointEncoder
-from schemas import rules
-from schemas.avro_binary import LONG_MAX, LONG_MIN, read_long, zigzag_varint
-from schemas.codec import load_schema, market_snapshot_codec, metric_point_codec, registry_client
-from schemas.columns import MARKET_SNAPSHOT_COLUMNS, METRIC_POINT_COLUMNS, arrow_schema, columns
-from schemas.models import KNOWN_METRICS, MarketSnapshot, Metric, MetricPoint
+from perpstream.consumers.clickhouse import JOURNAL_MIGRATIONS
+from perpstream.consumers.sink.migrations import SINK_MIGRATIONS
+from perpstream.consumers.snapshots.store import _SNAPSHOT_SCHEMA, SNAPSHOT_MIGRATIONS
+from perpstream.consumers.snapshots.wire import snapshot_encoder
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.schemas import rules
+from perpstream.schemas.avro_binary import LONG_MAX, LONG_MIN, read_long, zigzag_varint
+from perpstream.schemas.codec import load_schema, market_snapshot_codec, metric_point_codec, registry_client
+from perpstream.schemas.columns import MARKET_SNAPSHOT_COLUMNS, METRIC_POINT_COLUMNS, arrow_schema, columns
+from perpstream.schemas.models import KNOWN_METRICS, MarketSnapshot, Metric, MetricPoint
 from tests.strategies import REAL_SYMBOLS, any_double, any_long, valid_records
 
 LONG = fastavro.parse_schema("long")

@@ -23,7 +23,7 @@ from perpstream.dashboard import (
     query_fn,
     sparkline,
 )
-from service.telemetry import Telemetry
+from perpstream.runtime.telemetry import Telemetry
 
 NOW_MS = 1_796_169_600_000  # 2026-12-02T00:00:00Z
 SINK = {"group": "perpstream-sink", "table": "metric_points"}

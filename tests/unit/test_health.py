@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from consumers.exceptions import StoreUnavailableError
-from consumers.runtime.health import LagTrend, liveness, readiness
+from perpstream.consumers.exceptions import StoreUnavailableError
+from perpstream.consumers.runtime.health import LagTrend, liveness, readiness
 from perpstream.local import free_port
-from service.health import NOTHING_REGISTERED, Health
-from service.telemetry import Telemetry, operator_endpoints
+from perpstream.runtime.health import NOTHING_REGISTERED, Health
+from perpstream.runtime.telemetry import Telemetry, operator_endpoints
 
 
 class Clock:

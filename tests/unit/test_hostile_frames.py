@@ -30,12 +30,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producer.binance import DEFAULT_MAX_FRAME_BYTES, REJECT_REASONS, trading_perpetuals
-from producer.encoding import MetricPointEncoder
-from producer.exceptions import FrameRejected
-from producer.ingest import Ingest
-from schemas.codec import metric_point_codec
-from service.telemetry import JsonFormatter, Telemetry
+from perpstream.producer.binance import DEFAULT_MAX_FRAME_BYTES, REJECT_REASONS, trading_perpetuals
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.ingest import Ingest
+from perpstream.runtime.telemetry import JsonFormatter, Telemetry
+from perpstream.schemas.codec import metric_point_codec
 from tests.hostile.frames import (
     FILTER,
     MAX_FRAME,
@@ -219,7 +219,7 @@ def test_a_rejection_logs_one_json_line_with_a_short_sample(raw: str | bytes) ->
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("producer.ingest")
+    logger = logging.getLogger("perpstream.producer.ingest")
     logger.addHandler(handler)
     try:
         ingest, target, telemetry = fresh(max_frame=DEFAULT_MAX_FRAME_BYTES)

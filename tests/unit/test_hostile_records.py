@@ -25,11 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.runtime.decoding import ROW_FIELDS, row_decoder
-from schemas import rules
-from schemas.avro_binary import zigzag_varint
-from schemas.codec import metric_point_codec
-from schemas.exceptions import (
+from perpstream.consumers.runtime.decoding import ROW_FIELDS, row_decoder
+from perpstream.schemas import rules
+from perpstream.schemas.avro_binary import zigzag_varint
+from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.exceptions import (
     BadMagicError,
     DecodeError,
     InvalidRecordError,

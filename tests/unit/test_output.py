@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from service.output import print_rows
+from perpstream.runtime.output import print_rows
 
 LATEST = [
     {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "funding_rate", "value": 0.0001,

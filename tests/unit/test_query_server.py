@@ -6,8 +6,8 @@ import gzip
 
 import pytest
 
+from perpstream.errors import ConfigError
 from perpstream.query_server import QueryServer, _compressor, keywords, read_only_problem
-from schemas.exceptions import ConfigError
 
 
 @pytest.mark.parametrize("query", [

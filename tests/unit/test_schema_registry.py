@@ -21,10 +21,17 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import Schema
 
-from schemas.codec import load_schema, market_snapshot_codec, metric_point_codec, registry_client, subject_for
-from schemas.exceptions import ConfigError, EncodeError
-from schemas.topics import METRICS_TOPIC
-from service.settings import CommonSettings, build_settings
+from perpstream.errors import ConfigError
+from perpstream.runtime.settings import CommonSettings, build_settings
+from perpstream.schemas.codec import (
+    load_schema,
+    market_snapshot_codec,
+    metric_point_codec,
+    registry_client,
+    subject_for,
+)
+from perpstream.schemas.exceptions import EncodeError
+from perpstream.schemas.topics import METRICS_TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry, basic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,8 +282,8 @@ def test_a_subject_the_registry_lacks_stops_the_command_at_start_up(command: str
 
 
 def test_the_snapshots_publisher_looks_up_its_subject_before_it_starts() -> None:
-    from consumers.snapshots.app import SnapshotService
-    from consumers.snapshots.settings import SnapshotSettings
+    from perpstream.consumers.snapshots.app import SnapshotService
+    from perpstream.consumers.snapshots.settings import SnapshotSettings
 
     with FakeSchemaRegistry(user_info=USER_INFO) as sr:
         s = SnapshotSettings(kafka_bootstrap_servers="127.0.0.1:9", schema_registry_url=sr.url,

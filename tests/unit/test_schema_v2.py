@@ -17,11 +17,17 @@ import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from avro.schema import parse as avro_parse
 
-from consumers.runtime.decoding import row_decoder
-from schemas.avro_binary import enum_symbols
-from schemas.codec import AvroCodec, load_schema, metric_point_codec, metric_point_writers, registry_client
-from schemas.exceptions import InvalidRecordError, UnknownSchemaError
-from schemas.models import KNOWN_METRICS, Metric, check_metric_point
+from perpstream.consumers.runtime.decoding import row_decoder
+from perpstream.schemas.avro_binary import enum_symbols
+from perpstream.schemas.codec import (
+    AvroCodec,
+    load_schema,
+    metric_point_codec,
+    metric_point_writers,
+    registry_client,
+)
+from perpstream.schemas.exceptions import InvalidRecordError, UnknownSchemaError
+from perpstream.schemas.models import KNOWN_METRICS, Metric, check_metric_point
 
 V1 = load_schema("history/metric_point.v1")
 V2 = load_schema("metric_point")
@@ -44,7 +50,7 @@ def test_v1_reader_maps_the_new_metric_to_unknown_and_rejects_it() -> None:
     rec = old.decode(data)
     assert rec == {**POINT, "metric": "unknown"}
     old_known = frozenset(enum_symbols(V1.definition, "metric")) - {"unknown"}
-    from schemas import rules
+    from perpstream.schemas import rules
 
     assert "unknown to this reader" in str(rules.metric_point_problem(rec, old_known))
     # without a way to learn the v2 fingerprint, a v1 reader refuses the record outright (DLQ too)

@@ -20,14 +20,14 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from consumers.runtime.loop import _connection
-from consumers.sink.settings import SinkSettings
-from producer.publisher import producer_config
-from schemas.exceptions import ConfigError
-from service import secrets
-from service.health import Health
-from service.settings import CommonSettings, build_settings
-from service.telemetry import JsonFormatter, Telemetry, TextFormatter, kafka_logging, serve_metrics
+from perpstream.consumers.runtime.loop import _connection
+from perpstream.consumers.sink.settings import SinkSettings
+from perpstream.errors import ConfigError
+from perpstream.producer.publisher import producer_config
+from perpstream.runtime import secrets
+from perpstream.runtime.health import Health
+from perpstream.runtime.settings import CommonSettings, build_settings
+from perpstream.runtime.telemetry import JsonFormatter, Telemetry, TextFormatter, kafka_logging, serve_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

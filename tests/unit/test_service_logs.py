@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from service.logs import RateLimitedLog
-from service.telemetry import JsonFormatter, TextFormatter
+from perpstream.runtime.logs import RateLimitedLog
+from perpstream.runtime.telemetry import JsonFormatter, TextFormatter
 
 
 def test_a_persistent_fault_logs_once_per_interval_with_the_suppressed_count(

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from perpstream.cli import main
 from perpstream.local import free_port
-from service.settings import CommonSettings
-from service.telemetry import JsonFormatter, Telemetry, serve_metrics
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.telemetry import JsonFormatter, Telemetry, serve_metrics
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_log_lines_are_one_json_object_with_extra_fields() -> None:
 def test_kafka_clients_log_only_what_the_librdkafka_logger_shows() -> None:
     import logging
 
-    from service.telemetry import KAFKA_LOGGER, configure_logging, kafka_logging
+    from perpstream.runtime.telemetry import KAFKA_LOGGER, configure_logging, kafka_logging
 
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, logging.getLogger(KAFKA_LOGGER).level)
@@ -105,7 +105,7 @@ def test_detached_gauges_keep_their_reading_and_release_their_owner() -> None:
     import gc
     import weakref
 
-    from service.telemetry import Telemetry
+    from perpstream.runtime.telemetry import Telemetry
 
     class Component:
         def fill(self) -> float:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.settings import CommonSettings
-from service.tuning import tune_gc
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.tuning import tune_gc
 
 
 @pytest.fixture

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from perpstream.errors import ConfigError, PerpstreamError
 from perpstream.pipeline import AlreadyRunningError, already_running, locked_data_dir
+from perpstream.producer.cli import source_option
+from perpstream.runtime.endpoint import DataDirBusyError, DataDirLock, write_endpoint
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.telemetry import Telemetry
 from perpstream.up import (
     Check,
     PrerequisiteError,
@@ -20,11 +25,6 @@ from perpstream.up import (
     check_prerequisites,
     report_prerequisites,
 )
-from producer.cli import source_option
-from schemas.exceptions import ConfigError, PerpstreamError
-from service.endpoint import DataDirBusyError, DataDirLock, write_endpoint
-from service.settings import CommonSettings
-from service.telemetry import Telemetry
 from tests.waiting import wait_for
 
 

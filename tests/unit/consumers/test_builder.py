@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from consumers.runtime import builder as builder_module
-from consumers.runtime.builder import BatchBuilder
-from consumers.runtime.decoding import ROW_FIELDS, row_decoder
-from schemas.codec import metric_point_codec
+from perpstream.consumers.runtime import builder as builder_module
+from perpstream.consumers.runtime.builder import BatchBuilder
+from perpstream.consumers.runtime.decoding import ROW_FIELDS, row_decoder
+from perpstream.schemas.codec import metric_point_codec
 
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}

@@ -13,7 +13,7 @@ import pytest
 from clickhouse_connect.driver import exceptions as ch
 from clickhouse_connect.driver._backend.httpcommon import build_http_error
 
-from consumers.clickhouse import (
+from perpstream.consumers.clickhouse import (
     PERMANENT_CODES,
     TRANSIENT_CODES,
     Permanent,
@@ -21,7 +21,7 @@ from consumers.clickhouse import (
     classify_clickhouse_error,
     store_error,
 )
-from consumers.exceptions import BackpressureError, StoreRejectedError, StoreUnavailableError
+from perpstream.consumers.exceptions import BackpressureError, StoreRejectedError, StoreUnavailableError
 
 #: The codes the runbook names, and their class.
 NAMED = {

@@ -23,16 +23,16 @@ import clickhouse_connect
 import pyarrow as pa
 import pytest
 
-from consumers.clickhouse import ClickHouseBatchJournal, open_client, store_error
-from consumers.exceptions import StoreRejectedError
-from consumers.reading import open_reader
-from consumers.runtime.batch import Batch, PartitionBatch
-from consumers.runtime.decoding import ROW_FIELDS
-from consumers.sink.handler import ClickHouseSink
-from consumers.snapshots.store import SnapshotStore
+from perpstream.consumers.clickhouse import ClickHouseBatchJournal, open_client, store_error
+from perpstream.consumers.exceptions import StoreRejectedError
+from perpstream.consumers.reading import open_reader
+from perpstream.consumers.runtime.batch import Batch, PartitionBatch
+from perpstream.consumers.runtime.decoding import ROW_FIELDS
+from perpstream.consumers.sink.handler import ClickHouseSink
+from perpstream.consumers.snapshots.store import SnapshotStore
 from perpstream.local import open_clickhouse
-from service.endpoint import write_endpoint
-from service.settings import CommonSettings, build_settings
+from perpstream.runtime.endpoint import write_endpoint
+from perpstream.runtime.settings import CommonSettings, build_settings
 from tests.fakes.clickhouse_http import FakeClickHouse
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -165,7 +165,7 @@ def test_a_native_protocol_dsn_is_refused_at_start_up(dsn: str) -> None:
 
 
 def test_a_session_in_the_dsn_is_refused() -> None:
-    from schemas.exceptions import ConfigError
+    from perpstream.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"clickhouse_dsn.*session_id in the DSN"):
         _settings("http://ch:8123/?session_id=s1")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from consumers.exceptions import BackpressureError, DlqError
-from consumers.runtime.batch import Rejected
-from consumers.runtime.dlq import (
+from perpstream.consumers.exceptions import BackpressureError, DlqError
+from perpstream.consumers.runtime.batch import Rejected
+from perpstream.consumers.runtime.dlq import (
     DLQ_HEADER_DROPPED_HEADERS,
     DLQ_HEADER_ORIGINAL_KEY_SIZE,
     DLQ_HEADER_ORIGINAL_SIZE,
@@ -23,7 +23,12 @@ from consumers.runtime.dlq import (
     fit,
     wire_size,
 )
-from schemas.topics import DLQ_HEADER_ERROR, DLQ_HEADER_OFFSET, DLQ_HEADER_PARTITION, DLQ_HEADER_TOPIC
+from perpstream.schemas.topics import (
+    DLQ_HEADER_ERROR,
+    DLQ_HEADER_OFFSET,
+    DLQ_HEADER_PARTITION,
+    DLQ_HEADER_TOPIC,
+)
 
 DOWN = {"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 60_000}
 

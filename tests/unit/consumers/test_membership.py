@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from consumers.exceptions import FencedMemberError
-from consumers.settings import ConsumerSettings, default_member_name
-from consumers.sink.service import sink_loop
-from consumers.sink.settings import SinkSettings
-from consumers.snapshots.app import SnapshotService
-from consumers.snapshots.settings import SnapshotSettings
 from perpstream.cli import EXIT_CONFIG, main
-from schemas.exceptions import ConfigError
-from service.settings import build_settings
+from perpstream.consumers.exceptions import FencedMemberError
+from perpstream.consumers.settings import ConsumerSettings, default_member_name
+from perpstream.consumers.sink.service import sink_loop
+from perpstream.consumers.sink.settings import SinkSettings
+from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.errors import ConfigError
+from perpstream.runtime.settings import build_settings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -59,7 +59,8 @@ def test_the_default_name_comes_from_the_host_and_the_group() -> None:
         .startswith("host_1-group_with_spaces_and_colons")
 
 
-_CHILD = ("import sys; from pathlib import Path; from consumers.settings import default_member_name; "
+_CHILD = ("import sys; from pathlib import Path; "
+          "from perpstream.consumers.settings import default_member_name; "
           "print(default_member_name('g', host='h', lock_dir=Path(sys.argv[1])), flush=True); "
           "sys.stdin.read()")
 
@@ -139,7 +140,7 @@ def test_a_fenced_member_stops_with_one_line_naming_the_member() -> None:
 def test_a_fenced_member_from_the_error_callback(caplog: pytest.LogCaptureFixture) -> None:
     from confluent_kafka import KafkaError
 
-    from consumers.runtime.supervisor import run_workers
+    from perpstream.consumers.runtime.supervisor import run_workers
 
     class Member:
         def __init__(self) -> None:
@@ -152,7 +153,7 @@ def test_a_fenced_member_from_the_error_callback(caplog: pytest.LogCaptureFixtur
 
     stop = threading.Event()
     assert run_workers(lambda i: Member(), 1, stop, name="sink") == 1
-    [rec] = [r for r in caplog.records if r.name == "consumers.runtime.supervisor"]
+    [rec] = [r for r in caplog.records if r.name == "perpstream.consumers.runtime.supervisor"]
     assert rec.exc_info is None and "static member 'm-0'" in rec.getMessage()
     assert rec.error_type == "FencedMemberError"  # type: ignore[attr-defined]
 

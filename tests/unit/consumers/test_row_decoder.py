@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.runtime.batch import Batch
-from consumers.runtime.builder import BatchBuilder
-from consumers.runtime.decoding import ROW_FIELDS, row_decoder
-from consumers.sink.handler import rows_to_arrow
-from schemas.codec import AvroCodec, load_schema, metric_point_codec, metric_point_writers
-from schemas.exceptions import DecodeError
-from schemas.models import check_metric_point as validate_row
+from perpstream.consumers.runtime.batch import Batch
+from perpstream.consumers.runtime.builder import BatchBuilder
+from perpstream.consumers.runtime.decoding import ROW_FIELDS, row_decoder
+from perpstream.consumers.sink.handler import rows_to_arrow
+from perpstream.schemas.codec import AvroCodec, load_schema, metric_point_codec, metric_point_writers
+from perpstream.schemas.exceptions import DecodeError
+from perpstream.schemas.models import check_metric_point as validate_row
 
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}

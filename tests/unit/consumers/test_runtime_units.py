@@ -8,16 +8,17 @@ import io
 
 import pytest
 
-from consumers.clickhouse import Migration
-from consumers.runtime.batch import Rejected
-from consumers.runtime.decoding import ROW_FIELDS
-from consumers.runtime.dlq import dlq_headers
-from consumers.settings import ConsumerSettings
-from consumers.sink.cli import parse_time_ms
-from consumers.sink.handler import rows_to_arrow
-from schemas.exceptions import ConfigError, InvalidRecordError
-from schemas.models import check_metric_point as validate_row
-from service.output import print_rows
+from perpstream.consumers.clickhouse import Migration
+from perpstream.consumers.runtime.batch import Rejected
+from perpstream.consumers.runtime.decoding import ROW_FIELDS
+from perpstream.consumers.runtime.dlq import dlq_headers
+from perpstream.consumers.settings import ConsumerSettings
+from perpstream.consumers.sink.cli import parse_time_ms
+from perpstream.consumers.sink.handler import rows_to_arrow
+from perpstream.errors import ConfigError
+from perpstream.runtime.output import print_rows
+from perpstream.schemas.exceptions import InvalidRecordError
+from perpstream.schemas.models import check_metric_point as validate_row
 
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}
@@ -82,9 +83,9 @@ def test_consumer_config_is_accepted_by_librdkafka(monkeypatch: pytest.MonkeyPat
 def test_failure_bounds_and_the_dlq_size_reach_the_loop() -> None:
     from confluent_kafka import Producer
 
-    from consumers.runtime.decoding import row_decoder
-    from consumers.runtime.loop import ConsumeLoop
-    from schemas.codec import metric_point_codec
+    from perpstream.consumers.runtime.decoding import row_decoder
+    from perpstream.consumers.runtime.loop import ConsumeLoop
+    from perpstream.schemas.codec import metric_point_codec
 
     s = ConsumerSettings(kafka_bootstrap_servers="127.0.0.1:1", store_unclassified_attempts=3,
                          commit_timeout_ms=60_000, dlq_message_max_bytes=65_536)
@@ -101,7 +102,7 @@ def test_failure_bounds_and_the_dlq_size_reach_the_loop() -> None:
 
 
 def test_the_assignment_strategy_reaches_the_loop_and_says_how_it_rebalances() -> None:
-    from consumers.runtime.loop import ConsumeLoop, is_cooperative
+    from perpstream.consumers.runtime.loop import ConsumeLoop, is_cooperative
 
     assert is_cooperative("cooperative-sticky")
     assert not is_cooperative("range") and not is_cooperative("roundrobin, range")
@@ -127,8 +128,8 @@ def test_the_assignment_strategy_reaches_the_loop_and_says_how_it_rebalances() -
 def test_eager_assignments_replace_and_cooperative_ones_add(monkeypatch: pytest.MonkeyPatch) -> None:
     from confluent_kafka import TopicPartition
 
-    from consumers.runtime import loop as loop_module
-    from consumers.runtime.loop import ConsumeLoop
+    from perpstream.consumers.runtime import loop as loop_module
+    from perpstream.consumers.runtime.loop import ConsumeLoop
 
     monkeypatch.setattr(loop_module, "topic_ids", lambda config, topics: {})
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from consumers.exceptions import BatchFailedError, FatalConsumerError
-from consumers.runtime.supervisor import run_workers
+from perpstream.consumers.exceptions import BatchFailedError, FatalConsumerError
+from perpstream.consumers.runtime.supervisor import run_workers
 
 
 class Member:
@@ -40,10 +40,10 @@ def test_a_member_that_cannot_store_a_batch_stops_all_without_a_traceback(
                               "insert failed: TYPE_MISMATCH (53)", {("t", 0): (10, 19)})
     members = [Member(), Member(failed)]
     stop = threading.Event()
-    with caplog.at_level(logging.ERROR, "consumers.runtime.supervisor"):
+    with caplog.at_level(logging.ERROR, "perpstream.consumers.runtime.supervisor"):
         assert run_workers(lambda i: members[i], 2, stop, name="sink") == 1
     assert stop.is_set() and members[0].stopped
-    [rec] = [r for r in caplog.records if r.name == "consumers.runtime.supervisor"]
+    [rec] = [r for r in caplog.records if r.name == "perpstream.consumers.runtime.supervisor"]
     assert rec.exc_info is None
     assert "t[0] 10..19" in rec.getMessage() and "TYPE_MISMATCH" in rec.getMessage()
     assert rec.ranges == {"t[0]": "10..19"}  # type: ignore[attr-defined]
@@ -57,9 +57,9 @@ def test_a_fatal_kafka_error_is_logged_as_such() -> None:
 
 def test_a_bug_is_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
     stop = threading.Event()
-    with caplog.at_level(logging.ERROR, "consumers.runtime.supervisor"):
+    with caplog.at_level(logging.ERROR, "perpstream.consumers.runtime.supervisor"):
         assert run_workers(lambda i: Member(ZeroDivisionError("oops")), 1, stop) == 1
-    [rec] = [r for r in caplog.records if r.name == "consumers.runtime.supervisor"]
+    [rec] = [r for r in caplog.records if r.name == "perpstream.consumers.runtime.supervisor"]
     assert rec.exc_info is not None and rec.exc_info[0] is ZeroDivisionError
 
 

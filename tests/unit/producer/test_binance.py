@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from producer import binance
-from producer.binance import PartialFrame
-from producer.exceptions import FrameRejected
-from schemas.models import MetricPoint
+from perpstream.producer import binance
+from perpstream.producer.binance import PartialFrame
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.schemas.models import MetricPoint
 
 INGEST = 1_790_526_539_123
 

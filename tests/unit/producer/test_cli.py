@@ -6,9 +6,9 @@ import argparse
 
 import pytest
 
-from producer import cli
-from producer.settings import ProducerSettings
-from schemas.exceptions import ConfigError
+from perpstream.errors import ConfigError
+from perpstream.producer import cli
+from perpstream.producer.settings import ProducerSettings
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -84,7 +84,7 @@ def test_all_and_many_symbols_read_the_all_market_stream_unless_told(monkeypatch
 def test_event_loop_uvloop_where_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
-    from service import eventloop
+    from perpstream.runtime import eventloop
 
     real_import = builtins.__import__
 

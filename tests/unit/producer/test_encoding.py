@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.encoding import MetricPointEncoder, zigzag_varint
-from schemas.codec import metric_point_codec, registry_client
-from schemas.exceptions import TruncatedRecordError
-from schemas.models import KNOWN_METRICS
+from perpstream.producer.encoding import MetricPointEncoder, zigzag_varint
+from perpstream.schemas.codec import metric_point_codec, registry_client
+from perpstream.schemas.exceptions import TruncatedRecordError
+from perpstream.schemas.models import KNOWN_METRICS
 
 CODEC = metric_point_codec()
 ENCODER = MetricPointEncoder(CODEC)

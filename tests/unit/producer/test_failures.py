@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from producer.exceptions import PermanentFailure, RestError
-from producer.failures import (
+from perpstream.producer.exceptions import PermanentFailure, RestError
+from perpstream.producer.failures import (
     HANDSHAKE_DISPOSITION,
     KAFKA_DISPOSITION,
     KAFKA_MAX_RECREATES,
@@ -25,10 +25,10 @@ from producer.failures import (
     classify_rest,
     close_is_suspicious,
 )
-from producer.publisher import Publisher, producer_config
-from producer.rest import OpenInterestPoller
-from service.backoff import factory
-from service.telemetry import Telemetry
+from perpstream.producer.publisher import Publisher, producer_config
+from perpstream.producer.rest import OpenInterestPoller
+from perpstream.runtime.backoff import factory
+from perpstream.runtime.telemetry import Telemetry
 
 # -- Binance REST ---------------------------------------------------------------------------------
 
@@ -357,9 +357,9 @@ def test_endpoint_that_refuses_everything_stops_the_poller() -> None:
 @pytest.mark.parametrize("body", ["[]", "null", '"x"', "5", "[" * 100_000, "{not json"])
 def test_unusable_exchange_info_bodies_are_rejected_for_a_retry(body: str) -> None:
     """The listing task retries FrameRejected; nothing else may escape it."""
-    from producer.exceptions import FrameRejected
-    from producer.live import LiveSource
-    from producer.settings import ProducerSettings
+    from perpstream.producer.exceptions import FrameRejected
+    from perpstream.producer.live import LiveSource
+    from perpstream.producer.settings import ProducerSettings
 
     class _Info:
         async def exchange_info(self) -> str:

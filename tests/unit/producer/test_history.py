@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer import history
-from producer.exceptions import FrameRejected
-from producer.timespec import parse_instant
+from perpstream.producer import history
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.timespec import parse_instant
 
 SYM = "BTCUSDT"
 NOW = 1_790_000_000_000

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from producer.encoding import MetricPointEncoder
-from producer.ingest import Ingest
-from producer.publisher import Publisher, producer_config
-from schemas.codec import metric_point_codec
-from service.telemetry import Telemetry
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.ingest import Ingest
+from perpstream.producer.publisher import Publisher, producer_config
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import metric_point_codec
 
 CODEC = metric_point_codec()
 

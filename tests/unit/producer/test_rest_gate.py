@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from producer.failures import RestFault
-from producer.rest import DEFAULT_RETRY_AFTER_418, DEFAULT_RETRY_AFTER_429, RestGate, query_url
-from service.telemetry import Telemetry
+from perpstream.producer.failures import RestFault
+from perpstream.producer.rest import DEFAULT_RETRY_AFTER_418, DEFAULT_RETRY_AFTER_429, RestGate, query_url
+from perpstream.runtime.telemetry import Telemetry
 
 
 class FakeTime:

@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from producer import binance
-from producer.sources import Recorder, ReplaySource, SimSource, SimulatedMarket
-from service.backoff import backoff
+from perpstream.producer import binance
+from perpstream.producer.sources import Recorder, ReplaySource, SimSource, SimulatedMarket
+from perpstream.runtime.backoff import backoff
 
 
 class ListSink:

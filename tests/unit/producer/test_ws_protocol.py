@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from producer.ws_protocol import (
+from perpstream.producer.ws_protocol import (
     Action,
     Close,
     Connect,
@@ -22,7 +22,7 @@ from producer.ws_protocol import (
     Send,
     SocketState,
 )
-from service.telemetry import Telemetry
+from perpstream.runtime.telemetry import Telemetry
 
 
 def doubling() -> Iterator[float]:
@@ -117,7 +117,7 @@ def test_acks_and_errors_never_reach_the_data_path(caplog: pytest.LogCaptureFixt
     assert p.received(1, b'{"result":null,"id":99}', 0.1) == []
     refused = [a for a in p.add(["bad@stream"], 1.0) if isinstance(a, Send)]
     bad_id = json.loads(refused[0].text)["id"]  # type: ignore[union-attr]
-    with caplog.at_level(logging.ERROR, logger="producer.ws_protocol"):
+    with caplog.at_level(logging.ERROR, logger="perpstream.producer.ws_protocol"):
         answer = {"error": {"code": 2, "msg": "Invalid request"}, "id": bad_id}
         assert p.received(1, json.dumps(answer), 1.5) == []
     assert telemetry.get("subscribe_errors") == 1

@@ -6,8 +6,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from consumers.snapshots.engine import EngineConfig, SnapshotEngine
-from consumers.snapshots.store import SNAPSHOT_COLUMNS
+from perpstream.consumers.snapshots.engine import EngineConfig, SnapshotEngine
+from perpstream.consumers.snapshots.store import SNAPSHOT_COLUMNS
 
 
 def partition_of(symbol: str, partitions: int) -> int:

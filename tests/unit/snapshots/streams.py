@@ -67,6 +67,6 @@ def _rec(symbol: str, metric: str, value: float, et: int) -> dict[str, Any]:
 
 def as_row(record: dict[str, Any]) -> tuple[Any, ...]:
     """A recorded point as the row the consume loop hands to handlers (ROW_FIELDS order)."""
-    from consumers.runtime.decoding import ROW_FIELDS
+    from perpstream.consumers.runtime.decoding import ROW_FIELDS
 
     return tuple(record.get(f, 0) if f == "ingest_time" else record[f] for f in ROW_FIELDS)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.snapshots.engine import (
+from perpstream.consumers.snapshots.engine import (
     ACCEPTED,
     DUPLICATE,
     IGNORED,
@@ -22,7 +22,7 @@ from consumers.snapshots.engine import (
     SnapshotEngine,
     sample_stdev_exact,
 )
-from consumers.snapshots.exceptions import SnapshotConfigError
+from perpstream.consumers.snapshots.exceptions import SnapshotConfigError
 from tests.unit.snapshots.reference import Point, keyed, reference_snapshots
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from consumers.snapshots.engine import SnapshotEngine
+from perpstream.consumers.snapshots.engine import SnapshotEngine
 
 T0 = 1_790_000_000_000 - 1_790_000_000_000 % 3_600_000  # the live start, on the hour
 SYM = "BTCUSDT"

@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.snapshots.wire import snapshot_encoder
-from schemas.codec import market_snapshot_codec
+from perpstream.consumers.snapshots.wire import snapshot_encoder
+from perpstream.schemas.codec import market_snapshot_codec
 
 MS = market_snapshot_codec()
 ENCODE = snapshot_encoder(MS)
@@ -34,7 +34,7 @@ def test_encoder_equals_codec(rec: dict[str, Any]) -> None:
 
 
 def test_fast_paths_step_aside_for_other_schemas() -> None:
-    from schemas.codec import AvroCodec, AvroSchema
+    from perpstream.schemas.codec import AvroCodec, AvroSchema
 
     other = AvroSchema.from_definition({"type": "record", "name": "MarketSnapshot", "namespace": "perpstream",
                                         "fields": [{"name": "symbol", "type": "string"}]})

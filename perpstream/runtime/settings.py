@@ -23,9 +23,9 @@ from urllib.parse import parse_qsl, urlparse, urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from schemas.exceptions import ConfigError
-from schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
-from service import secrets
+from perpstream.errors import ConfigError
+from perpstream.runtime import secrets
+from perpstream.schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
 
 @dataclasses.dataclass(frozen=True)

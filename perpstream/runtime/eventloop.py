@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from schemas.exceptions import ConfigError
+from perpstream.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.secrets import redact
+from perpstream.runtime.secrets import redact
 
 #: A check: ``None`` when fine, else the reason (one short line).
 Check = Callable[[], str | None]

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from schemas.models import Metric
+from perpstream.schemas.models import Metric
 
 #: Metrics whose value is an epoch-ms time, and those that are rates (shown in %).
 _TIME_METRICS = frozenset({Metric.NEXT_FUNDING_TIME})

@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from service.health import Health
-from service.secrets import redact, redact_value
+from perpstream.runtime.health import Health
+from perpstream.runtime.secrets import redact, redact_value
 
 LabelKey = tuple[tuple[str, str], ...]
 _log = logging.getLogger(__name__)
