@@ -186,9 +186,9 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
     from perpstream.consumers.snapshots.app import SnapshotService
     from perpstream.consumers.snapshots.settings import SnapshotSettings
     from perpstream.local import ensure_topics
-    from perpstream.pipeline import _Thread
     from perpstream.producer.app import ProducerApp
     from perpstream.producer.settings import ProducerSettings
+    from perpstream.runtime.supervisor import run_once
     from perpstream.runtime.telemetry import Telemetry
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -214,11 +214,9 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
                                     handler_factory=_snapshot_factory(lat))
         consumers_stop, producer_stop = threading.Event(), threading.Event()
         profiles: dict[str, Any] | None = {} if profile else None
-        threads = [_Thread("sink", _profiled("sink", functools.partial(sink.run, consumers_stop), profiles)),
-                   _Thread("snapshots", _profiled(
+        threads = [run_once("sink", _profiled("sink", functools.partial(sink.run, consumers_stop), profiles)),
+                   run_once("snapshots", _profiled(
                        "snapshots", functools.partial(snapshots.run, consumers_stop), profiles))]
-        for t in threads:
-            t.start()
 
         def alive() -> bool:
             return all(t.is_alive() for t in threads)
@@ -229,9 +227,8 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
         producer = ProducerApp(ProducerSettings(
             kafka_bootstrap_servers=bootstrap, metrics_topic=metrics, source="sim", sim_symbols=symbols,
             sim_rate=1.0, oi_interval=10.0), telemetry)
-        producer_thread = _Thread("producer", _profiled(
+        producer_thread = run_once("producer", _profiled(
             "producer", functools.partial(producer.run, producer_stop), profiles))
-        producer_thread.start()
         everything = [*threads, producer_thread]
 
         def all_alive() -> bool:

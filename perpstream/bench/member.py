@@ -68,11 +68,9 @@ class Member:
 
     def _thread(self, name: str, fn: Any) -> None:
         from perpstream.bench.e2e import _profiled
-        from perpstream.pipeline import _Thread
+        from perpstream.runtime.supervisor import run_once
 
-        t = _Thread(name, _profiled(name, fn, self.profiles))
-        t.start()
-        self.threads.append(t)
+        self.threads.append(run_once(name, _profiled(name, fn, self.profiles)))
 
     def open(self) -> None:
         """The consumers start at once (as the commands do); the producer waits for ``start``."""

@@ -61,7 +61,11 @@ class State(enum.Enum):
 
 @dataclass(frozen=True)
 class FailFast:
-    """A failure ends the component and stops every other one."""
+    """A failure ends the component and (``stop_others``) asks every other one to stop. A
+    pipeline stops them itself, in order (the producer flushes before the consumers stop), so
+    it only needs to be told: :attr:`Supervisor.failure`."""
+
+    stop_others: bool = True
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ class Supervisor:
             if self.first_failed is None:
                 self.first_failed = component
         self.failure.set()
-        if isinstance(self.policy, FailFast):
+        if isinstance(self.policy, FailFast) and self.policy.stop_others:
             self.stop()
 
     def stop(self, names: Iterable[str] | None = None) -> None:
