@@ -1,4 +1,4 @@
-"""What one pipeline is made of, decided once, before anything starts (docs/operations.md).
+"""What one pipeline is made of, decided once, before anything starts (docs/layout.md).
 
 :class:`PipelineSpec` is built from the parsed command line and the settings
 (``perpstream run`` and ``perpstream up`` build it the same way): the data

