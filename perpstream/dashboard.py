@@ -59,7 +59,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -73,7 +73,7 @@ from perpstream.runtime.output import cell, iso_ms
 from perpstream.runtime.secrets import redact
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.models import Metric
-from perpstream.sql import _first_line as first_line
+from perpstream.sql import first_line
 
 QueryFn = Callable[[str], Sequence[Sequence[Any]]]
 
@@ -86,13 +86,44 @@ _SPARKS = "▁▂▃▄▅▆▇█"
 QUERY_SHARE = 0.2
 _METRICS = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.FUNDING_RATE, Metric.OPEN_INTEREST)
 
-_SQL = """
-SELECT symbol,
-       argMaxIf(v, t, metric = 'mark_price'), maxIf(t, metric = 'mark_price'),
-       argMaxIf(v, t, metric = 'index_price'), maxIf(t, metric = 'index_price'),
-       argMaxIf(v, t, metric = 'funding_rate'), maxIf(t, metric = 'funding_rate'),
-       argMaxIf(v, t, metric = 'open_interest'), maxIf(t, metric = 'open_interest'),
-       arraySort(groupArrayIf((b, v), metric = 'mark_price'))
+class MarketRow(NamedTuple):
+    """One row of :data:`MARKET_SQL`: a symbol's latest values (epoch ms of their event time,
+    0 when none) and the last mark of each trend bucket as (bucket number, mark). The query's
+    column list is made from these fields (:data:`_MARKET_COLUMNS`), so a column added or
+    moved changes both together, and a row of another width fails instead of shifting."""
+
+    symbol: str
+    mark: float | None
+    mark_ms: int | None
+    index: float | None
+    index_ms: int | None
+    funding: float | None
+    funding_ms: int | None
+    oi: float | None
+    oi_ms: int | None
+    trend: Sequence[Sequence[float]]
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> MarketRow:
+        if len(row) != len(cls._fields):
+            raise ValueError(f"the market query returned {len(row)} columns, expected {len(cls._fields)} "
+                             f"({', '.join(cls._fields)})")
+        return cls(*row)
+
+
+def _latest(metric: str) -> tuple[str, str]:
+    return f"argMaxIf(v, t, metric = '{metric}')", f"maxIf(t, metric = '{metric}')"
+
+
+#: field of :class:`MarketRow` -> its expression in :data:`MARKET_SQL`
+_MARKET_COLUMNS = dict(zip(MarketRow._fields, (
+    "symbol",
+    *_latest("mark_price"), *_latest("index_price"), *_latest("funding_rate"), *_latest("open_interest"),
+    "arraySort(groupArrayIf((b, v), metric = 'mark_price'))",
+), strict=True))
+
+MARKET_SQL = (
+    "SELECT " + ",\n       ".join(f"{expr} AS {name}" for name, expr in _MARKET_COLUMNS.items()) + """
 FROM (
     SELECT symbol, metric, intDiv(toUnixTimestamp64Milli(event_time) - {lo}, {bucket}) AS b,
            argMax(value, event_time) AS v, toUnixTimestamp64Milli(max(event_time)) AS t
@@ -102,7 +133,7 @@ FROM (
     GROUP BY symbol, metric, b
 )
 GROUP BY symbol
-"""
+""")
 
 
 def query_fn(source: Any) -> QueryFn:
@@ -330,7 +361,7 @@ class Dashboard:
 
     def sql(self, lo_ms: int) -> str:
         """The tick's query: points with event time >= ``lo_ms``."""
-        return _SQL.format(lo=int(lo_ms), bucket=self.bucket_ms, db=self.database, table=POINTS_TABLE,
+        return MARKET_SQL.format(lo=int(lo_ms), bucket=self.bucket_ms, db=self.database, table=POINTS_TABLE,
                            metrics=", ".join(f"'{m}'" for m in _METRICS))
 
     def sample(self) -> Board:
@@ -426,26 +457,26 @@ class Dashboard:
         return anchor if self._seen_ms is None else max(anchor, self._seen_ms)
 
     def _merge(self, result: Sequence[Sequence[Any]], lo_ms: int) -> None:
-        for rec in result:
-            h = self._rows.get(str(rec[0]))
+        for rec in map(MarketRow.of, result):
+            h = self._rows.get(str(rec.symbol))
             if h is None:
-                h = self._rows[str(rec[0])] = _Held()
+                h = self._rows[str(rec.symbol)] = _Held()
             # a value replaces the held one when it is at least as recent
-            if (t := _ms(rec[2])) is not None and t >= (h.mark_ms or 0):
-                h.mark, h.mark_ms = _float(rec[1]), t
-            if (t := _ms(rec[4])) is not None and t >= (h.index_ms or 0):
-                h.index, h.index_ms = _float(rec[3]), t
-            if (t := _ms(rec[6])) is not None and t >= (h.funding_ms or 0):
-                h.funding, h.funding_ms = _float(rec[5]), t
-            if (t := _ms(rec[8])) is not None and t >= (h.oi_ms or 0):
-                h.oi, h.oi_ms = _float(rec[7]), t
+            if (t := _ms(rec.mark_ms)) is not None and t >= (h.mark_ms or 0):
+                h.mark, h.mark_ms = _float(rec.mark), t
+            if (t := _ms(rec.index_ms)) is not None and t >= (h.index_ms or 0):
+                h.index, h.index_ms = _float(rec.index), t
+            if (t := _ms(rec.funding_ms)) is not None and t >= (h.funding_ms or 0):
+                h.funding, h.funding_ms = _float(rec.funding), t
+            if (t := _ms(rec.oi_ms)) is not None and t >= (h.oi_ms or 0):
+                h.oi, h.oi_ms = _float(rec.oi), t
             # the basis of one markPrice event: mark and index of the same event time
             if h.mark is not None and h.index and h.mark_ms == h.index_ms:
                 h.basis = (h.mark - h.index) / h.index
-            if rec[9]:  # (bucket number counted from lo_ms, last mark in it)
+            if rec.trend:  # (bucket number counted from lo_ms, last mark in it)
                 for k in [k for k in h.marks if k < lo_ms - self.window_ms]:
                     del h.marks[k]
-                for b, v in rec[9]:
+                for b, v in rec.trend:
                     h.marks[lo_ms + int(b) * self.bucket_ms] = float(v)
             if h.mark_ms is not None and (self._seen_ms is None or h.mark_ms > self._seen_ms):
                 self._seen_ms = h.mark_ms

@@ -42,7 +42,7 @@ def sql_command(args: argparse.Namespace) -> int:
         try:
             result = reader.client.query(args.query)
         except ClickHouseError as exc:  # the query's fault or the store's, said as ClickHouse says it
-            print(f"perpstream sql: {_first_line(exc)}", file=sys.stderr)
+            print(f"perpstream sql: {first_line(exc)}", file=sys.stderr)
             return 1
         names = list(result.column_names)
         print_rows([dict(zip(names, r, strict=True)) for r in result.result_rows], args.format)
@@ -51,7 +51,7 @@ def sql_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     """ClickHouse's own message (``Code: N. DB::Exception: ...``) without the client's preamble."""
     text = str(exc).strip()
     i = text.find("Code: ")

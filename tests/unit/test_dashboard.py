@@ -13,6 +13,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from perpstream.dashboard import (
+    MARKET_SQL,
     Board,
     Dashboard,
     LiveBoard,
@@ -386,3 +387,14 @@ def test_notes_of_the_running_process_are_shown_and_keep_the_board_in_the_height
     assert len([x for x in lines if x.startswith("S0")]) == 24 - 9 - 1
     notes.clear()
     assert not any(x.startswith("!") for x in text(dash.sample(), dash, height=24))
+
+
+def test_a_row_of_another_width_is_named_not_read_shifted() -> None:
+    """A column added to the query without the row type (or the reverse) is an error naming
+    the columns, never a funding rate read as an open interest."""
+    t, clock, wall = Telemetry(), Clock(), [NOW_MS]
+    row = ("BTCUSDT", 64000.0, NOW_MS, 63990.0, NOW_MS, 0.0001, NOW_MS, 1000.0, NOW_MS, [], "extra")
+    board = dashboard(t, lambda sql: [row], clock, wall).sample()
+    assert board.rows == () and board.error is not None
+    assert "returned 11 columns, expected 10" in board.error and "funding_ms" in board.error
+    assert "AS funding_ms" in MARKET_SQL and MARKET_SQL.index("AS mark,") < MARKET_SQL.index("AS oi,")
