@@ -95,7 +95,7 @@ class MarketRow(NamedTuple):
     symbol: str
     mark: float | None
     mark_ms: int | None
-    index: float | None
+    index_price: float | None
     index_ms: int | None
     funding: float | None
     funding_ms: int | None
@@ -465,7 +465,7 @@ class Dashboard:
             if (t := _ms(rec.mark_ms)) is not None and t >= (h.mark_ms or 0):
                 h.mark, h.mark_ms = _float(rec.mark), t
             if (t := _ms(rec.index_ms)) is not None and t >= (h.index_ms or 0):
-                h.index, h.index_ms = _float(rec.index), t
+                h.index, h.index_ms = _float(rec.index_price), t
             if (t := _ms(rec.funding_ms)) is not None and t >= (h.funding_ms or 0):
                 h.funding, h.funding_ms = _float(rec.funding), t
             if (t := _ms(rec.oi_ms)) is not None and t >= (h.oi_ms or 0):

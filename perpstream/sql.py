@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from perpstream.consumers.reading import open_reader
 from perpstream.runtime.output import print_rows
 from perpstream.runtime.settings import CommonSettings, SettingsUse, build_settings, declare_settings
@@ -35,8 +37,6 @@ def register(sub: Any) -> None:
 def sql_command(args: argparse.Namespace) -> int:
     settings = build_settings(CommonSettings, args, _FLAGS)
     reader = open_reader(settings)
-    from clickhouse_connect.driver.exceptions import ClickHouseError
-
     try:
         reader.client.database = settings.clickhouse_database
         try:
