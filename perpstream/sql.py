@@ -14,8 +14,6 @@ import argparse
 import sys
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import ClickHouseError
-
 from perpstream.consumers.reading import open_reader
 from perpstream.runtime.output import print_rows
 from perpstream.runtime.settings import CommonSettings, SettingsUse, build_settings, declare_settings
@@ -37,6 +35,9 @@ def register(sub: Any) -> None:
 def sql_command(args: argparse.Namespace) -> int:
     settings = build_settings(CommonSettings, args, _FLAGS)
     reader = open_reader(settings)
+    # local: the clickhouse_connect package costs ~0.17 s of `perpstream --help` (-X importtime)
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
     try:
         reader.client.database = settings.clickhouse_database
         try:
