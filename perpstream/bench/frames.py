@@ -7,8 +7,11 @@ own, one after the other, against the same server:
 - ``perpstream produce`` (the real command: websocket, parsing, Avro, librdkafka to a
   broker), with open interest polled only once an hour so that the figure is the frame
   path's;
-- the floor: a bare websockets client that only receives the same frames
-  (:mod:`perpstream.bench.wsfloor`);
+- the floors: a bare client that only receives the same frames, on the producer's event
+  loop (:mod:`perpstream.bench.wsfloor`): websockets (the producer's library) and, where it
+  is installed, picows (a Cython client, never a dependency of the product); ``--floor``
+  names them, ``auto`` (the default) takes picows when it can be imported and says "not
+  installed" otherwise;
 - the peer, where installed: cryptofeed's Binance USD-M funding feed
   (:mod:`perpstream.bench.peer_cryptofeed`), per-symbol streams only, with an
   interpreter named by ``--peer-python`` / ``PERPSTREAM_BENCH_PEER_PYTHON`` (or this one,
@@ -37,6 +40,7 @@ settle, funding rate, next funding time). docs/producer.md, "Frame path cost".
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -46,10 +50,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from perpstream.bench import FLOORS
 from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, report, row, target
 from perpstream.fakes.binance import FakeBinance
 from perpstream.producer.binance import ALL_MARKET_STREAM, mark_price_stream
@@ -61,6 +66,26 @@ PEER_FACTOR = 4.0
 ALL_MARKET_SHARE = 0.02
 READY_TIMEOUT = 60.0
 PEER_ENV = "PERPSTREAM_BENCH_PEER_PYTHON"
+#: The floor every ratio ("x floor") is taken against: the producer's own library.
+REFERENCE_FLOOR = "websockets"
+
+
+def installed(lib: str) -> bool:
+    return importlib.util.find_spec(lib) is not None
+
+
+def floor_plan(spec: str, is_installed: Callable[[str], bool] = installed) -> tuple[list[str], list[str]]:
+    """The floor libraries to measure for ``--floor`` (``auto`` or names, comma-separated)
+    and the notes on those left out: a floor library that is not installed is named as
+    such, never an error, since none of them but websockets is a dependency."""
+    names = list(FLOORS) if spec == "auto" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FLOORS]
+    if unknown or not names:
+        raise ValueError(f"--floor: {', '.join(unknown) or spec!r} is not one of auto, {', '.join(FLOORS)}")
+    run = [n for n in dict.fromkeys(names) if is_installed(n)]
+    notes = [f"{n} floor: not installed (pip install {n}, or the bench extra: pip install "
+             f"'perpstream[bench]')" for n in dict.fromkeys(names) if n not in run]
+    return run, notes
 
 
 def symbols_of(n: int) -> list[str]:
@@ -151,9 +176,9 @@ def measure(fake: FakeBinance, client: Client, streams: set[str], seconds: float
     return {"frames": f1 - f0, "updates": u1 - u0, "cpu_s": c1 - c0, "wall_s": t1 - t0, "peak_rss_mb": rss}
 
 
-def _row(name: str, m: dict[str, Any], role: str | None = None) -> dict[str, Any]:
+def _row(name: str, m: dict[str, Any], role: str | None = None, **more: Any) -> dict[str, Any]:
     frames, updates, cpu = m["frames"], m["updates"], m["cpu_s"]
-    extra: dict[str, Any] = {"role": role} if role else {}
+    extra: dict[str, Any] = {"role": role, **more} if role else dict(more)
     return row(name, updates, m["wall_s"], cpu, m["peak_rss_mb"], cpu_of=f"{name} process", frames=frames,
                points=updates * POINTS_PER_UPDATE,
                cpu_us_per_frame=round(cpu / frames * 1e6, 2) if frames else None,
@@ -194,9 +219,9 @@ class _Case:
                 "--oi-interval", "3600", "--bootstrap-servers", self.bootstrap, "--topic", topic]
         return self.client(name, argv, dict(self.env, PYTHONPATH=pythonpath) if pythonpath else None)
 
-    def floor(self) -> dict[str, Any]:
-        return self.client("floor", [sys.executable, "-m", "perpstream.bench.wsfloor",
-                                     f"{self.fake.ws_url}/stream", *sorted(self.streams)])
+    def floor(self, lib: str) -> dict[str, Any]:
+        return self.client(f"floor-{lib}", [sys.executable, "-m", "perpstream.bench.wsfloor", "--lib", lib,
+                                            f"{self.fake.ws_url}/stream", *sorted(self.streams)])
 
     def peer(self, python: str) -> dict[str, Any]:
         script = str(Path(__file__).resolve().with_name("peer_cryptofeed.py"))
@@ -206,12 +231,12 @@ class _Case:
 
 def run(frame_symbols: int = 200, frame_rate: float = 10.0, all_symbols: int = 700, seconds: float = 20.0,
         warmup: float = 3.0, tls: str = "both", peer: str | None = None,
-        compare_checkout: str | None = None, rounds: int = 1) -> dict[str, Any]:
+        compare_checkout: str | None = None, rounds: int = 1, floors: str = "auto") -> dict[str, Any]:
     from perpstream.bench.e2e import _broker
 
     peer_py = peer_python(peer)
+    libs, notes = floor_plan(floors)
     rows: list[dict[str, Any]] = []
-    notes: list[str] = []
     targets: list[dict[str, Any]] = []
     modes = {"both": (False, True), "plain": (False,), "tls": (True,)}[tls]
     with _broker() as (bootstrap, _), tls_files() as tls_ctx, \
@@ -234,32 +259,81 @@ def run(frame_symbols: int = 200, frame_rate: float = 10.0, all_symbols: int = 7
                                  ping_interval=20.0, record=False,
                                  ssl=tls_ctx[0] if secure and tls_ctx else None) as fake:
                     case = _Case(fake, layout, listing, streams, env, bootstrap, tmp, seconds, warmup)
-                    floor = _row(f"{name}: bare websockets client (floor)", case.floor(), "baseline")
-                    mine_runs: list[dict[str, Any]] = []
-                    other_runs: list[dict[str, Any]] = []
-                    for _ in range(max(1, rounds)):
-                        mine_runs.append(case.produce("produce"))
-                        if compare_checkout:
-                            other_runs.append(case.produce("compare", compare_checkout))
-                    mine = _row(f"{name}: perpstream produce", _best(mine_runs))
-                    case_rows = [floor, mine]
-                    if compare_checkout:
-                        case_rows.append(_row(f"{name}: perpstream produce of {compare_checkout}",
-                                              _best(other_runs)))
-                    peer_row = None
-                    if peer_py and layout == "per_symbol" and secure:  # cryptofeed takes wss:// only
-                        peer_row = _row(f"{name}: cryptofeed (peer)", case.peer(peer_py), "peer")
-                        case_rows.append(peer_row)
-                _compare(case_rows, floor, peer_row)
+                    # cryptofeed takes wss:// only
+                    peer_here = peer_py if layout == "per_symbol" and secure else None
+                    case_rows, mine, peer_row = _measure_case(case, name, libs, rounds, compare_checkout,
+                                                              peer_here)
                 rows.extend(case_rows)
+                notes.append(_floors_note(name, case_rows, mine))
                 if peer_row is not None and mine["cpu_us_per_frame"]:
                     factor = peer_row["cpu_us_per_frame"] / mine["cpu_us_per_frame"]
                     targets.append(target(f"{name}: peer CPU per frame / perpstream's", round(factor, 2),
                                           f">= {PEER_FACTOR:g}", factor >= PEER_FACTOR))
+                    notes.append(_peer_note(name, case_rows, peer_row))
                 if layout == "all_market":
                     targets.append(target(f"{name}, {n} symbols: producer CPU (share of one core)",
                                           mine["cpu_share"], f"< {ALL_MARKET_SHARE}",
                                           mine["cpu_share"] < ALL_MARKET_SHARE))
+    notes.extend(_run_notes(peer_py, frame_symbols, frame_rate, all_symbols, seconds, warmup, rounds))
+    return report("frames", {"frame_symbols": frame_symbols, "frame_rate": frame_rate,
+                             "all_symbols": all_symbols, "seconds": seconds, "warmup": warmup, "tls": tls,
+                             "peer": peer_py, "compare_checkout": compare_checkout, "rounds": rounds,
+                             "floors": libs},
+                  rows, targets, notes)
+
+
+def _measure_case(case: _Case, name: str, libs: list[str], rounds: int, compare_checkout: str | None,
+                  peer_py: str | None) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]:
+    """One case's rows: each floor, this checkout's producer (and the compared one's) over
+    alternating rounds, best shown, and the peer where it runs."""
+    floor_rows = [_row(f"{name}: bare {lib} client (floor)", case.floor(lib), "baseline", floor=lib)
+                  for lib in libs]
+    mine_runs: list[dict[str, Any]] = []
+    other_runs: list[dict[str, Any]] = []
+    for _ in range(max(1, rounds)):
+        mine_runs.append(case.produce("produce"))
+        if compare_checkout:
+            other_runs.append(case.produce("compare", compare_checkout))
+    mine = _row(f"{name}: perpstream produce", _best(mine_runs))
+    case_rows = [*floor_rows, mine]
+    if compare_checkout:
+        case_rows.append(_row(f"{name}: perpstream produce of {compare_checkout}", _best(other_runs)))
+    peer_row = _row(f"{name}: cryptofeed (peer)", case.peer(peer_py), "peer") if peer_py else None
+    if peer_row is not None:
+        case_rows.append(peer_row)
+    reference = next((r for lib, r in zip(libs, floor_rows, strict=True) if lib == REFERENCE_FLOOR),
+                     floor_rows[0] if floor_rows else None)
+    _compare(case_rows, reference, peer_row)
+    return case_rows, mine, peer_row
+
+
+def _us(r: dict[str, Any]) -> str:
+    return f"{r['cpu_us_per_frame']:g} µs" if r["cpu_us_per_frame"] is not None else "-"
+
+
+def _floors_note(name: str, rows: list[dict[str, Any]], mine: dict[str, Any]) -> str:
+    """CPU per frame of each floor and the producer's above each: what a cheaper websocket
+    library could take off at most, and what perpstream's own work costs."""
+    parts = []
+    for r in rows:
+        if "floor" in r and r["cpu_us_per_frame"] is not None and mine["cpu_us_per_frame"]:
+            above = mine["cpu_us_per_frame"] - r["cpu_us_per_frame"]
+            parts.append(f"{r['floor']} floor {_us(r)} (produce {above:+.1f} µs above it)")
+    return f"{name}: perpstream produce {_us(mine)} per frame; " + ("; ".join(parts) or "no floor measured")
+
+
+def _peer_note(name: str, rows: list[dict[str, Any]], peer: dict[str, Any]) -> str:
+    """What the peer target asks for in µs per frame, next to the floors: the whole
+    producer would have to cost a quarter of the peer's."""
+    floors = [f"{r['floor']} {_us(r)}" for r in rows if "floor" in r]
+    return (f"{name}: {PEER_FACTOR:g}x less CPU per frame than the peer ({_us(peer)}) = at most "
+            f"{peer['cpu_us_per_frame'] / PEER_FACTOR:.1f} µs per frame for the whole producer, socket and "
+            f"library included; the bare receive alone costs {', '.join(floors) or '-'}")
+
+
+def _run_notes(peer_py: str | None, frame_symbols: int, frame_rate: float, all_symbols: int,
+               seconds: float, warmup: float, rounds: int) -> list[str]:
+    notes = []
     if peer_py is None:
         notes.append(f"peer not measured: no interpreter with cryptofeed (--peer-python or {PEER_ENV})")
     else:
@@ -270,11 +344,9 @@ def run(frame_symbols: int = 200, frame_rate: float = 10.0, all_symbols: int = 7
                  f"{all_symbols} symbols in one frame a second; window {seconds:g} s after {warmup:g} s "
                  f"of warm-up; producers: the best of {max(1, rounds)} alternating round(s); CPU of each "
                  "client's process (every thread); perpstream produce publishes to a broker (its CPU "
-                 "apart), open interest polled once an hour")
-    return report("frames", {"frame_symbols": frame_symbols, "frame_rate": frame_rate,
-                             "all_symbols": all_symbols, "seconds": seconds, "warmup": warmup, "tls": tls,
-                             "peer": peer_py, "compare_checkout": compare_checkout, "rounds": rounds},
-                  rows, targets, notes)
+                 "apart), open interest polled once an hour; floors on the producer's event loop, "
+                 f"x floor = CPU per frame over the {REFERENCE_FLOOR} floor's")
+    return notes
 
 
 def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -282,10 +354,10 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return min(runs, key=lambda m: m["cpu_s"] / m["frames"] if m["frames"] else float("inf"))
 
 
-def _compare(rows: list[dict[str, Any]], floor: dict[str, Any], peer: dict[str, Any] | None) -> None:
-    """CPU per frame of each row over the floor's and the peer's (same case, same run)."""
+def _compare(rows: list[dict[str, Any]], floor: dict[str, Any] | None, peer: dict[str, Any] | None) -> None:
+    """CPU per frame of each row over the reference floor's and the peer's (same case, same run)."""
     for r in rows:
-        if r is not floor and floor["cpu_s"] and r["frames"] and floor["frames"]:
+        if floor is not None and r is not floor and floor["cpu_s"] and r["frames"] and floor["frames"]:
             r["cpu_vs_floor"] = round(r["cpu_s"] / r["frames"] / (floor["cpu_s"] / floor["frames"]), 2)
         if peer is not None and r is not peer and peer["cpu_us_per_frame"] and r["cpu_us_per_frame"]:
             r["cpu_vs_peer"] = round(r["cpu_us_per_frame"] / peer["cpu_us_per_frame"], 3)
