@@ -78,7 +78,8 @@ def register(sub: Any) -> None:
     p.add_argument("--rss-seconds", type=float, default=20.0, help="real-time producer run for its RSS")
     p.add_argument("--no-memory", action="store_true", help="skip the snapshot engine's 1 h memory figure")
     p.add_argument("--profile", action="store_true",
-                   help="cProfile the sink run (sink) and the last e2e step; the top entries are notes")
+                   help="cProfile the sink run (sink) and the last e2e step; the top entries are notes; "
+                   "frames: one more producer run per case under py-spy --native, its CPU split in the notes")
     p.add_argument("--frame-symbols", type=int, default=200,
                    help="frames: symbols of the per-symbol streams (default 200)")
     p.add_argument("--frame-rate", type=float, default=10.0,
@@ -108,7 +109,7 @@ def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"frame_symbols": args.frame_symbols, "frame_rate": args.frame_rate,
                 "all_symbols": args.symbols, "seconds": args.seconds, "warmup": args.frames_warmup,
                 "tls": args.frames_tls, "peer": args.peer_python, "compare_checkout": args.compare_checkout,
-                "rounds": args.rounds, "floors": args.floor}
+                "rounds": args.rounds, "floors": args.floor, "profile": args.profile}
     if name == "produce":
         return {"symbols": args.symbols, "seconds": args.frame_seconds, "rounds": args.rounds,
                 "rss_seconds": args.rss_seconds}
