@@ -11,9 +11,11 @@ load and the same loop (docs/producer.md, "Frame path cost"). TLS trust comes fr
 
 - ``websockets`` (the producer's library): ``await recv()`` in a loop, each frame handed
   over as a ``str``, as the producer's read loop gets it.
-- ``picows`` (a Cython client, an optional ``bench`` extra, never a dependency of the
+- ``picows`` (a Cython client, the optional ``bench`` extra, never a dependency of the
   product): a listener whose ``on_ws_frame`` takes each text frame's payload as ``bytes``
-  (what the producer's parser would be given); pings are answered by the library.
+  (what the producer's parser would be given); pings are answered by the library. picows
+  2.3 requires aiofastnet and connects through its transports (plain and TLS) instead of
+  the loop's: this floor is picows as installed, not its frame parser alone.
 """
 
 from __future__ import annotations
