@@ -24,6 +24,12 @@ turn and each row shows its round with the least CPU per frame: on a shared mach
 load of others changes from one client's window to the next, and alternating rounds
 give both producers the same chances.
 
+With ``--profile`` each case runs the producer once more under ``py-spy record
+--native`` (not one of the measured rounds: py-spy pauses it for every sample); the
+notes give its CPU split: the main thread's busy samples by :data:`PROFILE_RULES`
+(event loop, TLS, websockets, perpstream's parse, normalise, encode, produce), weighed
+by the threads' CPU of the best measured round.
+
 Cases: per-symbol streams (``--frame-symbols`` x ``--frame-rate`` frames/s each) and
 the all-market stream (``!markPrice@arr@1s`` with ``--symbols`` symbols, one frame a
 second; the producer follows them with ``--all``), each plain (``ws://``) and TLS
