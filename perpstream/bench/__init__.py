@@ -5,7 +5,8 @@ Scenarios (``all`` runs them in this order):
 
 - ``frames``: websocket frames from the fake exchange -> points to Kafka, ``perpstream produce``
   in a child process (per-symbol and all-market streams, plain and TLS); baselines a bare
-  websockets client that only receives, and the peer (cryptofeed) where installed.
+  client that only receives (websockets, and picows where installed: ``--floor``), and the
+  peer (cryptofeed) where installed.
 - ``produce``: replayed frames -> Kafka acks; baseline a raw confluent-kafka + fastavro loop.
 - ``sink``: topic -> rows durable in ClickHouse, offsets committed; baselines a direct
   Arrow insert of decoded rows and the ceiling (a bare consume followed by that insert).
@@ -35,11 +36,21 @@ from typing import Any
 from perpstream.pipeline import EMBEDDED_PARTITIONS
 
 SCENARIOS = ("frames", "produce", "sink", "snapshots", "e2e", "live")
+#: The websocket libraries ``bench frames`` can measure as a floor (perpstream.bench.wsfloor).
+FLOORS = ("websockets", "picows")
 DEFAULT_STEPS = (1, 2, 4, 8, 12, 16, 20, 28)
 E2E_TARGET_EVENTS_S = 50_000
 LIVE_P99_MS = 1_000.0
 LIVE_CPU_SHARE = 0.15
 LIVE_RSS_MB = 400.0
+
+
+def floor_spec(value: str) -> str:
+    """``--floor``: ``auto`` or websocket libraries of :data:`FLOORS`, comma-separated."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if value != "auto" and (not names or any(n not in FLOORS for n in names)):
+        raise argparse.ArgumentTypeError(f"{value!r}: give auto or names among {', '.join(FLOORS)}")
+    return value if value == "auto" else ",".join(names)
 
 
 def register(sub: Any) -> None:
@@ -67,7 +78,8 @@ def register(sub: Any) -> None:
     p.add_argument("--rss-seconds", type=float, default=20.0, help="real-time producer run for its RSS")
     p.add_argument("--no-memory", action="store_true", help="skip the snapshot engine's 1 h memory figure")
     p.add_argument("--profile", action="store_true",
-                   help="cProfile the sink run (sink) and the last e2e step; the top entries are notes")
+                   help="cProfile the sink run (sink) and the last e2e step; the top entries are notes; "
+                   "frames: one more producer run per case under py-spy --native, its CPU split in the notes")
     p.add_argument("--frame-symbols", type=int, default=200,
                    help="frames: symbols of the per-symbol streams (default 200)")
     p.add_argument("--frame-rate", type=float, default=10.0,
@@ -76,6 +88,10 @@ def register(sub: Any) -> None:
                    help="frames: plain ws://, TLS wss://, or both (default)")
     p.add_argument("--frames-warmup", type=float, default=3.0,
                    help="frames: seconds after subscribing before a client is measured (default 3)")
+    p.add_argument("--floor", type=floor_spec, default="auto", metavar="LIBS",
+                   help="frames: websocket libraries measured as a bare receiving client, comma-separated "
+                   f"among {', '.join(FLOORS)}; auto (default): websockets, and picows when installed "
+                   "(the report says which are not)")
     p.add_argument("--peer-python",
                    help="frames: a Python interpreter with cryptofeed installed, measured beside the "
                    "producer (default: $PERPSTREAM_BENCH_PEER_PYTHON, or this one if it has cryptofeed)")
@@ -93,7 +109,7 @@ def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"frame_symbols": args.frame_symbols, "frame_rate": args.frame_rate,
                 "all_symbols": args.symbols, "seconds": args.seconds, "warmup": args.frames_warmup,
                 "tls": args.frames_tls, "peer": args.peer_python, "compare_checkout": args.compare_checkout,
-                "rounds": args.rounds}
+                "rounds": args.rounds, "floors": args.floor, "profile": args.profile}
     if name == "produce":
         return {"symbols": args.symbols, "seconds": args.frame_seconds, "rounds": args.rounds,
                 "rss_seconds": args.rss_seconds}

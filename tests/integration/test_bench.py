@@ -4,6 +4,7 @@ report's structure and its arithmetic (never for speed)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import math
@@ -118,6 +119,30 @@ def test_frames_prints_cpu_per_frame_and_per_point_next_to_the_floor(frames_repo
     text = out.getvalue()
     assert "perpstream bench frames" in text and "CPU µs / frame" in text and "CPU µs / point" in text
     assert "per-symbol, TLS: perpstream produce" in text
+
+
+def test_frames_measures_picows_as_a_second_floor_where_installed(frames_report: dict[str, Any]) -> None:
+    rep = frames_report
+    has_picows = importlib.util.find_spec("picows") is not None
+    assert rep["params"]["floors"] == (["websockets", "picows"] if has_picows else ["websockets"])
+    rows = {r["name"]: r for r in rep["rows"]}
+    out = io.StringIO()
+    render(rep, Console(file=out, width=250))
+    text = out.getvalue()
+    for case in ("per-symbol, plain", "per-symbol, TLS", "all-market, plain", "all-market, TLS"):
+        ws = rows[f"{case}: bare websockets client (floor)"]
+        assert ws["floor"] == "websockets" and ws["role"] == "baseline"
+        picows = rows.get(f"{case}: bare picows client (floor)")
+        if has_picows:
+            assert picows is not None and picows["floor"] == "picows" and picows["role"] == "baseline"
+            # the same frames reached it: every stream open, the server's count over the window
+            assert picows["frames"] > 0 and picows["points"] == 5 * picows["events"], picows
+            assert f"{case}: bare picows client (floor)" in text
+        else:
+            assert picows is None
+        note = next(n for n in rep["notes"] if n.startswith(f"{case}: perpstream produce "))
+        assert "websockets floor" in note and ("picows floor" in note) is has_picows
+    assert ("picows floor: not installed" in text) is not has_picows
 
 
 def test_each_scenario_has_its_baselines(reports: dict[str, dict[str, Any]]) -> None:
