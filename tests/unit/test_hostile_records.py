@@ -2,7 +2,7 @@
 
 ``row_decoder(metric_point_codec())`` turns bytes into a row or raises
 ``DecodeError`` (whose ``reason`` labels the DLQ record). For every generated
-record (tests/hostile/records.py) it must give exactly what the reference
+record (perpstream/fakes/hostile/records.py) it must give exactly what the reference
 gives, ``metric_point_codec().decode`` plus ``check_metric_point`` (the row,
 types and float bits included, or the same error class and reason), and what
 a reader written from the Avro specification and the contract allows; and a
@@ -26,6 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perpstream.consumers.runtime.decoding import ROW_FIELDS, row_decoder
+from perpstream.fakes.hostile.frames import T0
+from perpstream.fakes.hostile.harness import DecoderHarness, Tally
+from perpstream.fakes.hostile.outcomes import Case, Verdict
+from perpstream.fakes.hostile.records import FAMILIES, HEADER, overlong_varint, record_case, reference, strict
 from perpstream.schemas import rules
 from perpstream.schemas.avro_binary import zigzag_varint
 from perpstream.schemas.codec import metric_point_codec
@@ -36,10 +40,6 @@ from perpstream.schemas.exceptions import (
     TruncatedRecordError,
     UnknownSchemaError,
 )
-from tests.hostile.frames import T0
-from tests.hostile.harness import DecoderHarness, Tally
-from tests.hostile.outcomes import Case, Verdict
-from tests.hostile.records import FAMILIES, HEADER, overlong_varint, record_case, reference, strict
 
 CODEC = metric_point_codec()
 DECODER = DecoderHarness()

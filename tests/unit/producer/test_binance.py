@@ -148,9 +148,9 @@ def test_sharding_and_names() -> None:
         {"method": "SUBSCRIBE", "params": ["a", "b"], "id": 7}
 
 
-def test_trading_perpetuals(samples_dir: Path) -> None:
+def test_the_listing_follows_trading_perpetuals_only(samples_dir: Path) -> None:
     info = json.loads(_load(samples_dir, "exchange_info_excerpt.json"))
-    assert binance.trading_perpetuals(info) == {"BTCUSDT"}
+    assert binance.perpetual_listing(info) == ({"BTCUSDT"}, {})
 
 
 def test_stream_names_are_the_symbol_lower_cased() -> None:

@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from perpstream.fakes.hostile.jsontext import HugeInt
+from perpstream.fakes.hostile.outcomes import Accept, Control, FrameOutcome, Items, Point, Reject, Skip, bits
 from perpstream.producer.binance import (
     BAD_NUMBER,
     BAD_SYMBOL,
@@ -29,8 +31,6 @@ from perpstream.producer.binance import (
     UNEXPECTED_EVENT,
 )
 from perpstream.schemas import rules
-from tests.hostile.jsontext import HugeInt
-from tests.hostile.outcomes import Accept, Control, FrameOutcome, Items, Point, Reject, Skip, bits
 
 SOURCE: Final = "binance_usdm"
 _symbol_problem: Callable[[str], str | None] = rules.symbol_problem

@@ -25,13 +25,13 @@ from functools import cache
 from typing import Any, Final
 
 from perpstream.consumers.runtime.decoding import ROW_FIELDS
+from perpstream.fakes.hostile.frames import T0, valid_symbol
+from perpstream.fakes.hostile.outcomes import Case, bits, blob
 from perpstream.schemas import rules
 from perpstream.schemas.avro_binary import zigzag_varint
 from perpstream.schemas.codec import AvroCodec, load_schema, metric_point_codec
 from perpstream.schemas.exceptions import DecodeError
 from perpstream.schemas.models import check_metric_point
-from tests.hostile.frames import T0, valid_symbol
-from tests.hostile.outcomes import Case, bits, blob
 
 _SCHEMA = load_schema("metric_point")
 HEADER: Final = b"\xc3\x01" + _SCHEMA.fingerprint
