@@ -335,6 +335,7 @@ def run_leave(bootstrap: str, mode: str, session_ms: int, partitions: int, rate:
               data_dir: str) -> LeaveRow:
     """Scenario B: members A and B consume while events flow; B gets SIGTERM; how soon A has consumed
     B's partitions, and whether every event was committed and stored once."""
+    # Long: scenario B as one timeline (both members, SIGTERM, takeover, the count) reads best in order.
     tag = uuid.uuid4().hex[:8]
     topic, dlq, group = f"lv-{tag}", f"lv-dlq-{tag}", f"lv-{mode}-{tag}"
     ensure_topics(bootstrap, {topic: partitions, dlq: 1})
@@ -482,6 +483,7 @@ def print_leave(rows: list[LeaveRow], label: str, rate: int) -> None:
 
 
 def main() -> None:
+    # Long: the flags, then each scenario's run and its table, in the order they print.
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--broker", choices=["kafka", "tansu"],
                     help="kafka: one Apache Kafka node in a temp dir; tansu: the local broker "

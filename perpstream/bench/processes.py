@@ -204,6 +204,7 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
 
 def _run(members: dict[str, MemberProcess], everyone: list[MemberProcess], *, n: float, symbols: int,
          offered: float, seconds: float, warmup: float, broker_pid: int | None, work: Path) -> dict[str, Any]:
+    # Long: one measured step, warm-up to last reading, in the order it happens.
     sink, snaps, producer = members["sink"], members["snapshots"], members["producer"]
     consumers = [sink, snaps]
     for m in everyone:

@@ -129,6 +129,7 @@ def committed_sum(bootstrap: str, group: str, topic: str, partitions: int) -> in
 def run(events: int = 500_000, partitions: int = 6, batch: int = 20_000,
         profile: bool = False) -> dict[str, Any]:
     """The scenario; with ``profile``, the sink run is cProfiled and the top entries are a note."""
+    # Long: the scenario's one timed sequence (produce, consume, verify) reads best in order.
     notes: list[str] = []
     with broker_bootstrap() as bootstrap, tempfile.TemporaryDirectory(prefix="sink-bench-") as tmp:
         topic, dlq, group = f"bench-{uuid.uuid4().hex[:8]}", f"bench-dlq-{uuid.uuid4().hex[:8]}", "bench-sink"

@@ -98,6 +98,7 @@ def bench_memory(symbols: int) -> dict[str, Any]:
 
 def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int,
                    engine: dict[str, Any]) -> dict[str, Any]:
+    # Long: the scenario's one timed sequence (produce, consume, verify) reads best in order.
     from confluent_kafka import Producer
 
     from perpstream.consumers.clickhouse import open_client

@@ -132,6 +132,7 @@ class FakeBinance:
         ssl: Any = None,
         record: bool = True,
     ) -> None:
+        # Long: one documented attribute a line; the fake's whole observable state in one place.
         self.listing: list[str] = sorted(symbols)
         #: Raw exchangeInfo entries listed after the generated ones (never streamed).
         self.extra_entries: list[dict[str, Any]] = list(extra_entries)

@@ -31,7 +31,7 @@ import pytest
 
 from perpstream.consumers.sink.migrations import migrate_sink
 from perpstream.consumers.sink.service import run_sink
-from perpstream.producer.backfill import EXIT_INTERRUPTED, _run, pair_of
+from perpstream.producer.backfill import EXIT_INTERRUPTED, pair_of, run
 from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.telemetry import Telemetry
 from tests.conftest import TEST_CONSUMER_CONFIG
@@ -107,7 +107,7 @@ def test_backfill_is_exact_idempotent_and_inside_the_weight_budget(
     with FakeBinance(SYMBOLS) as fake:
         fake.fail_history(429, 1, retry_after=1)
         s = settings(fake, kafka_bootstrap, topic, tmp_path, since, until)
-        first = _run(s, Telemetry(), never)
+        first = run(s, Telemetry(), never)
         assert first.exit_code == 0, first.failures
         want = expected(fake, since, until)
         assert first.points == len(want)
@@ -115,11 +115,11 @@ def test_backfill_is_exact_idempotent_and_inside_the_weight_budget(
         times = [t for _, _, t in fake.history_requests]
         assert times[1] - times[0] >= 1.0, "the 429's Retry-After was not honoured"
 
-        again = _run(s, Telemetry(), never)
+        again = run(s, Telemetry(), never)
         assert again.exit_code == 0 and again.points == 0 and again.requests == 0
         assert again.chunks_skipped == 2 * len(SYMBOLS)
 
-        fresh = _run(settings(fake, kafka_bootstrap, topic, tmp_path, since, until, backfill_resume=False),
+        fresh = run(settings(fake, kafka_bootstrap, topic, tmp_path, since, until, backfill_resume=False),
                      Telemetry(), never)
         assert fresh.exit_code == 0 and fresh.points == len(want)
         budget = int(s.rest_weight_limit * s.rest_weight_share)
