@@ -72,7 +72,10 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from perpstream import kafka_runtime
+from perpstream.consumers.runtime.workarounds import is_local_broker
 from perpstream.local import TansuBroker, ensure_topics
 from perpstream.schemas.codec import metric_point_codec
 
@@ -422,8 +425,6 @@ def broker(kind: str | None) -> Iterator[tuple[str, str]]:
     if kind is None and os.environ.get("PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"], "PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"
         return
-    from perpstream import kafka_runtime
-
     if kind is None:
         reason = kafka_runtime.unavailable_reason()
         kind = "kafka" if reason is None else "tansu"
@@ -442,10 +443,6 @@ def broker(kind: str | None) -> Iterator[tuple[str, str]]:
 
 
 def is_tansu(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    from perpstream.consumers.runtime.workarounds import is_local_broker
-
     return is_local_broker(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).cluster_id)
 
 

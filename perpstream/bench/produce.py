@@ -35,6 +35,7 @@ import fastavro
 from confluent_kafka import Producer
 
 from perpstream.bench.measure import Span, report, row, target
+from perpstream.local import TansuBroker, ensure_topics
 from perpstream.producer.app import ProducerApp
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.ingest import Ingest
@@ -155,15 +156,11 @@ def broker_bootstrap() -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from perpstream.local import TansuBroker
-
     with TansuBroker() as broker:
         yield broker.bootstrap_servers
 
 
 def new_topic(bootstrap: str, partitions: int = 6) -> str:
-    from perpstream.local import ensure_topics
-
     name = f"bench-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, {name: partitions})
     return name

@@ -16,6 +16,9 @@ engine runs in it; the broker does not).
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import tempfile
 import threading
 import time
@@ -176,8 +179,6 @@ def run(events: int = 500_000, partitions: int = 6, batch: int = 20_000,
         watcher = threading.Thread(target=watch, daemon=True)
         prof = None
         if profile:
-            import cProfile
-
             prof = cProfile.Profile()
         with Span() as span:
             started = time.perf_counter()
@@ -198,9 +199,6 @@ def run(events: int = 500_000, partitions: int = 6, batch: int = 20_000,
                    committed=stored, rows=rows_in, loop_rc=rc)
         client.close()
     if prof:
-        import io
-        import pstats
-
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
         notes.append("cProfile of the sink run (tottime):\n" + out.getvalue())

@@ -26,7 +26,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from confluent_kafka import Producer
+
 from perpstream.bench.measure import Span, proc_cpu_s, proc_status_mb, report, row, target
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.consumers.snapshots.engine import SnapshotEngine
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.local import TansuBroker, ensure_topics
+from perpstream.schemas.codec import metric_point_codec
 
 T0 = 1_767_225_600_000
 SOURCE = "binance_usdm"
@@ -52,8 +60,6 @@ def stream(symbols: int, seconds: int, seed: int = 1) -> Iterator[dict[str, Any]
 
 
 def bench_engine(symbols: int, seconds: int) -> dict[str, Any]:
-    from perpstream.consumers.snapshots.engine import SnapshotEngine
-
     points = [(r["source"], r["symbol"], r["metric"], r["value"], r["event_time"])
               for r in stream(symbols, seconds)]
     e = SnapshotEngine()
@@ -67,8 +73,6 @@ def bench_engine(symbols: int, seconds: int) -> dict[str, Any]:
 
 def bench_memory(symbols: int) -> dict[str, Any]:
     """RSS growth and array bytes of ``symbols`` engines each holding a full 1 h window."""
-    from perpstream.consumers.snapshots.engine import SnapshotEngine
-
     gc.collect()
     before = proc_status_mb("VmRSS") or 0.0
     e = SnapshotEngine()
@@ -99,14 +103,6 @@ def bench_memory(symbols: int) -> dict[str, Any]:
 def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int,
                    engine: dict[str, Any]) -> dict[str, Any]:
     # Long: the scenario's one timed sequence (produce, consume, verify) reads best in order.
-    from confluent_kafka import Producer
-
-    from perpstream.consumers.clickhouse import open_client
-    from perpstream.consumers.snapshots.app import SnapshotService
-    from perpstream.consumers.snapshots.settings import SnapshotSettings
-    from perpstream.local import TansuBroker, ensure_topics
-    from perpstream.schemas.codec import metric_point_codec
-
     codec = metric_point_codec()
     with TansuBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bs = broker.bootstrap_servers

@@ -18,8 +18,11 @@ from perpstream.producer import history
 from perpstream.producer.backfill.fetch import EXIT_INTERRUPTED, Progress
 from perpstream.producer.backfill.plan import resolve_range
 from perpstream.producer.backfill.run import run
+from perpstream.producer.cli import add_registry_flags
 from perpstream.producer.settings import ProducerSettings
-from perpstream.runtime.telemetry import Telemetry
+from perpstream.runtime.settings import SettingsUse, add_log_flags, build_settings, declare_settings
+from perpstream.runtime.signals import stop_on_signals
+from perpstream.runtime.telemetry import Telemetry, configure_logging
 
 log = logging.getLogger(__package__)  # the command's one logger: perpstream.producer.backfill
 
@@ -34,9 +37,6 @@ _FIELDS = {
 
 
 def register(sub: Any) -> None:
-    from perpstream.producer.cli import add_registry_flags
-    from perpstream.runtime.settings import SettingsUse, add_log_flags, declare_settings
-
     p = sub.add_parser("backfill", help="fetch Binance history over REST and publish it as MetricPoints")
     p.add_argument("--since", help="first event time: ISO-8601, epoch ms, or a duration ago (6h, 7d)")
     p.add_argument("--until", help="end of the range, exclusive (same forms; default now)")
@@ -62,10 +62,6 @@ def register(sub: Any) -> None:
 
 
 def backfill_main(args: argparse.Namespace) -> int:
-    from perpstream.runtime.settings import build_settings
-    from perpstream.runtime.signals import stop_on_signals
-    from perpstream.runtime.telemetry import configure_logging
-
     settings = build_settings(ProducerSettings, args, _FIELDS)
     settings.require_kafka()
     settings.require_live_symbols()
@@ -95,6 +91,7 @@ def _progress_reporter(stream: Any = None) -> tuple[Progress, Callable[[], None]
     """A rich progress bar on a terminal, a log line every 5 s otherwise; returns (report, close)."""
     out = stream if stream is not None else sys.stdout
     if out.isatty():
+        # local: rich.progress adds 25 ms to every command's start (python -X importtime); a bar only
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(TextColumn("backfill {task.fields[symbol]}"), BarColumn(), MofNCompleteColumn(),
