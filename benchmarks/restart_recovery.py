@@ -78,6 +78,7 @@ from perpstream import kafka_runtime
 from perpstream.consumers.runtime.workarounds import is_local_broker
 from perpstream.local import TansuBroker, ensure_topics
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 ROOT = Path(__file__).resolve().parents[1]
 SINK = "import sys; from perpstream.cli import main; sys.exit(main())"
@@ -87,7 +88,7 @@ COUNT = ("import sys; from perpstream.local import open_clickhouse; c = open_cli
 
 def point(i: int, symbols: int = 30) -> dict[str, Any]:
     et = 1_760_000_000_000 + (i // symbols) * 1000
-    return {"source": "binance_usdm", "symbol": f"R{i % symbols}USDT", "metric": "mark_price",
+    return {"source": "binance_usdm", "symbol": f"R{i % symbols}USDT", "metric": Metric.MARK_PRICE,
             "value": 100.0 + i * 0.5, "event_time": et, "ingest_time": et + 3}
 
 

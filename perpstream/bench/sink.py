@@ -38,8 +38,10 @@ from perpstream.consumers.sink.service import sink_loop
 from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.local import ensure_topics
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
-METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate", "open_interest")
+METRICS = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE, Metric.FUNDING_RATE,
+           Metric.OPEN_INTEREST)
 
 
 def make_records(n: int, symbols: int = 200) -> list[dict[str, Any]]:

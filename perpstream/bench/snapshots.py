@@ -35,6 +35,7 @@ from perpstream.consumers.snapshots.engine import SnapshotEngine
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.local import TansuBroker, ensure_topics
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 T0 = 1_767_225_600_000
 SOURCE = "binance_usdm"
@@ -49,13 +50,13 @@ def stream(symbols: int, seconds: int, seed: int = 1) -> Iterator[dict[str, Any]
             et = T0 + s * 1000 + (k % 997)
             m = marks[k] = marks[k] * math.exp(rnd.gauss(0, 5e-4))
             sym = names[k]
-            for metric, v in (("mark_price", m), ("index_price", m * 1.0001),
-                              ("estimated_settle_price", m), ("funding_rate", 1e-4),
-                              ("next_funding_time", 1.0)):
+            for metric, v in ((Metric.MARK_PRICE, m), (Metric.INDEX_PRICE, m * 1.0001),
+                              (Metric.ESTIMATED_SETTLE_PRICE, m), (Metric.FUNDING_RATE, 1e-4),
+                              (Metric.NEXT_FUNDING_TIME, 1.0)):
                 yield {"source": SOURCE, "symbol": sym, "metric": metric, "value": v,
                        "event_time": et, "ingest_time": et + 5}
             if s % 10 == k % 10:
-                yield {"source": SOURCE, "symbol": sym, "metric": "open_interest", "value": 1e6 + s,
+                yield {"source": SOURCE, "symbol": sym, "metric": Metric.OPEN_INTEREST, "value": 1e6 + s,
                        "event_time": et + 3, "ingest_time": et + 50}
 
 
@@ -84,9 +85,10 @@ def bench_memory(symbols: int) -> dict[str, Any]:
         for s in range(span + 10):
             et = T0 + s * 1000
             m *= 1 + rnd.gauss(0, 5e-4)
-            pts += [("mark_price", et, m), ("index_price", et, m * 1.0001), ("funding_rate", et, 1e-4)]
+            pts += [(Metric.MARK_PRICE, et, m), (Metric.INDEX_PRICE, et, m * 1.0001),
+                    (Metric.FUNDING_RATE, et, 1e-4)]
             if s % 10 == 0:
-                pts.append(("open_interest", et + 3, 1e6 + s))
+                pts.append((Metric.OPEN_INTEREST, et + 3, 1e6 + s))
         # last emitted t = the end: the state an uninterrupted run holds after an hour
         e.restore_symbol(f"S{k:04d}USDT", SOURCE, pts, last_t=T0 + (span + 5) * 1000)
     e.out.clear()

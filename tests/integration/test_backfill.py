@@ -34,6 +34,7 @@ from perpstream.consumers.sink.service import run_sink
 from perpstream.producer.backfill import EXIT_INTERRUPTED, pair_of, run
 from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.models import Metric
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.fakes.binance import FakeBinance, is_delivery
 from tests.integration.test_sink_support import Runner, committed_total, settings_for
@@ -58,14 +59,14 @@ def expected(fake: FakeBinance, since: int, until: int) -> dict[tuple[str, str, 
         for m in range(first, until, 60_000):
             c = m + 59_999
             if since <= c < until:
-                out[(sym, "mark_price", c)] = float(f"{fake.mark_close(sym, c):.8f}")
-                out[(sym, "index_price", c)] = float(f"{fake.index_close(pair_of(sym), c):.8f}")
+                out[(sym, Metric.MARK_PRICE, c)] = float(f"{fake.mark_close(sym, c):.8f}")
+                out[(sym, Metric.INDEX_PRICE, c)] = float(f"{fake.index_close(pair_of(sym), c):.8f}")
         for t in range(-(-since // 300_000) * 300_000, until, 300_000):
-            out[(sym, "open_interest", t)] = float(f"{fake.oi_hist(sym, t):.8f}")
+            out[(sym, Metric.OPEN_INTEREST, t)] = float(f"{fake.oi_hist(sym, t):.8f}")
         if not is_delivery(sym):
             p = fake.FUNDING_PERIOD_MS
             for t in range(-(-since // p) * p, until, p):
-                out[(sym, "funding_rate_settled", t)] = float(f"{fake.settled_funding(sym, t):.8f}")
+                out[(sym, Metric.FUNDING_RATE_SETTLED, t)] = float(f"{fake.settled_funding(sym, t):.8f}")
     return out
 
 

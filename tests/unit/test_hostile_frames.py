@@ -49,6 +49,7 @@ from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.ingest import Ingest
 from perpstream.runtime.telemetry import JsonFormatter, Telemetry
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 CODEC = metric_point_codec()
 HARNESS = IngestHarness()
@@ -129,7 +130,7 @@ def test_delivery_contract_publishes_no_funding_metrics(samples_dir: Path) -> No
     ingest, target, _ = fresh()
     ingest.on_ws_frame((samples_dir / "mark_price_delivery.json").read_text(), 5)
     assert [CODEC.decode(v)["metric"] for _, v in target.sent] == [
-        "mark_price", "index_price", "estimated_settle_price"]
+        Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE]
 
 
 @pytest.mark.parametrize("raw", [

@@ -42,6 +42,7 @@ from perpstream.producer.ingest import Ingest
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.codec import AvroCodec, metric_point_codec
 from perpstream.schemas.exceptions import DecodeError
+from perpstream.schemas.models import Metric
 
 INGEST_MS = T0 + 7
 #: The valid exchangeInfo judged after every hostile one: one symbol to follow.
@@ -305,8 +306,8 @@ class DecoderHarness:
         self.ref_codec: AvroCodec = metric_point_codec()
         self.reset()
         self._sentinel = records.codec().encode({
-            "source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 64240.38272864,
-            "event_time": T0, "ingest_time": T0 + 3})
+            "source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.MARK_PRICE,
+            "value": 64240.38272864, "event_time": T0, "ingest_time": T0 + 3})
         self._sentinel_row = records.reference(self._sentinel, self.ref_codec)
 
     def reset(self) -> None:
