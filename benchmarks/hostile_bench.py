@@ -2,19 +2,19 @@
 
 Run: ``python -m benchmarks.hostile_bench [--count 100000] [--seed 1] [--boundary ws,oi,...]``.
 
-Per boundary, ``--count`` inputs from the seeded generators of ``tests/hostile``
+Per boundary, ``--count`` inputs from the seeded generators of ``perpstream/fakes/hostile``
 (input ``i`` comes from ``random.Random(f"{seed}:{i}")``, so any one of them can
 be rebuilt from the two numbers printed next to it):
 
 - ``ws``: websocket frames -> ``Ingest.on_ws_frame`` (boundary 1),
 - ``oi``: open-interest bodies -> ``Ingest.on_open_interest`` (boundary 2),
-- ``exchange_info``: parsed exchangeInfo -> ``trading_perpetuals`` (boundary 2),
+- ``exchange_info``: parsed exchangeInfo -> ``perpetual_listing`` (boundary 2),
 - ``records``: records on the topic -> ``row_decoder(metric_point_codec())`` (boundary 3).
 
 Each input is judged (exactly what the contract allows, or rejected with a
 reason; then a valid input after it still goes through) and the figures are
 printed: inputs, outcomes, rejections by reason, mismatches and crashes (new,
-or explained by a known bug of ``tests/hostile/known_bugs.py``), hangs, the
+or explained by a known bug of ``perpstream/fakes/hostile/known_bugs.py``), hangs, the
 slowest single input and the growth of the resident set. An input still
 running after ``--input-timeout`` seconds is aborted and counted as a hang
 (SIGALRM; for code that never returns to the interpreter, faulthandler dumps
@@ -41,12 +41,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from perpstream.fakes.hostile.frames import exchange_info_case, oi_case, ws_case
+from perpstream.fakes.hostile.harness import Deadline, DecoderHarness, IngestHarness, Tally
+from perpstream.fakes.hostile.known_bugs import KNOWN_BUGS
+from perpstream.fakes.hostile.outcomes import Case, Verdict
+from perpstream.fakes.hostile.records import record_case
 from perpstream.runtime.telemetry import JsonFormatter
-from tests.hostile.frames import exchange_info_case, oi_case, ws_case
-from tests.hostile.harness import Deadline, DecoderHarness, IngestHarness, Tally
-from tests.hostile.known_bugs import KNOWN_BUGS
-from tests.hostile.outcomes import Case, Verdict
-from tests.hostile.records import record_case
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -89,7 +89,7 @@ def boundaries(deadline: Deadline) -> dict[str, Boundary]:
                        lambda r, kb: ws_case(r, known_bugs=kb), ingest.ws),
         "oi": Boundary("oi", "boundary 2  open-interest bodies -> Ingest.on_open_interest",
                        lambda r, kb: oi_case(r, known_bugs=kb), ingest.oi),
-        "exchange_info": Boundary("exchange_info", "boundary 2  exchangeInfo -> trading_perpetuals",
+        "exchange_info": Boundary("exchange_info", "boundary 2  exchangeInfo -> perpetual_listing",
                                   lambda r, kb: exchange_info_case(r, known_bugs=kb), ingest.perpetuals),
         "records": Boundary("records", "boundary 3  records -> row_decoder(metric_point_codec())",
                             lambda r, kb: record_case(r, known_bugs=kb), decoder.run),

@@ -12,9 +12,12 @@ never asserted.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 
 from perpstream.bench import produce
+from perpstream.bench.render import render
 from perpstream.runtime.settings import CommonSettings
 from perpstream.runtime.tuning import tune_gc
 
@@ -31,9 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     tune_gc(args.gc_threshold)  # what `perpstream produce` does; the baseline runs under it too
     if args.profile:
-        import cProfile
-        import pstats
-
         with produce.broker_bootstrap() as bootstrap:
             market = produce.SimulatedMarket(args.symbols, seed=1, start_ms=produce.START)
             frames = market.frames(args.seconds)
@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(15)
         return 0
-    from perpstream.bench.render import render
-
     render(produce.run(args.symbols, args.seconds, args.rounds, args.rss_seconds))
     return 0
 

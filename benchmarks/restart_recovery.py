@@ -72,9 +72,13 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from perpstream import kafka_runtime
+from perpstream.consumers.runtime.workarounds import is_local_broker
 from perpstream.local import TansuBroker, ensure_topics
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 ROOT = Path(__file__).resolve().parents[1]
 SINK = "import sys; from perpstream.cli import main; sys.exit(main())"
@@ -84,7 +88,7 @@ COUNT = ("import sys; from perpstream.local import open_clickhouse; c = open_cli
 
 def point(i: int, symbols: int = 30) -> dict[str, Any]:
     et = 1_760_000_000_000 + (i // symbols) * 1000
-    return {"source": "binance_usdm", "symbol": f"R{i % symbols}USDT", "metric": "mark_price",
+    return {"source": "binance_usdm", "symbol": f"R{i % symbols}USDT", "metric": Metric.MARK_PRICE,
             "value": 100.0 + i * 0.5, "event_time": et, "ingest_time": et + 3}
 
 
@@ -335,6 +339,7 @@ def run_leave(bootstrap: str, mode: str, session_ms: int, partitions: int, rate:
               data_dir: str) -> LeaveRow:
     """Scenario B: members A and B consume while events flow; B gets SIGTERM; how soon A has consumed
     B's partitions, and whether every event was committed and stored once."""
+    # Long: scenario B as one timeline (both members, SIGTERM, takeover, the count) reads best in order.
     tag = uuid.uuid4().hex[:8]
     topic, dlq, group = f"lv-{tag}", f"lv-dlq-{tag}", f"lv-{mode}-{tag}"
     ensure_topics(bootstrap, {topic: partitions, dlq: 1})
@@ -421,8 +426,6 @@ def broker(kind: str | None) -> Iterator[tuple[str, str]]:
     if kind is None and os.environ.get("PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"):
         yield os.environ["PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"], "PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS"
         return
-    from perpstream import kafka_runtime
-
     if kind is None:
         reason = kafka_runtime.unavailable_reason()
         kind = "kafka" if reason is None else "tansu"
@@ -441,10 +444,6 @@ def broker(kind: str | None) -> Iterator[tuple[str, str]]:
 
 
 def is_tansu(bootstrap: str) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    from perpstream.consumers.runtime.workarounds import is_local_broker
-
     return is_local_broker(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).cluster_id)
 
 
@@ -482,6 +481,7 @@ def print_leave(rows: list[LeaveRow], label: str, rate: int) -> None:
 
 
 def main() -> None:
+    # Long: the flags, then each scenario's run and its table, in the order they print.
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--broker", choices=["kafka", "tansu"],
                     help="kafka: one Apache Kafka node in a temp dir; tansu: the local broker "

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
+from perpstream.cli import build_parser
 from perpstream.runtime.settings import ENV_PREFIX, SETTINGS_USES, CommonSettings, SettingsUse
 
 BEGIN = "<!-- settings:begin -->"
@@ -97,8 +98,6 @@ def _cell(text: str) -> str:
 
 def rows(parser: argparse.ArgumentParser | None = None) -> list[_Row]:
     if parser is None:
-        from perpstream.cli import build_parser
-
         parser = build_parser()  # imports every command's module, and so every settings class
     table: dict[str, _Row] = {}
     for cls in settings_classes():

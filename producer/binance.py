@@ -142,11 +142,6 @@ def perpetual_listing(exchange_info: Mapping[str, Any]) -> Listing:
     return Listing(out, rejected)
 
 
-def trading_perpetuals(exchange_info: Mapping[str, Any]) -> set[str]:
-    """Symbols a ``--all`` producer follows (see :func:`perpetual_listing`)."""
-    return perpetual_listing(exchange_info).symbols
-
-
 def sample(raw: str | bytes, limit: int = 200) -> str:
     """A truncated, printable excerpt of a frame for log lines."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw)

@@ -34,15 +34,16 @@ from perpstream.schemas.avro_binary import (
     zigzag_varint,
 )
 from perpstream.schemas.codec import AvroCodec
+from perpstream.schemas.models import Metric
 
 _DOUBLE = struct.Struct("<d")
 
 _SAMPLES: list[dict[str, Any]] = [
-    {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price",
+    {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.MARK_PRICE,
      "value": 64240.38272864, "event_time": 1781419401002, "ingest_time": 1781419401017},
-    {"source": "s", "symbol": "X" * 70, "metric": "open_interest",
+    {"source": "s", "symbol": "X" * 70, "metric": Metric.OPEN_INTEREST,
      "value": -0.0, "event_time": 0, "ingest_time": 2**62},
-    {"source": "binance_usdm", "symbol": "1000PEPEUSDT", "metric": "funding_rate",
+    {"source": "binance_usdm", "symbol": "1000PEPEUSDT", "metric": Metric.FUNDING_RATE,
      "value": -6.042e-05, "event_time": 63, "ingest_time": 64},
 ]
 

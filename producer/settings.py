@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from perpstream.errors import ConfigError
 from perpstream.producer import binance
+from perpstream.producer.timespec import parse_instant
 from perpstream.runtime.settings import CommonSettings
 from perpstream.schemas.rules import symbol_problem
 
@@ -133,8 +134,6 @@ class ProducerSettings(CommonSettings):
     def _instant(cls, v: str | None) -> str | None:
         if v is None or not v.strip():
             return None
-        from perpstream.producer.timespec import parse_instant
-
         parse_instant(v)  # ValueError names what is wrong
         return v.strip()
 

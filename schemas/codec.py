@@ -225,6 +225,8 @@ class AvroCodec:
         credentials the registry refuses. Anything else (unreachable, TLS, an
         incompatible schema) is an :class:`EncodeError` with the registry's reason.
         """
+        # local: confluent_kafka.schema_registry (httpx, authlib) adds 0.2 s to every process's start
+        # (python -X importtime); only a deployment with a registry loads it
         from confluent_kafka.schema_registry import Schema
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -377,6 +379,7 @@ def registry_client(config: str | Mapping[str, Any] | None) -> Any | None:
     or None without one. A ``mock://`` URL gives the in-memory client."""
     if not config:
         return None
+    # local: 0.2 s of start-up (python -X importtime) that only a deployment with a registry pays
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     conf = {"url": config} if isinstance(config, str) else dict(config)

@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from perpstream.schemas.codec import load_schema
 
 
@@ -86,8 +88,6 @@ def ddl_columns(cols: tuple[Column, ...]) -> str:
 
 def arrow_schema(cols: tuple[Column, ...]) -> Any:
     """A ``pyarrow.Schema`` for inserting these columns."""
-    import pyarrow as pa
-
     types = {
         "string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "uint32": pa.uint32(),
         "bool": pa.bool_(), "timestamp_ms_utc": pa.timestamp("ms", tz="UTC"),

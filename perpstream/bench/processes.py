@@ -37,6 +37,7 @@ from perpstream.bench.e2e import (
     step_result,
 )
 from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, proc_status_mb
+from perpstream.local import die_with_parent, ensure_topics, free_port
 
 #: how long a member may take to answer a request (start-up: imports, chdb, migrations)
 START_TIMEOUT = 180.0
@@ -51,8 +52,6 @@ class MemberProcess:
     """A ``python -m perpstream.bench.member ROLE`` child and its request/answer channel."""
 
     def __init__(self, name: str, role: str, kw: dict[str, Any], work: Path) -> None:
-        from perpstream.local import die_with_parent
-
         self.name = name
         self.log_path = work / f"{name}.log"
         with self.log_path.open("ab") as log:
@@ -172,8 +171,6 @@ def _poll(cond: Any, timeout: float, what: str, members: list[MemberProcess], pe
 def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: int = LIVE_SYMBOLS,
          partitions: int = 6, profile: bool = False) -> dict[str, Any]:
     """One step at ``n`` x live load in the processes layout; the same dict as the single layout's."""
-    from perpstream.local import ensure_topics, free_port
-
     symbols = max(1, round(symbols_per_n * n))
     offered = symbols * EVENTS_PER_SYMBOL_S
     suffix = uuid.uuid4().hex[:6]
@@ -204,6 +201,7 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
 
 def _run(members: dict[str, MemberProcess], everyone: list[MemberProcess], *, n: float, symbols: int,
          offered: float, seconds: float, warmup: float, broker_pid: int | None, work: Path) -> dict[str, Any]:
+    # Long: one measured step, warm-up to last reading, in the order it happens.
     sink, snaps, producer = members["sink"], members["snapshots"], members["producer"]
     consumers = [sink, snaps]
     for m in everyone:

@@ -35,6 +35,7 @@ import fastavro
 from confluent_kafka import Producer
 
 from perpstream.bench.measure import Span, report, row, target
+from perpstream.local import TansuBroker, ensure_topics
 from perpstream.producer.app import ProducerApp
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.ingest import Ingest
@@ -43,6 +44,7 @@ from perpstream.producer.settings import ProducerSettings
 from perpstream.producer.sources import SimulatedMarket
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 Frames = list[tuple[str, str]]
 START = 1_790_000_000_000
@@ -61,8 +63,8 @@ def baseline(frames: Frames, bootstrap: str, topic: str) -> int:
     header = codec.header()
     p = Producer(producer_config(bootstrap))
     n = 0
-    metrics = (("p", "mark_price"), ("i", "index_price"), ("P", "estimated_settle_price"),
-               ("r", "funding_rate"))
+    metrics = (("p", Metric.MARK_PRICE), ("i", Metric.INDEX_PRICE), ("P", Metric.ESTIMATED_SETTLE_PRICE),
+               ("r", Metric.FUNDING_RATE))
     for kind, text in frames:
         now = time.time_ns() // 1_000_000
         d = json.loads(text)
@@ -72,11 +74,11 @@ def baseline(frames: Frames, bootstrap: str, topic: str) -> int:
             key = sym.encode()
             recs = [{"source": "binance_usdm", "symbol": sym, "metric": m, "value": float(data[f]),
                      "event_time": data["E"], "ingest_time": now} for f, m in metrics]
-            recs.append({"source": "binance_usdm", "symbol": sym, "metric": "next_funding_time",
+            recs.append({"source": "binance_usdm", "symbol": sym, "metric": Metric.NEXT_FUNDING_TIME,
                          "value": float(data["T"]), "event_time": data["E"], "ingest_time": now})
         else:
             key = d["symbol"].encode()
-            recs = [{"source": "binance_usdm", "symbol": d["symbol"], "metric": "open_interest",
+            recs = [{"source": "binance_usdm", "symbol": d["symbol"], "metric": Metric.OPEN_INTEREST,
                      "value": float(d["openInterest"]), "event_time": d["time"], "ingest_time": now}]
         for r in recs:
             buf = io.BytesIO()
@@ -155,15 +157,11 @@ def broker_bootstrap() -> Iterator[str]:
     if bootstrap:
         yield bootstrap
         return
-    from perpstream.local import TansuBroker
-
     with TansuBroker() as broker:
         yield broker.bootstrap_servers
 
 
 def new_topic(bootstrap: str, partitions: int = 6) -> str:
-    from perpstream.local import ensure_topics
-
     name = f"bench-{uuid.uuid4().hex[:8]}"
     ensure_topics(bootstrap, {name: partitions})
     return name

@@ -16,6 +16,9 @@ engine runs in it; the broker does not).
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import tempfile
 import threading
 import time
@@ -35,8 +38,10 @@ from perpstream.consumers.sink.service import sink_loop
 from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.local import ensure_topics
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
-METRICS = ("mark_price", "index_price", "estimated_settle_price", "funding_rate", "open_interest")
+METRICS = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE, Metric.FUNDING_RATE,
+           Metric.OPEN_INTEREST)
 
 
 def make_records(n: int, symbols: int = 200) -> list[dict[str, Any]]:
@@ -129,6 +134,7 @@ def committed_sum(bootstrap: str, group: str, topic: str, partitions: int) -> in
 def run(events: int = 500_000, partitions: int = 6, batch: int = 20_000,
         profile: bool = False) -> dict[str, Any]:
     """The scenario; with ``profile``, the sink run is cProfiled and the top entries are a note."""
+    # Long: the scenario's one timed sequence (produce, consume, verify) reads best in order.
     notes: list[str] = []
     with broker_bootstrap() as bootstrap, tempfile.TemporaryDirectory(prefix="sink-bench-") as tmp:
         topic, dlq, group = f"bench-{uuid.uuid4().hex[:8]}", f"bench-dlq-{uuid.uuid4().hex[:8]}", "bench-sink"
@@ -175,8 +181,6 @@ def run(events: int = 500_000, partitions: int = 6, batch: int = 20_000,
         watcher = threading.Thread(target=watch, daemon=True)
         prof = None
         if profile:
-            import cProfile
-
             prof = cProfile.Profile()
         with Span() as span:
             started = time.perf_counter()
@@ -197,9 +201,6 @@ def run(events: int = 500_000, partitions: int = 6, batch: int = 20_000,
                    committed=stored, rows=rows_in, loop_rc=rc)
         client.close()
     if prof:
-        import io
-        import pstats
-
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
         notes.append("cProfile of the sink run (tottime):\n" + out.getvalue())

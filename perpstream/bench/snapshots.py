@@ -26,7 +26,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from confluent_kafka import Producer
+
 from perpstream.bench.measure import Span, proc_cpu_s, proc_status_mb, report, row, target
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.consumers.snapshots.engine import SnapshotEngine
+from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.local import TansuBroker, ensure_topics
+from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 T0 = 1_767_225_600_000
 SOURCE = "binance_usdm"
@@ -41,19 +50,17 @@ def stream(symbols: int, seconds: int, seed: int = 1) -> Iterator[dict[str, Any]
             et = T0 + s * 1000 + (k % 997)
             m = marks[k] = marks[k] * math.exp(rnd.gauss(0, 5e-4))
             sym = names[k]
-            for metric, v in (("mark_price", m), ("index_price", m * 1.0001),
-                              ("estimated_settle_price", m), ("funding_rate", 1e-4),
-                              ("next_funding_time", 1.0)):
+            for metric, v in ((Metric.MARK_PRICE, m), (Metric.INDEX_PRICE, m * 1.0001),
+                              (Metric.ESTIMATED_SETTLE_PRICE, m), (Metric.FUNDING_RATE, 1e-4),
+                              (Metric.NEXT_FUNDING_TIME, 1.0)):
                 yield {"source": SOURCE, "symbol": sym, "metric": metric, "value": v,
                        "event_time": et, "ingest_time": et + 5}
             if s % 10 == k % 10:
-                yield {"source": SOURCE, "symbol": sym, "metric": "open_interest", "value": 1e6 + s,
+                yield {"source": SOURCE, "symbol": sym, "metric": Metric.OPEN_INTEREST, "value": 1e6 + s,
                        "event_time": et + 3, "ingest_time": et + 50}
 
 
 def bench_engine(symbols: int, seconds: int) -> dict[str, Any]:
-    from perpstream.consumers.snapshots.engine import SnapshotEngine
-
     points = [(r["source"], r["symbol"], r["metric"], r["value"], r["event_time"])
               for r in stream(symbols, seconds)]
     e = SnapshotEngine()
@@ -67,8 +74,6 @@ def bench_engine(symbols: int, seconds: int) -> dict[str, Any]:
 
 def bench_memory(symbols: int) -> dict[str, Any]:
     """RSS growth and array bytes of ``symbols`` engines each holding a full 1 h window."""
-    from perpstream.consumers.snapshots.engine import SnapshotEngine
-
     gc.collect()
     before = proc_status_mb("VmRSS") or 0.0
     e = SnapshotEngine()
@@ -80,9 +85,10 @@ def bench_memory(symbols: int) -> dict[str, Any]:
         for s in range(span + 10):
             et = T0 + s * 1000
             m *= 1 + rnd.gauss(0, 5e-4)
-            pts += [("mark_price", et, m), ("index_price", et, m * 1.0001), ("funding_rate", et, 1e-4)]
+            pts += [(Metric.MARK_PRICE, et, m), (Metric.INDEX_PRICE, et, m * 1.0001),
+                    (Metric.FUNDING_RATE, et, 1e-4)]
             if s % 10 == 0:
-                pts.append(("open_interest", et + 3, 1e6 + s))
+                pts.append((Metric.OPEN_INTEREST, et + 3, 1e6 + s))
         # last emitted t = the end: the state an uninterrupted run holds after an hour
         e.restore_symbol(f"S{k:04d}USDT", SOURCE, pts, last_t=T0 + (span + 5) * 1000)
     e.out.clear()
@@ -98,14 +104,7 @@ def bench_memory(symbols: int) -> dict[str, Any]:
 
 def bench_consumer(symbols: int, seconds: int, batch: int, batch_max_ms: int,
                    engine: dict[str, Any]) -> dict[str, Any]:
-    from confluent_kafka import Producer
-
-    from perpstream.consumers.clickhouse import open_client
-    from perpstream.consumers.snapshots.app import SnapshotService
-    from perpstream.consumers.snapshots.settings import SnapshotSettings
-    from perpstream.local import TansuBroker, ensure_topics
-    from perpstream.schemas.codec import metric_point_codec
-
+    # Long: the scenario's one timed sequence (produce, consume, verify) reads best in order.
     codec = metric_point_codec()
     with TansuBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bs = broker.bootstrap_servers

@@ -68,6 +68,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from perpstream.producer import binance
+
 GARBAGE = [
     "{not json",
     '{"stream":"x@markPrice@1s","data":{"e":"markPriceUpdate","E":1790000000000,"s":"X"}}',
@@ -132,6 +134,7 @@ class FakeBinance:
         ssl: Any = None,
         record: bool = True,
     ) -> None:
+        # Long: one documented attribute a line; the fake's whole observable state in one place.
         self.listing: list[str] = sorted(symbols)
         #: Raw exchangeInfo entries listed after the generated ones (never streamed).
         self.extra_entries: list[dict[str, Any]] = list(extra_entries)
@@ -634,8 +637,6 @@ class FakeBinance:
 
     def expected_points(self) -> dict[tuple[str, str, int], float]:
         """(symbol, metric, event_time) -> value for everything sent so far."""
-        from perpstream.producer import binance
-
         out: dict[tuple[str, str, int], float] = {}
         for d in list(self.sent_mark.values()):
             for p in binance.mark_price_points(d, 0):

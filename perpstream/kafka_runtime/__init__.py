@@ -15,6 +15,7 @@ runs; tests/unit/test_compose.py holds the two together.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -31,7 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import platformdirs
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
 from perpstream.local import InfraError, accepts, die_with_parent, free_port, replication_for
+from perpstream.runtime.telemetry import kafka_logging
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +161,6 @@ def cache_dir() -> Path:
     configured = os.environ.get("PERPSTREAM_KAFKA_CACHE")
     if configured:
         return Path(configured)
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("perpstream", appauthor=False)) / f"kafka-{KAFKA_VERSION}"
 
 
@@ -362,8 +366,6 @@ class KafkaCluster:
 
     def _groups_served(self) -> bool:
         """Whether a group's committed offsets can be read (OffsetFetch through its coordinator)."""
-        from confluent_kafka import Consumer, TopicPartition
-
         probe = Consumer({"bootstrap.servers": self.bootstrap_servers, **self.client_config,
                           "group.id": "perpstream-readiness-probe", "enable.auto.commit": False,
                           "log_level": 3})
@@ -385,10 +387,6 @@ class KafkaCluster:
     # what the cluster knows -------------------------------------------------------------------------
 
     def _admin(self) -> Any:
-        from confluent_kafka.admin import AdminClient
-
-        from perpstream.runtime.telemetry import kafka_logging
-
         return AdminClient({"bootstrap.servers": self.bootstrap_servers, **self.client_config,
                             **kafka_logging()})
 
@@ -506,6 +504,4 @@ class KafkaCluster:
 
 def _random_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool random-uuid)."""
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from types import ModuleType
 from typing import Any, TypeVar
 
 from perpstream.errors import ConfigError
+
+uvloop: ModuleType | None
+try:  # optional: not built for Windows or PyPy
+    import uvloop
+except ImportError:  # pragma: no cover - installed wherever the product runs in CI
+    uvloop = None
 
 T = TypeVar("T")
 
@@ -24,12 +31,10 @@ def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop
     None (asyncio's loop) otherwise."""
     if choice == "asyncio":
         return None
-    try:
-        import uvloop
-    except ImportError:
+    if uvloop is None:
         if choice == "uvloop":
             raise ConfigError("event_loop (PERPSTREAM_EVENT_LOOP) is uvloop, but uvloop "
-                              "is not installed here; use auto or asyncio") from None
+                              "is not installed here; use auto or asyncio")
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory

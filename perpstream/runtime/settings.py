@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import parse_qsl, urlparse, urlsplit
 
+import platformdirs
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
@@ -411,8 +412,6 @@ def _named(field: str) -> str:
 def default_data_dir() -> str:
     """The user's data directory for perpstream (``~/.local/share/perpstream`` on Linux,
     ``~/Library/Application Support/perpstream`` on macOS), as platformdirs knows it."""
-    import platformdirs
-
     return platformdirs.user_data_dir("perpstream", appauthor=False)
 
 

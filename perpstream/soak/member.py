@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import OperationalError
+
 from perpstream.cli import build_parser, run
 from perpstream.consumers.sink.cli import sink_command
 from perpstream.consumers.sink.migrations import migrate_sink
@@ -42,8 +44,6 @@ class InsertsFailWhileFileExists:
 
     def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:
         if self._switch.exists():
-            from clickhouse_connect.driver.exceptions import OperationalError
-
             self.failed += 1
             raise OperationalError(
                 "Error HTTPConnectionPool(host='clickhouse', port=8123): Max retries exceeded "

@@ -31,9 +31,10 @@ import pytest
 
 from perpstream.consumers.sink.migrations import migrate_sink
 from perpstream.consumers.sink.service import run_sink
-from perpstream.producer.backfill import EXIT_INTERRUPTED, _run, pair_of
+from perpstream.producer.backfill import EXIT_INTERRUPTED, pair_of, run
 from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.models import Metric
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.fakes.binance import FakeBinance, is_delivery
 from tests.integration.test_sink_support import Runner, committed_total, settings_for
@@ -58,14 +59,14 @@ def expected(fake: FakeBinance, since: int, until: int) -> dict[tuple[str, str, 
         for m in range(first, until, 60_000):
             c = m + 59_999
             if since <= c < until:
-                out[(sym, "mark_price", c)] = float(f"{fake.mark_close(sym, c):.8f}")
-                out[(sym, "index_price", c)] = float(f"{fake.index_close(pair_of(sym), c):.8f}")
+                out[(sym, Metric.MARK_PRICE, c)] = float(f"{fake.mark_close(sym, c):.8f}")
+                out[(sym, Metric.INDEX_PRICE, c)] = float(f"{fake.index_close(pair_of(sym), c):.8f}")
         for t in range(-(-since // 300_000) * 300_000, until, 300_000):
-            out[(sym, "open_interest", t)] = float(f"{fake.oi_hist(sym, t):.8f}")
+            out[(sym, Metric.OPEN_INTEREST, t)] = float(f"{fake.oi_hist(sym, t):.8f}")
         if not is_delivery(sym):
             p = fake.FUNDING_PERIOD_MS
             for t in range(-(-since // p) * p, until, p):
-                out[(sym, "funding_rate_settled", t)] = float(f"{fake.settled_funding(sym, t):.8f}")
+                out[(sym, Metric.FUNDING_RATE_SETTLED, t)] = float(f"{fake.settled_funding(sym, t):.8f}")
     return out
 
 
@@ -107,7 +108,7 @@ def test_backfill_is_exact_idempotent_and_inside_the_weight_budget(
     with FakeBinance(SYMBOLS) as fake:
         fake.fail_history(429, 1, retry_after=1)
         s = settings(fake, kafka_bootstrap, topic, tmp_path, since, until)
-        first = _run(s, Telemetry(), never)
+        first = run(s, Telemetry(), never)
         assert first.exit_code == 0, first.failures
         want = expected(fake, since, until)
         assert first.points == len(want)
@@ -115,11 +116,11 @@ def test_backfill_is_exact_idempotent_and_inside_the_weight_budget(
         times = [t for _, _, t in fake.history_requests]
         assert times[1] - times[0] >= 1.0, "the 429's Retry-After was not honoured"
 
-        again = _run(s, Telemetry(), never)
+        again = run(s, Telemetry(), never)
         assert again.exit_code == 0 and again.points == 0 and again.requests == 0
         assert again.chunks_skipped == 2 * len(SYMBOLS)
 
-        fresh = _run(settings(fake, kafka_bootstrap, topic, tmp_path, since, until, backfill_resume=False),
+        fresh = run(settings(fake, kafka_bootstrap, topic, tmp_path, since, until, backfill_resume=False),
                      Telemetry(), never)
         assert fresh.exit_code == 0 and fresh.points == len(want)
         budget = int(s.rest_weight_limit * s.rest_weight_share)

@@ -1,6 +1,6 @@
 """Hostile records on a real topic, through the sink into ClickHouse (boundary 4).
 
-A few hundred generated records (tests/hostile/records.py: truncated, lying
+A few hundred generated records (perpstream/fakes/hostile/records.py: truncated, lying
 lengths, wrong framing, contract breaks, random bytes, CJK symbols...),
 tombstones and one record at the producer's size limit, interleaved with
 valid records, go onto a fresh topic; the sink consumes them into a fresh
@@ -25,6 +25,8 @@ from confluent_kafka import Producer
 from perpstream.consumers.runtime.decoding import ROW_FIELDS
 from perpstream.consumers.sink.migrations import migrate_sink
 from perpstream.consumers.sink.service import run_sink
+from perpstream.fakes.hostile.outcomes import blob
+from perpstream.fakes.hostile.records import HEADER, codec, record_case, reference, valid_record
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.topics import (
     DLQ_HEADER_ERROR,
@@ -37,8 +39,6 @@ from perpstream.schemas.topics import (
     DLQ_HEADER_TRUNCATED,
 )
 from tests.conftest import TEST_CONSUMER_CONFIG
-from tests.hostile.outcomes import blob
-from tests.hostile.records import HEADER, codec, record_case, reference, valid_record
 from tests.integration.test_sink_support import Runner, committed_total, read_dlq, settings_for
 
 pytestmark = pytest.mark.integration

@@ -1,8 +1,8 @@
 """Hostile websocket frames and REST bodies at the producer's entry points.
 
 Boundary 1 is ``Ingest.on_ws_frame``, boundary 2 ``Ingest.on_open_interest``
-and ``trading_perpetuals``. Every generated input (tests/hostile/frames.py) is
-judged by an oracle written from the contract (tests/hostile/binance_rules.py,
+and ``perpetual_listing``. Every generated input (perpstream/fakes/hostile/frames.py) is
+judged by an oracle written from the contract (perpstream/fakes/hostile/binance_rules.py,
 jsontext.py): an accepted frame publishes exactly the points the contract gives
 (decoded with the reference codec and compared field by field, keys included),
 a rejected one is counted in ``frames_rejected`` under a documented reason and
@@ -10,7 +10,7 @@ publishes nothing for the bad item, and a valid frame fed after every input is
 still published exactly.
 
 The generated-input tests tolerate a failure only where the oracle saw the
-trigger of an open bug (tests/hostile/known_bugs.py, none now); the bugs this
+trigger of an open bug (perpstream/fakes/hostile/known_bugs.py, none now); the bugs this
 suite found first are fixed and pinned by the regression tests at the end.
 """
 
@@ -30,13 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perpstream.producer.binance import DEFAULT_MAX_FRAME_BYTES, REJECT_REASONS, trading_perpetuals
-from perpstream.producer.encoding import MetricPointEncoder
-from perpstream.producer.exceptions import FrameRejected
-from perpstream.producer.ingest import Ingest
-from perpstream.runtime.telemetry import JsonFormatter, Telemetry
-from perpstream.schemas.codec import metric_point_codec
-from tests.hostile.frames import (
+from perpstream.fakes.hostile.frames import (
     FILTER,
     MAX_FRAME,
     OI_FAMILIES,
@@ -46,9 +40,16 @@ from tests.hostile.frames import (
     oi_case,
     ws_case,
 )
-from tests.hostile.harness import IngestHarness, RecordingTarget, Tally
-from tests.hostile.jsontext import Raw, dumps
-from tests.hostile.outcomes import Case, Verdict
+from perpstream.fakes.hostile.harness import IngestHarness, RecordingTarget, Tally
+from perpstream.fakes.hostile.jsontext import Raw, dumps
+from perpstream.fakes.hostile.outcomes import Case, Verdict
+from perpstream.producer.binance import DEFAULT_MAX_FRAME_BYTES, REJECT_REASONS, perpetual_listing
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.ingest import Ingest
+from perpstream.runtime.telemetry import JsonFormatter, Telemetry
+from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 CODEC = metric_point_codec()
 HARNESS = IngestHarness()
@@ -129,7 +130,7 @@ def test_delivery_contract_publishes_no_funding_metrics(samples_dir: Path) -> No
     ingest, target, _ = fresh()
     ingest.on_ws_frame((samples_dir / "mark_price_delivery.json").read_text(), 5)
     assert [CODEC.decode(v)["metric"] for _, v in target.sent] == [
-        "mark_price", "index_price", "estimated_settle_price"]
+        Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE]
 
 
 @pytest.mark.parametrize("raw", [
@@ -282,7 +283,7 @@ def test_seeded_exchange_info() -> None:
 
 def test_exchange_info_sample(samples_dir: Path) -> None:
     info = json.loads((samples_dir / "exchange_info_excerpt.json").read_text())
-    assert trading_perpetuals(info) == {"BTCUSDT"}
+    assert perpetual_listing(info).symbols == {"BTCUSDT"}
     assert HARNESS.perpetuals(Case(info, "sample")).failure is None
 
 
@@ -339,7 +340,7 @@ def test_a_funding_time_that_is_not_integer_zero_is_rejected(t: Any) -> None:
 @pytest.mark.parametrize("body", [[], None, "exchangeInfo", 5, [{"symbols": []}]])
 def test_an_exchange_info_body_that_is_not_an_object_is_rejected(body: Any) -> None:
     with pytest.raises(FrameRejected):
-        trading_perpetuals(body)
+        perpetual_listing(body)
 
 
 def test_frames_with_huge_symbols_leave_no_memory_behind() -> None:

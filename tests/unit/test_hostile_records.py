@@ -2,7 +2,7 @@
 
 ``row_decoder(metric_point_codec())`` turns bytes into a row or raises
 ``DecodeError`` (whose ``reason`` labels the DLQ record). For every generated
-record (tests/hostile/records.py) it must give exactly what the reference
+record (perpstream/fakes/hostile/records.py) it must give exactly what the reference
 gives, ``metric_point_codec().decode`` plus ``check_metric_point`` (the row,
 types and float bits included, or the same error class and reason), and what
 a reader written from the Avro specification and the contract allows; and a
@@ -26,6 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perpstream.consumers.runtime.decoding import ROW_FIELDS, row_decoder
+from perpstream.fakes.hostile.frames import T0
+from perpstream.fakes.hostile.harness import DecoderHarness, Tally
+from perpstream.fakes.hostile.outcomes import Case, Verdict
+from perpstream.fakes.hostile.records import FAMILIES, HEADER, overlong_varint, record_case, reference, strict
 from perpstream.schemas import rules
 from perpstream.schemas.avro_binary import zigzag_varint
 from perpstream.schemas.codec import metric_point_codec
@@ -36,14 +40,11 @@ from perpstream.schemas.exceptions import (
     TruncatedRecordError,
     UnknownSchemaError,
 )
-from tests.hostile.frames import T0
-from tests.hostile.harness import DecoderHarness, Tally
-from tests.hostile.outcomes import Case, Verdict
-from tests.hostile.records import FAMILIES, HEADER, overlong_varint, record_case, reference, strict
+from perpstream.schemas.models import Metric
 
 CODEC = metric_point_codec()
 DECODER = DecoderHarness()
-REC: dict[str, Any] = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "index_price",
+REC: dict[str, Any] = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.INDEX_PRICE,
                        "value": 64261.21012245, "event_time": T0, "ingest_time": T0 + 3}
 
 
@@ -95,10 +96,10 @@ def test_seeded_records_cover_every_family_and_reason() -> None:
 
 EDGE_RECORDS = [
     REC,
-    dict(REC, symbol="币安人生USDT", metric="funding_rate", value=-6.042e-05),
+    dict(REC, symbol="币安人生USDT", metric=Metric.FUNDING_RATE, value=-6.042e-05),
     dict(REC, symbol="A" * 64, source="x" * 64, value=-0.0),
-    dict(REC, symbol="币" * 21, metric="open_interest", value=5e-324),
-    dict(REC, metric="next_funding_time", event_time=rules.MIN_EVENT_TIME_MS,
+    dict(REC, symbol="币" * 21, metric=Metric.OPEN_INTEREST, value=5e-324),
+    dict(REC, metric=Metric.NEXT_FUNDING_TIME, event_time=rules.MIN_EVENT_TIME_MS,
          ingest_time=rules.MIN_INGEST_TIME_MS),
     dict(REC, event_time=rules.MAX_EVENT_TIME_MS - 1, ingest_time=rules.MAX_INGEST_TIME_MS,
          value=1.7976931348623157e308),
@@ -155,7 +156,7 @@ VALID = CODEC.encode(REC)
     (CODEC.encode(dict(REC, symbol="X" * 65)), InvalidRecordError),
     (CODEC.encode(dict(REC, symbol="X" * 1_000_000)), InvalidRecordError),
     (CODEC.encode(dict(REC, source="Binance")), InvalidRecordError),
-    (CODEC.encode(dict(REC, metric="unknown")), InvalidRecordError),
+    (CODEC.encode(dict(REC, metric=Metric.UNKNOWN)), InvalidRecordError),
     (CODEC.encode(dict(REC, event_time=rules.MAX_EVENT_TIME_MS)), InvalidRecordError),
     (CODEC.encode(dict(REC, event_time=rules.MIN_EVENT_TIME_MS - 1)), InvalidRecordError),
     (CODEC.encode(dict(REC, ingest_time=rules.MAX_INGEST_TIME_MS + 1)), InvalidRecordError),
@@ -199,7 +200,7 @@ def test_a_negative_metric_enum_index_is_rejected(index: int) -> None:
 
 
 def test_one_flipped_bit_does_not_store_a_point_under_another_metric() -> None:
-    data = bytearray(CODEC.encode(dict(REC, metric="index_price")))  # enum index 1: byte 0x02
+    data = bytearray(CODEC.encode(dict(REC, metric=Metric.INDEX_PRICE)))  # enum index 1: byte 0x02
     i = 10 + 1 + len(b"binance_usdm") + 1 + len(b"BTCUSDT")
     assert data[i] == 0x02
     data[i] = 0x03  # one bit: index -2

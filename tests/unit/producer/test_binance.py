@@ -10,7 +10,7 @@ import pytest
 from perpstream.producer import binance
 from perpstream.producer.binance import PartialFrame
 from perpstream.producer.exceptions import FrameRejected
-from perpstream.schemas.models import MetricPoint
+from perpstream.schemas.models import Metric, MetricPoint
 
 INGEST = 1_790_526_539_123
 
@@ -27,9 +27,9 @@ def test_combined_frame_gives_every_metric(samples_dir: Path) -> None:
     msg = json.loads(_load(samples_dir, "mark_price_combined.json"))
     points = binance.points_from_message(msg, INGEST)
     assert _by_metric(points) == {
-        "mark_price": 64240.38272864, "index_price": 64273.72847826,
-        "estimated_settle_price": 64361.80163225, "funding_rate": -0.00006042,
-        "next_funding_time": 1781424000000.0,
+        Metric.MARK_PRICE: 64240.38272864, Metric.INDEX_PRICE: 64273.72847826,
+        Metric.ESTIMATED_SETTLE_PRICE: 64361.80163225, Metric.FUNDING_RATE: -0.00006042,
+        Metric.NEXT_FUNDING_TIME: 1781424000000.0,
     }
     for p in points:
         MetricPoint.from_record(p)  # every point satisfies the contract
@@ -39,12 +39,12 @@ def test_combined_frame_gives_every_metric(samples_dir: Path) -> None:
 
 def test_raw_frame_with_new_fields_ignores_them(samples_dir: Path) -> None:
     points = binance.points_from_message(json.loads(_load(samples_dir, "mark_price_raw.json")), INGEST)
-    assert len(points) == 5 and _by_metric(points)["mark_price"] == 84551.10762319
+    assert len(points) == 5 and _by_metric(points)[Metric.MARK_PRICE] == 84551.10762319
 
 
 def test_delivery_contract_has_no_funding_metrics(samples_dir: Path) -> None:
     points = binance.points_from_message(json.loads(_load(samples_dir, "mark_price_delivery.json")), INGEST)
-    assert set(_by_metric(points)) == {"mark_price", "index_price", "estimated_settle_price"}
+    assert set(_by_metric(points)) == {Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE}
 
 
 def test_all_market_array(samples_dir: Path) -> None:
@@ -59,13 +59,13 @@ def test_prices_round_trip_exactly() -> None:
     for text in ("64240.38272864", "0.00000801", "-0.00006042", "1e-8", "123456789.123456789"):
         d = {"e": "markPriceUpdate", "E": 1781419401002, "s": "X", "p": "1", "i": "1", "P": "1",
              "r": text, "T": 0}
-        v = _by_metric(binance.mark_price_points(d, INGEST))["funding_rate"]
+        v = _by_metric(binance.mark_price_points(d, INGEST))[Metric.FUNDING_RATE]
         assert v == float(text) and float(repr(v)) == v
 
 
 def test_open_interest(samples_dir: Path) -> None:
     p = binance.open_interest_point(json.loads(_load(samples_dir, "open_interest.json")), INGEST)
-    assert p == {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "open_interest",
+    assert p == {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.OPEN_INTEREST,
                  "value": 10659.509, "event_time": 1589437530011, "ingest_time": INGEST}
 
 
@@ -148,9 +148,9 @@ def test_sharding_and_names() -> None:
         {"method": "SUBSCRIBE", "params": ["a", "b"], "id": 7}
 
 
-def test_trading_perpetuals(samples_dir: Path) -> None:
+def test_the_listing_follows_trading_perpetuals_only(samples_dir: Path) -> None:
     info = json.loads(_load(samples_dir, "exchange_info_excerpt.json"))
-    assert binance.trading_perpetuals(info) == {"BTCUSDT"}
+    assert binance.perpetual_listing(info) == ({"BTCUSDT"}, {})
 
 
 def test_stream_names_are_the_symbol_lower_cased() -> None:

@@ -9,6 +9,7 @@ import pytest
 from perpstream.errors import ConfigError
 from perpstream.producer import cli
 from perpstream.producer.settings import ProducerSettings
+from perpstream.runtime import eventloop
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -82,18 +83,7 @@ def test_all_and_many_symbols_read_the_all_market_stream_unless_told(monkeypatch
 
 
 def test_event_loop_uvloop_where_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-
-    from perpstream.runtime import eventloop
-
-    real_import = builtins.__import__
-
-    def no_uvloop(name: str, *args: object, **kw: object) -> object:
-        if name == "uvloop":
-            raise ImportError(name)
-        return real_import(name, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", no_uvloop)
+    monkeypatch.setattr(eventloop, "uvloop", None)  # what the import leaves where uvloop is missing
     assert eventloop.loop_factory("auto") is None  # falls back to asyncio's loop
     with pytest.raises(ConfigError, match="PERPSTREAM_EVENT_LOOP"):
         eventloop.loop_factory("uvloop")

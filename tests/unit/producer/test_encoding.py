@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from perpstream.producer.encoding import MetricPointEncoder, zigzag_varint
 from perpstream.schemas.codec import metric_point_codec, registry_client
 from perpstream.schemas.exceptions import TruncatedRecordError
-from perpstream.schemas.models import KNOWN_METRICS
+from perpstream.schemas.models import KNOWN_METRICS, Metric
 
 CODEC = metric_point_codec()
 ENCODER = MetricPointEncoder(CODEC)
@@ -66,16 +66,16 @@ def test_frame_path_bodies_are_the_codecs_bytes(source: str, symbol: str, metric
 def test_frame_path_bodies_with_confluent_framing() -> None:
     codec = metric_point_codec(registry_client("mock://enc-bodies"), "t-value")
     enc = MetricPointEncoder(codec)
-    heads = enc.heads("binance_usdm", "BTCUSDT", ("mark_price", "funding_rate"))
+    heads = enc.heads("binance_usdm", "BTCUSDT", (Metric.MARK_PRICE, Metric.FUNDING_RATE))
     assert heads is not None
     assert enc.bodies(heads, 5, 6, (64000.5, -1e-5)) == [
         codec.encode({"source": "binance_usdm", "symbol": "BTCUSDT", "metric": m, "value": v,
                       "event_time": 5, "ingest_time": 6})
-        for m, v in (("mark_price", 64000.5), ("funding_rate", -1e-5))]
+        for m, v in ((Metric.MARK_PRICE, 64000.5), (Metric.FUNDING_RATE, -1e-5))]
 
 
 def test_event_time_of_a_body_cut_short_is_the_reference_decoders_error() -> None:
-    r = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
+    r = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.MARK_PRICE, "value": 1.5,
          "event_time": 1_700_000_000_123, "ingest_time": 1}
     data = ENCODER.encode(r)
     with pytest.raises(TruncatedRecordError):  # the publisher then keeps the callback order
@@ -94,6 +94,6 @@ def test_confluent_framing_also_matches() -> None:
     enc = MetricPointEncoder(codec)
     rnd = random.Random(3)
     for _ in range(100):
-        r = {"source": "s", "symbol": f"S{rnd.randrange(1000)}", "metric": "mark_price",
+        r = {"source": "s", "symbol": f"S{rnd.randrange(1000)}", "metric": Metric.MARK_PRICE,
              "value": rnd.random(), "event_time": rnd.randrange(2**41), "ingest_time": rnd.randrange(2**41)}
         assert enc.encode(r) == codec.encode(r)

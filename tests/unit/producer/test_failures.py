@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from perpstream.producer.exceptions import PermanentFailure, RestError
+from perpstream.producer.exceptions import FrameRejected, PermanentFailure, RestError
 from perpstream.producer.failures import (
     HANDSHAKE_DISPOSITION,
     KAFKA_DISPOSITION,
@@ -25,8 +25,10 @@ from perpstream.producer.failures import (
     classify_rest,
     close_is_suspicious,
 )
+from perpstream.producer.live import LiveSource
 from perpstream.producer.publisher import Publisher, producer_config
 from perpstream.producer.rest import OpenInterestPoller
+from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.backoff import factory
 from perpstream.runtime.telemetry import Telemetry
 
@@ -357,10 +359,6 @@ def test_endpoint_that_refuses_everything_stops_the_poller() -> None:
 @pytest.mark.parametrize("body", ["[]", "null", '"x"', "5", "[" * 100_000, "{not json"])
 def test_unusable_exchange_info_bodies_are_rejected_for_a_retry(body: str) -> None:
     """The listing task retries FrameRejected; nothing else may escape it."""
-    from perpstream.producer.exceptions import FrameRejected
-    from perpstream.producer.live import LiveSource
-    from perpstream.producer.settings import ProducerSettings
-
     class _Info:
         async def exchange_info(self) -> str:
             return body

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from perpstream.producer import history
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.timespec import parse_instant
+from perpstream.schemas.models import Metric
 
 SYM = "BTCUSDT"
 NOW = 1_790_000_000_000
@@ -22,7 +23,7 @@ def test_funding_history_gives_settled_funding_at_funding_time() -> None:
            {"symbol": "ETHUSDT", "fundingRate": "0.0001", "fundingTime": 1_789_977_600_000},
            {"symbol": SYM, "fundingRate": "NaN", "fundingTime": 1_789_977_600_001}]
     p = history.funding_rate_points(doc, SYM, 5)
-    assert p.points == [{"source": "binance_usdm", "symbol": SYM, "metric": "funding_rate_settled",
+    assert p.points == [{"source": "binance_usdm", "symbol": SYM, "metric": Metric.FUNDING_RATE_SETTLED,
                          "value": -0.0001, "event_time": 1_789_977_600_000, "ingest_time": 5}]
     assert [e.reason for e in p.rejected] == ["bad_symbol", "non_finite"]
     assert p.last_time == 1_789_977_600_001 and p.items == 3
@@ -32,8 +33,8 @@ def test_klines_give_the_close_at_close_time_and_skip_the_open_minute() -> None:
     closed = [NOW - 120_000, "1", "2", "0.5", "1.5", "0", NOW - 60_001, "0", 60, "0", "0", "0"]
     still_open = [NOW - 30_000, "1.5", "2", "1", "1.7", "0", NOW + 29_999, "0"]
     bad_span = [NOW - 180_000, "1", "1", "1", "1", "0", NOW - 180_000 + 1000]
-    p = history.kline_close_points([closed, still_open, bad_span, "x"], SYM, "mark_price", 7, NOW)
-    assert p.points == [{"source": "binance_usdm", "symbol": SYM, "metric": "mark_price", "value": 1.5,
+    p = history.kline_close_points([closed, still_open, bad_span, "x"], SYM, Metric.MARK_PRICE, 7, NOW)
+    assert p.points == [{"source": "binance_usdm", "symbol": SYM, "metric": Metric.MARK_PRICE, "value": 1.5,
                          "event_time": NOW - 60_001, "ingest_time": 7}]
     assert [e.reason for e in p.rejected] == ["bad_timestamp", "not_object"]
 
@@ -41,15 +42,17 @@ def test_klines_give_the_close_at_close_time_and_skip_the_open_minute() -> None:
 def test_open_interest_history_and_premium_index() -> None:
     oi = history.open_interest_hist_points(
         [{"symbol": SYM, "sumOpenInterest": "123.5", "sumOpenInterestValue": "1", "timestamp": NOW}], SYM, 1)
-    assert [(x["metric"], x["value"], x["event_time"]) for x in oi.points] == [("open_interest", 123.5, NOW)]
+    assert [(x["metric"], x["value"], x["event_time"]) for x in oi.points] == [
+        (Metric.OPEN_INTEREST, 123.5, NOW)]
     item = {"symbol": SYM, "markPrice": "2", "indexPrice": "1.9", "estimatedSettlePrice": "1.95",
             "lastFundingRate": "0.0001", "interestRate": "0.0001", "nextFundingTime": NOW + 1000, "time": NOW}
     delivery = {**item, "symbol": "BTCUSDT_261225", "lastFundingRate": "", "nextFundingTime": 0}
     p = history.premium_index_points([item, delivery, {"symbol": 5}], 9)
     assert sorted((x["symbol"], x["metric"]) for x in p.points) == sorted(
-        [(SYM, m) for m in ("mark_price", "index_price", "estimated_settle_price", "funding_rate",
-                            "next_funding_time")]
-        + [("BTCUSDT_261225", m) for m in ("mark_price", "index_price", "estimated_settle_price")])
+        [(SYM, m) for m in (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE,
+                            Metric.FUNDING_RATE, Metric.NEXT_FUNDING_TIME)]
+        + [("BTCUSDT_261225", m)
+           for m in (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.ESTIMATED_SETTLE_PRICE)])
     assert all(x["event_time"] == NOW for x in p.points)
     assert len(p.rejected) == 1
     only = history.premium_index_points(item, 9, frozenset({"ETHUSDT"}))
@@ -76,7 +79,7 @@ def test_hostile_bodies_are_rejected_never_raised(doc: Any) -> None:
     json.dumps(doc, default=str)
     for parse in (lambda d: history.funding_rate_points(d, SYM, 0),
                   lambda d: history.open_interest_hist_points(d, SYM, 0),
-                  lambda d: history.kline_close_points(d, SYM, "index_price", 0, NOW),
+                  lambda d: history.kline_close_points(d, SYM, Metric.INDEX_PRICE, 0, NOW),
                   lambda d: history.premium_index_points(d, 0)):
         try:
             out = parse(doc)

@@ -12,6 +12,7 @@ from perpstream.producer.ingest import Ingest
 from perpstream.producer.publisher import Publisher, producer_config
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.codec import metric_point_codec
+from perpstream.schemas.models import Metric
 
 CODEC = metric_point_codec()
 
@@ -38,8 +39,8 @@ def test_frames_become_encoded_points_keyed_by_symbol(samples_dir: Path) -> None
     ingest.sync()
     assert [k for k, _ in target.sent] == [b"BTCUSDT"] * 6
     decoded = [CODEC.decode(v) for _, v in target.sent]
-    assert decoded[0]["metric"] == "mark_price" and decoded[0]["ingest_time"] == 5
-    assert decoded[-1] == {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "open_interest",
+    assert decoded[0]["metric"] == Metric.MARK_PRICE and decoded[0]["ingest_time"] == 5
+    assert decoded[-1] == {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.OPEN_INTEREST,
                            "value": 10659.509, "event_time": 1589437530011, "ingest_time": 6}
     assert telemetry.get("points_published") == 6
     assert telemetry.get("frames_received", {"kind": "mark_price"}) == 1

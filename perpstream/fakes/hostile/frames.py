@@ -2,12 +2,12 @@
 
 Pure functions of a ``random.Random`` (a seeded one in the benchmark,
 hypothesis' ``st.randoms()`` in the tests, which then shrinks a failure to its
-simplest choices). Each returns a :class:`~tests.hostile.outcomes.Case`; what
+simplest choices). Each returns a :class:`~perpstream.fakes.hostile.outcomes.Case`; what
 the producer must do with it is the oracle's business
-(:mod:`tests.hostile.binance_rules`), never the generator's.
+(:mod:`perpstream.fakes.hostile.binance_rules`), never the generator's.
 
 ``known_bugs=False`` keeps out the inputs built to trigger a bug the suite
-found (:mod:`tests.hostile.known_bugs`); by default they are in, since those
+found (:mod:`perpstream.fakes.hostile.known_bugs`); by default they are in, since those
 bugs are fixed and the inputs now guard against their return.
 """
 
@@ -18,12 +18,14 @@ import string
 from collections.abc import Callable
 from typing import Any, Final
 
+from perpstream.fakes.hostile.jsontext import Pairs, Raw, Style, dumps
+from perpstream.fakes.hostile.outcomes import Case
 from perpstream.producer.binance import ALL_MARKET_STREAM
 from perpstream.schemas import rules
-from tests.hostile.jsontext import Pairs, Raw, Style, dumps
-from tests.hostile.outcomes import Case
-from tests.strategies import REAL_SYMBOLS
 
+#: Real shapes: ASCII, digits first, dated delivery contracts, CJK-named perpetuals.
+REAL_SYMBOLS: Final = (
+    "BTCUSDT", "1000PEPEUSDT", "BTCUSDT_261225", "币安人生USDT", "我踏马来了USDT", "ETH-PERP")
 #: Event times of generated frames: late 2026, inside the contract's range.
 T0: Final = 1_790_000_000_000
 #: The frame limit the generated frames are judged against (the product's default is 4 MB;
@@ -595,7 +597,7 @@ def oi_case(rng: random.Random, *, known_bugs: bool = True, max_frame: int = MAX
     return Case(raw, family, gen.bug)
 
 
-# -- exchangeInfo (already parsed: trading_perpetuals takes the object) ------------------------
+# -- exchangeInfo (already parsed: perpetual_listing takes the object) ------------------------
 
 def exchange_info_case(rng: random.Random, *, known_bugs: bool = True) -> Case:
     bug: str | None = None

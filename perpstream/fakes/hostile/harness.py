@@ -19,17 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perpstream.consumers.runtime.decoding import row_decoder
-from perpstream.producer.binance import REJECT_REASONS, trading_perpetuals
-from perpstream.producer.encoding import MetricPointEncoder
-from perpstream.producer.exceptions import FrameRejected
-from perpstream.producer.ingest import Ingest
-from perpstream.runtime.telemetry import Telemetry
-from perpstream.schemas.codec import AvroCodec, metric_point_codec
-from perpstream.schemas.exceptions import DecodeError
-from tests.hostile import binance_rules, records
-from tests.hostile.frames import FILTER, MAX_FRAME, SENTINEL_FRAME, T0, sentinel_open_interest
-from tests.hostile.jsontext import readings
-from tests.hostile.outcomes import (
+from perpstream.fakes.hostile import binance_rules, records
+from perpstream.fakes.hostile.frames import FILTER, MAX_FRAME, SENTINEL_FRAME, T0, sentinel_open_interest
+from perpstream.fakes.hostile.jsontext import readings
+from perpstream.fakes.hostile.outcomes import (
     Case,
     FrameOutcome,
     Items,
@@ -42,6 +35,14 @@ from tests.hostile.outcomes import (
     matches,
     point,
 )
+from perpstream.producer.binance import REJECT_REASONS, perpetual_listing
+from perpstream.producer.encoding import MetricPointEncoder
+from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.ingest import Ingest
+from perpstream.runtime.telemetry import Telemetry
+from perpstream.schemas.codec import AvroCodec, metric_point_codec
+from perpstream.schemas.exceptions import DecodeError
+from perpstream.schemas.models import Metric
 
 INGEST_MS = T0 + 7
 #: The valid exchangeInfo judged after every hostile one: one symbol to follow.
@@ -113,7 +114,7 @@ def _outcome(obs: Observed) -> str:
 
 
 class IngestHarness:
-    """Boundaries 1 and 2: ``Ingest.on_ws_frame`` / ``on_open_interest`` and ``trading_perpetuals``."""
+    """Boundaries 1 and 2: ``Ingest.on_ws_frame`` / ``on_open_interest`` and ``perpetual_listing``."""
 
     def __init__(self, max_frame: int = MAX_FRAME, deadline: Deadline | None = None) -> None:
         self.max_frame = max_frame
@@ -268,7 +269,7 @@ class IngestHarness:
         t0 = time.perf_counter()
         try:
             with (self.deadline or _no_deadline)():
-                got: Any = trading_perpetuals(case.data)
+                got: Any = perpetual_listing(case.data).symbols
         except FrameRejected as exc:
             got = exc
         except InputTimeout as exc:
@@ -289,7 +290,7 @@ class IngestHarness:
             text = f"mismatch: expected {len(expected)} symbols; got {shown!r}"
             v = Verdict("mismatch", failure=text[:400], triggers=frozenset(seen), ms=ms)
         try:  # and a valid listing after it
-            again: Any = trading_perpetuals(_SENTINEL_INFO)
+            again: Any = perpetual_listing(_SENTINEL_INFO).symbols
         except Exception as exc:
             again = exc
         if again != {"BTCUSDT"}:
@@ -305,8 +306,8 @@ class DecoderHarness:
         self.ref_codec: AvroCodec = metric_point_codec()
         self.reset()
         self._sentinel = records.codec().encode({
-            "source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 64240.38272864,
-            "event_time": T0, "ingest_time": T0 + 3})
+            "source": "binance_usdm", "symbol": "BTCUSDT", "metric": Metric.MARK_PRICE,
+            "value": 64240.38272864, "event_time": T0, "ingest_time": T0 + 3})
         self._sentinel_row = records.reference(self._sentinel, self.ref_codec)
 
     def reset(self) -> None:

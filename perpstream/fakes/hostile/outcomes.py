@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from perpstream.fakes.hostile.known_bugs import KNOWN_BUGS
+
 #: A published MetricPoint, comparable exactly: the value as its 8 bytes (NaN, -0.0).
 Point = tuple[bytes, str, str, str, bytes, int, int]  # key, source, symbol, metric, value bits, et, it
 
@@ -191,6 +193,4 @@ class Verdict:
     @property
     def explained(self) -> bool:
         """A failure that a known (reported, xfail-pinned) bug accounts for."""
-        from tests.hostile.known_bugs import KNOWN_BUGS
-
         return self.failure is not None and any(t in KNOWN_BUGS for t in self.triggers)

@@ -25,19 +25,19 @@ from functools import cache
 from typing import Any, Final
 
 from perpstream.consumers.runtime.decoding import ROW_FIELDS
+from perpstream.fakes.hostile.frames import T0, valid_symbol
+from perpstream.fakes.hostile.outcomes import Case, bits, blob
 from perpstream.schemas import rules
 from perpstream.schemas.avro_binary import zigzag_varint
 from perpstream.schemas.codec import AvroCodec, load_schema, metric_point_codec
 from perpstream.schemas.exceptions import DecodeError
-from perpstream.schemas.models import check_metric_point
-from tests.hostile.frames import T0, valid_symbol
-from tests.hostile.outcomes import Case, bits, blob
+from perpstream.schemas.models import Metric, check_metric_point
 
 _SCHEMA = load_schema("metric_point")
 HEADER: Final = b"\xc3\x01" + _SCHEMA.fingerprint
 METRICS: Final = tuple(
     next(f for f in _SCHEMA.definition["fields"] if f["name"] == "metric")["type"]["symbols"])
-KNOWN: Final = frozenset(METRICS) - {"unknown"}
+KNOWN: Final = frozenset(METRICS) - {Metric.UNKNOWN}
 _symbol_problem: Callable[[str], str | None] = rules.symbol_problem
 _source_problem: Callable[[str], str | None] = rules.source_problem
 
@@ -109,7 +109,7 @@ def _contract(r: random.Random, _kb: bool) -> tuple[bytes, str | None]:
         ("symbol", "X" * 65), ("symbol", "币" * 22), ("symbol", "BTC\u200b"), ("symbol", "🚀"),
         ("symbol", "\n"), ("source", ""), ("source", "BINANCE"), ("source", "x" * 65),
         ("source", "binance usdm"), ("source", "币"),
-        ("metric", "unknown"),
+        ("metric", Metric.UNKNOWN),
         ("event_time", rules.MIN_EVENT_TIME_MS - 1), ("event_time", rules.MAX_EVENT_TIME_MS),
         ("event_time", 0),
         ("event_time", -(2**63)), ("event_time", 2**63 - 1),

@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from perpstream.fakes.hostile.jsontext import HugeInt
+from perpstream.fakes.hostile.outcomes import Accept, Control, FrameOutcome, Items, Point, Reject, Skip, bits
 from perpstream.producer.binance import (
     BAD_NUMBER,
     BAD_SYMBOL,
@@ -29,8 +31,7 @@ from perpstream.producer.binance import (
     UNEXPECTED_EVENT,
 )
 from perpstream.schemas import rules
-from tests.hostile.jsontext import HugeInt
-from tests.hostile.outcomes import Accept, Control, FrameOutcome, Items, Point, Reject, Skip, bits
+from perpstream.schemas.models import Metric
 
 SOURCE: Final = "binance_usdm"
 _symbol_problem: Callable[[str], str | None] = rules.symbol_problem
@@ -40,7 +41,8 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NON_FINITE_WORD = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 #: Metrics of one markPriceUpdate, in the order docs/producer.md lists them.
-MARK_FIELDS: Final = (("p", "mark_price"), ("i", "index_price"), ("P", "estimated_settle_price"))
+MARK_FIELDS: Final = (
+    ("p", Metric.MARK_PRICE), ("i", Metric.INDEX_PRICE), ("P", Metric.ESTIMATED_SETTLE_PRICE))
 REQUIRED: Final = ("e", "s", "E", "p", "i", "P", "r", "T")
 
 
@@ -126,7 +128,7 @@ def mark_price_item(d: Any, ingest_ms: int, seen: Triggers, source: str = SOURCE
         if isinstance(x, frozenset):
             reasons |= x
         else:
-            values.append(("funding_rate", x))
+            values.append((Metric.FUNDING_RATE, x))
     if "T" in d and not (type(d["T"]) is int and d["T"] == 0):  # integer 0 = a delivery contract
         if d["T"] is False or (type(d["T"]) is float and d["T"] == 0):
             seen.add("funding_time_zero_lenient")
@@ -134,7 +136,7 @@ def mark_price_item(d: Any, ingest_ms: int, seen: Triggers, source: str = SOURCE
         if isinstance(t, frozenset):
             reasons |= t
         else:
-            values.append(("next_funding_time", float(t)))
+            values.append((Metric.NEXT_FUNDING_TIME, float(t)))
     if reasons:
         return Reject(frozenset(reasons))
     assert isinstance(et, int)
@@ -192,7 +194,7 @@ def open_interest(d: Any, ingest_ms: int, last: Mapping[str, int], seen: Trigger
     assert isinstance(value, float) and isinstance(t, int)
     if last.get(d["symbol"]) == t:
         return Skip("duplicate")
-    return Accept(_points(d["symbol"], source, t, ingest_ms, [("open_interest", value)]))
+    return Accept(_points(d["symbol"], source, t, ingest_ms, [(Metric.OPEN_INTEREST, value)]))
 
 
 class Raises:
