@@ -11,6 +11,8 @@ from typing import Any
 
 
 def main(argv: list[str]) -> int:
+    # The scenario's module is imported for its scenario only: the child's RSS and CPU are what
+    # the bench measures, and e2e alone loads chdb, the consumers and the producer.
     from perpstream.runtime.settings import CommonSettings
     from perpstream.runtime.tuning import tune_gc
 

@@ -56,6 +56,10 @@ from typing import Any
 
 from perpstream.bench.measure import peak_rss_mb, percentiles, proc_cpu_s, proc_status_mb, row
 
+# The product's modules are imported inside the functions that use them: a member process of the
+# processes layout imports this module for its latency helpers, and it must load only its own
+# role to be measured as the product's command would be (perpstream/bench/member.py).
+
 LIVE_SYMBOLS = 700
 #: events per symbol per simulated second: 5 markPrice metrics + open interest every 10 s
 EVENTS_PER_SYMBOL_S = 5.1

@@ -42,6 +42,11 @@ ROLES = ("produce", "sink", "snapshots")
 #: as ``perpstream run`` on its embedded broker (and the single layout)
 CONSUMER_OVERRIDES = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
+# Each role's modules are imported in the function that builds it, not here: a member is one
+# process of the measured footprint (RSS, CPU at start-up), and a sink member that loaded the
+# producer's websocket stack, or a producer that loaded chdb (about 0.3 s and 100 MB), would be
+# measured with what the product's `perpstream sink` or `produce` never load.
+
 
 class Member:
     """The component of ``role`` in this process and what the step asks of it."""
