@@ -43,7 +43,7 @@ RUN_FLAGS = {"data_dir": "data_dir", "http_port": "http_port", "http_host": "htt
 #: Partitions of the topics ``run`` and ``up`` create on their embedded broker. One process
 #: consumes them, so more partitions buy no parallelism, and each costs the consumers an insert
 #: per batch: at live load, 20% of a core and 460 MB with one partition against 30% and 504 MB with
-#: six (`perpstream bench live --partitions 1` / `6`, README "Performance and reliability").
+#: six, measured by `perpstream bench live --partitions 1` and `--partitions 6`.
 EMBEDDED_PARTITIONS = 1
 #: ... and on a cluster, where consumer groups scale by adding processes.
 CLUSTER_PARTITIONS = 6

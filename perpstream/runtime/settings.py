@@ -121,7 +121,7 @@ class CommonSettings(BaseSettings):
     )
 
     # -- security: TLS and SASL to Kafka, auth and TLS to the Schema Registry, TLS to ClickHouse
-    # (README, "Security"; docs/producer.md, "Schema Registry") ------------------------------
+    # (docs/producer.md, "Schema Registry") -----------------------------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT",
         description="librdkafka security.protocol of every Kafka client (producer, consumers, DLQ, admin)",
