@@ -545,7 +545,7 @@ class MemberCore:
 
     def _check_commits(self) -> list[Action]:
         since = self._commit_failing_since
-        if since is not None and self._now - since > self.commit_timeout:
+        if since is not None and self._now - since >= self.commit_timeout:
             return self._fail(CommitFailedError(
                 f"offset commits failing for {self._now - since:.0f} s "
                 f"(commit_timeout {self.commit_timeout:.0f} s): {self._commit_error}"))
