@@ -60,6 +60,8 @@ from perpstream.runtime.backoff import BackoffFactory
 from perpstream.runtime.logs import RateLimitedLog
 from perpstream.runtime.telemetry import Telemetry
 
+#: The adapter's logger: lines keep the name they had before the core was split out, so an
+#: operator's log filters see every decision of a member under one name.
 log = logging.getLogger("perpstream.consumers.runtime.loop")
 
 Offsets = dict[TopicPartitionId, int]
@@ -234,7 +236,7 @@ class MemberCore:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do next (None: nothing is scheduled)."""
         due = [t for t in (self.retry_at, self._stop_deadline) if t is not None]
-        if self.uncommitted:
+        if self.uncommitted and self.pending is None:  # with a batch in hand, its commit carries them
             due.append(self._next_commit_at)
         if self._commit_failing_since is not None:
             due.append(self._commit_failing_since + self.commit_timeout)
