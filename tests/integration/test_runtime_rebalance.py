@@ -126,7 +126,7 @@ class _GatedHandler:
     def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
         self.owned.difference_update(partitions)
         self.revoked_calls += 1
-        if self.loop is not None and self.loop._paused:
+        if self.loop is not None and self.loop.paused:
             self.revoked_while_paused.extend(partitions)
 
     def handle(self, batch: Batch) -> None:

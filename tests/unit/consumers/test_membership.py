@@ -10,9 +10,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError
 
 from perpstream.cli import EXIT_CONFIG, main
 from perpstream.consumers.exceptions import FencedMemberError
+from perpstream.consumers.failures import KafkaFault, classify, member_error
+from perpstream.consumers.runtime.member import Fail
+from perpstream.consumers.runtime.supervisor import run_workers
 from perpstream.consumers.settings import ConsumerSettings, default_member_name
 from perpstream.consumers.sink.service import sink_loop
 from perpstream.consumers.sink.settings import SinkSettings
@@ -115,41 +119,31 @@ def test_heartbeat_must_be_below_the_session_timeout(
     assert "12000 >= 10000" in err
 
 
-class _FencedConsumer:
-    """What librdkafka does to a static member another consumer took the id of."""
-
-    def consume(self, num_messages: int, timeout: float) -> list[object]:
-        from confluent_kafka import KafkaError, KafkaException
-
-        raise KafkaException(KafkaError(
-            KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other consumer with same "
-            "group.instance.id", fatal=True))
-
-
 def test_a_fenced_member_stops_with_one_line_naming_the_member() -> None:
-    s = SinkSettings(kafka_bootstrap_servers="h:1", member_name="sink-a")
-    loop = sink_loop(s, None, member=1)
-    loop._consumer = _FencedConsumer()
-    with pytest.raises(FencedMemberError) as exc:
-        loop._consume(10, 0.1)
-    msg = str(exc.value)
+    """What librdkafka raises from ``consume()`` for a static member another consumer took the
+    id of, sorted by consumers.failures, is the member's one-line stop reason."""
+    failure = classify(KafkaError(
+        KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other consumer with same "
+        "group.instance.id", fatal=True))
+    assert failure.fault is KafkaFault.FATAL
+    loop = sink_loop(SinkSettings(kafka_bootstrap_servers="h:1", member_name="sink-a"), None, member=1)
+    exc = member_error(failure, loop.group_id, loop.core.instance)
+    assert isinstance(exc, FencedMemberError)
+    msg = str(exc)
     assert "'sink-a-1'" in msg and "perpstream-sink" in msg and "PERPSTREAM_MEMBER_NAME" in msg
     assert "\n" not in msg
 
 
 def test_a_fenced_member_from_the_error_callback(caplog: pytest.LogCaptureFixture) -> None:
-    from confluent_kafka import KafkaError
-
-    from perpstream.consumers.runtime.supervisor import run_workers
-
     class Member:
         def __init__(self) -> None:
             self.loop = sink_loop(SinkSettings(kafka_bootstrap_servers="h:1", member_name="m"), None)
 
         def run(self, stop: threading.Event) -> int:
-            self.loop._on_client_error(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True))
-            self.loop._raise_if_fatal()
-            return 0
+            [fail] = self.loop.core.client_error(
+                classify(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True)), 0.0)
+            assert isinstance(fail, Fail)
+            raise fail.error
 
     stop = threading.Event()
     assert run_workers(lambda i: Member(), 1, stop, name="sink") == 1
@@ -162,14 +156,11 @@ def test_a_fatal_error_without_the_fatal_flag_stops_the_member() -> None:
     """librdkafka hands a fenced static member's error to the error callback and as a consumed
     error event under the code _FATAL, with ``fatal()`` false: the member stops all the same
     (it used to log a warning and stay, with no partitions, forever)."""
-    from confluent_kafka import KafkaError
 
     fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced by other consumer "
                         "with same group.instance.id")
     assert not fenced.fatal()
     loop = sink_loop(SinkSettings(kafka_bootstrap_servers="h:1", member_name="m"), None)
-    with pytest.raises(FencedMemberError):
-        loop._check_errors([fenced])
-    loop._on_client_error(fenced)
-    with pytest.raises(FencedMemberError):
-        loop._raise_if_fatal()
+    for where in ("client", "message"):
+        [fail] = loop.core.client_error(classify(fenced), 0.0, where)
+        assert isinstance(fail, Fail) and isinstance(fail.error, FencedMemberError)
