@@ -428,7 +428,7 @@ class KafkaCluster:
                 had = state.get("nodes")
                 raise InfraError(f"{self.data_dir} holds an Apache Kafka cluster of {had} node(s), "
                                  f"not {self.size}: use --nodes {had} or another directory")
-        self.cluster_id = state.get("cluster_id") or _random_cluster_id()
+        self.cluster_id = state.get("cluster_id") or random_cluster_id()
         ports = state.get("ports") or []
         if len(ports) != self.size or any(accepts("127.0.0.1", p) for pair in ports for p in pair):
             ports = [[free_port(), free_port()] for _ in range(self.size)]
@@ -502,6 +502,13 @@ class KafkaCluster:
             proc.wait(10)
 
 
-def _random_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool random-uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def random_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as StorageTool random-uuid).
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool would
+    read it as an option and refuse to format (``--cluster-id expected one argument``), once in 64
+    starts."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
