@@ -370,6 +370,8 @@ class Dashboard:
             return self._sample()
 
     def _sample(self) -> Board:
+        # Long: one pass that reads telemetry and the market query and turns each failure into a
+        # line of the board instead of an exception; the steps share the partial board.
         now = self.clock()
         wall_ms = int(self.wall() * 1000)
         errors: list[str] = []
@@ -509,6 +511,7 @@ def render(board: Board, width: int | None = None, height: int | None = None) ->
     as ``height`` leaves room for; all without a height), ``+N more`` and the status line.
     The trend column gets the width the others leave (at most one character a bucket);
     under four characters it is left out."""
+    # Long: the board's layout top to bottom, one block per line of the view (docs/dashboard.md).
     width = width or 80
     lag = ", ".join(f"{_short_group(g)} {cell(n)}" for g, n in sorted(board.lag.items())) or "-"
     stale = f"{cell(board.stale_count)} of {cell(len(board.rows))}"

@@ -271,6 +271,8 @@ class QueryServer:
 
 
 def _handler(server: QueryServer) -> type[BaseHTTPRequestHandler]:
+    # Long: the request handler class, defined here so its methods close over the server; each
+    # method is short (docs/query-server.md).
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "perpstream"

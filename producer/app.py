@@ -141,6 +141,8 @@ class ProducerApp:
         return eventloop.run(self._main(stop), self.settings.event_loop)
 
     async def _main(self, stop: threading.Event) -> int:
+        # Long: the producer's start-up in order (settings, codec, publisher, source, health) and
+        # its one shutdown path; each step is a line or two, and the order is the point.
         s = self.settings
         bootstrap = s.require_kafka()
         if s.source == "live" or s.polls_rest:

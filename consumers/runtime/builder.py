@@ -93,6 +93,8 @@ class BatchBuilder:
         return Batch(self.parts, self.rejected) if self.parts else None
 
     def add(self, msgs: Iterable[Message], carry: list[Any]) -> None:
+        # Long: the per-record loop of every consumer, kept in one frame with its lookups bound
+        # to locals, so a record costs no extra call; `perpstream bench sink` measures it.
         parts = self.parts
         decode = self._decode
         cuts = self._cuts

@@ -60,6 +60,8 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
         check_metric_point(rec)
         return _as_row(rec)
 
+    # Long: the fast path is one closure over locals (layouts, caches, unpackers): it runs once per
+    # record of every consumer, and `perpstream bench sink` measures it (docs/sink.md, "Benchmark").
     definition = codec.reader.definition
     if codec.framing is not Framing.SINGLE_OBJECT or field_layout(definition) != METRIC_POINT_LAYOUT:
         return slow

@@ -215,6 +215,8 @@ class ConsumeLoop:
         dlq_timeout: float = 30.0,
         name: str = "member",
     ) -> None:
+        # Long: the adapter's wiring, one assignment per setting it takes and per piece of state
+        # the health checks read from another thread (consumers.runtime.health).
         cfg: dict[str, Any] = dict(DEFAULT_CONFIG)
         cfg.update(consumer_config)
         cfg.update(FORCED_CONFIG)
