@@ -68,6 +68,8 @@ def build_source(
         assert settings.replay_file is not None
         return ReplaySource(settings.replay_file, settings.replay_rate)
     backoff = backoff_factory or factory(settings.backoff_initial, cap=settings.backoff_cap)
+    # local: the live and REST sources load websockets and aiohttp (about 17 ms, python -X
+    # importtime, and their memory), which a simulated or replayed market never uses
     if settings.polls_rest:
         from perpstream.producer.rest_source import RestSource
 

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from confluent_kafka import KafkaException, Producer
+
 from perpstream.consumers.exceptions import DlqError
 from perpstream.consumers.runtime.batch import Rejected
 from perpstream.runtime.logs import RateLimitedLog
@@ -155,7 +157,6 @@ class DlqWriter:
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Any:
-        from confluent_kafka import Producer
 
         return Producer({**self._config, **kafka_logging(), "error_cb": self._on_error})
 
@@ -207,7 +208,6 @@ class DlqWriter:
                 serve(0.01)  # still waiting: keep the consumer's group membership
 
     def _produce(self, rej: Rejected, deadline: float, serve: Serve | None) -> None:
-        from confluent_kafka import KafkaException
 
         self._cut_harder.discard(id(rej))
         limit = self._limits.get(id(rej), self.max_message_bytes)

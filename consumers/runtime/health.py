@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from perpstream.consumers.exceptions import BackpressureError, DlqError, StoreUnavailableError
 from perpstream.runtime.health import Health
 
 if TYPE_CHECKING:
-    from perpstream.consumers.exceptions import BackpressureError
     from perpstream.consumers.runtime.loop import ConsumeLoop
 
 #: Lag is compared window by window: this long each, and this many windows growing in a row.
@@ -73,7 +73,6 @@ class LagTrend:
 
 
 def _store_problem(error: BackpressureError | None, seconds: float) -> str:
-    from perpstream.consumers.exceptions import DlqError, StoreUnavailableError
 
     if isinstance(error, StoreUnavailableError):
         what = "ClickHouse failing"

@@ -60,6 +60,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from confluent_kafka import Consumer, KafkaException, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
+
 from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.failures import KafkaFailure, KafkaFault, classify, kafka_error_of
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
@@ -125,8 +128,6 @@ def topic_ids(config: Mapping[str, Any], topics: Sequence[str]) -> dict[str, str
     A cluster that cannot describe topics (old brokers) gives no ids: tokens
     then rest on offsets alone, which is exact as long as topics are not recreated.
     """
-    from confluent_kafka import TopicCollection
-    from confluent_kafka.admin import AdminClient
 
     out: dict[str, str] = {}
     try:
@@ -317,7 +318,6 @@ class ConsumeLoop:
         Raises :class:`ConsumerError` subclasses when the member cannot go on
         (see the module docstring); the caller logs them.
         """
-        from confluent_kafka import Consumer
 
         self._consumer = Consumer({**self._config, **kafka_logging(), "error_cb": self._on_client_error})
         self.core.topic_ids_known(topic_ids(self._config, self.topics))
@@ -453,7 +453,6 @@ class ConsumeLoop:
             self._perform(self.core.client_error(classify(err), time.monotonic(), "message"))
 
     def _consume(self, n: int, timeout: float) -> list[Any]:
-        from confluent_kafka import KafkaException
 
         self.turned_at = time.monotonic()
         self._perform(self.core.before_poll())
@@ -526,7 +525,6 @@ class ConsumeLoop:
     def _commit(self, offsets: dict[TopicPartitionId, int]) -> KafkaFailure | None:
         """One synchronous commit; its failure, sorted, for the core to judge. Never sleeps:
         it runs inside rebalance callbacks too."""
-        from confluent_kafka import KafkaException, TopicPartition
 
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
@@ -583,7 +581,6 @@ class ConsumeLoop:
         The cached watermark needs no broker round trip and is right on both
         Apache Kafka and Tansu (whose ListOffsets answers are not).
         """
-        from confluent_kafka import TopicPartition
 
         total = 0
         for tp in self.core.assignment:
@@ -635,7 +632,6 @@ class ConsumeLoop:
 
 
 def _tps(tps: set[TopicPartitionId]) -> list[Any]:
-    from confluent_kafka import TopicPartition
 
     return [TopicPartition(t, p) for t, p in sorted(tps)]
 

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from confluent_kafka import KafkaException, TopicPartition
+
 from perpstream.consumers.runtime.batch import TopicPartitionId
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,6 @@ class StalledFetchKick:
         idle = [tp for tp in assignment if now - self._last_data.setdefault(tp, now) > self.stall_after]
         if not idle:
             return
-        from confluent_kafka import KafkaException, TopicPartition
 
         try:
             positions = consumer.position([TopicPartition(t, p) for t, p in sorted(idle)])

@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
 from perpstream.runtime.telemetry import kafka_logging
 
 LATEST_SQL = """
@@ -90,7 +92,6 @@ class PartitionLag:
 def consumer_lag(bootstrap_servers: str, group_id: str, topic: str, *, timeout: float = 10.0,
                  extra_config: dict[str, Any] | None = None) -> list[PartitionLag]:
     """Lag per partition of ``group_id`` on ``topic``: high watermark minus committed offset."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     cfg: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers, "group.id": group_id,
