@@ -294,8 +294,7 @@ class SnapshotHandler:
             for r in recs:
                 engine.restore_symbol(r.symbol, r.source, r.points, last_t=r.last_t,
                                       carry_bound=r.carry_bound, carry_basis=r.carry_basis)
-            self._restored_out[tp] = engine.out
-            engine.out = []
+            self._restored_out[tp] = engine.take_output()
             self.engines[tp] = engine
             self._restore.discard(tp)
             log.info("partition state rebuilt", extra={
@@ -326,8 +325,7 @@ class SnapshotHandler:
                 if add(source, symbol, metric, value, et) == ACCEPTED:
                     pts.append((source, symbol, metric, et, value))
             engine.counters.ignored += ignored
-            out.snapshots.extend(engine.out)
-            engine.out = []
+            out.snapshots.extend(engine.take_output())
             for s in out.snapshots:
                 t = s["snapshot_time"]
                 if out.checkpoints.get(s["symbol"], -1) < t:
