@@ -10,12 +10,14 @@ State recovery — why a restart or a rebalance resumes exactly
 -------------------------------------------------------------
 The engine's state after the points up to offset ``o`` of a partition is a
 function of the points it *applied* (late ones are never applied) and of the
-last snapshot time emitted per symbol. Both are persisted, in this order,
-before ``handle`` returns (so before the offsets are committed):
+last snapshot time emitted per symbol. 1 and 2 are persisted before
+``handle`` returns (so before the offsets are committed), 3 after them:
 
 1. ``snapshot_points``: the points applied in this batch;
 2. the snapshots: ``market_snapshots`` and the topic (acknowledged);
-3. ``snapshot_checkpoints``: per symbol, the last snapshot time emitted.
+3. ``snapshot_checkpoints``: per symbol, the last snapshot time emitted —
+   held and written at most once per ``checkpoint_interval`` (and on
+   revocation and stop): an older checkpoint only makes a restore re-emit more.
 
 (1 and 2 may happen in either order, the topic sends overlap the inserts;
 only 3 must come last.)
@@ -31,9 +33,10 @@ committed offset. Why the result is identical to an uninterrupted run:
   and every one of them was applied *before* ``t`` was emitted (after it, it
   would have been late). So the restored points give the same values for
   every ``t`` not yet checkpointed; snapshots the restored watermark already
-  allows (a crash between steps 1 and 3) are emitted again at restore, with
-  the values they had — ReplacingMergeTree keeps one row, consumers of the
-  topic see an identical duplicate (at-least-once, idempotent by identity).
+  allows (a crash between steps 1 and 3, or with checkpoints held) are
+  emitted again at restore, with the values they had — ReplacingMergeTree
+  keeps one row, consumers of the topic see an identical duplicate
+  (at-least-once, idempotent by identity).
 - Re-read points that were applied before the crash are duplicates now;
   points late then are late now (the restored last time is never earlier
   than theirs). Counters of late/duplicate points may count a re-read twice;
@@ -55,7 +58,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from perpstream.consumers.exceptions import BackpressureError
+from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
 from perpstream.consumers.runtime.health import watch_members
@@ -207,6 +210,8 @@ class SnapshotHandler:
         *,
         telemetry: Telemetry | None = None,
         group_id: str = "",
+        checkpoint_interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.config = config
@@ -220,6 +225,12 @@ class SnapshotHandler:
         #: symbol -> (latest snapshot time, its stale flag), for the freshness gauge
         self.latest: dict[str, tuple[int, bool]] = {}
         self._lock = threading.Lock()
+        #: seconds between checkpoint writes (0: every batch that emitted); see _checkpoint
+        self._checkpoint_interval = checkpoint_interval
+        self._clock = clock
+        #: per partition, symbol -> latest snapshot time whose outputs are durable, not yet written
+        self._unwritten: dict[TopicPartitionId, dict[str, int]] = {}
+        self._checkpoint_due = 0.0
 
     # -- BatchHandler -------------------------------------------------------------
 
@@ -231,6 +242,8 @@ class SnapshotHandler:
             self._restore.add(tp)
 
     def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
+        # the next owner resumes from the checkpoints: write what this member vouches for
+        self._write_checkpoints_now(partitions)
         for tp in partitions:
             self._forget(tp)
             self._restore.discard(tp)
@@ -238,6 +251,7 @@ class SnapshotHandler:
     def _forget(self, tp: TopicPartitionId) -> None:
         engine = self.engines.pop(tp, None)
         self._restored_out.pop(tp, None)
+        self._unwritten.pop(tp, None)
         if engine is not None:
             with self._lock:
                 for s in engine.symbols:
@@ -268,7 +282,7 @@ class SnapshotHandler:
             except BackpressureError:
                 prep.done.discard("sent")
                 raise
-        self.store.write_checkpoints({tp: out.checkpoints for tp, out in parts.items()})
+        self._checkpoint({tp: out.checkpoints for tp, out in parts.items()})
         self._prepared = None
         self.telemetry.inc("snapshots_emitted", len(snaps), self._labels)
         self.telemetry.inc("snapshot_points_applied", sum(len(o.points) for o in parts.values()),
@@ -280,8 +294,44 @@ class SnapshotHandler:
                     self.latest[s["symbol"]] = (s["snapshot_time"], s["stale"])
 
     def close(self) -> None:
+        self._write_checkpoints_now(list(self._unwritten))
         if self.publisher is not None:
             self.publisher.close()
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def _checkpoint(self, durable: Mapping[TopicPartitionId, Mapping[str, int]]) -> None:
+        """Vouch for a handled batch's outputs; write the checkpoints at most once per interval.
+
+        A checkpoint written later than it could be is never wrong, only older: a restore
+        from it re-emits the snapshots after it, with the values they had (docs/snapshots.md,
+        "State recovery"). So the writes of several batches are coalesced into one insert,
+        the cost being re-emitted duplicates of at most ``checkpoint_interval`` after a crash.
+        Merging by max makes a retry of the same batch (a failed write) harmless.
+        """
+        for tp, syms in durable.items():
+            if not syms:
+                continue
+            held = self._unwritten.setdefault(tp, {})
+            for sym, t in syms.items():
+                if held.get(sym, -1) < t:
+                    held[sym] = t
+        if self._unwritten and self._clock() >= self._checkpoint_due:
+            self.store.write_checkpoints(self._unwritten)
+            self._unwritten = {}
+            self._checkpoint_due = self._clock() + self._checkpoint_interval
+
+    def _write_checkpoints_now(self, partitions: list[TopicPartitionId]) -> None:
+        """Revocation and stop: write the held checkpoints of ``partitions`` if ClickHouse
+        takes them; if not, the next owner re-emits from the older ones (still exact)."""
+        todo = {tp: self._unwritten.pop(tp) for tp in partitions if tp in self._unwritten}
+        if not todo:
+            return
+        try:
+            self.store.write_checkpoints(todo)
+        except ConsumerError as exc:
+            log.warning("checkpoints not written; the next owner re-emits their snapshots",
+                        extra={"partitions": sorted(todo), "error": str(exc)})
 
     # -- internals ----------------------------------------------------------------
 
@@ -294,8 +344,7 @@ class SnapshotHandler:
             for r in recs:
                 engine.restore_symbol(r.symbol, r.source, r.points, last_t=r.last_t,
                                       carry_bound=r.carry_bound, carry_basis=r.carry_basis)
-            self._restored_out[tp] = engine.out
-            engine.out = []
+            self._restored_out[tp] = engine.take_output()
             self.engines[tp] = engine
             self._restore.discard(tp)
             log.info("partition state rebuilt", extra={
@@ -326,8 +375,7 @@ class SnapshotHandler:
                 if add(source, symbol, metric, value, et) == ACCEPTED:
                     pts.append((source, symbol, metric, et, value))
             engine.counters.ignored += ignored
-            out.snapshots.extend(engine.out)
-            engine.out = []
+            out.snapshots.extend(engine.take_output())
             for s in out.snapshots:
                 t = s["snapshot_time"]
                 if out.checkpoints.get(s["symbol"], -1) < t:
@@ -396,6 +444,7 @@ class SnapshotService:
             SnapshotPublisher(producer_cfg, s.snapshots_topic, codec),
             telemetry=self.telemetry,
             group_id=s.group_id,
+            checkpoint_interval=s.snapshot_checkpoint_interval_ms / 1000,
         )
 
     def make_loop(self, member: int = 0) -> ConsumeLoop:

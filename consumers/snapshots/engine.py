@@ -264,15 +264,15 @@ class EngineCounters:
 class SnapshotEngine:
     """Per-symbol event-time state for one set of symbols (one partition).
 
-    ``add`` applies one point and appends the snapshots it completes to
-    ``self.out`` (the caller drains it); records are plain dicts with the
+    ``add`` applies one point and holds the snapshots it completes until
+    :meth:`take_output` hands them out; records are plain dicts with the
     MarketSnapshot fields and epoch-ms ints, ready for Avro and ClickHouse.
     """
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self._symbols: dict[str, _SymbolState] = {}
-        self.out: list[dict[str, Any]] = []
+        self._out: list[dict[str, Any]] = []
         self.counters = EngineCounters()
         c = self.config
         self._interval = c.interval_ms
@@ -344,8 +344,8 @@ class SnapshotEngine:
         and, per metric, the latest one <= carry_bound; ``carry_basis`` is the
         basis of the latest (mark, index) pair <= carry_bound. The snapshots
         already emitted (<= last_t) are not emitted again; those the persisted
-        points imply beyond last_t are emitted into ``out`` (same values as an
-        uninterrupted run: they depend only on the applied points).
+        points imply beyond last_t are emitted (:meth:`take_output`; the same
+        values as an uninterrupted run: they depend only on the applied points).
         """
         st = _SymbolState(symbol, source, self.config.windows_s)
         rows = sorted((METRIC_CODES[m], et, v) for m, et, v in points if m in METRIC_CODES)
@@ -365,6 +365,15 @@ class SnapshotEngine:
         self._symbols[symbol] = st
         if st.max_et is not None and st.max_et - self._lateness > st.next_t:
             self._emit_until(st, st.max_et - self._lateness)
+
+    # -- output -----------------------------------------------------------------
+
+    def take_output(self) -> list[dict[str, Any]]:
+        """The snapshots completed since the previous call, in emission order
+        (per symbol by snapshot time, windows largest first); the engine keeps
+        no reference to the list, so the caller owns it (docs/snapshots.md)."""
+        out, self._out = self._out, []
+        return out
 
     # -- introspection ----------------------------------------------------------
 
@@ -388,7 +397,7 @@ class SnapshotEngine:
         """Emit every snapshot time t with next_t <= t < limit."""
         t = st.next_t
         step = self._interval
-        out = self.out
+        out = self._out
         n = 0
         while t < limit:
             self._snapshot(st, t, out)

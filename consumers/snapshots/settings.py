@@ -11,6 +11,14 @@ from perpstream.schemas.topics import SNAPSHOTS_GROUP
 
 class SnapshotSettings(ConsumerSettings):
     group_id: str = Field(default=SNAPSHOTS_GROUP, min_length=1)
+    # Longer than the sink's: every batch costs an insert of its applied points (and the
+    # snapshots wait for the watermark, allowed_lateness_ms, anyway); docs/snapshots.md, "Writes".
+    batch_max_ms: int = Field(default=1_000, ge=1, description="longest wait to fill a batch")
+    snapshot_checkpoint_interval_ms: int = Field(
+        default=30_000, ge=0,
+        description="at most one write of the snapshot checkpoints per this many ms (0 = every batch); "
+        "after a crash the snapshots of up to this long are emitted again, with identical values",
+    )
     snapshot_interval_ms: int = Field(default=5_000, gt=0, description="snapshot times are multiples of this")
     snapshot_windows_s: tuple[int, ...] = Field(
         default=(60, 300, 3600), min_length=1, description="window lengths W in seconds"

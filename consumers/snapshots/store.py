@@ -10,7 +10,8 @@ Tables (created by versioned migrations, component ``snapshots``):
   (group, topic, partition). This is the group's own state log: recovery must
   not depend on the sink group, which may lag or not run at all.
 - ``snapshot_checkpoints``: per (group, topic, partition, symbol) the last
-  snapshot time whose outputs are all durable. Written last in a batch.
+  snapshot time whose outputs are all durable. Written after them, the
+  handler coalescing several batches into one insert (docs/snapshots.md).
 
 Write order in a batch: points and snapshots (ClickHouse and topic, either
 order), then checkpoints; every insert is synchronous

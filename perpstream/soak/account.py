@@ -111,7 +111,7 @@ def _snapshots(a: Account, work: Path, points: list[tuple[str, str, int, str, fl
     for symbol, metric, et, source, value in sorted(points, key=lambda p: (p[2], p[0], p[1])):
         engine.add(source, symbol, metric, value, et)
     recomputed: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for s in engine.out:
+    for s in engine.take_output():
         row = tuple(s[c] for c in SNAPSHOT_COLUMNS)
         recomputed[tuple(row[i] for i in idx)] = row
     for key, row in table.items():

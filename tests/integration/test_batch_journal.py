@@ -41,3 +41,14 @@ def test_ranges_journaled_before_topic_ids_count_as_current(clickhouse: Any, ch_
     assert journal.pending("g", [(T, 0)]) == {(T, 0): (10, 19)}
     journal.record("g", {(T, 0): (20, 29)}, {T: "some-id"})
     assert journal.pending("g", [(T, 0)], {T: "some-id"}) == {(T, 0): (20, 29)}
+
+
+def test_any_group_id_and_several_partitions_in_one_record(clickhouse: Any, ch_database: str) -> None:
+    """The embedded engine gets the rows as literal values: quoting must hold for any group id."""
+    journal = ClickHouseBatchJournal(clickhouse, ch_database)
+    journal.migrate()
+    group = "o'brien \\ \"x\"; DROP TABLE consumer_batches --"
+    ranges = {(T, p): (p * 100, p * 100 + 41) for p in range(4)}
+    journal.record(group, ranges, {T: "id-1"})
+    assert journal.pending(group, list(ranges), {T: "id-1"}) == ranges
+    assert journal.pending("o", list(ranges), {T: "id-1"}) == {}

@@ -28,7 +28,7 @@ def engine_snapshots(
     e = SnapshotEngine(config)
     for r in records:
         e.add(r["source"], r["symbol"], r["metric"], r["value"], r["event_time"])
-    return sorted(tuple(s[c] for c in SNAPSHOT_COLUMNS) for s in e.out)
+    return sorted(tuple(s[c] for c in SNAPSHOT_COLUMNS) for s in e.take_output())
 
 
 def table_rows(client: Any, database: str) -> list[tuple[Any, ...]]:

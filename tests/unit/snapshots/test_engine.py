@@ -23,6 +23,7 @@ from perpstream.consumers.snapshots.engine import (
     sample_stdev_exact,
 )
 from perpstream.consumers.snapshots.exceptions import SnapshotConfigError
+from perpstream.schemas.models import Metric
 from tests.unit.snapshots.reference import Point, keyed, reference_snapshots
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -32,8 +33,7 @@ SRC = "binance_usdm"
 def run(engine: SnapshotEngine, points: list[Point]) -> list[dict[str, Any]]:
     for p in points:
         engine.add(*p)
-    out, engine.out = engine.out, []
-    return out
+    return engine.take_output()
 
 
 @st.composite
@@ -128,7 +128,7 @@ def test_late_points_are_counted_and_change_nothing(
             assert outcome in (LATE, DUPLICATE)
             assert engine.counters.late + engine.counters.duplicate == before + 1
             injected += 1
-    got, engine.out = engine.out, []
+    got = engine.take_output()
     assert keyed(got) == keyed(clean)
 
 
@@ -137,9 +137,9 @@ def test_no_snapshot_before_watermark_passes_strictly() -> None:
     for et in (T0 + 1, T0 + 4000, T0 + 7000):
         e.add(SRC, "BTCUSDT", "mark_price", 100.0, et)
     # first t = T0 + 5000 (first multiple >= T0 + 1); watermark 5000 is not > 5000.
-    assert e.out == []
+    assert e.take_output() == []
     assert e.add(SRC, "BTCUSDT", "mark_price", 101.0, T0 + 7001) == ACCEPTED
-    assert {s["snapshot_time"] for s in e.out} == {T0 + 5000}
+    assert {s["snapshot_time"] for s in e.take_output()} == {T0 + 5000}
     # a point within lateness of 7001 (>= 5001) still counts for t = 10000
     assert e.add(SRC, "BTCUSDT", "mark_price", 102.0, T0 + 5001) == ACCEPTED
     assert e.add(SRC, "BTCUSDT", "mark_price", 102.0, T0 + 5000) == LATE
@@ -161,7 +161,7 @@ def test_stale_when_open_interest_polling_stops() -> None:
         e.add(SRC, "ETHUSDT", "mark_price", 3000.0 + s, et)
         if et <= oi_stop and s % 10 == 0:
             e.add(SRC, "ETHUSDT", "open_interest", 1e6, et)
-    snaps = sorted(e.out, key=lambda s: s["snapshot_time"])
+    snaps = sorted(e.take_output(), key=lambda s: s["snapshot_time"])
     threshold = cfg.oi_stale_ms
     first_stale = next(s for s in snaps if s["snapshot_time"] > T0 + 5000 and s["stale"])
     assert first_stale["oi_age_ms"] > threshold
@@ -177,8 +177,9 @@ def test_stale_when_marks_missing_or_old() -> None:
     e = SnapshotEngine(EngineConfig(windows_s=(60,)))
     e.add(SRC, "X", "open_interest", 5.0, T0)
     e.add(SRC, "X", "open_interest", 5.0, T0 + 10_000)
-    assert [s["stale"] for s in e.out] == [True, True]  # no mark ever: mark_age null
-    assert all(s["mark_age_ms"] is None for s in e.out)
+    snaps = e.take_output()
+    assert [s["stale"] for s in snaps] == [True, True]  # no mark ever: mark_age null
+    assert all(s["mark_age_ms"] is None for s in snaps)
 
 
 def test_memory_bounded_by_largest_window() -> None:
@@ -192,7 +193,7 @@ def test_memory_bounded_by_largest_window() -> None:
         e.add(SRC, "BTCUSDT", "funding_rate", 1e-4, et)
         if s % 10 == 0:
             e.add(SRC, "BTCUSDT", "open_interest", 1e6, et)
-        e.out.clear()
+        e.take_output()
         peak = max(peak, e.point_count())
     per_metric = 300 + 5 + 2 + 34  # window + interval + lateness + eviction slack, at 1 point/s
     assert peak <= 3 * per_metric + per_metric // 10 + 40
@@ -256,7 +257,7 @@ def test_restore_from_applied_points_resumes_identically(
     whole = run(SnapshotEngine(CFG_SMALL), arrival)
     first = SnapshotEngine(CFG_SMALL)
     applied = [p for p in arrival[:k] if first.add(*p) == ACCEPTED]
-    before, first.out = first.out, []
+    before = first.take_output()
     resumed = SnapshotEngine(CFG_SMALL)
     for sym in {p[1] for p in applied}:
         last = first.last_emitted(sym)
@@ -265,3 +266,17 @@ def test_restore_from_applied_points_resumes_identically(
                                carry_basis=rec["carry_basis"])
     after = run(resumed, arrival[k:])
     assert keyed(before + after) == keyed(whole)
+
+
+def test_take_output_hands_out_each_snapshot_once() -> None:
+    """What a caller takes is its own: later points neither repeat nor change it."""
+    e = SnapshotEngine(EngineConfig(windows_s=(60,), allowed_lateness_ms=0))
+    for s in range(0, 11):
+        e.add(SRC, "BTCUSDT", Metric.MARK_PRICE, 100.0 + s, T0 + s * 1000)
+    first = e.take_output()
+    assert [s["snapshot_time"] for s in first] == [T0, T0 + 5000]
+    assert e.take_output() == []
+    e.add(SRC, "BTCUSDT", Metric.MARK_PRICE, 120.0, T0 + 15_001)
+    second = e.take_output()
+    assert [s["snapshot_time"] for s in second] == [T0 + 10_000, T0 + 15_000]
+    assert [s["snapshot_time"] for s in first] == [T0, T0 + 5000]

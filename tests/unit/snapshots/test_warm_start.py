@@ -51,7 +51,7 @@ def run(points: list[tuple[str, float, int]]) -> list[dict[str, Any]]:
     engine = SnapshotEngine()
     for metric, value, et in points:
         engine.add("binance_usdm", SYM, metric, value, et)
-    return engine.out
+    return engine.take_output()
 
 
 def test_history_first_equals_an_uninterrupted_run_and_the_hour_is_warm() -> None:
@@ -69,5 +69,5 @@ def test_live_points_first_make_the_history_late() -> None:
     for metric, value, et in live() + history():
         engine.add("binance_usdm", SYM, metric, value, et)
     assert engine.counters.late >= len(history()) - 1
-    first_live = next(s for s in engine.out if s["window_s"] == 3600)
+    first_live = next(s for s in engine.take_output() if s["window_s"] == 3600)
     assert first_live["mark_return"] is None
