@@ -58,6 +58,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import Producer
+
 from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
@@ -111,7 +113,6 @@ class SnapshotPublisher:
         self._producer = self._new_producer()
 
     def _new_producer(self) -> Any:
-        from confluent_kafka import Producer
 
         return Producer({**self._config, **kafka_logging(), "error_cb": self._on_error})
 

@@ -16,7 +16,12 @@ import sys
 import time
 from typing import Any
 
+from perpstream.consumers.clickhouse import open_client
+from perpstream.consumers.reading import open_reader
+from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.consumers.snapshots.freshness import freshness
 from perpstream.consumers.snapshots.settings import SnapshotSettings
+from perpstream.runtime.health import Health
 from perpstream.runtime.settings import (
     LOG_FLAGS,
     SettingsUse,
@@ -24,6 +29,9 @@ from perpstream.runtime.settings import (
     build_settings,
     declare_settings,
 )
+from perpstream.runtime.signals import stop_on_signals
+from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
+from perpstream.runtime.tuning import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +105,10 @@ def settings_from(args: argparse.Namespace) -> SnapshotSettings:
 
 
 def _open(settings: SnapshotSettings) -> Any:
-    from perpstream.consumers.clickhouse import open_client
-
     return open_client(settings.resolved_clickhouse_dsn(), **settings.clickhouse_options())
 
 
 def run_snapshots(args: argparse.Namespace) -> int:
-    from perpstream.consumers.snapshots.app import SnapshotService
-    from perpstream.runtime.health import Health
-    from perpstream.runtime.signals import stop_on_signals
-    from perpstream.runtime.telemetry import Telemetry, configure_logging, operator_endpoints
-    from perpstream.runtime.tuning import tune_gc
-
     settings = settings_from(args)
     configure_logging(settings.log_level, settings.log_format)
     settings.require_bootstrap()
@@ -124,9 +124,6 @@ def run_snapshots(args: argparse.Namespace) -> int:
 
 
 def run_freshness(args: argparse.Namespace) -> int:
-    from perpstream.consumers.reading import open_reader
-    from perpstream.consumers.snapshots.freshness import freshness
-
     settings = settings_from(args)
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
     reader = open_reader(settings)
