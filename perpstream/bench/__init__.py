@@ -35,6 +35,8 @@ from typing import Any
 
 from perpstream.pipeline import EMBEDDED_PARTITIONS
 
+# The scenario modules are imported where a scenario runs: this module is imported to build every
+# command's parser (perpstream.cli), and `perpstream --help` should not load them.
 SCENARIOS = ("frames", "produce", "sink", "snapshots", "e2e", "live")
 #: The websocket libraries ``bench frames`` can measure as a floor (perpstream.bench.wsfloor).
 FLOORS = ("websockets", "picows")

@@ -62,8 +62,10 @@ from pathlib import Path
 from typing import Any
 
 from perpstream.bench import FLOORS
+from perpstream.bench.e2e import _broker
 from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, report, row, target
 from perpstream.fakes.binance import FakeBinance
+from perpstream.local import die_with_parent, ensure_topics
 from perpstream.producer.binance import ALL_MARKET_STREAM, mark_price_stream
 
 POINTS_PER_UPDATE = 5
@@ -137,7 +139,6 @@ class Client:
     """One measured child process."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
-        from perpstream.local import die_with_parent
 
         self.name = name
         self.log = log
@@ -309,7 +310,6 @@ class _Case:
 
     def produce(self, name: str, pythonpath: str | None = None,
                 during: Callable[[int, float], dict[str, Any]] | None = None) -> dict[str, Any]:
-        from perpstream.local import ensure_topics
 
         topic = f"bench-frames-{uuid.uuid4().hex[:8]}"
         ensure_topics(self.bootstrap, {topic: 1})
@@ -334,7 +334,6 @@ def run(frame_symbols: int = 200, frame_rate: float = 10.0, all_symbols: int = 7
         warmup: float = 3.0, tls: str = "both", peer: str | None = None,
         compare_checkout: str | None = None, rounds: int = 1, floors: str = "auto",
         profile: bool = False) -> dict[str, Any]:
-    from perpstream.bench.e2e import _broker
 
     peer_py = peer_python(peer)
     libs, notes = floor_plan(floors)

@@ -16,6 +16,7 @@ from typing import Any
 
 
 def main(url: str, symbols: list[str]) -> None:
+    # imported here: cryptofeed is the peer, installed (or not) in its own environment
     from cryptofeed import FeedHandler
     from cryptofeed.connection import WebsocketEndpoint
     from cryptofeed.defines import BINANCE_FUTURES, FUNDING, PERPETUAL
