@@ -58,6 +58,35 @@ from perpstream.runtime.tuning import tune_gc
 log = logging.getLogger("perpstream.run")
 
 
+def add_market_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the market a pipeline follows, the same for `run` and `up` (docs/producer.md)."""
+    p.add_argument("--symbols", help="comma-separated symbols of the live source (default: every "
+                   "PERPETUAL/TRADING symbol)")
+    p.add_argument("--all", action="store_true", default=None, help="every PERPETUAL/TRADING symbol")
+    p.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
+    p.add_argument("--seed", type=int, help="simulated market seed (default 1)")
+    p.add_argument("--sim-rate", type=float,
+                   help="simulated seconds per wall second (default 1; 0 = unthrottled)")
+    p.add_argument("--replay-rate", type=float, help="replay speed factor (0 = as fast as possible)")
+    p.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL)")
+    p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
+    p.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
+    p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+
+
+def add_embedded_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the embedded store and broker both pipelines run on (docs/query-server.md)."""
+    p.add_argument("--partitions", type=int, help="partitions of new topics (default: 1 on the embedded "
+                   "broker, 6 on a cluster)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz")
+    p.add_argument("--http-port", type=int,
+                   help="ClickHouse HTTP interface (read-only) of the embedded store (default 8123; "
+                   "a free port when taken; 0 = any free port)")
+    p.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; another one needs "
+                   "PERPSTREAM_HTTP_PASSWORD)")
+    p.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser(
         "run",
@@ -65,30 +94,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     r.add_argument("--source", type=source_option("live", "sim"), metavar="live|sim|replay:FILE",
                    help="default live; replay:FILE = a file written by `perpstream record`")
-    r.add_argument("--symbols", help="comma-separated symbols (live source)")
-    r.add_argument("--all", action="store_true", default=None, help="every PERPETUAL/TRADING symbol")
-    r.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
-    r.add_argument("--seed", type=int, help="simulated market seed (default 1)")
-    r.add_argument("--sim-rate", type=float, help="simulated seconds per wall second (0 = unthrottled)")
-    r.add_argument("--replay-rate", type=float, help="replay speed factor (0 = as fast as possible)")
+    add_market_flags(r)
     r.add_argument("--duration", type=float, help="stop cleanly after this many seconds")
-    r.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL)")
-    r.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
-    r.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
-    r.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
     r.add_argument("--data-dir", help="embedded state directory (env PERPSTREAM_DATA_DIR)")
-    r.add_argument("--partitions", type=int, help="partitions of new topics (default: 1 on the embedded "
-                   "broker, 6 on a cluster)")
-    r.add_argument("--metrics-port", type=int, help="serve Prometheus text (/metrics), /healthz and /readyz")
+    add_embedded_flags(r)
     r.add_argument("--summary-interval", type=float, default=5.0, help="seconds between summary lines")
     r.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_log_flags(r, level=False)  # default text here, unless PERPSTREAM_LOG_FORMAT says otherwise
-    r.add_argument("--http-port", type=int,
-                   help="ClickHouse HTTP interface (read-only) of the embedded store (default 8123; "
-                   "a free port when taken; 0 = any free port)")
-    r.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; another one needs "
-                   "PERPSTREAM_HTTP_PASSWORD)")
-    r.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
     r.set_defaults(func=_run)
     _declare_run_settings(r)
 

@@ -51,6 +51,7 @@ from perpstream.dashboard import Dashboard, LiveBoard, log_fields
 from perpstream.errors import ConfigError
 from perpstream.pipeline import RUN_FLAGS, Pipeline, PipelineSpec, QueryServerSettings, build_spec
 from perpstream.pipeline.broker import local_broker_engine
+from perpstream.pipeline.commands import add_embedded_flags, add_market_flags
 from perpstream.pipeline.lock import holding
 from perpstream.producer.cli import PRODUCER_SETTINGS, settings_from_args, source_option
 from perpstream.producer.settings import ProducerSettings
@@ -91,17 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--source", type=source_option("live", "sim"), default=("live", None),
                    metavar="live|sim|replay:FILE",
                    help="where observations come from (default live: Binance USD-M futures)")
-    p.add_argument("--symbols", help="comma-separated symbols of the live source (default: every "
-                   "PERPETUAL/TRADING symbol)")
-    p.add_argument("--all", action="store_true", default=None, help="every PERPETUAL/TRADING symbol")
-    p.add_argument("--sim-symbols", type=int, help="number of simulated symbols (default 20)")
-    p.add_argument("--seed", type=int, help="simulated market seed (default 1)")
-    p.add_argument("--sim-rate", type=float, help="simulated seconds per wall second (default 1)")
-    p.add_argument("--replay-rate", type=float, help="replay speed factor (0 = as fast as possible)")
-    p.add_argument("--ws-url", help="websocket base (env PERPSTREAM_BINANCE_WS_URL)")
-    p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
-    p.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
-    p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+    add_market_flags(p)
     p.add_argument("--backfill", metavar="DURATION",
                    help="live source: first fetch this much history over REST (e.g. 62m: the 1 h window "
                    "is warm at the first live snapshot; docs/snapshots.md), then go live")
@@ -113,14 +104,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "the default) or kafka (Apache Kafka with its logs in the data directory: what the "
                    "producer had acknowledged survives a crash; needs Java 17 and Maven). Default: kafka "
                    "when the data directory already holds one, else tansu")
-    p.add_argument("--partitions", type=int, help="partitions of new topics (default: 1 on the embedded "
-                   "broker, 6 on a cluster)")
-    p.add_argument("--http-port", type=int, help="read-only ClickHouse HTTP interface (default 8123; a "
-                   "free port when taken; 0 = any free port)")
-    p.add_argument("--http-host", help="interface to serve it on (default 127.0.0.1; another one needs "
-                   "PERPSTREAM_HTTP_PASSWORD)")
-    p.add_argument("--no-http", action="store_true", help="do not serve the embedded store")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus text on this port (/metrics)")
+    add_embedded_flags(p)
     p.add_argument("--no-ui", action="store_true",
                    help="no live view: periodic log lines (also when stdout is not a terminal)")
     p.add_argument("--summary-interval", type=float, default=10.0,
