@@ -80,6 +80,17 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
     add_log_flags(p)
 
 
+def add_publish_flags(p: argparse.ArgumentParser) -> None:
+    """Where the points go: the Kafka cluster, the Schema Registry and the metrics topic; the same for
+    `produce` and `backfill` (docs/producer.md)."""
+    p.add_argument("--bootstrap-servers",
+                   help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--schema-registry-url",
+                   help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
+    add_registry_flags(p)
+    p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
+
+
 def add_registry_flags(p: argparse.ArgumentParser) -> None:
     """``--[no-]schema-registry-auto-register``: register the schema, or look up its id only
     (docs/producer.md, "Schema Registry")."""
@@ -104,12 +115,7 @@ def register(sub: Any) -> None:
                    help="simulated seconds per wall second (default 1 = real time; 0 = unthrottled)")
     p.add_argument("--sim-start-ms", type=int, help="event time of the first simulated tick (default now)")
     p.add_argument("--replay-rate", type=float, help="replay speed factor (default 0 = as fast as possible)")
-    p.add_argument("--bootstrap-servers",
-                   help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
-    p.add_argument("--schema-registry-url",
-                   help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
-    add_registry_flags(p)
-    p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
+    add_publish_flags(p)
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus text (/metrics), /healthz and /readyz on this port")
     p.set_defaults(func=produce_main)

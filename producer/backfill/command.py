@@ -18,7 +18,7 @@ from perpstream.producer import history
 from perpstream.producer.backfill.fetch import EXIT_INTERRUPTED, Progress
 from perpstream.producer.backfill.plan import resolve_range
 from perpstream.producer.backfill.run import run
-from perpstream.producer.cli import add_registry_flags
+from perpstream.producer.cli import add_publish_flags
 from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.settings import SettingsUse, add_log_flags, build_settings, declare_settings
 from perpstream.runtime.signals import stop_on_signals
@@ -45,12 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--rest-url",
                    help="REST base (env PERPSTREAM_BINANCE_REST_URL), default https://fapi.binance.com")
     p.add_argument("--testnet", action="store_true", default=None, help="use Binance futures testnet URLs")
-    p.add_argument("--bootstrap-servers",
-                   help="Kafka host:port list (env PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS)")
-    p.add_argument("--schema-registry-url",
-                   help="Confluent Schema Registry (env PERPSTREAM_SCHEMA_REGISTRY_URL)")
-    add_registry_flags(p)
-    p.add_argument("--topic", help="metrics topic (default perpstream.metrics.v1)")
+    add_publish_flags(p)
     p.add_argument("--data-dir", help="where the resume checkpoints live (env PERPSTREAM_DATA_DIR)")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="fetch and publish the whole range again, whatever the checkpoints say")
