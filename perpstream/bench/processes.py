@@ -37,7 +37,7 @@ from perpstream.bench.e2e import (
     step_result,
 )
 from perpstream.bench.measure import peak_rss_mb, proc_cpu_s, proc_status_mb
-from perpstream.local import die_with_parent, ensure_topics, free_port
+from perpstream.local import die_with_parent, ensure_topics, free_ports
 
 #: how long a member may take to answer a request (start-up: imports, chdb, migrations)
 START_TIMEOUT = 180.0
@@ -181,15 +181,16 @@ def step(n: float, seconds: float = 20.0, warmup: float = 10.0, symbols_per_n: i
         common: dict[str, Any] = {"bootstrap": bootstrap, "database": "bench", "metrics_topic": metrics,
                                   "snapshots_topic": snaps_topic, "dlq_topic": dlq, "profile": profile}
         members: dict[str, MemberProcess] = {}
+        ports = free_ports(3)  # distinct ports for the three members' operator endpoints
         try:
             members["sink"] = MemberProcess("sink", "sink", {
                 **common, "group_id": f"bench-sink-{suffix}", "dsn": f"chdb://{tmp}/sink",
-                "metrics_port": free_port()}, work)
+                "metrics_port": ports[0]}, work)
             members["snapshots"] = MemberProcess("snapshots", "snapshots", {
                 **common, "group_id": f"bench-snap-{suffix}", "dsn": f"chdb://{tmp}/snapshots",
-                "metrics_port": free_port()}, work)
+                "metrics_port": ports[1]}, work)
             members["producer"] = MemberProcess("producer", "produce", {
-                **common, "symbols": symbols, "metrics_port": free_port()}, work)
+                **common, "symbols": symbols, "metrics_port": ports[2]}, work)
             everyone = [members[name] for name in ("producer", "sink", "snapshots")]  # as reported
             return _run(members, everyone, n=n, symbols=symbols, offered=offered,
                         seconds=seconds, warmup=warmup, broker_pid=broker_pid, work=work)

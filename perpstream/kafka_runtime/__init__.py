@@ -36,7 +36,7 @@ import platformdirs
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from perpstream.local import InfraError, accepts, die_with_parent, free_port, replication_for
+from perpstream.local import InfraError, accepts, die_with_parent, free_ports, replication_for
 from perpstream.runtime.telemetry import kafka_logging
 
 log = logging.getLogger(__name__)
@@ -431,7 +431,8 @@ class KafkaCluster:
         self.cluster_id = state.get("cluster_id") or random_cluster_id()
         ports = state.get("ports") or []
         if len(ports) != self.size or any(accepts("127.0.0.1", p) for pair in ports for p in pair):
-            ports = [[free_port(), free_port()] for _ in range(self.size)]
+            flat = free_ports(2 * self.size)
+            ports = [flat[2 * i:2 * i + 2] for i in range(self.size)]
         self.nodes = [Node(i + 1, ports[i][0], ports[i][1], self.data_dir / f"node-{i + 1}")
                       for i in range(self.size)]
         state_path.write_text(json.dumps({"cluster_id": self.cluster_id, "nodes": self.size, "ports": ports,

@@ -20,7 +20,7 @@ from typing import Any
 
 from perpstream.fakes.binance import FakeBinance
 from perpstream.kafka_runtime import KafkaCluster
-from perpstream.local import TansuBroker, ensure_topics, free_port, replication_for
+from perpstream.local import TansuBroker, ensure_topics, free_port, free_ports, replication_for
 from perpstream.schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 from perpstream.soak.account import Account, make_account
 from perpstream.soak.faults import Fault, FaultSchedule
@@ -176,21 +176,22 @@ class Soak:
             # round after a static member rejoins, so the group rebalances eagerly there
             # (docs/soak.md, "Faults"); Apache Kafka keeps the default, cooperative-sticky
             sink_env["PERPSTREAM_PARTITION_ASSIGNMENT_STRATEGY"] = "range"
+        ports = free_ports(4)  # distinct: the members start later, one after the other
         producer = Member("producer", ["produce", "--ws-url", fake.ws_url, "--rest-url", fake.rest_url,
                                        "--oi-interval", str(opts.oi_interval)],
-                          self._producer_env(env, symbols), self.work, free_port())
+                          self._producer_env(env, symbols), self.work, ports[0])
         sink = Member("sink", [*hooks, "sink", "--clickhouse-dsn", f"chdb://{self.work / 'sink'}",
                                "--group-id", SINK_GROUP, "--member-name", "soak-sink"],
-                      sink_env, self.work, free_port(), module=SOAK_MEMBER)
+                      sink_env, self.work, ports[1], module=SOAK_MEMBER)
         # static on Apache Kafka (a static member stopped with SIGTERM leaves at once); dynamic
         # on Tansu, which never expires a static member that left
         extra = Member("sink-extra", [*hooks, "sink", "--clickhouse-dsn",
                                       f"chdb://{self.work / 'sink-extra'}", "--group-id", SINK_GROUP,
                                       "--member-name", "soak-sink-extra" if kafka else ""],
-                       sink_env, self.work, free_port(), module=SOAK_MEMBER)
+                       sink_env, self.work, ports[2], module=SOAK_MEMBER)
         snaps = Member("snapshots", ["snapshots", "--clickhouse-dsn", f"chdb://{self.work / 'snapshots'}",
                                      "--group-id", SNAPSHOTS_GROUP, "--member-name", "soak-snapshots"],
-                       env, self.work, free_port())
+                       env, self.work, ports[3])
         return _Members(producer, sink, extra, snaps)
 
     def _producer_env(self, env: dict[str, str], symbols: list[str]) -> dict[str, str]:
