@@ -141,6 +141,8 @@ class Publisher:
         self._capacity = int(config.get("queue.buffering.max.messages", 100_000)) + overflow_max_points
         self.enqueued = 0
         self.delivered = 0
+        #: points librdkafka refused for good (dropped and counted, never delivered)
+        self._rejected = 0
         self._fatal: KafkaError | None = None
         #: Set when Kafka will never accept anything from us (see the module doc).
         self.failure: PermanentFailure | None = None
@@ -261,6 +263,7 @@ class Publisher:
             "dropped_total": self._telemetry.total("points_dropped")})
 
     def _reject(self, err: KafkaError, key: bytes | None) -> None:
+        self._rejected += 1
         reason = kafka_reason(err)
         self._telemetry.inc("points_dropped", 1, {"reason": reason})
         self._rlog.error(f"reject:{reason}", "Kafka can never take this point; dropped",
@@ -298,8 +301,10 @@ class Publisher:
             self._replace("stalled")
         elif self._timed_out:
             self._timed_out = False
-            if len(self._producer):
-                # newer points are still in the client: they must not overtake what timed out
+            if self.enqueued - self.delivered - self._rejected > 0:
+                # newer points are still in the client: they must not overtake what timed out.
+                # Counted by the publisher, not len(producer), which also counts the client's
+                # own events (a connection error waiting to be served) and replaced it for them.
                 log.warning("deliveries timed out; replacing the Kafka producer so that they are "
                             "re-sent before newer points",
                             extra={"delivery_timeout_s": self._delivery_timeout})

@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any
 
+from perpstream.consumers import reading
 from perpstream.consumers.clickhouse import open_client
-from perpstream.consumers.reading import open_reader
 from perpstream.consumers.snapshots.app import SnapshotService
 from perpstream.consumers.snapshots.freshness import freshness
 from perpstream.consumers.snapshots.settings import SnapshotSettings
@@ -126,7 +126,7 @@ def run_snapshots(args: argparse.Namespace) -> int:
 def run_freshness(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     now_ms = args.now_ms if args.now_ms is not None else int(time.time() * 1000)
-    reader = open_reader(settings)
+    reader = reading.open_reader(settings)
     try:
         rows = freshness(reader.client, settings.clickhouse_database, settings.engine_config(), now_ms=now_ms)
     finally:
