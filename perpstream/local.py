@@ -189,6 +189,7 @@ def ensure_topics(
     if missing:
         new = [NewTopic(t, num_partitions=topics[t], replication_factor=rf, config=wanted[t])
                for t in missing]
+        raced: list[str] = []  # created meanwhile by someone else (another member, a client's auto-creation)
         for topic, fut in admin.create_topics(new, operation_timeout=timeout).items():
             try:
                 fut.result(timeout)
@@ -196,17 +197,23 @@ def ensure_topics(
                 err = exc.args[0]
                 if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise InfraError(f"creating topic {topic!r} failed: {err}") from exc
-        # Metadata propagates asynchronously; wait until every topic has its partitions.
+                raced.append(topic)
+        created = [t for t in missing if t not in raced]
+        # Metadata propagates asynchronously: wait until every topic created here has its
+        # partitions, and every raced one is visible (its shape is then reported as a difference).
         deadline = time.monotonic() + timeout
         while True:
             md = admin.list_topics(timeout=timeout)
-            if all(t in md.topics and len(md.topics[t].partitions) == topics[t] for t in missing):
+            if (all(t in md.topics and len(md.topics[t].partitions) == topics[t] for t in created)
+                    and all(t in md.topics and md.topics[t].partitions for t in raced)):
                 break
             if time.monotonic() > deadline:
                 raise InfraError(f"topics {missing} not visible after {timeout}s")
             time.sleep(0.1)
-        log.info("topics created", extra={"topics": missing, "replication_factor": rf,
-                                          "min_insync_replicas": isr})
+        if created:
+            log.info("topics created", extra={"topics": created, "replication_factor": rf,
+                                              "min_insync_replicas": isr})
+        missing = created
     existing = [t for t in topics if t not in missing and t in md.topics]
     differences = _differences(admin, md, existing, topics, rf, wanted, timeout)
     for line in differences:
