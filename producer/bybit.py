@@ -5,13 +5,14 @@ Bybit's ``tickers.{symbol}`` topic sends one ``"type":"snapshot"`` and then
 that is missing did not change; ``symbol`` is always there). :class:`TickerBook`
 keeps the merged state per symbol, so a delta is read against the snapshot it
 amends, and gives, for each message, the values of the published metrics that
-message carried, stamped with the envelope's ``ts`` (docs/contract.md).
+message carried, stamped with the envelope's ``ts``. Symbols are kept as Bybit spells them and
+checked by the contract's symbol rule (docs/contract.md, "Symbols").
 
 Bybit sends every value as a decimal string, names kept as sent:
 
 - ``markPrice`` mark price, ``indexPrice`` index price,
 - ``fundingRate`` funding rate (``""`` where a contract has no funding),
-- ``nextFundingTime`` next funding time, ms (``"0"`` where there is none),
+- ``nextFundingTime`` next funding time, ms (``"0"`` or ``""`` where there is none),
 - ``openInterest`` open interest in base-coin units (the unit the contract uses everywhere).
 
 Other ticker fields (last price, 24 h volume, book tops ...) are ignored. A
@@ -135,7 +136,8 @@ def _decimal(v: Any, field: str, signed: bool) -> float:
 
 def _millis(v: Any, field: str) -> int:
     """Integer milliseconds in 2017..2100, from an int (envelope ``ts``) or a digit string."""
-    if type(v) is str and v.isascii() and v.isdigit():
+    # 13 digits until 2286; a longer string is not a time (and int() refuses 4,300+ digits)
+    if type(v) is str and len(v) <= 16 and v.isascii() and v.isdigit():
         v = int(v)
     if type(v) is not int:
         raise FrameRejected(BAD_TIMESTAMP, f"{field}={v!r} is not integer milliseconds")
@@ -148,7 +150,7 @@ def _value(field: str, v: Any, signed: bool) -> float | None:
     if field == "fundingRate" and v == "":
         return None  # a contract without funding: no point, not a zero
     if field == "nextFundingTime":
-        return None if v == "0" else float(_millis(v, field))
+        return None if v in ("0", "") else float(_millis(v, field))
     return _decimal(v, field, signed)
 
 

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perpstream.producer import bybit
 from perpstream.producer.bybit import BybitApiError, ErrorAck, Pong, SubscribeAck, TickerBook, TickerUpdate
@@ -122,6 +124,7 @@ def test_a_snapshot_replaces_the_symbol_state() -> None:
     ("markPrice", 17218.1, "bad_number"),  # Bybit sends strings; a number is not its payload
     ("nextFundingTime", "12", "bad_timestamp"),
     ("nextFundingTime", "1.6e12", "bad_timestamp"),
+    ("nextFundingTime", "9" * 5000, "bad_timestamp"),  # more digits than int() will read
 ])
 def test_bad_value_rejects_the_whole_delta_and_leaves_the_book(field: str, value: Any, reason: str) -> None:
     book = TickerBook()
@@ -193,6 +196,91 @@ def test_control_answers() -> None:
     assert bybit.parse_ws_message(refused, book) == ErrorAck(
         "subscribe", "Invalid topic :[tickers.NOPEUSDT]", "8")
     assert _rejected('{"success":false,"op":"subscribe"}', book) == "missing_field"
+
+
+_VALUES = st.one_of(
+    st.sampled_from(["17218.1", "-0.0001", "0", "", "NaN", "-inf", "1e400", "1_0", " 1", "\uff11",
+                     "1673280000000", "9" * 5000, "BTCUSDT", "btcusdt", "tickers.BTCUSDT"]),
+    st.text(max_size=8), st.integers(), st.floats(), st.none(), st.booleans(),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_DATA_KEYS = st.sampled_from(["symbol", "markPrice", "indexPrice", "fundingRate", "nextFundingTime",
+                              "openInterest", "lastPrice"])
+_MESSAGES = st.fixed_dictionaries({}, optional={
+    "topic": st.one_of(st.just("tickers.BTCUSDT"), _VALUES),
+    "type": st.one_of(st.sampled_from(["snapshot", "delta"]), _VALUES),
+    "data": st.one_of(st.dictionaries(_DATA_KEYS, _VALUES), _VALUES),
+    "ts": st.one_of(st.just(1673272861686), _VALUES),
+    "success": _VALUES, "op": st.one_of(st.sampled_from(["subscribe", "ping", "pong"]), _VALUES),
+    "ret_msg": st.one_of(st.just("pong"), _VALUES), "conn_id": _VALUES, "req_id": _VALUES,
+})
+
+
+#: Bybit field -> metric, written from the docs (the oracle does not read the module's table).
+_FIELD_METRIC = {"markPrice": Metric.MARK_PRICE, "indexPrice": Metric.INDEX_PRICE,
+                 "fundingRate": Metric.FUNDING_RATE, "nextFundingTime": Metric.NEXT_FUNDING_TIME,
+                 "openInterest": Metric.OPEN_INTEREST}
+_NO_VALUE = {"fundingRate": ("",), "nextFundingTime": ("", "0")}
+#: Values of each field as Bybit sends them (the rest of the generated values are not).
+_READABLE = {"markPrice": ("17218.1", "0.0001", "0"), "indexPrice": ("17218.1", "0.0001", "0"),
+             "openInterest": ("17218.1", "0.0001", "0"), "fundingRate": ("17218.1", "0.0001", "0", ""),
+             "nextFundingTime": ("1673280000000", "0", "")}
+
+_TICKERS = st.builds(
+    lambda kind, data: {"topic": "tickers.BTCUSDT", "type": kind, "data": {**data, "symbol": "BTCUSDT"},
+                        "cs": 1, "ts": 1673272861686},
+    st.sampled_from(["snapshot", "delta"]),
+    # each value readable half the time, so whole messages get through as well as get rejected
+    st.fixed_dictionaries({}, optional={
+        **{k: st.booleans().flatmap(lambda good, k=k: st.sampled_from(_READABLE[k]) if good else _VALUES)
+           for k in _READABLE},
+        "lastPrice": _VALUES}))
+
+
+def _readable(msg: Any, seen_snapshot: bool) -> bool:
+    """A well-formed ticker message of BTCUSDT with values Bybit sends, after a snapshot if a delta."""
+    if not (isinstance(msg, dict) and msg.get("topic") == "tickers.BTCUSDT" and msg.get("ts") == 1673272861686
+            and msg.get("type") in ("snapshot", "delta") and isinstance(msg.get("data"), dict)
+            and msg["data"].get("symbol") == "BTCUSDT"):
+        return False
+    if msg["type"] == "delta" and not seen_snapshot:
+        return False
+    return all(v in _READABLE[k] for k, v in msg["data"].items() if k in _READABLE)
+
+
+@settings(max_examples=400, deadline=None)
+@given(msgs=st.lists(st.one_of(_MESSAGES, _TICKERS, st.just(SNAPSHOT)), max_size=6))
+def test_generated_messages_are_read_exactly_or_rejected_and_the_book_holds(msgs: list[Any]) -> None:
+    book = TickerBook()
+    seen_snapshot = False
+    for msg in msgs:
+        before = book.current("BTCUSDT")
+        try:
+            out = bybit.parse_ws_message(json.dumps(msg), book)
+        except FrameRejected as exc:
+            assert exc.reason in bybit.REJECT_REASONS
+            assert not _readable(msg, seen_snapshot), exc  # a message Bybit could send is read
+            assert book.current("BTCUSDT") == before  # a rejected message changes nothing
+            continue
+        if not isinstance(out, TickerUpdate):
+            assert isinstance(out, SubscribeAck | Pong | ErrorAck)
+            continue
+        expected_book = {} if out.snapshot else dict(before)
+        expected_values = {}
+        for field, metric in _FIELD_METRIC.items():
+            if field not in msg["data"]:
+                continue
+            if msg["data"][field] in _NO_VALUE.get(field, ()):
+                expected_book.pop(metric, None)
+            else:  # exactly the decimal Bybit sent
+                expected_book[metric] = expected_values[metric] = float(msg["data"][field])
+        assert out.values == expected_values
+        seen_snapshot = True
+        assert book.current("BTCUSDT") == expected_book
+        for p in bybit.records(out, INGEST):
+            MetricPoint.from_record(p)
+    # whatever came before, a snapshot is read exactly
+    assert bybit.parse_ws_message(_text(SNAPSHOT), book).values[Metric.MARK_PRICE] == 17217.33
 
 
 def test_too_large_message_is_rejected_before_parsing() -> None:
