@@ -1,9 +1,10 @@
 """A fake Bybit v5 public market: a real websocket server and a real HTTP server on
-loopback, run on their own thread and event loop (docs/architecture.md, other venues).
+loopback, run on their own thread and event loop.
 
 A test double, like :mod:`perpstream.fakes.binance`: it plays the public linear market as
 Bybit documents it, so that a Bybit producer can be written and tested against the wire
-shapes before it ever meets the venue. Never point a deployment at it.
+shapes before it ever meets the venue; its points will carry the ``source``
+``bybit_linear`` (docs/contract.md). Never point a deployment at it.
 
 Websocket (``ws_url`` = ``ws://127.0.0.1:P/v5/public/linear``): ``{"op":"subscribe",
 "args":["tickers.BTCUSDT",...],"req_id":..}`` is answered by the ack ``success``,
