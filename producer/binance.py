@@ -18,10 +18,11 @@ are ignored.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.venue import Ack, Control, Dialect
 from perpstream.schemas.models import Metric
 from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
 
@@ -98,8 +99,28 @@ def shard(streams: Iterable[str], per_connection: int = MAX_STREAMS_PER_CONNECTI
     return [ordered[i:i + per_connection] for i in range(0, len(ordered), per_connection)]
 
 
-def subscribe_message(streams: list[str], request_id: int, method: str = "SUBSCRIBE") -> str:
-    return json.dumps({"method": method, "params": streams, "id": request_id}, separators=(",", ":"))
+def subscribe_message(streams: Sequence[str], request_id: int, method: str = "SUBSCRIBE") -> str:
+    return json.dumps({"method": method, "params": list(streams), "id": request_id}, separators=(",", ":"))
+
+
+def control_answer(frame: str | bytes) -> Control | None:
+    """A SUBSCRIBE/UNSUBSCRIBE answer: ``{"result": null, "id": n}`` or ``{"error": {..}, "id": n}``."""
+    try:
+        msg = json.loads(frame)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not is_control(msg):
+        return None
+    rid = msg.get("id")
+    error = msg.get("error")
+    return Ack(rid if type(rid) is int else None, None if error is None else str(error)[:300])
+
+
+def is_data_frame(frame: str | bytes) -> bool:
+    """The cheap test every frame takes: a combined-stream frame names its stream
+    first (``{"stream": ...``); acks and errors never do. Anything else is parsed."""
+    head = frame[:24]
+    return ('"stream"' in head) if isinstance(head, str) else (b'"stream"' in head)
 
 
 class Listing(NamedTuple):
@@ -356,3 +377,20 @@ def open_interest_point(d: Any, ingest_ms: int, source: str = SOURCE) -> Record:
     return {"source": source, "symbol": _symbol(s), "metric": _OI,
             "value": _number(oi, "openInterest", non_negative=True),
             "event_time": _millis(t, "time"), "ingest_time": ingest_ms}
+
+
+#: How the markPrice websocket is spoken: the server pings (the websockets library answers),
+#: a connection ends after 24 h (rotated at 23.5 h without a gap), 200 streams a connection,
+#: at most 10 messages a second from the client (5 leaves room for pongs). docs/producer.md.
+DIALECT: Final = Dialect(
+    source=SOURCE,
+    subscribe=subscribe_message,
+    control=control_answer,
+    is_data_frame=is_data_frame,
+    chunk=100,
+    shard=shard,
+    max_messages_per_second=5.0,
+    ping=None,
+    max_lifetime=23.5 * 3600,
+    url=combined_stream_url,
+)

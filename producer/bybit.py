@@ -22,6 +22,8 @@ Binance frames (``producer.binance``), and never changes the book.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from perpstream.producer.binance import (
@@ -39,6 +41,8 @@ from perpstream.producer.binance import (
     load_json,
 )
 from perpstream.producer.exceptions import FrameRejected, ProducerError
+from perpstream.producer.venue import Ack, Control, Dialect, Instrument, shard_by_chars
+from perpstream.producer.venue import Pong as PongAnswer
 from perpstream.schemas.models import Metric
 from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
 
@@ -307,21 +311,26 @@ class Listing(NamedTuple):
     base_coins: dict[str, str]
     #: symbol -> hours between fundings (Bybit lists minutes).
     funding_hours: dict[str, float]
+    #: symbol -> quote coin (``USDT``; ``USDC`` for the ``…PERP`` contracts).
+    quote_coins: dict[str, str]
     #: Entries skipped: symbol (repr for a non-string) -> what is wrong with it.
     rejected: dict[str, str]
     #: The cursor of the next page, None on the last page.
     next_cursor: str | None
 
 
-def _instrument(item: dict[str, Any]) -> tuple[str, float]:
-    """Base coin and funding hours of one perpetual entry; ValueError says what is wrong."""
-    base = item.get("baseCoin")
+def _instrument(item: dict[str, Any]) -> tuple[str, str, float]:
+    """Base coin, quote coin and funding hours of one perpetual entry; ValueError says what is
+    wrong."""
+    base, quote = item.get("baseCoin"), item.get("quoteCoin")
     if type(base) is not str or not base:
         raise ValueError(f"baseCoin={base!r} is not a coin name")
+    if type(quote) is not str or not quote:
+        raise ValueError(f"quoteCoin={quote!r} is not a coin name")
     minutes = item.get("fundingInterval")
     if type(minutes) is not int or minutes <= 0:
         raise ValueError(f"fundingInterval={minutes!r} is not a positive number of minutes")
-    return base, minutes / 60
+    return base, quote, minutes / 60
 
 
 def perpetual_listing(body: Any) -> Listing:
@@ -335,7 +344,7 @@ def perpetual_listing(body: Any) -> Listing:
     if type(items) is not list:
         raise FrameRejected(MISSING_FIELD, "instruments-info result has no list")
     cursor = result.get("nextPageCursor")
-    listing = Listing(set(), {}, {}, {}, cursor if type(cursor) is str and cursor else None)
+    listing = Listing(set(), {}, {}, {}, {}, cursor if type(cursor) is str and cursor else None)
     for item in items:
         if type(item) is not dict or item.get("contractType") != "LinearPerpetual" \
                 or item.get("status") != "Trading":
@@ -348,11 +357,93 @@ def perpetual_listing(body: Any) -> Listing:
             problem = symbol_problem(sym)
             if problem is not None:
                 raise ValueError(problem)
-            base, hours = _instrument(item)
+            base, quote, hours = _instrument(item)
         except ValueError as exc:
             listing.rejected[sym] = str(exc)
             continue
         listing.symbols.add(sym)
         listing.base_coins[sym] = base
         listing.funding_hours[sym] = hours
+        listing.quote_coins[sym] = quote
     return listing
+
+
+def instruments(listing: Listing) -> dict[str, Instrument]:
+    """The followed instruments of a listing (all its pages merged), one ``tickers`` stream each."""
+    return {sym: Instrument(sym, listing.base_coins[sym], listing.quote_coins[sym],
+                            (tickers_topic(sym),), listing.funding_hours[sym])
+            for sym in listing.symbols}
+
+
+# -- websocket dialect -----------------------------------------------------------------------
+
+
+def subscribe_message(streams: Sequence[str], request_id: int, method: str = "SUBSCRIBE") -> str:
+    """``{"op":"subscribe","args":[topics],"req_id":"n"}`` (or ``unsubscribe``)."""
+    return json.dumps({"op": method.lower(), "args": list(streams), "req_id": str(request_id)},
+                      separators=(",", ":"))
+
+
+def control_answer(frame: str | bytes) -> Control | None:
+    """A subscribe/unsubscribe answer or a pong; None for anything else."""
+    try:
+        msg = load_json(frame)
+    except FrameRejected:
+        return None
+    if type(msg) is not dict or "topic" in msg:
+        return None
+    try:
+        answer = _control(msg)
+    except FrameRejected:
+        return None
+    if isinstance(answer, Pong):
+        return PongAnswer()
+    if isinstance(answer, TickerUpdate):
+        return None
+    rid = answer.req_id if answer.req_id.isdigit() else ""
+    request_id = int(rid) if rid and len(rid) < 19 else None
+    if isinstance(answer, ErrorAck):
+        return Ack(request_id, f"{answer.op}: {answer.message}"[:300])
+    return Ack(request_id)
+
+
+def is_data_frame(frame: str | bytes) -> bool:
+    """Ticker pushes name their ``topic`` first; answers never carry one."""
+    head = frame[:16]
+    return ('"topic"' in head) if isinstance(head, str) else (b'"topic"' in head)
+
+
+class Parser:
+    """``tickers`` messages to points, merging deltas into the snapshot per symbol
+    (:class:`TickerBook`). Bybit sends a snapshot on every (re)subscribe, so the book
+    survives reconnects: a new socket's snapshot replaces what it holds."""
+
+    def __init__(self, source: str = SOURCE, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.source = source
+        self.max_bytes = max_bytes
+        self.book = TickerBook()
+
+    def parse(self, raw: str | bytes, ingest_ms: int) -> list[Record]:
+        msg = parse_ws_message(raw, self.book, self.max_bytes)
+        if not isinstance(msg, TickerUpdate):
+            return []  # a control answer the state machine did not take (replay files)
+        return records(msg, ingest_ms, self.source)
+
+    def reset(self) -> None:
+        self.book.reset()
+
+
+#: Bybit v5 public linear: ``{"op":"ping"}`` every 20 s keeps a connection; the args of one
+#: connection's subscriptions may not exceed 21,000 characters (each counted with its quotes
+#: and comma); no documented message rate for public topics, so requests go at 5 a second.
+DIALECT: Final = Dialect(
+    source=SOURCE,
+    subscribe=subscribe_message,
+    control=control_answer,
+    is_data_frame=is_data_frame,
+    chunk=50,
+    shard=shard_by_chars(MAX_ARGS_CHARS_PER_CONNECTION, per_stream_overhead=3),
+    max_messages_per_second=5.0,
+    ping='{"op":"ping"}',
+    ping_interval=PING_INTERVAL_S,
+)

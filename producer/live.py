@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from perpstream.producer.rest import EDGE as REST_EDGE
 from perpstream.producer.rest import BinanceRest, OpenInterestPoller, RestGate
 from perpstream.producer.settings import ProducerSettings
 from perpstream.producer.tasks import BackgroundTasks
-from perpstream.producer.websocket import MarkPriceStreams
+from perpstream.producer.websocket import StreamSet
 from perpstream.runtime.backoff import BackoffFactory, factory
 from perpstream.runtime.logs import RateLimitedLog
 from perpstream.runtime.telemetry import Telemetry
@@ -50,7 +52,7 @@ class LiveSource:
                                                           cap=settings.backoff_cap)
         self.on_symbols = on_symbols
         self.symbols: frozenset[str] = frozenset()
-        self.streams: MarkPriceStreams | None = None
+        self.streams: StreamSet | None = None
         self.poller: OpenInterestPoller | None = None
         #: Listing entries skipped for a broken symbol (logged and counted once each).
         self.rejected_symbols: dict[str, str] = {}
@@ -129,9 +131,11 @@ class LiveSource:
         async with aiohttp.ClientSession() as session:
             gate = RestGate(self.telemetry, s.rest_weight_limit, s.rest_weight_share)
             rest = BinanceRest(session, s.rest_url, gate, self.telemetry, s.rest_timeout)
-            self.streams = MarkPriceStreams(
+            dialect = dataclasses.replace(binance.DIALECT, shard=functools.partial(
+                binance.shard, per_connection=s.ws_streams_per_connection))
+            self.streams = StreamSet(
                 s.ws_url, sink, self.telemetry, self.backoff_factory,
-                per_connection=s.ws_streams_per_connection, silence_timeout=s.ws_silence_timeout,
+                dialect=dialect, name="binance", silence_timeout=s.ws_silence_timeout,
                 max_lifetime=s.ws_max_lifetime, max_messages_per_second=s.ws_max_messages_per_second,
                 open_timeout=s.ws_open_timeout, max_frame_bytes=s.max_frame_bytes,
                 compression=s.ws_compression,

@@ -80,6 +80,9 @@ class Dialect:
     #: where the server pings and the websocket library answers (Binance).
     ping: str | None = None
     ping_interval: float = 20.0
+    #: True where answers echo the request id (Binance, Bybit): requests are then kept until
+    #: answered, to name the streams a refusal refused. False where they do not (OKX, Hyperliquid).
+    acks_by_id: bool = True
     #: Rotate a connection (successor first, no gap) after this many seconds; inf: never.
     max_lifetime: float = float("inf")
     #: The websocket URL a connection opens, from the configured endpoint.

@@ -1,4 +1,4 @@
-"""The asyncio side of the markPrice websockets: sockets, tasks and timers, nothing else.
+"""The asyncio side of the venues' websockets: sockets, tasks and timers, nothing else.
 
 Every decision (what to subscribe and when, which frame is data, when a
 socket is silent, when and how to rotate, how long to back off, which
@@ -22,7 +22,8 @@ something changed, then calls ``tick``. Every task is kept and awaited
 (``producer.tasks.BackgroundTasks``), and a reader that fails on a bug is
 logged with its traceback and treated as a closed socket.
 
-:class:`MarkPriceStreams` shards a changing set of streams over connections.
+:class:`StreamSet` shards a changing set of streams over connections, within the
+venue's per-connection limits (its :class:`~producer.venue.Dialect`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from perpstream.producer.exceptions import PermanentFailure
 from perpstream.producer.ingest import FrameSink
 from perpstream.producer.sources import now_ms
 from perpstream.producer.tasks import BackgroundTasks
+from perpstream.producer.venue import Dialect
 from perpstream.producer.ws_protocol import Action, Close, Connect, ConnectionProtocol, Deliver, Fail, Send
 from perpstream.runtime.backoff import BackoffFactory
 from perpstream.runtime.telemetry import Telemetry
@@ -51,6 +53,11 @@ from perpstream.runtime.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 EDGE = "binance_websocket"
+
+
+def edge_of(dialect: Dialect) -> str:
+    """The failure-table edge of a venue's websocket: ``binance_websocket``, ``bybit_websocket`` ..."""
+    return dialect.source.split("_")[0] + "_websocket"
 #: How long a close handshake may take before the transport is aborted.
 CLOSE_TIMEOUT = 2.0
 
@@ -90,11 +97,12 @@ class StreamConnection:
         *,
         streams: Iterable[str] = (),
         silence_timeout: float = 10.0,
-        max_lifetime: float = 23.5 * 3600,
-        max_messages_per_second: float = 5.0,
+        max_lifetime: float | None = None,
+        max_messages_per_second: float | None = None,
         open_timeout: float = 10.0,
         max_frame_bytes: int = binance.DEFAULT_MAX_FRAME_BYTES,
         compression: str = "none",
+        dialect: Dialect = binance.DIALECT,
     ) -> None:
         self.name = name
         #: permessage-deflate costs the producer more CPU per frame than parsing it
@@ -108,8 +116,9 @@ class StreamConnection:
         self.protocol = ConnectionProtocol(
             name, streams, backoff=backoff_factory, telemetry=telemetry,
             silence_timeout=silence_timeout, max_lifetime=max_lifetime,
-            max_messages_per_second=max_messages_per_second,
+            max_messages_per_second=max_messages_per_second, dialect=dialect,
         )
+        self.edge = edge_of(dialect)
         self.failure: PermanentFailure | None = None
         self._io: dict[int, _SocketIO] = {}
         self._tasks = BackgroundTasks(log, name)
@@ -185,7 +194,7 @@ class StreamConnection:
                 io = self._io[a.socket] = _SocketIO(a.socket)
                 io.task = self._tasks.spawn(self._socket_main(io, a.delay), name=f"{self.name}#{a.socket}")
             elif isinstance(a, Fail) and self.failure is None:
-                self.failure = PermanentFailure(EDGE, f"{self.name}: {a.cause}")
+                self.failure = PermanentFailure(self.edge, f"{self.name}: {a.cause}")
                 log.error("websocket connection stops: permanent failure",
                           extra={"connection": self.name, "cause": a.cause})
         if timers_changed:
@@ -281,7 +290,7 @@ class StreamConnection:
                 await ws.send(await io.outq.get())
 
 
-class MarkPriceStreams:
+class StreamSet:
     """A changing set of streams sharded over :class:`StreamConnection` s.
 
     A connection that fails permanently (or on a bug) sets :attr:`failed`
@@ -295,23 +304,26 @@ class MarkPriceStreams:
         telemetry: Telemetry,
         backoff_factory: BackoffFactory,
         *,
-        per_connection: int = binance.MAX_STREAMS_PER_CONNECTION,
+        dialect: Dialect = binance.DIALECT,
+        name: str = "ws",
         **connection_options: Any,
     ) -> None:
         self.url = url
         self.sink = sink
         self.telemetry = telemetry
         self.backoff_factory = backoff_factory
-        self.per_connection = per_connection
+        self.dialect = dialect
+        self.name = name
         self.options = connection_options
         self.connections: list[StreamConnection] = []
         self.failure: BaseException | None = None
         self.failed = asyncio.Event()
-        self._tasks = BackgroundTasks(log, "markprice-streams", self._on_failure)
+        self._tasks = BackgroundTasks(log, f"{name}-streams", self._on_failure)
         self._stop = asyncio.Event()
         self._names = itertools.count(1)
-        telemetry.gauge_fn("ws_connections", lambda: float(
-            sum(1 for c in self.connections if c.connected)))
+        source = dialect.source
+        telemetry.gauge_fn("ws_connections", lambda: {(("source", source),): float(
+            sum(1 for c in self.connections if c.connected))}, part=source)
 
     def _on_failure(self, exc: BaseException) -> None:
         if self.failure is None:
@@ -331,15 +343,21 @@ class MarkPriceStreams:
                 self.connections.remove(conn)
                 conn.close()  # its task ends by itself and is awaited in close()
         missing = sorted(wanted - self.streams)
+        # Top up open connections within the venue's limit, then open new ones for the rest.
         for conn in self.connections:
-            room = self.per_connection - len(conn.streams)
-            if room > 0 and missing:
-                conn.add(missing[:room])
-                missing = missing[room:]
-        for group in binance.shard(missing, self.per_connection):
+            room: list[str] = []
+            current = sorted(conn.streams)
+            for stream in missing:
+                if len(self.dialect.shard(current + room + [stream])) == 1:
+                    room.append(stream)
+            if room:
+                conn.add(room)
+                taken = set(room)
+                missing = [s for s in missing if s not in taken]
+        for group in self.dialect.shard(missing):
             conn = StreamConnection(
-                f"ws-{next(self._names)}", binance.combined_stream_url(self.url), self.sink,
-                self.telemetry, self.backoff_factory, streams=group, **self.options,
+                f"{self.name}-{next(self._names)}", self.dialect.url(self.url), self.sink,
+                self.telemetry, self.backoff_factory, streams=group, dialect=self.dialect, **self.options,
             )
             self.connections.append(conn)
             self._tasks.spawn(conn.run(self._stop), name=conn.name)

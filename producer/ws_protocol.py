@@ -1,4 +1,4 @@
-"""The life of one logical markPrice websocket connection, as a pure state machine.
+"""The life of one logical websocket connection to a venue, as a pure state machine.
 
 No sockets, no tasks, no clock of its own: like python-websockets' sans-I/O
 ``Protocol`` (bytes in, events and bytes out; the asyncio connection around
@@ -26,17 +26,23 @@ event (method)                          typical actions
 the adapter (``producer.websocket``) sleeps exactly that long; tests drive the
 machine with a fake clock and no sleeping at all.
 
-What it owns, and why:
+What is venue-specific comes from the venue's :class:`~producer.venue.Dialect`
+(the message formats, which frames are control answers, the heartbeat, the
+limits); everything else is the same for every venue. What it owns, and why:
 
 - **Pacing.** Binance closes a connection that sends more than 10 messages a
   second (it counts what the client sends). SUBSCRIBE/UNSUBSCRIBE messages,
-  at most :data:`SUBSCRIBE_CHUNK` streams each, leave a socket at least
+  at most the dialect's ``chunk`` streams each, leave a socket at least
   ``1 / max_messages_per_second`` seconds (+1 ms) apart (default 5/s, leaving
   room for pongs).
-- **Control frames.** ``{"result": null, "id": n}`` acks and ``{"error":
-  {...}, "id": n}`` answers are matched to the request they answer; an error
+- **Control frames.** The dialect reads acks, refusals and pongs (Binance:
+  ``{"result": null, "id": n}`` and ``{"error": {...}, "id": n}``); answers are
+  matched to the request they answer where the venue echoes its id; a refusal
   is counted (``subscribe_errors``) and logged with the streams it refused.
-  Neither reaches the data path.
+  None reaches the data path.
+- **Heartbeat.** Where the venue wants the client to ping (Bybit
+  ``{"op":"ping"}``, OKX ``ping``, Hyperliquid ``{"method":"ping"}``), every
+  open socket sends the dialect's ping every ``ping_interval`` seconds.
 - **Silence.** Since 2026-04 an unrouted connection accepts SUBSCRIBE and
   then sends nothing; a socket that should stream and delivered no data for
   ``silence_timeout`` is closed and replaced.
@@ -57,13 +63,12 @@ What it owns, and why:
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Final
+from typing import Final
 
 from perpstream.producer import binance
 from perpstream.producer.failures import (
@@ -72,14 +77,13 @@ from perpstream.producer.failures import (
     classify_handshake,
     close_is_suspicious,
 )
+from perpstream.producer.venue import Ack, Control, Dialect
 from perpstream.runtime.backoff import BackoffFactory
 from perpstream.runtime.logs import RateLimitedLog
 from perpstream.runtime.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-#: Streams per SUBSCRIBE message (Binance accepts more; smaller keeps frames modest).
-SUBSCRIBE_CHUNK: Final = 100
 #: Longest wait before a failed rotation is tried again.
 ROTATION_RETRY_CAP: Final = 60.0
 #: How many stream names an error log line carries (the count is always there).
@@ -160,13 +164,8 @@ class _Socket:
     next_send: float = 0.0
     #: Requests sent and not answered yet: id -> (method, streams).
     pending: dict[int, tuple[str, list[str]]] = field(default_factory=dict)
-
-
-def is_data_frame(frame: str | bytes) -> bool:
-    """The cheap test every frame takes: a combined-stream frame names its stream
-    first (``{"stream": ...``); acks and errors never do. Anything else is parsed."""
-    head = frame[:24]
-    return ('"stream"' in head) if isinstance(head, str) else (b'"stream"' in head)
+    #: When the next application heartbeat is due (inf: the dialect has none).
+    next_ping: float = float("inf")
 
 
 class ConnectionProtocol:
@@ -180,22 +179,27 @@ class ConnectionProtocol:
         backoff: BackoffFactory,
         telemetry: Telemetry | None = None,
         silence_timeout: float = 10.0,
-        max_lifetime: float = 23.5 * 3600,
-        max_messages_per_second: float = 5.0,
-        chunk: int = SUBSCRIBE_CHUNK,
+        max_lifetime: float | None = None,
+        max_messages_per_second: float | None = None,
+        chunk: int | None = None,
         log_interval: float = 30.0,
+        dialect: Dialect = binance.DIALECT,
     ) -> None:
+        if max_messages_per_second is None:
+            max_messages_per_second = dialect.max_messages_per_second
         if max_messages_per_second <= 0:
             raise ValueError("max_messages_per_second must be > 0")
         self.name = name
         self.streams: set[str] = set(streams)
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         self.silence_timeout = silence_timeout
-        self.max_lifetime = max_lifetime
+        self.max_lifetime = dialect.max_lifetime if max_lifetime is None else max_lifetime
         # 1 ms of margin: float sums of the gap and the adapter's timer must never
         # squeeze one more message into a second than the limit allows.
         self.send_gap = 1.0 / max_messages_per_second + 0.001
-        self.chunk = chunk
+        self.chunk = chunk or dialect.chunk
+        self.dialect = dialect
+        self._is_data = dialect.is_data_frame
         self._backoff = backoff
         self._delays: Iterator[float] = backoff()
         self._sockets: dict[int, _Socket] = {}
@@ -227,6 +231,7 @@ class ConnectionProtocol:
                 continue
             if s.outbox:
                 due.append(s.next_send)
+            due.append(s.next_ping)
             if self.streams:
                 if s.id == self.primary:
                     due.append(s.last_data + self.silence_timeout)
@@ -255,6 +260,8 @@ class ConnectionProtocol:
         s.state = SocketState.OPEN
         s.opened_at = s.last_data = now
         s.next_send = now
+        if self.dialect.ping is not None:
+            s.next_ping = now + self.dialect.ping_interval
         self.telemetry.inc("ws_connects", 1)
         log.info("websocket connected", extra={"connection": self.name, "socket": socket,
                                                "purpose": s.purpose, "streams": len(self.streams)})
@@ -305,7 +312,7 @@ class ConnectionProtocol:
         already streams, whose only action is to deliver it (the read loop then hands it
         over without an action list per frame; docs/producer.md, "Frame path cost")."""
         s = self._sockets.get(socket)
-        if s is not None and s.has_data and is_data_frame(frame):
+        if s is not None and s.has_data and self._is_data(frame):
             s.last_data = now
             return None
         return self.received(socket, frame, now)
@@ -313,12 +320,12 @@ class ConnectionProtocol:
     def received(self, socket: int, frame: str | bytes, now: float) -> list[Action]:
         """A text (or binary) frame arrived on ``socket``."""
         s = self._sockets.get(socket)
-        if not is_data_frame(frame):
-            msg = self._control(frame)
-            if msg is not None:
+        if not self._is_data(frame):
+            answer = self.dialect.control(frame)
+            if answer is not None:
                 self._now = now
                 if s is not None:
-                    self._on_control(s, msg)
+                    self._on_control(s, answer)
                 return []
         if s is None:
             return [Deliver(socket, frame)]
@@ -379,6 +386,9 @@ class ConnectionProtocol:
                 continue
             if s.outbox:
                 out.extend(self._flush(s, now))
+            if now >= s.next_ping and self.dialect.ping is not None:
+                s.next_ping = now + self.dialect.ping_interval
+                out.append(Send(s.id, self.dialect.ping))
             if not self.streams:
                 s.last_data = max(s.last_data, now)  # nothing subscribed: silence is expected
                 continue
@@ -482,26 +492,21 @@ class ConnectionProtocol:
         while s.outbox and now >= s.next_send:
             method, streams = s.outbox.popleft()
             rid = next(self._request_ids)
-            s.pending[rid] = (method, streams)
-            out.append(Send(s.id, binance.subscribe_message(streams, rid, method)))
+            if self.dialect.acks_by_id:
+                s.pending[rid] = (method, streams)
+            out.append(Send(s.id, self.dialect.subscribe(streams, rid, method)))
             s.next_send = now + self.send_gap
         return out
 
-    @staticmethod
-    def _control(frame: str | bytes) -> dict[str, Any] | None:
-        try:
-            msg = json.loads(frame)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return msg if binance.is_control(msg) else None
-
-    def _on_control(self, s: _Socket, msg: dict[str, Any]) -> None:
-        rid = msg.get("id")
-        req = s.pending.pop(rid, None) if type(rid) is int else None
-        if "error" not in msg:
+    def _on_control(self, s: _Socket, answer: Control) -> None:
+        if not isinstance(answer, Ack):
+            return  # a pong: the heartbeat is answered
+        req = s.pending.pop(answer.request_id, None) if answer.request_id is not None else None
+        if answer.error is None:
             return
         self.telemetry.inc("subscribe_errors", 1)
-        method, streams = req if req is not None else (None, [])
+        method, streams = req if req is not None else (None, list(answer.streams))
         self._rlog.error(f"{self.name}:refused", "websocket request refused", {
-            "connection": self.name, "error": str(msg.get("error"))[:300], "request": method,
-            "request_id": rid, "streams": streams[:_LOGGED_STREAMS], "stream_count": len(streams)})
+            "connection": self.name, "error": answer.error[:300], "request": method,
+            "request_id": answer.request_id, "streams": streams[:_LOGGED_STREAMS],
+            "stream_count": len(streams)})

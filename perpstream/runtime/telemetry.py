@@ -44,7 +44,8 @@ class Telemetry:
         self._lock = threading.Lock()
         self._counters: dict[str, dict[LabelKey, float]] = {}
         self._gauges: dict[str, dict[LabelKey, float]] = {}
-        self._gauge_fns: dict[str, Callable[[], Mapping[LabelKey, float] | float]] = {}
+        #: name -> part -> function; a gauge's series is the union of its parts' series
+        self._gauge_fns: dict[str, dict[str, Callable[[], Mapping[LabelKey, float] | float]]] = {}
         self._help: dict[str, str] = {}
 
     def describe(self, name: str, help_text: str) -> None:
@@ -60,9 +61,19 @@ class Telemetry:
         with self._lock:
             self._gauges.setdefault(name, {})[_labels(labels)] = value
 
-    def gauge_fn(self, name: str, fn: Callable[[], Mapping[LabelKey, float] | float]) -> None:
-        """A gauge computed when scraped (buffer fill, lag, event ages)."""
-        self._gauge_fns[name] = fn
+    def gauge_fn(self, name: str, fn: Callable[[], Mapping[LabelKey, float] | float], *,
+                 part: str = "") -> None:
+        """A gauge computed when scraped (buffer fill, lag, event ages). Components that
+        report the same gauge side by side (one per venue) each register their ``part``,
+        with label sets of their own; registering a part again replaces it."""
+        self._gauge_fns.setdefault(name, {})[part] = fn
+
+    def _read_gauge(self, name: str) -> dict[LabelKey, float]:
+        series: dict[LabelKey, float] = {}
+        for fn in list(self._gauge_fns.get(name, {}).values()):
+            val = fn()
+            series.update({(): float(val)} if isinstance(val, int | float) else dict(val))
+        return series
 
     def get(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         key = _labels(labels)
@@ -79,20 +90,18 @@ class Telemetry:
     def detach_gauges(self) -> None:
         """Keep each computed gauge at its current reading and drop its function,
         releasing what it referenced (a stopped component and its Kafka client)."""
-        fns, self._gauge_fns = self._gauge_fns, {}
-        for name, fn in fns.items():
-            val = fn()
-            series: dict[LabelKey, float] = {(): float(val)} if isinstance(val, int | float) else dict(val)
+        for name in list(self._gauge_fns):
+            series = self._read_gauge(name)
             with self._lock:
                 self._gauges[name] = series
+        self._gauge_fns = {}
 
     def snapshot(self) -> dict[str, dict[LabelKey, float]]:
         with self._lock:
             out = {k: dict(v) for k, v in self._counters.items()}
             out.update({k: dict(v) for k, v in self._gauges.items()})
-        for name, fn in list(self._gauge_fns.items()):
-            val = fn()
-            out[name] = {(): float(val)} if isinstance(val, int | float) else dict(val)
+        for name in list(self._gauge_fns):
+            out[name] = self._read_gauge(name)
         return out
 
     def render_prometheus(self) -> str:
