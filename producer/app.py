@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 from perpstream.producer import binance
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import PermanentFailure
-from perpstream.producer.ingest import FrameSink, Ingest
+from perpstream.producer.ingest import Ingest
 from perpstream.producer.publisher import Publisher, producer_config
 from perpstream.producer.settings import ProducerSettings
 from perpstream.producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
+from perpstream.producer.venue_ingest import VenueIngest
+from perpstream.producer.venues import VENUES, VenueEndpoints
 from perpstream.runtime import eventloop
 from perpstream.runtime.backoff import BackoffFactory, factory
 from perpstream.runtime.telemetry import Telemetry
@@ -133,6 +135,7 @@ class ProducerApp:
         self._state = _HealthState()
         self.publisher: Publisher | None = None
         self.ingest: Ingest | None = None
+        self.venue_ingests: list[VenueIngest] = []
         #: Set once the source runs (tests and ``perpstream run`` wait on it).
         self.started = threading.Event()
         #: The permanent failure that stopped the app, if one did.
@@ -167,15 +170,19 @@ class ProducerApp:
             publisher, encoder, self.telemetry, max_frame_bytes=s.max_frame_bytes,
             symbols=symbols if s.all_market else None, source=point_source(s.source),
         )
-        source = build_source(s, self.telemetry, self._backoff_factory, ingest)
+        parts: list[tuple[Any, Any]] = []
+        if "binance" in s.venue_list or s.source != "live":
+            parts.append((build_source(s, self.telemetry, self._backoff_factory, ingest), ingest))
+        parts.extend(self._venue_parts(publisher, encoder))
+        self.venue_ingests = [sink for _, sink in parts if isinstance(sink, VenueIngest)]
         log.info("producer starting", extra={
-            "source": s.source, "topic": s.metrics_topic, "bootstrap": bootstrap,
+            "source": s.source, "venues": s.venues, "topic": s.metrics_topic, "bootstrap": bootstrap,
             "fast_encoder": encoder.fast, "event_loop": type(asyncio.get_running_loop()).__module__,
         })
         astop = asyncio.Event()
-        source_task = asyncio.create_task(self._run_source(source, ingest, astop), name="source")
+        source_task = asyncio.create_task(self._run_sources(parts, astop), name="sources")
         beat = self._watch(publisher)
-        pump_task = asyncio.create_task(self._pump(publisher, ingest, astop, source, beat), name="pump")
+        pump_task = asyncio.create_task(self._pump(publisher, ingest, astop, parts, beat), name="pump")
         deadline = time.monotonic() + s.duration if s.duration else None
         self.started.set()
         rc = 0
@@ -203,6 +210,9 @@ class ProducerApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump_task
             ingest.sync()
+            for vi in self.venue_ingests:
+                vi.drain()  # the conflated values still held
+                vi.sync()
             # Kafka that refuses us for good will not take the rest either: do not wait long.
             flush = min(s.flush_timeout, 2.0) if publisher.failure is not None else s.flush_timeout
             left = await asyncio.to_thread(publisher.close, flush)
@@ -223,13 +233,13 @@ class ProducerApp:
         self.health.add_readiness(HEALTH_NAME, self.readiness)
         return self.health.heartbeat(HEALTH_NAME, LOOP_STALL)
 
-    def _observe(self, publisher: Publisher, source: Any, now: float) -> None:
+    def _observe(self, publisher: Publisher, parts: list[tuple[Any, Any]], now: float) -> None:
         """Note, on the event loop's thread, what :meth:`readiness` reports from another one."""
         old = self._state
         open_ws: int | None = None
-        if old.open_ws is not None:  # the live source
-            streams = source.streams
-            open_ws = sum(1 for c in streams.connections if c.connected) if streams is not None else 0
+        if old.open_ws is not None:  # the live sources
+            open_ws = sum(1 for src, _ in parts if getattr(src, "streams", None) is not None
+                          for c in src.streams.connections if c.connected)
         waiting = publisher.pending
         self._state = dataclasses.replace(
             old, open_ws=open_ws, ws_seen=old.ws_seen or bool(open_ws),
@@ -255,8 +265,44 @@ class ProducerApp:
             reasons.append(f"Kafka refuses this producer: {failure.cause}")
         return "; ".join(reasons) or None
 
-    async def _run_source(self, source: Any, sink: FrameSink, stop: asyncio.Event) -> None:
-        await source.run(sink, stop)
+    def _venue_parts(self, publisher: Publisher, encoder: MetricPointEncoder) -> list[tuple[Any, Any]]:
+        """A source and its ingest for every venue other than Binance that ``--venues`` names."""
+        s = self.settings
+        if s.source != "live":
+            return []
+        # local: websockets and aiohttp, as in build_source
+        from perpstream.producer.venue_source import VenueSource
+
+        backoff = self._backoff_factory or factory(s.backoff_initial, cap=s.backoff_cap)
+        parts: list[tuple[Any, Any]] = []
+        for name in s.venue_list:
+            spec = VENUES.get(name)
+            if spec is None:
+                continue
+            endpoints = VenueEndpoints(getattr(s, f"{name}_ws_url"), getattr(s, f"{name}_rest_url"),
+                                       s.venue_symbols(name))
+            source = VenueSource(spec, endpoints, self.telemetry, backoff,
+                                 listing_interval=s.exchange_info_interval, rest_share=s.rest_weight_share,
+                                 rest_timeout=s.rest_timeout, open_timeout=s.ws_open_timeout,
+                                 max_frame_bytes=s.max_frame_bytes)
+            sink = VenueIngest(publisher, encoder, self.telemetry, source=spec.source, parser=spec.parser(),
+                               conflate_ms=s.conflate_ms)
+            parts.append((source, sink))
+        return parts
+
+    async def _run_sources(self, parts: list[tuple[Any, Any]], stop: asyncio.Event) -> None:
+        """Every source until ``stop``; the first that fails stops the others, then it is raised."""
+        tasks = [asyncio.create_task(src.run(sink, stop), name=f"source-{i}")
+                 for i, (src, sink) in enumerate(parts)]
+        if not tasks:
+            return
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if len(tasks) > 1 and any(t.done() and t.exception() is not None for t in tasks):
+            stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
 
     def _report_failure(self, exc: PermanentFailure) -> None:
         self.failure = exc
@@ -273,7 +319,7 @@ class ProducerApp:
         return {k: summary.get(k, 0.0) for k in SUMMARY_KEYS}
 
     async def _pump(self, publisher: Publisher, ingest: Ingest, stop: asyncio.Event,
-                    source: Any = None, beat: Heartbeat | None = None) -> None:
+                    parts: list[tuple[Any, Any]], beat: Heartbeat | None = None) -> None:
         """Serve delivery callbacks, move counters to telemetry, log a summary line,
         keep the heartbeat and the readiness state current."""
         next_summary = time.monotonic() + self.settings.summary_interval
@@ -284,7 +330,7 @@ class ProducerApp:
             now = time.monotonic()
             if now >= next_observe:
                 next_observe = now + OBSERVE_INTERVAL
-                self._observe(publisher, source, now)
+                self._observe(publisher, parts, now)
             try:
                 publisher.poll(0)
             except Exception:  # the pump must outlive any single failure
@@ -293,6 +339,11 @@ class ProducerApp:
                     next_trace = now + 30.0
                     log.exception("serving the Kafka producer failed")
             ingest.sync()
+            if self.venue_ingests:
+                wall = now_ms()
+                for vi in self.venue_ingests:
+                    vi.tick(wall)
+                    vi.sync()
             self._sync_publisher(publisher)
             if time.monotonic() >= next_summary:
                 next_summary += self.settings.summary_interval

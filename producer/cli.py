@@ -39,6 +39,9 @@ _FIELDS = {
     "metrics_port": "metrics_port", "topic": "metrics_topic", "stream_mode": "stream_mode",
     "schema_registry_url": "schema_registry_url", "once": "once", "rest_interval": "rest_poll_interval",
     "schema_registry_auto_register": "schema_registry_auto_register",
+    "venues": "venues", "conflate_ms": "conflate_ms",
+    **{f"{v}_{k}": f"{v}_{k}" for v in ("bybit", "okx", "hyperliquid")
+       for k in ("ws_url", "rest_url", "symbols")},
     **LOG_FLAGS,
 }
 #: What ``produce``, ``record`` and ``run`` build from their flags (service.settings.declare_settings).
@@ -77,7 +80,26 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
                    "default https://fapi.binance.com")
     p.add_argument("--testnet", action="store_true", default=None, help="use Binance futures testnet URLs")
     p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s (default 10)")
+    add_venue_flags(p)
     add_log_flags(p)
+
+
+def add_venue_flags(p: argparse.ArgumentParser) -> None:
+    """``--venues`` and each venue's endpoints and symbols, named alike for every venue
+    (docs/producer.md, "Venues")."""
+    p.add_argument("--venues", help="comma-separated venues: binance, bybit, okx, hyperliquid, or all "
+                   "(env PERPSTREAM_VENUES; default binance)")
+    p.add_argument("--conflate-ms", type=int, help="publish the last value of each span of this many ms of "
+                   "event time per symbol and metric (default 1000; 0 = every update)")
+    for venue, ws, rest in (("bybit", "wss://stream.bybit.com/v5/public/linear", "https://api.bybit.com"),
+                            ("okx", "wss://ws.okx.com:8443/ws/v5/public", "https://www.okx.com"),
+                            ("hyperliquid", "wss://api.hyperliquid.xyz/ws", "https://api.hyperliquid.xyz")):
+        env = f"PERPSTREAM_{venue.upper()}"
+        p.add_argument(f"--{venue}-ws-url",
+                       help=f"{venue} websocket endpoint (env {env}_WS_URL), default {ws}")
+        p.add_argument(f"--{venue}-rest-url", help=f"{venue} REST base (env {env}_REST_URL), default {rest}")
+        p.add_argument(f"--{venue}-symbols", help=f"{venue} symbols as the venue spells them "
+                       f"(env {env}_SYMBOLS); default every listed perpetual")
 
 
 def add_publish_flags(p: argparse.ArgumentParser) -> None:

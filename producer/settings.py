@@ -9,8 +9,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from perpstream.errors import ConfigError
-from perpstream.producer import binance
+from perpstream.producer import binance, bybit
 from perpstream.producer.timespec import parse_instant
+from perpstream.producer.venues import VENUE_NAMES
 from perpstream.runtime.settings import CommonSettings
 from perpstream.schemas.rules import symbol_problem
 
@@ -49,6 +50,34 @@ class ProducerSettings(CommonSettings):
     binance_ws_url: str | None = Field(default=None, description="websocket base, default the routed /market")
     binance_rest_url: str | None = Field(default=None, description="REST base, default https://fapi.binance.com")
     testnet: bool = Field(default=False, description="use the Binance futures testnet URLs")
+
+    # -- venues (docs/producer.md, "Venues") ------------------------------------------------------
+    venues: str = Field(
+        default="binance",
+        description="comma-separated venues to read: binance, bybit, okx, hyperliquid, or all",
+    )
+    bybit_ws_url: str = Field(default=bybit.LIVE_WS_URL, description="Bybit v5 public linear websocket")
+    bybit_rest_url: str = Field(default=bybit.LIVE_REST_URL, description="Bybit REST base (paths appended)")
+    bybit_symbols: str | None = Field(
+        default=None, description="Bybit symbols as Bybit spells them; unset = every listed perpetual",
+    )
+    okx_ws_url: str = Field(default="wss://ws.okx.com:8443/ws/v5/public", description="OKX public websocket")
+    okx_rest_url: str = Field(default="https://www.okx.com", description="OKX REST base (v5 paths appended)")
+    okx_symbols: str | None = Field(
+        default=None, description="OKX swaps as OKX spells them (BTC-USDT-SWAP); unset = every live swap",
+    )
+    hyperliquid_ws_url: str = Field(default="wss://api.hyperliquid.xyz/ws", description="websocket endpoint")
+    hyperliquid_rest_url: str = Field(
+        default="https://api.hyperliquid.xyz", description="Hyperliquid REST base (POST /info)",
+    )
+    hyperliquid_symbols: str | None = Field(
+        default=None, description="Hyperliquid coins as meta spells them (BTC, kPEPE); unset = every coin",
+    )
+    conflate_ms: int = Field(
+        default=1000, ge=0,
+        description="publish the last value of each such span of event time per symbol and metric; "
+        "0 = every update",
+    )
 
     oi_interval: float = Field(default=10.0, gt=0, description="open-interest poll period per symbol, s")
     rest_weight_limit: int = Field(
@@ -151,11 +180,45 @@ class ProducerSettings(CommonSettings):
                 raise ValueError(problem)
         return ",".join(out)
 
+    @field_validator("venues")
+    @classmethod
+    def _venues(cls, v: str) -> str:
+        names = [n.strip().lower() for n in v.split(",") if n.strip()]
+        if names == ["all"]:
+            return ",".join(VENUE_NAMES)
+        unknown = [n for n in names if n not in VENUE_NAMES]
+        if unknown or not names:
+            raise ValueError(f"unknown venue {', '.join(unknown) or '(none)'}: choose from "
+                             f"{', '.join(VENUE_NAMES)} or all")
+        return ",".join(n for n in VENUE_NAMES if n in names)
+
+    @field_validator("bybit_symbols", "okx_symbols", "hyperliquid_symbols")
+    @classmethod
+    def _venue_symbols(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        out = [x.strip() for x in v.split(",") if x.strip()]  # kept as typed: the venue's spelling
+        for symbol in out:
+            if not symbol.isprintable() or any(c.isspace() for c in symbol) or len(symbol.encode()) > 64:
+                raise ValueError(f"{symbol!r} is not a symbol")
+        return ",".join(out)
+
+    @property
+    def venue_list(self) -> list[str]:
+        return self.venues.split(",")
+
+    def venue_symbols(self, name: str) -> frozenset[str] | None:
+        value: str | None = getattr(self, f"{name}_symbols")
+        return frozenset(value.split(",")) if value else None
+
     @model_validator(mode="after")
     def _consistent(self) -> ProducerSettings:
         if self.once and self.source in ("sim", "replay"):
             raise ValueError(f"once (--once / PERPSTREAM_ONCE) polls Binance over REST; it does not go "
                              f"with source={self.source} (--source / PERPSTREAM_SOURCE)")
+        if self.venues != "binance" and (self.source in ("rest", "replay") or self.once):
+            raise ValueError(f"venues={self.venues} (--venues / PERPSTREAM_VENUES): only the live source and "
+                             "the simulated market read venues other than Binance")
         if self.source == "replay" and not self.replay_file:
             raise ValueError("source=replay needs replay_file "
                              "(--source replay:FILE / PERPSTREAM_REPLAY_FILE)")
@@ -197,7 +260,7 @@ class ProducerSettings(CommonSettings):
         return binance.TESTNET_REST_URL if self.testnet else binance.LIVE_REST_URL
 
     def require_live_symbols(self) -> None:
-        if not self.all_symbols and not self.symbol_list:
+        if "binance" in self.venue_list and not self.all_symbols and not self.symbol_list:
             raise ConfigError("the live source needs --symbols A,B (PERPSTREAM_SYMBOLS) or --all")
 
     def require_kafka(self) -> str:

@@ -35,14 +35,13 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from perpstream.producer import binance
 from perpstream.producer.exceptions import PermanentFailure
-from perpstream.producer.ingest import FrameSink
 from perpstream.producer.sources import now_ms
 from perpstream.producer.tasks import BackgroundTasks
 from perpstream.producer.venue import Dialect
@@ -60,6 +59,12 @@ def edge_of(dialect: Dialect) -> str:
     return dialect.source.split("_")[0] + "_websocket"
 #: How long a close handshake may take before the transport is aborted.
 CLOSE_TIMEOUT = 2.0
+
+
+class WsSink(Protocol):
+    """Where a connection hands its data frames (``Ingest``, ``VenueIngest``)."""
+
+    def on_ws_frame(self, raw: str | bytes, ingest_ms: int) -> Any | None: ...
 
 
 @dataclass(eq=False)
@@ -91,7 +96,7 @@ class StreamConnection:
         self,
         name: str,
         url: str,
-        sink: FrameSink,
+        sink: WsSink,
         telemetry: Telemetry,
         backoff_factory: BackoffFactory,
         *,
@@ -300,7 +305,7 @@ class StreamSet:
     def __init__(
         self,
         url: str,
-        sink: FrameSink,
+        sink: WsSink,
         telemetry: Telemetry,
         backoff_factory: BackoffFactory,
         *,

@@ -116,6 +116,8 @@ class FakeBybit:
         self.launch_ms = int(time.time() * 1000) - 30 * 86_400_000 if launch_ms is None else launch_ms
         self.record = record
         self.k = 0
+        #: While True the clock stands still: no ticker is sent (connections stay open).
+        self.paused = False
         self.cs = 0
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._thread_main, name="fake-bybit", daemon=True)
@@ -331,6 +333,9 @@ class FakeBybit:
         started = loop.time()
         while True:
             await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
+            if self.paused:
+                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
+                continue
             self.k += 1
             await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
 

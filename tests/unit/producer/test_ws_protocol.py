@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from perpstream.producer import bybit
 from perpstream.producer.ws_protocol import (
     Action,
     Close,
@@ -297,3 +298,51 @@ def test_stop_closes_every_socket_and_never_reconnects() -> None:
         Close(1, "stopped"), Close(2, "stopped")]
     assert p.closed(1, 101.0) == [] and p.connect_failed(2, 101.0, status=503) == []
     assert p.connected(3, 101.0) == [Close(3, "stopped")]
+
+
+# -- dialects: Bybit's heartbeat, acks and refusals ---------------------------------------------
+
+
+def bybit_data(symbol: str = "BTCUSDT") -> str:
+    return json.dumps({"topic": f"tickers.{symbol}", "type": "delta", "data": {"symbol": symbol},
+                       "cs": 1, "ts": 1_790_000_000_000})
+
+
+def test_a_dialect_with_a_heartbeat_pings_every_open_socket_on_time() -> None:
+    p = ConnectionProtocol("bybit-1", ["tickers.BTCUSDT"], backoff=doubling, dialect=bybit.DIALECT,
+                           silence_timeout=1000.0)
+    first = open_first(p)
+    assert [json.loads(a.text) for a in first if isinstance(a, Send)] == [
+        {"op": "subscribe", "args": ["tickers.BTCUSDT"], "req_id": "1"}]
+    pings = [(t, a) for t, a in run_timers(p, 65.0) if isinstance(a, Send)]
+    assert pings == [(20.0, Send(1, '{"op":"ping"}')), (40.0, Send(1, '{"op":"ping"}')),
+                     (60.0, Send(1, '{"op":"ping"}'))]
+    # the pong is a control answer: never delivered, and not data for the silence watchdog
+    assert p.received(1, '{"success":true,"ret_msg":"pong","conn_id":"c","op":"ping"}', 61.0) == []
+    assert p.received(1, bybit_data(), 62.0) == [Deliver(1, bybit_data())]
+
+
+def test_binance_never_pings_the_server_pings_it() -> None:
+    p, _ = make(3)
+    open_first(p)
+    assert not [a for _, a in run_timers(p, 9.0) if isinstance(a, Send)]
+
+
+def test_a_refusal_in_another_dialect_is_counted_and_names_its_streams(
+        caplog: pytest.LogCaptureFixture) -> None:
+    telemetry = Telemetry()
+    p = ConnectionProtocol("bybit-1", ["tickers.BTCUSDT"], backoff=doubling, dialect=bybit.DIALECT,
+                           telemetry=telemetry)
+    open_first(p)
+    ack = '{"success":true,"ret_msg":"","conn_id":"c","req_id":"1","op":"subscribe"}'
+    assert p.received(1, ack, 0.1) == []
+    sent = [a for a in p.add(["tickers.NOPEUSDT"], 1.0) if isinstance(a, Send)]
+    rid = json.loads(sent[0].text)["req_id"]
+    with caplog.at_level(logging.ERROR, logger="perpstream.producer.ws_protocol"):
+        refusal = {"success": False, "ret_msg": "Invalid symbol :[tickers.NOPEUSDT]", "conn_id": "c",
+                   "req_id": rid, "op": "subscribe"}
+        assert p.received(1, json.dumps(refusal), 1.5) == []
+    assert telemetry.get("subscribe_errors") == 1
+    line = next(r for r in caplog.records if r.message == "websocket request refused")
+    assert line.streams == ["tickers.NOPEUSDT"]  # type: ignore[attr-defined]
+    assert "Invalid symbol" in line.error  # type: ignore[attr-defined]

@@ -1,0 +1,130 @@
+"""Each venue end to end, through the commands a user runs: ``perpstream produce --venues X``
+against the fake venue, then ``perpstream sink``, then ``perpstream query latest``.
+
+What the topic must hold is computed here, independently, from what the fake sent:
+per (symbol, metric) and whole second of event time, the last value the venue sent in
+that second, with its own event time (the conflation rule, docs/producer.md "Venues"),
+plus one ``funding_interval_hours`` point per symbol from the listing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perpstream.fakes.bybit import FakeBybit
+from tests.fakes import read_topic
+from tests.integration.test_sink_support import committed_total
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+BYBIT_SYMBOLS = ["1000PEPEUSDT", "BTCUSDT", "SHIB1000USDT"]
+BYBIT_FIELDS = {"markPrice": "mark_price", "indexPrice": "index_price", "fundingRate": "funding_rate",
+                "nextFundingTime": "next_funding_time", "openInterest": "open_interest"}
+
+Key = tuple[str, str, int]  # symbol, metric, event time
+
+
+def conflated_bybit(sent: list[dict[str, Any]], span_ms: int = 1000) -> dict[Key, float]:
+    """Per (symbol, metric, second): the last value a ticker message carried in it."""
+    last: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for env in sent:
+        ts, data = env["ts"], env["data"]
+        for field, metric in BYBIT_FIELDS.items():
+            if field in data:
+                last[(data["symbol"], metric, ts // span_ms)] = (ts, float(data[field]))
+    return {(sym, metric, ts): value for (sym, metric, _), (ts, value) in last.items()}
+
+
+def stop(proc: subprocess.Popen[str], what: str) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, f"{what} exited {proc.returncode}:\n{err[-3000:]}"
+    return err
+
+
+def test_bybit_end_to_end_under_the_conflation_rule(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
+    clickhouse_dsn: str, tmp_path: Path,
+) -> None:
+    topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
+    dsn = f"chdb://{tmp_path / 'chdb'}" if clickhouse_dsn.startswith("chdb") else clickhouse_dsn
+    database = f"venues_{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8", PERPSTREAM_LOG_FORMAT="json",
+               PERPSTREAM_DLQ_TOPIC=dlq, PERPSTREAM_SESSION_TIMEOUT_MS="6000",
+               PERPSTREAM_HEARTBEAT_INTERVAL_MS="500")
+    cmd = [sys.executable, "-m", "perpstream.cli"]
+
+    with FakeBybit(BYBIT_SYMBOLS, rate=10) as fake:
+        produce = subprocess.Popen(
+            [*cmd, "produce", "--venues", "bybit", "--bybit-ws-url", fake.ws_url,
+             "--bybit-rest-url", fake.rest_url, "--bootstrap-servers", kafka_bootstrap, "--topic", topic],
+            cwd=ROOT, env={**env, "PERPSTREAM_EXCHANGE_INFO_INTERVAL": "1"}, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8")
+        try:
+            wait_for(lambda: len({e["data"]["symbol"] for e in fake.sent_tickers}) == len(BYBIT_SYMBOLS),
+                     what="every ticker subscribed", alive=(produce,))
+            k0 = fake.k
+            wait_for(lambda: fake.k >= k0 + 35, what="3.5 s of tickers", alive=(produce,))
+            wait_for(lambda: sum(1 for r in fake.rest_requests if "instruments-info" in r[0]) >= 3,
+                     what="the listing refreshed", alive=(produce,))
+            fake.paused = True  # nothing new from here: the last second's values are then released
+            expected = conflated_bybit(list(fake.sent_tickers))
+            records = read_topic(kafka_bootstrap, topic, timeout=120, quiet=0, until=lambda recs: (
+                set(expected) <= {(r["symbol"], r["metric"], r["event_time"]) for _, r in recs}))
+            err = stop(produce, "produce --venues bybit")
+        finally:
+            if produce.poll() is None:
+                produce.kill()
+                produce.communicate()
+
+    assert {r["source"] for _, r in records} == {"bybit_linear"}
+    got = {(r["symbol"], r["metric"], r["event_time"]): r["value"]
+           for _, r in records if r["metric"] != "funding_interval_hours"}
+    assert got == expected, "the topic is not the conflated ticker stream"
+    intervals = [(r["symbol"], r["value"]) for _, r in records if r["metric"] == "funding_interval_hours"]
+    # one point per symbol, though the listing was read again every second
+    assert sorted(intervals) == [(s, 8.0) for s in BYBIT_SYMBOLS]
+    assert {key for key, _ in records} == {s.encode() for s in BYBIT_SYMBOLS}
+    delivered = int(next(json.loads(line) for line in reversed(err.splitlines())
+                         if line.startswith("{") and "producer stopped" in line)["points_delivered"])
+    assert delivered == len(records)
+
+    sink = subprocess.Popen(
+        [*cmd, "sink", "--bootstrap-servers", kafka_bootstrap, "--clickhouse-dsn", dsn,
+         "--database", database, "--topic", topic, "--group-id", group],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    try:
+        wait_for(lambda: sum(max(o, 0) for o in committed_total(kafka_bootstrap, group, topic, 3).values())
+                 >= delivered, what="the sink committed the whole topic", timeout=180, alive=(sink,))
+        stop(sink, "sink")
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.communicate()
+
+    for symbol in BYBIT_SYMBOLS:
+        out = subprocess.run(
+            [*cmd, "query", "latest", "--symbol", symbol, "--clickhouse-dsn", dsn, "--database", database,
+             "--format", "json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120)
+        assert out.returncode == 0, out.stderr[-3000:]
+        rows = {r["metric"]: (r["event_time_ms"], r["value"]) for r in map(json.loads, out.stdout.splitlines())
+                if r["metric"] != "funding_interval_hours"}
+        latest: dict[str, tuple[int, float]] = {}
+        for (sym, metric, et), value in expected.items():
+            if sym == symbol and et >= latest.get(metric, (0, 0.0))[0]:
+                latest[metric] = (et, value)
+        assert rows == latest, symbol
