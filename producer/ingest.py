@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from perpstream.producer import binance, history
 from perpstream.producer.binance import MARK_PRICE_METRICS, MarkPrice, PartialFrame
+from perpstream.producer.conflate import FundingIntervals, interval_record
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.runtime.telemetry import Telemetry
@@ -53,6 +54,10 @@ class FrameSink(Protocol):
                          symbols: frozenset[str] | None = None) -> int:
         """Handle one ``/fapi/v1/premiumIndex`` body (one symbol or all); returns the
         symbols it gave points for."""
+        ...
+
+    def on_funding_intervals(self, hours: Mapping[str, float], ingest_ms: int) -> None:
+        """The funding interval of each followed perpetual (``fundingInfo``), read at ``ingest_ms``."""
         ...
 
 
@@ -95,6 +100,7 @@ class Ingest:
         self.oi_duplicates = 0
         self._synced = (0, 0, 0, 0, 0)
         self._oi_last: dict[str, int] = {}
+        self._intervals = FundingIntervals()
         #: Latest event time seen per symbol (freshness gauge).
         self.last_event: dict[str, int] = {}
         self._keys: dict[str, bytes] = {}
@@ -214,6 +220,14 @@ class Ingest:
         self._publish(parsed.points)
         return len({p["symbol"] for p in parsed.points})
 
+    def on_funding_intervals(self, hours: Mapping[str, float], ingest_ms: int) -> None:
+        """Publish an interval when its symbol is first seen or it changed; the answer has no
+        time of its own, so the moment it was read is the event time."""
+        news = self._intervals.observe(
+            interval_record(self._source, s, h, ingest_ms, ingest_ms) for s, h in hours.items())
+        if news:
+            self._publish(news)
+
     def _reject(self, exc: FrameRejected, raw: str | bytes) -> None:
         self._telemetry.inc("frames_rejected", 1, {"reason": exc.reason})
         now = time.monotonic()
@@ -233,6 +247,7 @@ class Ingest:
             self._oi_last.pop(s, None)
             self._keys.pop(s, None)
             self._heads.pop(s, None)
+        self._intervals.forget(symbols)
 
     def _ages(self) -> dict[tuple[tuple[str, str], ...], float]:
         now = time.time() * 1000

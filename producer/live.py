@@ -22,10 +22,12 @@ import aiohttp
 from perpstream.producer import binance
 from perpstream.producer.exceptions import FrameRejected, PermanentFailure, RestError
 from perpstream.producer.failures import RestFault
+from perpstream.producer.funding_info import FUNDING_INFO_WEIGHT, funding_info_url, funding_intervals
 from perpstream.producer.ingest import FrameSink
 from perpstream.producer.rest import EDGE as REST_EDGE
 from perpstream.producer.rest import BinanceRest, OpenInterestPoller, RestGate
 from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sources import now_ms
 from perpstream.producer.tasks import BackgroundTasks
 from perpstream.producer.websocket import StreamSet
 from perpstream.runtime.backoff import BackoffFactory, factory
@@ -57,6 +59,8 @@ class LiveSource:
         #: Listing entries skipped for a broken symbol (logged and counted once each).
         self.rejected_symbols: dict[str, str] = {}
         self._rlog = RateLimitedLog(log)
+        #: Set when symbols were added: their funding intervals are read at once.
+        self._intervals_due = asyncio.Event()
 
     def _apply(self, symbols: set[str]) -> None:
         new = frozenset(symbols)
@@ -73,6 +77,8 @@ class LiveSource:
         else:
             self.streams.set_streams(binance.mark_price_stream(s) for s in new)
         self.poller.set_symbols(new)
+        if added:
+            self._intervals_due.set()
         self.telemetry.set("symbols_followed", float(len(new)))
         if self.on_symbols is not None:
             self.on_symbols(new, removed)
@@ -118,6 +124,37 @@ class LiveSource:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
 
+    async def _funding_intervals(self, rest: BinanceRest, sink: FrameSink, stop: asyncio.Event) -> None:
+        """``fundingInfo`` (the symbols whose interval was adjusted; the others are 8 h), read
+        when symbols are added and with the listing's period: every perpetual's interval is
+        published when first seen and when it changes (docs/producer.md, "Venues")."""
+        delays = self.backoff_factory()
+        while not stop.is_set():
+            wait = self.settings.exchange_info_interval
+            # a delivery contract (BTCUSDT_261225) has no funding, so no interval either
+            perpetuals = [s for s in self.symbols if "_" not in s]
+            self._intervals_due.clear()
+            try:
+                if perpetuals:
+                    body = await rest.get(funding_info_url(rest.base_url), weight=FUNDING_INFO_WEIGHT,
+                                          endpoint="fundingInfo")
+                    table = funding_intervals(json.loads(body), perpetuals)
+                    for sym, problem in table.rejected.items():
+                        self._rlog.warning(f"funding-info:{sym}", "fundingInfo item unusable; skipped",
+                                           {"symbol": binance.sample(sym, 80), "problem": problem})
+                    sink.on_funding_intervals(table.hours, now_ms())
+                    delays = self.backoff_factory()
+            except (RestError, FrameRejected, ValueError) as exc:
+                wait = next(delays)
+                self._rlog.warning("funding-info", "fundingInfo failed; retrying",
+                                   {"error": str(exc)[:200], "retry_in_s": round(wait, 2)})
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self._intervals_due)]
+            try:
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+
     async def run(self, sink: FrameSink, stop: asyncio.Event) -> None:
         s = self.settings
         inner = asyncio.Event()  # ``stop``, or a part failed permanently
@@ -143,6 +180,7 @@ class LiveSource:
             self.poller = OpenInterestPoller(rest, sink, self.telemetry, self.backoff_factory,
                                              interval=s.oi_interval, concurrency=s.rest_concurrency)
             tasks.spawn(self.poller.run(inner), name="oi-poller")
+            tasks.spawn(self._funding_intervals(rest, sink, inner), name="funding-info")
             if s.all_symbols:
                 tasks.spawn(self._refresh(rest, inner), name="listing")
             else:

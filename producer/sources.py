@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -233,6 +233,9 @@ class Recorder:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else raw
         self._write("pi", ingest_ms, text)
         return 0
+
+    def on_funding_intervals(self, hours: Mapping[str, float], ingest_ms: int) -> None:
+        """Not recorded: a replay file holds frames, and intervals come from a REST listing."""
 
     def _write(self, kind: str, t: int, frame: str) -> None:
         self._out.write(json.dumps({"k": kind, "t": t, "f": frame}, separators=(",", ":")) + "\n")
