@@ -30,6 +30,12 @@ History and one-shot REST, as Binance documents them: ``/fapi/v1/fundingRate``
 (settled funding every 8 h at 00/08/16 UTC; none for delivery contracts; a
 pool of 500 requests per 5 minutes, 429 past it), ``/futures/data/openInterestHist``
 (``period`` 5m..1d, the last 30 days of the wall clock only),
+``/fapi/v1/fundingInfo`` (the symbols of ``funding_intervals`` with their
+``fundingIntervalHours``, weight 0, counted in the pool it shares with
+``fundingRate``; by default, with three perpetuals or more listed, the last
+one sorted at 1 h, the one before at 4 h, and with four or more the one before
+that at 8 h with only its cap adjusted; the markPrice ``T`` and the
+``fundingRate`` history keep the 8 h schedule for every symbol),
 ``/fapi/v1/markPriceKlines`` and ``/fapi/v1/indexPriceKlines`` (``pair``, not
 ``symbol``; weight by ``limit``), ``/fapi/v1/premiumIndex`` (one symbol, or
 all: weight 10) and the open interest above. History values are functions of
@@ -57,7 +63,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -112,6 +118,19 @@ def contract_entry(symbol: str, status: str = "TRADING") -> dict[str, Any]:
     }
 
 
+def default_funding_intervals(symbols: Iterable[str]) -> dict[str, int]:
+    """What the fake's ``fundingInfo`` lists unless told: with three perpetuals or more, the
+    last one sorted at 1 h and the one before at 4 h; with four or more, the one before that
+    at 8 h (Binance lists symbols whose cap alone was adjusted, too)."""
+    perpetuals = sorted(s for s in symbols if not is_delivery(s))
+    if len(perpetuals) < 3:
+        return {}
+    out = {perpetuals[-2]: 4, perpetuals[-1]: 1}
+    if len(perpetuals) >= 4:
+        out[perpetuals[-3]] = 8
+    return out
+
+
 @dataclass(eq=False)
 class _Conn:
     ws: ServerConnection
@@ -133,6 +152,8 @@ class FakeBinance:
         extra_entries: Iterable[dict[str, Any]] = (),
         ssl: Any = None,
         record: bool = True,
+        funding_intervals: Mapping[str, int] | None = None,
+        extra_funding_info: Iterable[Any] = (),
     ) -> None:
         # Long: one documented attribute a line; the fake's whole observable state in one place.
         self.listing: list[str] = sorted(symbols)
@@ -180,6 +201,12 @@ class FakeBinance:
         self._hold_after: int | None = None
         self._held = asyncio.Event()
         self._funding_pool: list[float] = []
+        #: symbol -> ``fundingIntervalHours`` that ``fundingInfo`` lists (see the module doc).
+        self.funding_intervals: dict[str, int] = dict(
+            default_funding_intervals(self.listing) if funding_intervals is None else funding_intervals)
+        #: Raw ``fundingInfo`` items answered after the generated ones (e.g. a broken one).
+        self.extra_funding_info: list[Any] = list(extra_funding_info)
+        self._funding_info_faults: list[tuple[int, float | None]] = []
         #: premiumIndex items actually answered.
         self.sent_premium: list[dict[str, Any]] = []
         self.ws_port = 0
@@ -230,6 +257,7 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         app.router.add_get("/fapi/v1/openInterest", self._open_interest)
         app.router.add_get("/fapi/v1/fundingRate", self._funding_rate)
+        app.router.add_get("/fapi/v1/fundingInfo", self._funding_info)
         app.router.add_get("/futures/data/openInterestHist", self._open_interest_hist)
         app.router.add_get("/fapi/v1/markPriceKlines", self._mark_klines)
         app.router.add_get("/fapi/v1/indexPriceKlines", self._index_klines)
@@ -295,6 +323,11 @@ class FakeBinance:
         """The next ``count`` openInterest requests get ``status`` (with Retry-After)."""
         with self._lock:
             self._rest_faults.extend([(status, retry_after)] * count)
+
+    def fail_funding_info(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
+        """The next ``count`` fundingInfo requests get ``status`` (with Retry-After)."""
+        with self._lock:
+            self._funding_info_faults.extend([(status, retry_after)] * count)
 
     def fail_history(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
         """The next ``count`` history / premiumIndex requests get ``status``."""
@@ -543,6 +576,31 @@ class FakeBinance:
                              "fundingTime": t, "markPrice": f"{self.mark_close(symbol, t - 1):.8f}"})
                 t += self.FUNDING_PERIOD_MS
         return web.json_response(rows, headers=self._headers(0))
+
+    def funding_interval_hours(self, symbol: str) -> int:
+        """Hours between settlements of ``symbol`` as ``fundingInfo`` tells them (8 unless listed)."""
+        return self.funding_intervals.get(symbol, 8)
+
+    async def _funding_info(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/fundingInfo``: weight 0; one request of the 500 per 5 minutes it
+        shares with ``fundingRate`` (429 past them)."""
+        headers = self._headers(0)
+        answer = self._fault(self._funding_info_faults, headers)
+        if answer is not None:
+            self.rest_requests.append(("fundingInfo", None, answer.status))
+            return answer
+        now = time.monotonic()
+        self._funding_pool = [t for t in self._funding_pool if now - t < 300] + [now]
+        if len(self._funding_pool) > 500:
+            self.rest_requests.append(("fundingInfo", None, 429))
+            return web.json_response({"code": -1003, "msg": "Too many requests"}, status=429,
+                                     headers={**headers, "Retry-After": "1"})
+        items: list[Any] = [
+            {"symbol": s, "adjustedFundingRateCap": "0.02500000", "adjustedFundingRateFloor": "-0.02500000",
+             "fundingIntervalHours": h, "disclaimer": False}
+            for s, h in sorted(self.funding_intervals.items())]
+        self.rest_requests.append(("fundingInfo", None, 200))
+        return web.json_response(items + self.extra_funding_info, headers=headers)
 
     async def _open_interest_hist(self, request: web.Request) -> web.Response:
         q, err = await self._history_gate("openInterestHist", request, 0)
