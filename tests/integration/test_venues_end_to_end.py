@@ -121,8 +121,8 @@ def test_bybit_end_to_end_under_the_conflation_rule(
              "--format", "json"],
             cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120)
         assert out.returncode == 0, out.stderr[-3000:]
-        rows = {r["metric"]: (r["event_time_ms"], r["value"]) for r in map(json.loads, out.stdout.splitlines())
-                if r["metric"] != "funding_interval_hours"}
+        rows = {r["metric"]: (r["event_time_ms"], r["value"])
+                for r in map(json.loads, out.stdout.splitlines()) if r["metric"] != "funding_interval_hours"}
         latest: dict[str, tuple[int, float]] = {}
         for (sym, metric, et), value in expected.items():
             if sym == symbol and et >= latest.get(metric, (0, 0.0))[0]:
