@@ -111,9 +111,17 @@ def ingest_time_problem(ms: int) -> str | None:
     return None
 
 
-def value_problem(value: float) -> str | None:
+#: Metrics whose value must also be > 0 (docs/contract.md, "Rules"). A funding interval is a
+#: positive number of hours; zero or less is a parse bug, and an annualised rate divides by it.
+POSITIVE_METRICS: Final = frozenset({"funding_interval_hours"})
+
+
+def value_problem(value: float, metric: str | None = None) -> str | None:
+    """``None`` for a finite value that also meets ``metric``'s own rule (none without a metric)."""
     if not math.isfinite(value):
         return f"value is not finite: {value!r}"
+    if metric in POSITIVE_METRICS and not value > 0.0:
+        return f"{metric} must be > 0, got {value!r}"
     return None
 
 
@@ -130,6 +138,7 @@ def metric_point_problem(record: dict[str, Any], known_metrics: frozenset[str]) 
         or source_problem(record["source"])
         or (None if record["metric"] in known_metrics else
             f"metric {record['metric']!r} is unknown to this reader (newer writer schema?)")
+        or value_problem(record["value"], record["metric"])
         or event_time_problem(record["event_time"])
         or ingest_time_problem(record["ingest_time"])
     )

@@ -20,7 +20,8 @@ from perpstream.schemas.models import check_metric_point as validate_row
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}
 METRICS = ["mark_price", "index_price", "estimated_settle_price", "funding_rate",
-           "next_funding_time", "open_interest", "unknown"]
+           "next_funding_time", "open_interest", "unknown", "funding_rate_settled",
+           "funding_interval_hours"]
 CODEC = metric_point_codec()
 DECODE = row_decoder(CODEC)
 
@@ -113,6 +114,9 @@ def test_known_records_and_edge_cases() -> None:
         CODEC.encode(dict(REC, source="s" * 70)),
         CODEC.encode(dict(REC, symbol="ÄÖÜUSDT")),
         CODEC.encode(dict(REC, ingest_time=2**63 - 1)),
+        CODEC.encode(dict(REC, metric="funding_interval_hours", value=8.0)),
+        CODEC.encode(dict(REC, metric="funding_interval_hours", value=0.0)),
+        CODEC.encode(dict(REC, metric="funding_interval_hours", value=-1.0)),
     ]
     for raw in cases:
         assert same(fast(raw), reference(raw)), raw
