@@ -102,8 +102,7 @@ MAX_FRAME_BYTES: Final = 65_536
 #: Hyperliquid settles funding at every whole hour (UTC).
 FUNDING_INTERVAL_MS: Final = 3_600_000
 FUNDING_INTERVAL_H: Final = 1.0
-#: The metric's name until the schema's Metric.FUNDING_INTERVAL_HOURS lands (one place to swap).
-FUNDING_INTERVAL_HOURS: Final = "funding_interval_hours"
+FUNDING_INTERVAL_HOURS: Final = Metric.FUNDING_INTERVAL_HOURS
 
 REJECT_REASONS: Final = (
     BAD_JSON, NOT_OBJECT, MISSING_FIELD, BAD_NUMBER, NON_FINITE, BAD_TIMESTAMP,
