@@ -140,6 +140,8 @@ class FakeHyperliquid:
         self.idle_timeout = idle_timeout
         self.record = record
         self.k = 0
+        #: While True the clock stands still: nothing is pushed (connections stay open).
+        self.paused = False
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._thread_main, name="fake-hyperliquid", daemon=True)
         self._ready = threading.Event()
@@ -382,6 +384,9 @@ class FakeHyperliquid:
         started = loop.time()
         while True:
             await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
+            if self.paused:
+                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
+                continue
             self.k += 1
             await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
 
