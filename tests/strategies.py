@@ -52,7 +52,7 @@ positive_double = st.one_of(
 
 def _valid_record(metric: str) -> st.SearchStrategy[dict[str, object]]:
     return st.fixed_dictionaries({
-        "source": st.sampled_from(["binance_usdm", "sim", "a", "x" * 64]),
+        "source": st.sampled_from(["binance_usdm", "hyperliquid", "sim", "a", "x" * 64]),
         "symbol": valid_symbols,
         "metric": st.just(metric),
         "value": positive_double if metric in rules.POSITIVE_METRICS else finite_double,

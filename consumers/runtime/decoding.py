@@ -89,7 +89,8 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
             idx = raw[p + 1 + n2] >> 1
         except (IndexError, UnicodeDecodeError):
             return None
-        if idx >= n_metrics or not known[idx] or symbol_problem(symbol) or source_problem(source):
+        # the symbol rule is per source (docs/contract.md, "Symbols"); the bytes keyed here hold both
+        if idx >= n_metrics or not known[idx] or symbol_problem(symbol, source) or source_problem(source):
             return None
         return (source, symbol, metric_symbols[idx], positive[idx])
 
