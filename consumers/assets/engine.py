@@ -37,6 +37,7 @@ of ``M``) and two integers; nothing for emitted times.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -52,6 +53,7 @@ ACCEPTED, DUPLICATE, LATE, IGNORED, INVALID = range(5)
 OUTCOMES: Final = ("accepted", "duplicate", "late", "ignored", "invalid")
 
 _SHIFT: Final = 1074  # every finite double times 2**1074 is an integer
+_MAX_DOUBLE: Final = sys.float_info.max
 #: The MarketSnapshot values an AssetMarket carries. The first two are new in the
 #: MarketSnapshot schema; a row written before them has neither (read as null).
 _VALUES: Final = ("funding_annualized", "funding_interval_h", "funding_last", "basis_last",
@@ -154,9 +156,10 @@ def _read(row: Mapping[str, Any]) -> _Row | None:
     for name in _VALUES:
         v = row.get(name)
         if v is not None:
-            if type(v) not in (float, int) or not math.isfinite(v):
+            if type(v) is int:
+                v = float(v) if abs(v) <= _MAX_DOUBLE else math.inf
+            if type(v) is not float or not math.isfinite(v):
                 return None
-            v = float(v)
         values.append(v)
     return _Row(source, symbol, window_s, t, tuple(values), stale)
 

@@ -300,7 +300,7 @@ def test_the_config_decides_whether_inverse_contracts_count() -> None:
     {"source": None}, {"symbol": 7}, {"window_s": 0}, {"window_s": True}, {"window_s": "60"},
     {"snapshot_time": 1.5e12}, {"snapshot_time": None}, {"stale": None}, {"stale": 1},
     {"mark_last": float("nan")}, {"oi_last": float("inf")}, {"funding_annualized": "0.1"},
-    {"funding_interval_h": float("-inf")}, {"basis_last": True},
+    {"funding_interval_h": float("-inf")}, {"basis_last": True}, {"mark_last": 10**400},
 ])
 def test_rows_that_cannot_be_read_are_invalid(change: dict[str, Any]) -> None:
     engine = AssetEngine()
@@ -308,6 +308,16 @@ def test_rows_that_cannot_be_read_are_invalid(change: dict[str, Any]) -> None:
     assert engine.assets == [] and engine.counters.invalid == 1
     no_stale = {k: v for k, v in row("binance_usdm", "BTCUSDT", T0).items() if k != "stale"}
     assert engine.add(no_stale) == INVALID
+
+
+def test_integer_values_read_as_doubles() -> None:
+    engine = AssetEngine()
+    assert engine.add(row("binance_usdm", "BTCUSDT", T0, mark=100, oi=3, fa=0)) == ACCEPTED
+    [rec] = close(engine, "binance_usdm", "BTCUSDT", T0)
+    m = rec["markets"][0]
+    got = (m["mark_last"], m["oi_last"], m["oi_notional"], m["funding_annualized"])
+    assert got == (100.0, 3.0, 300.0, 0.0)
+    assert type(m["mark_last"]) is float and type(rec["funding_ann_min"]) is float
 
 
 def test_an_overflowing_or_negative_notional_is_null() -> None:
