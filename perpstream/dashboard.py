@@ -72,6 +72,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from rich.console import Console, Group, RenderableType
@@ -437,9 +438,9 @@ class Board:
     def stale_count(self) -> int:
         return sum(1 for r in self.rows if r.stale)
 
-    @property
+    @cached_property
     def sources(self) -> tuple[str, ...]:
-        """The sources of the market rows, sorted."""
+        """The sources of the market rows, sorted (once: every row's name asks for it)."""
         return tuple(sorted({r.source for r in self.rows}))
 
     @property
@@ -795,9 +796,9 @@ def _market_table(board: Board, shown: Sequence[SymbolRow], width: int) -> Table
     for lbl in ("venue", "symbol"):
         if lbl in widths:
             columns[lbl] = [_cut(c, widths[lbl]) for c in columns[lbl]]
-    # the trend gets what the other columns leave of the width; two spaces between
-    # columns when that leaves it all its buckets, else one
-    buckets = len(board.rows[0].trend) if board.rows else 0
+    # the trend gets what the other columns leave of the width (nothing once one had to go);
+    # two spaces between columns when that leaves it all its buckets, else one
+    buckets = len(board.rows[0].trend) if board.rows and len(widths) == len(full) else 0
     gap = 2 if sum(widths.values()) + buckets + 2 * len(widths) <= width else 1
     spark_w = min(buckets, width - sum(widths.values()) - gap * len(widths))
     table = Table(box=None, padding=(0, gap, 0, 0), pad_edge=False, show_edge=False,

@@ -499,6 +499,10 @@ def test_narrow_terminals_lose_the_trend_first(store: Store) -> None:
         assert "0.00000100000" in row and "9,999,999,999" in row
     assert "mark 60s" in "\n".join(text(board, dash, width=80))
     assert "mark 60s" not in "\n".join(text(board, dash, width=60))
+    # at 68 the basis has to go; what it leaves is not given to the trend
+    at68 = text(board, dash, width=68)
+    assert "basis bp" not in line_of(at68, "symbol") and "age" in line_of(at68, "symbol")
+    assert not any(c in "".join(at68) for c in "▁▂▃▄▅▆▇█")
 
 
 def test_narrow_terminals_cut_names_and_leave_out_columns_but_never_cut_a_number(store: Store) -> None:
@@ -522,6 +526,11 @@ def test_narrow_terminals_cut_names_and_leave_out_columns_but_never_cut_a_number
         for word in btc.split():  # every figure of the line is a whole figure of the asset
             if numbers.fullmatch(word) and "/" not in word:
                 assert word in whole, (width, word)
+    # at 64 the basis had to go, and the trend is not shown in its room
+    narrow = text(board, dash, width=64)
+    assert "basis bp" not in line_of(narrow, "venue", "symbol")
+    assert not any(c in "".join(narrow) for c in "▁▂▃▄▅▆▇█")
+    assert "basis bp" in line_of(text(board, dash, width=80), "venue", "symbol")
 
 
 def test_prices_keep_six_significant_digits_over_the_exchanges_range() -> None:
