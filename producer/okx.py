@@ -31,13 +31,16 @@ The limits OKX documents, and what this module does about them:
 - 480 ``subscribe``/``unsubscribe``/``login`` requests a connection an hour: a connection
   of :data:`MAX_STREAMS_PER_CONNECTION` streams subscribes in three requests.
 - OKX closes a connection past a per-connection channel count it does not publish (4008,
-  4009); :data:`MAX_STREAMS_PER_CONNECTION` keeps well under what clients run.
+  4009); :data:`MAX_STREAMS_PER_CONNECTION` (about 75 swaps with their indices, some 1,200
+  pushes a second at the fastest documented rates) keeps one reader per connection light.
 - Connection attempts: 3 a second per IP; subscribe requests are paced at
   :data:`MAX_MESSAGES_PER_SECOND` a connection.
 - A connection with nothing pushed for 30 s is closed (4004): the text ``ping``
   (answered by the text ``pong``) every :data:`PING_INTERVAL_S` keeps a quiet one open.
-- REST ``/api/v5/public/instruments``: 20 requests per 2 s (IP + instType); past a
-  limit OKX answers HTTP 429 with code ``50011``.
+- REST, per 2 s: ``/api/v5/public/instruments`` 20 (per IP and instType), the funding-rate
+  history (``limit`` <= 400, three months back) and the rubik open-interest history
+  (``limit`` <= 100, the latest 1,440 bars) 10 each (per IP and instId); past a limit OKX
+  answers HTTP 429 with code ``50011`` (:class:`OkxApiError`, ``rate_limited``).
 """
 
 from __future__ import annotations
