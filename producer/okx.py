@@ -87,9 +87,8 @@ FUNDING_RATE: Final = "funding-rate"
 OPEN_INTEREST: Final = "open-interest"
 CHANNELS: Final = (MARK_PRICE, INDEX_TICKERS, FUNDING_RATE, OPEN_INTEREST)
 
-#: The metric name of the hours between two settlements; the schema is gaining it as
-#: ``Metric.FUNDING_INTERVAL_HOURS``, and this is the one place to swap it in.
-FUNDING_INTERVAL_HOURS: Final = "funding_interval_hours"
+#: The metric of the hours between two settlements (from the two funding times).
+FUNDING_INTERVAL_HOURS: Final = Metric.FUNDING_INTERVAL_HOURS
 
 #: OKX closes a connection with nothing pushed for 30 s; a ping every 20 s keeps it.
 PING_INTERVAL_S: Final = 20.0

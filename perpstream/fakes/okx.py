@@ -234,6 +234,8 @@ class FakeOkx:
         self.idle_closed = 0
         #: Every push sent (decoded), in order, while ``record``.
         self.pushes: list[dict[str, Any]] = []
+        #: While True nothing is pushed (connections stay open; the idle close still applies).
+        self.paused = False
         #: (path, query, HTTP status) of every REST request.
         self.rest_requests: list[tuple[str, dict[str, str], int]] = []
         self._rest_times: dict[tuple[str, str], list[float]] = {}
@@ -599,6 +601,8 @@ class FakeOkx:
         while True:
             await asyncio.sleep(max(0.0, (due - _now_ms()) / 1000))
             ts, due = due, due + interval
+            if self.paused:
+                continue
             for conn in list(self.conns):
                 if conn.muted:
                     continue
