@@ -156,6 +156,9 @@ APPLIED_CHECKSUMS = {
     ("snapshots", 1): "65115db648a3fb4d",
     ("snapshots", 2): "02ffe0a700c80d46",
     ("snapshots", 3): "fec61514c390ec04",
+    ("snapshots", 4): "81ef697c7b95f485",
+    ("snapshots", 5): "0e750d05db114d26",
+    ("snapshots", 6): "67a7085013b7ac43",
     ("consumer_batches", 1): "23f8732e54350258",
 }
 

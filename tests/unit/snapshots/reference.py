@@ -31,19 +31,18 @@ def reference_snapshots(
     oi_stale_ms: float = 30000,
 ) -> list[dict[str, Any]]:
     """Snapshots for a stream in which no point is late: every distinct
-    identity is applied; times run from the first multiple of the interval
-    >= the symbol's first event time while t < max event time - lateness."""
-    by_symbol: dict[str, dict[str, dict[int, float]]] = {}
-    sources: dict[str, str] = {}
+    identity is applied; per market (source, symbol), times run from the first
+    multiple of the interval >= the market's first event time while
+    t < max event time - lateness."""
+    by_market: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for source, symbol, metric, value, et in points:
         if metric not in USED:
             continue
         if metric in ("mark_price", "index_price") and not value > 0:
             continue
-        sources.setdefault(symbol, source)
-        by_symbol.setdefault(symbol, {m: {} for m in USED})[metric].setdefault(et, value)
+        by_market.setdefault((source, symbol), {m: {} for m in USED})[metric].setdefault(et, value)
     out: list[dict[str, Any]] = []
-    for symbol, series in by_symbol.items():
+    for (source, symbol), series in by_market.items():
         all_et = [et for s in series.values() for et in s]
         if not all_et:
             continue
@@ -77,7 +76,7 @@ def reference_snapshots(
                 m0 = last(marks, start)
                 o0 = last(oi, start)
                 out.append({
-                    "source": sources[symbol],
+                    "source": source,
                     "symbol": symbol,
                     "window_s": w,
                     "snapshot_time": t,
@@ -115,5 +114,5 @@ def keyed(snaps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         for k in sorted(s):
             v = s[k]
             row.append((k, v.hex() if isinstance(v, float) else v))
-        rows.append((s["symbol"], s["snapshot_time"], s["window_s"], tuple(row)))
+        rows.append((s["source"], s["symbol"], s["snapshot_time"], s["window_s"], tuple(row)))
     return sorted(rows)

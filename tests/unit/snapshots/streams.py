@@ -1,6 +1,7 @@
 """A deterministic recorded market for the snapshot tests and the benchmark:
 markPrice events at 1 s, open interest every 10 s (stopping early for one
-symbol), disorder within the allowed lateness, duplicates and late points."""
+symbol), disorder within the allowed lateness, duplicates and late points;
+each symbol listed on one venue or on several (one market per venue)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,16 @@ def recorded_market(
     late_rate: float = 0.01,
     oi_every_s: int = 10,
     oi_stop_symbol: int | None = 0,
+    sources: tuple[str, ...] = (SOURCE,),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(arrival-order records with duplicates and late points, the clean records)."""
+    """(arrival-order records with duplicates and late points, the clean records).
+
+    Every symbol is listed on each of ``sources``, a market with prices of its own;
+    ``oi_stop_symbol``'s open interest stops half way on the first source only.
+    """
     rnd = random.Random(seed)
     clean: list[dict[str, Any]] = []
-    for k in range(symbols):
+    for k, src in ((k, src) for k in range(symbols) for src in sources):
         sym = f"SYM{k:03d}USDT"
         mark = 10.0 + 100 * rnd.random()
         oi = 1e6 * (1 + rnd.random())
@@ -39,11 +45,11 @@ def recorded_market(
                 ("mark_price", mark), ("index_price", index), ("estimated_settle_price", index),
                 ("funding_rate", 1e-4 + rnd.gauss(0, 2e-5)), ("next_funding_time", float(T0 + 8 * 3600_000)),
             ):
-                clean.append(_rec(sym, metric, value, et))
-            stopped = oi_stop_symbol == k and s > seconds // 2
+                clean.append(_rec(sym, metric, value, et, src))
+            stopped = oi_stop_symbol == k and src == sources[0] and s > seconds // 2
             if s % oi_every_s == 0 and not stopped:
                 oi += rnd.gauss(0, 1e3)
-                clean.append(_rec(sym, "open_interest", oi, et + 37))
+                clean.append(_rec(sym, "open_interest", oi, et + 37, src))
     keyed = [(r["event_time"] + rnd.randint(0, lateness_ms), i, r) for i, r in enumerate(clean)]
     n = len(keyed)
     for i in range(n):
@@ -60,8 +66,8 @@ def recorded_market(
     return arrival, clean
 
 
-def _rec(symbol: str, metric: str, value: float, et: int) -> dict[str, Any]:
-    return {"source": SOURCE, "symbol": symbol, "metric": metric, "value": value,
+def _rec(symbol: str, metric: str, value: float, et: int, source: str = SOURCE) -> dict[str, Any]:
+    return {"source": source, "symbol": symbol, "metric": metric, "value": value,
             "event_time": et, "ingest_time": et + 150}
 
 

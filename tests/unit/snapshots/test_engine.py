@@ -1,5 +1,6 @@
 """The engine against a brute-force reference, arrival-order independence,
-late/duplicate counting, stale detection and bounded memory."""
+late/duplicate counting, stale detection, bounded memory, and one symbol on two
+venues as two markets."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from tests.unit.snapshots.reference import Point, keyed, reference_snapshots
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SRC = "binance_usdm"
+#: the venues a generated symbol is listed on (one or both): the same symbol on two venues
+SOURCES = ("binance_usdm", "bybit_linear")
 
 
 def run(engine: SnapshotEngine, points: list[Point]) -> list[dict[str, Any]]:
@@ -42,8 +45,8 @@ def streams(draw: st.DrawFn, lateness: int = 2000) -> tuple[list[Point], list[Po
     rnd = random.Random(draw(st.integers(0, 2**32)))
     n_symbols = draw(st.integers(1, 3))
     points: list[Point] = []
-    for s in range(n_symbols):
-        symbol = f"S{s}USDT"
+    markets = [(src, f"S{s}USDT") for s in range(n_symbols) for src in SOURCES[:draw(st.integers(1, 2))]]
+    for src, symbol in markets:
         et = T0 + draw(st.integers(0, 20_000))
         mark = draw(st.floats(0.01, 50_000))
         oi = draw(st.floats(0, 1e9))
@@ -54,16 +57,16 @@ def streams(draw: st.DrawFn, lateness: int = 2000) -> tuple[list[Point], list[Po
             mark *= math.exp(rnd.gauss(0, 1e-3))
             index = mark * (1 + rnd.gauss(0, 1e-4))
             if rnd.random() < 0.9:
-                points.append((SRC, symbol, "mark_price", mark, et))
+                points.append((src, symbol, "mark_price", mark, et))
             if rnd.random() < 0.85:
-                points.append((SRC, symbol, "index_price", index, et))
+                points.append((src, symbol, "index_price", index, et))
             if rnd.random() < 0.8:
-                points.append((SRC, symbol, "funding_rate", rnd.gauss(1e-4, 1e-4), et))
+                points.append((src, symbol, "funding_rate", rnd.gauss(1e-4, 1e-4), et))
             if rnd.random() < 0.3:
-                points.append((SRC, symbol, "estimated_settle_price", mark, et))
+                points.append((src, symbol, "estimated_settle_price", mark, et))
             if rnd.random() < 0.15:
                 oi = max(0.0, oi + rnd.gauss(0, 1e5))
-                points.append((SRC, symbol, "open_interest", oi, et))
+                points.append((src, symbol, "open_interest", oi, et))
     # Within-lateness disorder: arrival key = et + jitter in [0, lateness], so each
     # point is at most `lateness` behind the largest event time before it.
     keyed_points = [(p[4] + rnd.randint(0, lateness), i, p) for i, p in enumerate(points)]
@@ -119,12 +122,12 @@ def test_late_points_are_counted_and_change_nothing(
     injected = 0
     for p in arrival:
         engine.add(*p)
-        last = engine.last_emitted(p[1])
+        last = engine.last_emitted(p[0], p[1])
         if last is not None and rnd.random() < 0.2:
             metric = rnd.choice(["mark_price", "index_price", "funding_rate", "open_interest"])
             et = last - rnd.randint(0, 90_000)
             before = engine.counters.late + engine.counters.duplicate
-            outcome = engine.add(SRC, p[1], metric, rnd.uniform(1, 100), et)
+            outcome = engine.add(p[0], p[1], metric, rnd.uniform(1, 100), et)
             assert outcome in (LATE, DUPLICATE)
             assert engine.counters.late + engine.counters.duplicate == before + 1
             injected += 1
@@ -147,8 +150,7 @@ def test_no_snapshot_before_watermark_passes_strictly() -> None:
     assert e.add(SRC, "BTCUSDT", "next_funding_time", 1.0, T0 + 9000) == IGNORED
     assert e.add(SRC, "BTCUSDT", "mark_price", 0.0, T0 + 9000) == INVALID
     assert e.counters.as_dict() | {"snapshots": 0} == {
-        "accepted": 5, "duplicate": 1, "late": 1, "ignored": 1, "invalid": 1,
-        "foreign_source": 0, "snapshots": 0,
+        "accepted": 5, "duplicate": 1, "late": 1, "ignored": 1, "invalid": 1, "snapshots": 0,
     }
 
 
@@ -217,17 +219,36 @@ def test_bad_config_is_refused() -> None:
         EngineConfig(windows_s=())
 
 
-def test_foreign_source_is_not_applied() -> None:
-    e = SnapshotEngine()
-    e.add(SRC, "BTCUSDT", "mark_price", 1.0, T0)
-    e.add("other", "BTCUSDT", "mark_price", 2.0, T0 + 1)
-    assert e.counters.foreign_source == 1
-    assert e.point_count("BTCUSDT") == 1
+def test_one_symbol_on_two_venues_is_two_markets() -> None:
+    """BTCUSDT of Binance and of Bybit in one engine (one partition: the key is the symbol):
+    each market's snapshots are those of an engine that saw it alone; the same identity but
+    the source is not a duplicate, and a silent venue's watermark does not move with the other's."""
+    cfg = EngineConfig(windows_s=(10,), allowed_lateness_ms=0)
+    both = SnapshotEngine(cfg)
+    alone = {src: SnapshotEngine(cfg) for src in SOURCES}
+    for s in range(30):
+        et = T0 + s * 1000
+        for src, price in (("binance_usdm", 100.0 + s), ("bybit_linear", 100.5 + s / 2)):
+            if src == "bybit_linear" and s >= 12:
+                continue  # Bybit goes silent after 11 s
+            for e in (both, alone[src]):
+                assert e.add(src, "BTCUSDT", "mark_price", price, et) == ACCEPTED
+    got = both.take_output()
+    for src in SOURCES:
+        mine = [snap for snap in got if snap["source"] == src]
+        assert keyed(mine) == keyed(alone[src].take_output())
+        assert mine and all(snap["symbol"] == "BTCUSDT" for snap in mine)
+    assert both.last_emitted("binance_usdm", "BTCUSDT") == T0 + 25_000
+    assert both.last_emitted("bybit_linear", "BTCUSDT") == T0 + 10_000
+    assert both.counters.duplicate == 0
+    assert sorted(both.markets) == [("binance_usdm", "BTCUSDT"), ("bybit_linear", "BTCUSDT")]
+    assert both.point_count(("bybit_linear", "BTCUSDT")) == 12
 
 
-def _recovery_input(applied: list[Point], symbol: str, last_t: int | None, max_w: int) -> dict[str, Any]:
-    """What SnapshotStore.load_partition returns for one symbol, computed in Python."""
-    pts = sorted((p[2], p[4], p[3]) for p in applied if p[1] == symbol)
+def _recovery_input(applied: list[Point], market: tuple[str, str], last_t: int | None,
+                    max_w: int) -> dict[str, Any]:
+    """What SnapshotStore.load_partition returns for one market, computed in Python."""
+    pts = sorted((p[2], p[4], p[3]) for p in applied if (p[0], p[1]) == market)
     if last_t is None:
         return {"points": pts, "carry_bound": None, "carry_basis": None}
     bound = last_t - max_w
@@ -259,10 +280,10 @@ def test_restore_from_applied_points_resumes_identically(
     applied = [p for p in arrival[:k] if first.add(*p) == ACCEPTED]
     before = first.take_output()
     resumed = SnapshotEngine(CFG_SMALL)
-    for sym in {p[1] for p in applied}:
-        last = first.last_emitted(sym)
-        rec = _recovery_input(applied, sym, last, CFG_SMALL.max_window_ms)
-        resumed.restore_symbol(sym, SRC, rec["points"], last_t=last, carry_bound=rec["carry_bound"],
+    for src, sym in {(p[0], p[1]) for p in applied}:
+        last = first.last_emitted(src, sym)
+        rec = _recovery_input(applied, (src, sym), last, CFG_SMALL.max_window_ms)
+        resumed.restore_symbol(sym, src, rec["points"], last_t=last, carry_bound=rec["carry_bound"],
                                carry_basis=rec["carry_basis"])
     after = run(resumed, arrival[k:])
     assert keyed(before + after) == keyed(whole)
