@@ -5,10 +5,13 @@ so a replay of the same points gives the same snapshots, bit for bit.
 
 Rules (docs/snapshots.md, "Features", made precise here):
 
-- Only ``mark_price``, ``index_price``, ``funding_rate`` and ``open_interest``
-  feed the snapshots; other metrics are counted as ``ignored`` and touch no
-  state (not even the watermark), so the state is a function of the points
-  that :mod:`consumers.snapshots.store` persists.
+- Only ``mark_price``, ``index_price``, ``funding_rate``, ``open_interest``
+  and ``funding_interval_hours`` feed the snapshots; other metrics are counted
+  as ``ignored`` and touch no state (not even the watermark), so the state is
+  a function of the points that :mod:`consumers.snapshots.store` persists.
+  A funding interval is a point like the others (it moves the watermark, it
+  can be late or a duplicate); a snapshot reads the latest one at or before
+  its time, and annualises ``funding_last`` with it (:func:`annualize`).
 - Per (source, symbol), ``M`` = largest event_time of an applied point; the watermark is
   ``M - allowed_lateness``. The snapshot for ``t`` is emitted once the
   watermark is *strictly* greater than ``t``. Strict, so that a point that
@@ -26,8 +29,8 @@ Rules (docs/snapshots.md, "Features", made precise here):
   of ``binance_usdm`` and of ``bybit_linear`` are two markets with their own
   points, watermark and snapshots. The partition key is the symbol, so both
   land in the same partition and the same engine holds both.
-- Mark and index prices must be > 0 (log returns, basis); other values are
-  counted ``invalid``.
+- Mark and index prices and funding intervals must be > 0 (log returns,
+  basis, the annualising division); other values are counted ``invalid``.
 
 Numerics. Values in a window are summed *exactly*: every double is a dyadic
 rational, so ``x * 2**1074`` is an integer and Python integers add without
@@ -39,8 +42,8 @@ sample variance ``(n*S2 - S1**2) / (n*(n-1))`` is exact (no cancellation at
 all) and its square root correctly rounded — the same number
 ``statistics.stdev`` gives.
 
-Memory per market: points with ``et > t - max(window)`` plus, per metric,
-the latest one before that (for ``m0``/``o0``/``*_last``), plus one carried
+Memory per market: points with ``et > t - max(window)`` plus, per metric
+(the funding interval included), the latest one before that (for ``m0``/``o0``/``*_last``), plus one carried
 basis pair. Bounded by the largest window, not by run time.
 """
 
@@ -56,15 +59,18 @@ from typing import Any
 from perpstream.consumers.snapshots.exceptions import SnapshotConfigError
 from perpstream.schemas.models import Metric
 
-MARK, INDEX, FUNDING, OI = 0, 1, 2, 3
+MARK, INDEX, FUNDING, OI, INTERVAL = 0, 1, 2, 3, 4
 METRIC_CODES: dict[str, int] = {
     Metric.MARK_PRICE: MARK,
     Metric.INDEX_PRICE: INDEX,
     Metric.FUNDING_RATE: FUNDING,
     Metric.OPEN_INTEREST: OI,
+    Metric.FUNDING_INTERVAL_HOURS: INTERVAL,
 }
 METRIC_NAMES: tuple[str, ...] = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.FUNDING_RATE,
-                                 Metric.OPEN_INTEREST)
+                                 Metric.OPEN_INTEREST, Metric.FUNDING_INTERVAL_HOURS)
+#: Hours in a year of 365 days: an annualised rate is rate x HOURS_PER_YEAR / interval hours.
+HOURS_PER_YEAR = 8760
 
 #: What :meth:`SnapshotEngine.add` did with a point.
 ACCEPTED, DUPLICATE, LATE, IGNORED, INVALID = range(5)
@@ -120,6 +126,24 @@ def log_return(curr: float, prev: float) -> float:
 
 def basis_of(mark: float, index: float) -> float:
     return (mark - index) / index
+
+
+def annualize(rate: float, interval_h: float) -> float:
+    """``rate x 8760 / interval_h`` rounded once, to the nearest double (docs/snapshots.md).
+
+    Exact like the window means: the quotient of the two doubles' integer ratios is a
+    Python integer division, which rounds correctly, so the value does not depend on how
+    the product would have been rounded first. A zero rate keeps its sign (what IEEE
+    arithmetic gives); a quotient past the largest double is an infinity of its sign.
+    """
+    if rate == 0.0:
+        return rate
+    n1, d1 = rate.as_integer_ratio()
+    n2, d2 = interval_h.as_integer_ratio()
+    try:
+        return (n1 * HOURS_PER_YEAR * d2) / (d1 * n2)
+    except OverflowError:
+        return math.copysign(math.inf, rate)
 
 
 def _fx(x: float) -> int:
@@ -238,7 +262,7 @@ class _MarketState:
     def __init__(self, symbol: str, source: str, windows_s: Sequence[int]) -> None:
         self.symbol = symbol
         self.source = source
-        self.series = (_Series(), _Series(), _Series(), _Series())
+        self.series = (_Series(), _Series(), _Series(), _Series(), _Series())
         self.max_et: int | None = None
         self.min_et: int | None = None
         self.last_t: int | None = None
@@ -295,7 +319,7 @@ class SnapshotEngine:
         st = self._symbols.get((source, symbol))
         if st is None:
             st = self._symbols[(source, symbol)] = _MarketState(symbol, source, self.config.windows_s)
-        if code <= INDEX and not value > 0.0:
+        if (code <= INDEX or code == INTERVAL) and not value > 0.0:
             cnt.invalid += 1
             return INVALID
         series = st.series[code]
@@ -413,8 +437,13 @@ class SnapshotEngine:
         self._evict(st)
 
     def _snapshot(self, st: _MarketState, t: int, out: list[dict[str, Any]]) -> None:
+        """The records of every window at ``t`` (docs/snapshots.md, "Features").
+
+        Long: the fields shared by the windows are computed once, then each window slides its
+        exact sums; it runs for every market at every snapshot time, so it stays one frame.
+        """
         cfg = self.config
-        marks, idx, fund, oi = st.series
+        marks, idx, fund, oi, interval = st.series
         mb, ib, fb, ob = marks.base, idx.base, fund.base, oi.base
         m_hi = marks.upto(t)
         i_hi = idx.upto(t)
@@ -432,6 +461,12 @@ class SnapshotEngine:
         if o_hi > ob:
             oi_last = oi.vs[o_hi - 1 - ob]
             oi_age = t - oi.ts[o_hi - 1 - ob]
+        interval_h = annualized = None
+        v_hi = interval.upto(t)
+        if v_hi > interval.base:
+            interval_h = interval.vs[v_hi - 1 - interval.base]
+            if funding_last is not None:
+                annualized = annualize(funding_last, interval_h)
         basis_last = self._basis_last(st, m_hi)
         stale = (
             mark_age is None or oi_age is None or mark_age > cfg.mark_stale_ms
@@ -496,6 +531,8 @@ class SnapshotEngine:
                 "mark_age_ms": mark_age,
                 "oi_age_ms": oi_age,
                 "stale": stale,
+                "funding_interval_h": interval_h,
+                "funding_annualized": annualized,
             })
 
     def _basis_last(self, st: _MarketState, m_hi: int) -> float | None:
@@ -581,7 +618,9 @@ class SnapshotEngine:
         window except the latest point per metric), carrying the basis pair."""
         assert st.last_t is not None
         bound = st.last_t - self._max_w
-        marks, idx, fund, oi = st.series
+        marks, idx, fund, oi, interval = st.series
+        # The latest point at or before the bound stays: the *_last fields and the interval read it.
+        interval.evict_below(interval.upto(bound) - 1)
         # The largest window (first in st.windows) has the smallest lo: keep lo-1 onwards.
         m_keep = marks.upto(bound) - 1
         i_keep = idx.upto(bound) - 1

@@ -18,7 +18,8 @@ Tables (created by versioned migrations, component ``snapshots``):
   handler coalescing several batches into one insert (docs/snapshots.md).
 
 Until migrations 4-6 the three were keyed by symbol alone; those migrations
-rebuild each table with the source in its key (:func:`_rebuild`).
+rebuild each table with the source in its key (:func:`_rebuild`). Migration 7
+adds the MarketSnapshot v2 columns.
 
 Write order in a batch: points and snapshots (ClickHouse and topic, either
 order), then checkpoints; every insert is synchronous
@@ -63,6 +64,7 @@ _NO_BOUND = -(2**62)
 #: MarketSnapshot v1 (schemas/history/); later fields are added by later migrations.
 _V1_SNAPSHOT_COLUMNS = columns("history/market_snapshot.v1")
 _SNAPSHOT_DDL_COLUMNS = ddl_columns(_V1_SNAPSHOT_COLUMNS)
+_V2_SNAPSHOT_FIELDS = ("funding_interval_h", "funding_annualized")
 _SNAPSHOT_NAMES = ", ".join(c.name for c in _V1_SNAPSHOT_COLUMNS)
 _POINTS_DDL_COLUMNS = (
     " group_id LowCardinality(String),"
@@ -173,6 +175,14 @@ SNAPSHOT_MIGRATIONS = (
             " ON c.group_id = p.group_id AND c.topic = p.topic AND c.partition = p.partition"
             " AND c.symbol = p.symbol",
         ),
+    ),
+    # MarketSnapshot v2: the funding interval in force and the funding rate annualised with it.
+    Migration(
+        7,
+        "market_snapshots_funding_interval",
+        "ALTER TABLE {db}.market_snapshots "
+        + ", ".join(f"ADD COLUMN IF NOT EXISTS {c.name} {c.clickhouse}"
+                    for c in MARKET_SNAPSHOT_COLUMNS if c.name in _V2_SNAPSHOT_FIELDS),
     ),
 )
 

@@ -1,8 +1,8 @@
-"""The snapshot group's tables move to per-(source, symbol) keys (migrations 4-6) on the
-real ClickHouse engine: rows written under the old keys survive the rebuild, the old
-checkpoints take the source of their symbol's points, the state rebuilt from them is what
-it was, and a rebuild that stopped half way (a crash before the migration was recorded)
-finishes correctly when it runs again."""
+"""The snapshot group's tables move to per-(source, symbol) keys (migrations 4-6) and
+market_snapshots gains the funding-interval columns (7), on the real ClickHouse engine: rows
+written under the old keys survive the rebuild, the old checkpoints take the source of their
+symbol's points, the state rebuilt from them is what it was, and a rebuild that stopped half
+way (a crash before the migration was recorded) finishes correctly when it runs again."""
 
 from __future__ import annotations
 
@@ -14,8 +14,14 @@ from perpstream.consumers.clickhouse import apply_migrations
 from perpstream.consumers.runtime.batch import Batch, PartitionBatch
 from perpstream.consumers.snapshots.app import SnapshotHandler
 from perpstream.consumers.snapshots.engine import EngineConfig
-from perpstream.consumers.snapshots.store import SNAPSHOT_MIGRATIONS, SnapshotStore, migrate_snapshots
-from perpstream.schemas.columns import columns
+from perpstream.consumers.snapshots.store import (
+    SNAPSHOT_COLUMNS,
+    SNAPSHOT_MIGRATIONS,
+    SnapshotStore,
+    migrate_snapshots,
+    snapshots_to_arrow,
+)
+from perpstream.schemas.columns import MARKET_SNAPSHOT_COLUMNS, columns
 from tests.unit.snapshots.harness import engine_snapshots, table_rows
 from tests.unit.snapshots.streams import T0, as_row, recorded_market
 
@@ -51,14 +57,20 @@ def _dump(client: Any, db: str, table: str, extra: tuple[str, ...] = ()) -> list
     return sorted(client.query(f"SELECT {cols} FROM {db}.{table}").result_rows, key=repr)
 
 
+def _before_v3(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the previous release applied: it read funding_interval_hours as unknown (DLQ)."""
+    return [r for r in records if r["metric"] != "funding_interval_hours"]
+
+
 def _old_database(client: Any, db: str, records: list[dict[str, Any]]) -> SnapshotHandler:
     """A database at migration 3, filled the way the previous release filled it: one source per
-    symbol, checkpoints without a source, and one checkpoint whose points are gone."""
+    symbol, the MarketSnapshot v1 columns, checkpoints without a source, and one checkpoint
+    whose points are gone."""
     client.command(f"DROP DATABASE IF EXISTS {db}")
     assert apply_migrations(client, db, "snapshots", OLD) == [1, 2, 3]
     handler = SnapshotHandler(_OldStore(client, db, "g"), CFG, None)
     handler.on_assigned([("m", 0)])
-    rows = [as_row(r) for r in records]
+    rows = [as_row(r) for r in _before_v3(records)]
     handler.handle(Batch({("m", 0): PartitionBatch("m", 0, 0, len(rows) - 1, rows, list(range(len(rows))))},
                          []))
     client.command(f"INSERT INTO {db}.snapshot_checkpoints (group_id, topic, partition, symbol, "
@@ -67,11 +79,15 @@ def _old_database(client: Any, db: str, records: list[dict[str, Any]]) -> Snapsh
 
 
 class _OldStore(SnapshotStore):
-    """Writes checkpoints as the previous release did: (group, topic, partition, symbol); its
-    partitions start empty (the database is new)."""
+    """Writes snapshots and checkpoints as the previous release did (MarketSnapshot v1 columns;
+    checkpoints per (group, topic, partition, symbol)); its partitions start empty (a new database)."""
 
     def load_partition(self, topic: str, partition: int, max_window_ms: int) -> list[Any]:
         return []
+
+    def write_snapshots(self, snaps: Any) -> None:
+        v1 = snapshots_to_arrow(snaps).select(COLUMNS["market_snapshots"])
+        self._client.insert_arrow("market_snapshots", v1, database=self._db)
 
     def write_checkpoints(self, last: Any) -> None:
         rows = [["g", t, p, sym, ms] for (t, p), markets in last.items() for (_, sym), ms in markets.items()]
@@ -86,11 +102,18 @@ def test_rows_written_under_the_old_keys_survive_the_rebuild(clickhouse: Any, ch
     old_ckpt = _dump(clickhouse, ch_database, "snapshot_checkpoints")
     assert _sorting_keys(clickhouse, ch_database)["market_snapshots"] == "symbol, window_s, snapshot_time"
 
-    assert migrate_snapshots(clickhouse, ch_database)[:3] == [4, 5, 6]
+    assert migrate_snapshots(clickhouse, ch_database) == [4, 5, 6, 7]
 
     assert _sorting_keys(clickhouse, ch_database) == KEYS
     for table, rows in before.items():
         assert _dump(clickhouse, ch_database, table) == rows, table  # written_at (the TTL's) included
+    # and market_snapshots has every column of the current schema, in its order (migration 7)
+    described = [(str(r[0]), str(r[1])) for r in
+                 clickhouse.query(f"DESCRIBE TABLE {ch_database}.market_snapshots").result_rows]
+    assert described == [(c.name, c.clickhouse) for c in MARKET_SNAPSHOT_COLUMNS]
+    filled = clickhouse.query("SELECT countIf(funding_interval_h IS NOT NULL) "
+                              f"FROM {ch_database}.market_snapshots").result_rows
+    assert filled == [(0,)]  # rows from before the fields: null
     # each old checkpoint took its symbol's source; the one without points is gone
     ckpt = clickhouse.query(
         f"SELECT source, symbol, last_snapshot_ms FROM {ch_database}.snapshot_checkpoints").result_rows
@@ -112,12 +135,14 @@ def test_the_state_restored_after_the_rebuild_continues_an_uninterrupted_run(
     rest = [r for r in records if r["event_time"] >= T0 + 60_000]
     _old_database(clickhouse, ch_database, half)
     migrate_snapshots(clickhouse, ch_database)
+    expected = engine_snapshots(_before_v3(half) + rest, CFG)
+    assert any(row[SNAPSHOT_COLUMNS.index("funding_interval_h")] is not None for row in expected)
     handler = SnapshotHandler(SnapshotStore(clickhouse, ch_database, "g"), CFG, None)
     handler.on_assigned([("m", 0)])
     rows = [as_row(r) for r in rest]
     handler.handle(Batch({("m", 0): PartitionBatch("m", 0, len(half), len(records) - 1, rows,
                                                    list(range(len(half), len(records))))}, []))
-    assert table_rows(clickhouse, ch_database) == engine_snapshots(records, CFG)
+    assert table_rows(clickhouse, ch_database) == expected
 
 
 @pytest.mark.parametrize("done", [1, 2, 3, 4, 5])

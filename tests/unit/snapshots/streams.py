@@ -1,6 +1,7 @@
 """A deterministic recorded market for the snapshot tests and the benchmark:
 markPrice events at 1 s, open interest every 10 s (stopping early for one
-symbol), disorder within the allowed lateness, duplicates and late points;
+symbol), a funding interval set at the start and changed two thirds in,
+disorder within the allowed lateness, duplicates and late points;
 each symbol listed on one venue or on several (one market per venue)."""
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def recorded_market(
         mark = 10.0 + 100 * rnd.random()
         oi = 1e6 * (1 + rnd.random())
         offset = rnd.randint(0, 999)
+        changes = {0: 8.0, (seconds * 2) // 3 + k: 4.0 if src == sources[0] else 1.0}
         for s in range(seconds):
             et = T0 + s * 1000 + offset
             mark *= math.exp(rnd.gauss(0, 5e-4))
@@ -50,6 +52,8 @@ def recorded_market(
             if s % oi_every_s == 0 and not stopped:
                 oi += rnd.gauss(0, 1e3)
                 clean.append(_rec(sym, "open_interest", oi, et + 37, src))
+            if s in changes:  # the funding interval: set at the start, changed once later
+                clean.append(_rec(sym, "funding_interval_hours", changes[s], et + 211, src))
     keyed = [(r["event_time"] + rnd.randint(0, lateness_ms), i, r) for i, r in enumerate(clean)]
     n = len(keyed)
     for i in range(n):

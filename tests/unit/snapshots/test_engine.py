@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from perpstream.consumers.snapshots.engine import (
     LATE,
     EngineConfig,
     SnapshotEngine,
+    annualize,
     sample_stdev_exact,
 )
 from perpstream.consumers.snapshots.exceptions import SnapshotConfigError
@@ -31,6 +33,8 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SRC = "binance_usdm"
 #: the venues a generated symbol is listed on (one or both): the same symbol on two venues
 SOURCES = ("binance_usdm", "bybit_linear")
+#: funding intervals venues use (hours), and two that no venue does but the arithmetic must take
+INTERVALS = (8.0, 4.0, 2.0, 1.0, 3.0, 0.5)
 
 
 def run(engine: SnapshotEngine, points: list[Point]) -> list[dict[str, Any]]:
@@ -67,6 +71,8 @@ def streams(draw: st.DrawFn, lateness: int = 2000) -> tuple[list[Point], list[Po
             if rnd.random() < 0.15:
                 oi = max(0.0, oi + rnd.gauss(0, 1e5))
                 points.append((src, symbol, "open_interest", oi, et))
+            if rnd.random() < 0.04:  # the venue changes the symbol's funding interval now and then
+                points.append((src, symbol, "funding_interval_hours", rnd.choice(INTERVALS), et))
     # Within-lateness disorder: arrival key = et + jitter in [0, lateness], so each
     # point is at most `lateness` behind the largest event time before it.
     keyed_points = [(p[4] + rnd.randint(0, lateness), i, p) for i, p in enumerate(points)]
@@ -253,7 +259,7 @@ def _recovery_input(applied: list[Point], market: tuple[str, str], last_t: int |
         return {"points": pts, "carry_bound": None, "carry_basis": None}
     bound = last_t - max_w
     keep = [p for p in pts if p[1] > bound]
-    for metric in ("mark_price", "index_price", "funding_rate", "open_interest"):
+    for metric in ("mark_price", "index_price", "funding_rate", "open_interest", "funding_interval_hours"):
         before = [p for p in pts if p[0] == metric and p[1] <= bound]
         if before:
             keep.append(max(before, key=lambda p: p[1]))
@@ -301,3 +307,117 @@ def test_take_output_hands_out_each_snapshot_once() -> None:
     second = e.take_output()
     assert [s["snapshot_time"] for s in second] == [T0 + 10_000, T0 + 15_000]
     assert [s["snapshot_time"] for s in first] == [T0, T0 + 5000]
+
+
+# -- the funding interval ---------------------------------------------------------------------
+
+def _funding_market(e: SnapshotEngine, seconds: int, intervals: dict[int, float],
+                    src: str = SRC) -> list[Point]:
+    """A mark and a funding rate every second, and ``intervals`` (second -> hours)."""
+    pts: list[Point] = []
+    for s in range(seconds):
+        et = T0 + s * 1000
+        pts += [(src, "ETHUSDT", "mark_price", 3000.0 + s, et),
+                (src, "ETHUSDT", "funding_rate", 1e-4 * (1 + s), et)]
+        if s in intervals:
+            pts.append((src, "ETHUSDT", "funding_interval_hours", intervals[s], et + 345))
+    for p in pts:
+        assert e.add(*p) == ACCEPTED
+    return pts
+
+
+def test_an_interval_change_mid_window_takes_the_interval_in_force_at_t() -> None:
+    """Binance moves ETHUSDT from 8 h to 4 h funding at 12.345 s: snapshots before that time
+    annualise with 8 h, from it on with 4 h, whatever the window (the interval is a last value,
+    not a window aggregate); the snapshot at 10 s, whose window holds no interval point, still
+    has the 8 h set at 0.345 s."""
+    e = SnapshotEngine(EngineConfig(windows_s=(10, 60), allowed_lateness_ms=0))
+    _funding_market(e, 31, {0: 8.0, 12: 4.0})
+    snaps = e.take_output()
+    assert {s["snapshot_time"] for s in snaps} == {T0 + k * 5000 for k in range(1, 6)} | {T0}
+    for s in snaps:
+        t = s["snapshot_time"]
+        expected_h = None if t < T0 + 345 else 8.0 if t < T0 + 12_345 else 4.0
+        assert s["funding_interval_h"] == expected_h, t
+        if expected_h is None:
+            assert s["funding_annualized"] is None
+        else:
+            exact = Fraction(s["funding_last"]) * 8760 / Fraction(expected_h)
+            assert s["funding_annualized"] == float(exact)
+    at_15 = [s for s in snaps if s["snapshot_time"] == T0 + 15_000]
+    assert [s["funding_interval_h"] for s in at_15] == [4.0, 4.0]
+    assert at_15[0]["funding_annualized"] == float(Fraction(1e-4 * 16) * 2190)  # never 1e-4 x 16 x 3 x 365
+
+
+def test_without_an_interval_or_a_funding_rate_the_new_fields_are_null() -> None:
+    e = SnapshotEngine(EngineConfig(windows_s=(10,), allowed_lateness_ms=0))
+    for s in range(11):
+        e.add(SRC, "A", "mark_price", 1.0 + s, T0 + s * 1000)
+        e.add(SRC, "B", "mark_price", 1.0 + s, T0 + s * 1000)
+        e.add(SRC, "B", "funding_interval_hours", 1.0, T0 + s * 1000)
+    snaps = e.take_output()
+    assert {(s["symbol"], s["funding_interval_h"], s["funding_annualized"]) for s in snaps} == {
+        ("A", None, None), ("B", 1.0, None)}
+
+
+@pytest.mark.parametrize("hours", [8.0, 4.0, 1.0])
+def test_the_annualising_factor_is_8760_over_the_interval(hours: float) -> None:
+    rate = 1.25e-4
+    e = SnapshotEngine(EngineConfig(windows_s=(10,), allowed_lateness_ms=0))
+    for s in range(11):
+        e.add(SRC, "X", "funding_rate", rate, T0 + s * 1000)
+        e.add(SRC, "X", "funding_interval_hours", hours, T0 + s * 1000)
+    (snap, *_) = e.take_output()
+    assert snap["funding_annualized"] == float(Fraction(rate) * Fraction(8760 / hours))
+    assert snap["funding_annualized"] == pytest.approx(rate * {8.0: 1095, 4.0: 2190, 1.0: 8760}[hours])
+
+
+def test_annualize_rounds_once_and_keeps_the_edges() -> None:
+    rate = 0.1 + 0.2  # an inexact double: rate * 8760 rounds, the quotient must not round twice
+    assert annualize(rate, 3.0) == float(Fraction(rate) * 8760 / 3)
+    assert math.copysign(1.0, annualize(-0.0, 8.0)) == -1.0
+    assert annualize(1e300, 5e-324) == math.inf and annualize(-1e300, 5e-324) == -math.inf
+    assert annualize(5e-324, 1e308) == 0.0
+
+
+def test_a_non_positive_interval_is_invalid() -> None:
+    e = SnapshotEngine()
+    assert e.add(SRC, "X", "funding_interval_hours", 0.0, T0) == INVALID
+    assert e.add(SRC, "X", "funding_interval_hours", -8.0, T0) == INVALID
+    assert e.point_count() == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_interval_points_in_any_order_within_the_lateness_give_the_same_snapshots(rnd: random.Random) -> None:
+    cfg = EngineConfig(windows_s=(10, 30), allowed_lateness_ms=2000)
+    ordered = SnapshotEngine(cfg)
+    pts = _funding_market(ordered, 60, {0: 8.0, 9: 4.0, 10: 1.0, 33: 8.0})
+    expected = ordered.take_output()
+    shuffled = sorted(pts, key=lambda p: p[4] + rnd.randint(0, cfg.allowed_lateness_ms))
+    e = SnapshotEngine(cfg)
+    assert all(e.add(*p) == ACCEPTED for p in shuffled)
+    assert keyed(e.take_output()) == keyed(expected)
+
+
+def test_restore_brings_back_an_interval_set_long_before_the_window() -> None:
+    """The interval was set once at the start; after a restart past the largest window the
+    restored state still annualises with it (the store keeps the latest point per metric at or
+    before the bound, the interval included)."""
+    cfg = EngineConfig(windows_s=(10,), allowed_lateness_ms=0)
+    whole = SnapshotEngine(cfg)
+    pts = _funding_market(whole, 120, {0: 4.0})
+    expected = whole.take_output()
+    k = len(pts) * 2 // 3
+    first = SnapshotEngine(cfg)
+    applied = [p for p in pts[:k] if first.add(*p) == ACCEPTED]
+    before = first.take_output()
+    last = first.last_emitted(SRC, "ETHUSDT")
+    assert last is not None and last - cfg.max_window_ms > T0 + 345  # the interval is behind the bound
+    rec = _recovery_input(applied, (SRC, "ETHUSDT"), last, cfg.max_window_ms)
+    resumed = SnapshotEngine(cfg)
+    resumed.restore_symbol("ETHUSDT", SRC, rec["points"], last_t=last, carry_bound=rec["carry_bound"],
+                           carry_basis=rec["carry_basis"])
+    after = run(resumed, pts[k:])
+    assert keyed(before + after) == keyed(expected)
+    assert {s["funding_interval_h"] for s in after} == {4.0}
