@@ -257,7 +257,9 @@ def _print_tables(client: Client, database: str) -> None:
     with contextlib.suppress(Exception):
         points = client.command(f"SELECT count() FROM {database}.metric_points FINAL")
         snaps = client.command(f"SELECT count() FROM {database}.market_snapshots FINAL")
-        print(f"ClickHouse {database}.metric_points: {points} rows, market_snapshots: {snaps} rows")
+        assets = client.command(f"SELECT count() FROM {database}.asset_snapshots FINAL")
+        print(f"ClickHouse {database}.metric_points: {points} rows, market_snapshots: {snaps} rows, "
+              f"asset_snapshots: {assets} rows")
         rows = client.query(
             f"SELECT symbol, snapshot_time, mark_last, funding_last, oi_last, basis_last, "
             f"mark_volatility, stale FROM {database}.market_snapshots FINAL "

@@ -159,7 +159,8 @@ def aggregate(asset: str, window_s: int, t: int, rows: list[dict[str, Any]]) -> 
     present = sorted({r["source"] for r in rows})
     return {
         "asset": asset, "window_s": window_s, "snapshot_time": t,
-        "markets": [(r["source"], r["symbol"], *MARKETS[(r["source"], r["symbol"])][1:3],
+        "markets": [(r["source"], r["symbol"], MARKETS[(r["source"], r["symbol"])][2],
+                     MARKETS[(r["source"], r["symbol"])][1],
                      r.get("funding_annualized"), r.get("funding_interval_h"), r["funding_last"],
                      r["basis_last"], r["mark_last"], r["oi_last"], _notional(r), r["stale"])
                     for r in rows],
