@@ -1,5 +1,5 @@
 """The snapshot consumer-group member: MetricPoints in, MarketSnapshots out to
-ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = symbol).
+ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = asset).
 
 It plugs a :class:`SnapshotHandler` into the shared consume loop
 (``consumers.runtime``): decoding, DLQ and offset commits are the runtime's;
@@ -61,6 +61,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from perpstream.consumers.assets.keys import partition_key
 from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
@@ -92,8 +93,10 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotPublisher:
-    """Avro MarketSnapshots to the snapshots topic, key = symbol; ``publish``
-    returns only when the broker acknowledged every record."""
+    """Avro MarketSnapshots to the snapshots topic, key = the market's asset (the symbol when it
+    has none), so one asset's markets share a partition for the asset group (docs/snapshots.md,
+    "Partitioning: one asset, one partition"); ``publish`` returns only when the broker
+    acknowledged every record."""
 
     def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
                  *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
@@ -139,7 +142,7 @@ class SnapshotPublisher:
             deadline: float | None = None
             while True:
                 try:
-                    produce(topic, value, s["symbol"].encode(), on_delivery=cb)
+                    produce(topic, value, partition_key(s["source"], s["symbol"]), on_delivery=cb)
                     break
                 except BufferError:
                     now = time.monotonic()

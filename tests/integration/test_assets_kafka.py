@@ -304,6 +304,10 @@ def test_four_venues_through_snapshots_and_assets_match_a_recomputation_and_surv
         assert pepe["n_markets"] == 4 and pepe["venues_present"] == [
             "binance_usdm", "bybit_linear", "hyperliquid", "okx_swap"]
         assert any(r["venues_stale"] == ["okx_swap"] for r in rows.values() if r["asset"] == "PEPE")
+        # lots folded: 1,000,000 1000PEPE at 0.01 and 1,000,000,000 PEPE at 0.00001 weigh alike
+        notionals = {m[0]: m[10] for m in pepe["markets"]}
+        assert 0.9 < notionals["okx_swap"] / notionals["binance_usdm"] < 1.1
+        assert pepe["funding_ann_oi_weighted"] is not None and pepe["funding_ann_spread"] is not None
 
         # every record is on the topic too, keyed by its asset, the same values
         codec = AvroCodec(load_schema("asset_snapshot"))

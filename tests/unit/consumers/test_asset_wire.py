@@ -4,6 +4,7 @@ reason; AssetSnapshots are keyed by asset and decode to what was encoded."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from perpstream.consumers.assets.wire import (
     market_snapshot_reader,
     snapshot_row_decoder,
 )
-from perpstream.schemas.codec import AvroCodec, load_schema
+from perpstream.schemas.codec import AvroCodec, AvroSchema, load_schema
 from perpstream.schemas.exceptions import DecodeError, InvalidRecordError
 
 T0 = 1_767_225_600_000
@@ -77,3 +78,12 @@ def test_an_asset_snapshot_round_trips_keyed_by_its_asset_and_fits_the_table() -
     row = record_row(rec)
     assert len(row) == len(SNAPSHOT_COLUMNS)
     assert row[SNAPSHOT_COLUMNS.index("markets")] == [tuple(rec["markets"][0].values())]
+
+
+def test_a_snapshot_written_before_the_funding_fields_is_read_with_them_null() -> None:
+    v1 = Path(__file__).resolve().parents[3] / "schemas" / "history" / "market_snapshot.v1.avsc"
+    old = AvroCodec(AvroSchema.from_json(v1.read_text()))
+    rec = {k: v for k, v in snapshot().items() if k not in ("funding_annualized", "funding_interval_h")}
+    row = dict(zip(ROW_FIELDS, snapshot_row_decoder(market_snapshot_reader())(old.encode(rec)), strict=True))
+    assert row["funding_annualized"] is None and row["funding_interval_h"] is None
+    assert row["oi_last"] == 1e9 and row["symbol"] == "PEPE-USDT-SWAP"
