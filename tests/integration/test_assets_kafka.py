@@ -32,6 +32,7 @@ from perpstream.consumers.snapshots.app import SnapshotService
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.consumers.snapshots.store import migrate_snapshots
 from perpstream.schemas.codec import AvroCodec, load_schema, metric_point_codec
+from perpstream.schemas.topics import DLQ_HEADER_GROUP, DLQ_HEADER_REASON
 from tests.conftest import TEST_CONSUMER_CONFIG
 from tests.unit.snapshots.reference import reference_snapshots
 from tests.waiting import wait_for
@@ -257,6 +258,7 @@ def test_four_venues_through_snapshots_and_assets_match_a_recomputation_and_surv
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
     clickhouse: Any, ch_database: str,
 ) -> None:
+    # Long: one input through three groups in turn; split, each part would run the snapshot group again.
     points = market_points()
     expected = expected_records(points)
     assert {k[0] for k in expected} == {"BTC", "PEPE"}
@@ -274,6 +276,10 @@ def test_four_venues_through_snapshots_and_assets_match_a_recomputation_and_surv
         snap = Running(SnapshotService(snap_settings, clickhouse, consumer_overrides=TEST_CONSUMER_CONFIG))
         wait_for(lambda: snap.committed().get(0, 0) >= len(points), 150, "the snapshot group to catch up")
         snap.end()
+        # a record no MarketSnapshot reader can decode, among PEPE's: to the DLQ, nothing else changes
+        garbage = Producer({"bootstrap.servers": kafka_bootstrap})
+        garbage.produce(snaps, b"not avro", b"PEPE")
+        assert garbage.flush(30) == 0
         snap_ends = end_offsets(kafka_bootstrap, snaps)
         assert sum(1 for v in snap_ends.values() if v) >= 2, "MarketSnapshots on several partitions"
 
@@ -317,6 +323,11 @@ def test_four_venues_through_snapshots_and_assets_match_a_recomputation_and_surv
             assert m.key() == rec["asset"].encode()
             on_topic[(rec["asset"], rec["window_s"], rec["snapshot_time"])] = rec
         assert on_topic.keys() == rows.keys()
+        [dead] = read_topic(kafka_bootstrap, dlq, group_factory("dlq-reader"), 1)
+        headers = dict(dead.headers() or [])
+        assert dead.value() == b"not avro" and dead.key() == b"PEPE"
+        assert headers[DLQ_HEADER_GROUP] == base.service.settings.group_id.encode()
+        assert headers[DLQ_HEADER_REASON] == b"bad_magic"
         assert all(on_topic[k]["oi_notional_total"] == rows[k]["oi_notional_total"] for k in rows)
 
         # 3. a crash mid-stream (a batch's inputs stored, its records not, nothing committed),
