@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 BINANCE: Final = "binance_usdm"
@@ -166,3 +167,16 @@ def asset_of(source: str, symbol: str, base: str | None = None) -> AssetKey | No
         return None
     asset, scale = fold(source, split[0])
     return AssetKey(asset, scale, split[1])
+
+
+@lru_cache(maxsize=100_000)
+def partition_key(source: str, symbol: str) -> bytes:
+    """The Kafka key of a market's MarketSnapshots: its asset (``asset_of``'s), else the symbol.
+
+    Every venue's market of one asset then shares a partition of the snapshots topic, so
+    the asset member that owns it sees all of them (docs/snapshots.md, "Partitioning: one
+    asset, one partition"); a market without a key (a dated future) keeps the symbol.
+    Cached: the snapshot member calls it for every record it publishes.
+    """
+    key = asset_of(source, symbol)
+    return (symbol if key is None else key.asset).encode()

@@ -1,5 +1,5 @@
 """The snapshot consumer-group member: MetricPoints in, MarketSnapshots out to
-ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = the underlying asset).
+ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = asset).
 
 It plugs a :class:`SnapshotHandler` into the shared consume loop
 (``consumers.runtime``): decoding, DLQ and offset commits are the runtime's;
@@ -52,7 +52,6 @@ engine: its outputs are computed once and kept until they are durable.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -62,7 +61,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from perpstream.consumers.assets.keys import asset_of
+from perpstream.consumers.assets.keys import partition_key
 from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
@@ -93,19 +92,11 @@ from perpstream.schemas.codec import (
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=65_536)
-def snapshot_key(source: str, symbol: str) -> bytes:
-    """The key of a market's snapshots on the snapshots topic: its underlying asset
-    (``consumers.assets.keys``: ``1000PEPEUSDT``, ``PEPE-USDT-SWAP``, ``kPEPE`` are all PEPE), so
-    every venue's snapshots of one asset share a partition and an asset member sees them all
-    in the order they were published; a market without an asset key is keyed by its symbol."""
-    key = asset_of(source, symbol)
-    return (symbol if key is None else key.asset).encode()
-
-
 class SnapshotPublisher:
-    """Avro MarketSnapshots to the snapshots topic, key = the underlying asset
-    (:func:`snapshot_key`); ``publish`` returns only when the broker acknowledged every record."""
+    """Avro MarketSnapshots to the snapshots topic, key = the market's asset (the symbol when it
+    has none), so one asset's markets share a partition for the asset group (docs/snapshots.md,
+    "Partitioning: one asset, one partition"); ``publish`` returns only when the broker
+    acknowledged every record."""
 
     def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
                  *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
@@ -151,7 +142,7 @@ class SnapshotPublisher:
             deadline: float | None = None
             while True:
                 try:
-                    produce(topic, value, snapshot_key(s["source"], s["symbol"]), on_delivery=cb)
+                    produce(topic, value, partition_key(s["source"], s["symbol"]), on_delivery=cb)
                     break
                 except BufferError:
                     now = time.monotonic()

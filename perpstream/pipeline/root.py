@@ -11,7 +11,7 @@ reverse one:
    processes find it by (docs/query-server.md);
 3. the operator endpoints (``/metrics``, ``/healthz``, ``/readyz``);
 4. the components under one :class:`~perpstream.runtime.supervisor.Supervisor`:
-   producer, sink, snapshots. Each body builds its component afresh (a failed
+   producer, sink, snapshots, assets. Each body builds its component afresh (a failed
    component's clients are not reused) and drops it when it returns, so no
    Kafka client outlives its run.
 
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:  # the client module costs ~0.17 s of `perpstream --help` (-X importtime)
     from clickhouse_connect.driver.client import Client
 
+from perpstream.consumers.assets.app import AssetService
 from perpstream.consumers.sink.service import run_sink
 from perpstream.consumers.snapshots.app import SnapshotService
 from perpstream.local import ensure_topics, open_clickhouse
@@ -54,7 +55,7 @@ CATCH_UP_TIMEOUT = 60.0
 #: How long a component may take to end once asked (the producer flushes within its
 #: flush timeout; a consumer commits): past it, the stop goes on and says which one hangs.
 JOIN_TIMEOUT = 60.0
-CONSUMERS = ("sink", "snapshots")
+CONSUMERS = ("sink", "snapshots", "assets")
 
 Progress = Callable[[str], AbstractContextManager[None]]
 
@@ -146,6 +147,7 @@ class Pipeline:
         add = self.supervisor.add
         add("sink", functools.partial(self._sink, spec))
         add("snapshots", functools.partial(self._snapshots, spec))
+        add("assets", functools.partial(self._assets, spec))
         history_due = threading.Event()
         if spec.backfill is not None:
             history_due.set()
@@ -163,6 +165,10 @@ class Pipeline:
     def _snapshots(self, spec: PipelineSpec, stop: threading.Event) -> int:
         return SnapshotService(spec.snapshots, self.client, self.telemetry,
                                consumer_overrides=dict(spec.consumer_overrides), health=self.health).run(stop)
+
+    def _assets(self, spec: PipelineSpec, stop: threading.Event) -> int:
+        return AssetService(spec.assets, self.client, self.telemetry,
+                            consumer_overrides=dict(spec.consumer_overrides), health=self.health).run(stop)
 
     def _producer(self, spec: PipelineSpec, stop: threading.Event, *, history_due: threading.Event) -> int:
         if spec.backfill is not None and history_due.is_set():

@@ -24,6 +24,7 @@ from perpstream.consumers.assets.keys import (
     AssetKey,
     asset_of,
     fold,
+    partition_key,
 )
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "assets.md"
@@ -191,3 +192,17 @@ def test_a_simulated_venue_is_read_with_the_grammar_of_the_venue_it_plays(
 
 def test_an_unknown_simulated_venue_has_no_key() -> None:
     assert asset_of("sim.nowhere", "SIM0001USDT") is None
+
+
+@pytest.mark.parametrize("source, symbol, key", [
+    ("binance_usdm", "1000PEPEUSDT", b"PEPE"),
+    ("bybit_linear", "1000PEPEUSDT", b"PEPE"),
+    ("okx_swap", "PEPE-USDT-SWAP", b"PEPE"),
+    ("hyperliquid", "kPEPE", b"PEPE"),
+    ("okx_swap", "BTC-USD-SWAP", b"BTC"),
+    ("binance_usdm", "BTCUSDT_261225", b"BTCUSDT_261225"),  # no asset: the symbol
+    ("elsewhere", "BTCUSDT", b"BTCUSDT"),
+])
+def test_the_snapshot_topic_key_is_the_asset_so_its_markets_share_a_partition(
+        source: str, symbol: str, key: bytes) -> None:
+    assert partition_key(source, symbol) == key
