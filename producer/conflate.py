@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from typing import Final
 
 from perpstream.producer.venue import Record
+from perpstream.schemas.models import Metric
 
-#: Until the schema's ``Metric.FUNDING_INTERVAL_HOURS`` lands: swap the string for it here.
-FUNDING_INTERVAL_HOURS: Final = "funding_interval_hours"
+FUNDING_INTERVAL_HOURS: Final = Metric.FUNDING_INTERVAL_HOURS
 
 #: Default grace after an interval ends before :meth:`Conflator.due` releases its value:
 #: covers the venue's push delay and the offset between its clock and ours.

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from perpstream.producer import bybit
+from perpstream.producer import bybit, hyperliquid
 from perpstream.producer.exceptions import RestError
 from perpstream.producer.failures import RestFault
 from perpstream.producer.venue import Dialect, FrameParser, Instrument
@@ -84,7 +84,20 @@ BYBIT: Final = VenueSpec(
     rest_limit=600, rest_window=5.0, silence_timeout=10.0,
 )
 
+async def hyperliquid_listing(rest: VenueRest, base: str) -> dict[str, Instrument]:
+    """``POST /info {"type":"meta"}``: every perpetual coin not delisted."""
+    body = await rest.request(hyperliquid.info_url(base), json_body={"type": "meta"},
+                              weight=hyperliquid.META_WEIGHT, endpoint="meta")
+    return hyperliquid.instruments(body)
+
+
+HYPERLIQUID: Final = VenueSpec(
+    name="hyperliquid", source=hyperliquid.SOURCE, dialect=hyperliquid.DIALECT, parser=hyperliquid.Parser,
+    fetch_listing=hyperliquid_listing, ws_url=hyperliquid.LIVE_WS_URL, rest_url=hyperliquid.LIVE_REST_URL,
+    rest_limit=hyperliquid.REST_WEIGHT_LIMIT, rest_window=60.0, silence_timeout=30.0,
+)
+
 #: The venues other than Binance, by the name ``--venues`` takes.
-VENUES: Final[dict[str, VenueSpec]] = {"bybit": BYBIT}
+VENUES: Final[dict[str, VenueSpec]] = {"bybit": BYBIT, "hyperliquid": HYPERLIQUID}
 #: Every name ``--venues`` takes, in the order ``all`` means.
 VENUE_NAMES: Final = ("binance", "bybit", "okx", "hyperliquid")

@@ -34,6 +34,10 @@ class Metric(StrEnum):
     #: predicted ``funding_rate`` of the markPrice stream. Appended after ``unknown`` so every
     #: v1 symbol keeps its Avro index.
     FUNDING_RATE_SETTLED = "funding_rate_settled"
+    #: v3: the symbol's funding interval in hours (8, 4, 1...), in force from the point's event time
+    #: on (docs/contract.md, "Versions"). Funding intervals differ by venue and by symbol, so an
+    #: annualised rate needs it. Appended after ``funding_rate_settled``: every v2 index is kept.
+    FUNDING_INTERVAL_HOURS = "funding_interval_hours"
 
 
 def _metric_enum() -> dict[str, Any]:
@@ -48,10 +52,11 @@ METRIC_DEFAULT: str = _metric_enum()["default"]
 KNOWN_METRICS = frozenset(METRIC_SYMBOLS) - {METRIC_DEFAULT}
 
 
-#: The rule of each MetricPoint field that has one (the metric's is its enum).
+#: The rule of each MetricPoint field that has one of its own (the metric's is its enum; the
+#: symbol's and the value's depend on another field: MetricPoint._rule).
 _FIELD_RULES: dict[str, Callable[[Any], str | None]] = {
-    "source": rules.source_problem, "symbol": rules.symbol_problem, "value": rules.value_problem,
-    "event_time": rules.event_time_problem, "ingest_time": rules.ingest_time_problem,
+    "source": rules.source_problem, "event_time": rules.event_time_problem,
+    "ingest_time": rules.ingest_time_problem,
 }
 
 
@@ -72,11 +77,19 @@ class MetricPoint(BaseModel):
     event_time: int = Field(description="epoch ms")
     ingest_time: int = Field(description="epoch ms")
 
-    # The rules live in schemas.rules; the model only applies them.
+    # The rules live in schemas.rules; the model only applies them. A symbol's rule depends on
+    # the source and a value's on the metric, both validated before them (fields go in order;
+    # one that failed is absent, and the rule without it is the strict one).
     @field_validator("source", "symbol", "value", "event_time", "ingest_time")
     @classmethod
     def _rule(cls, v: Any, info: ValidationInfo) -> Any:
-        problem = _FIELD_RULES[str(info.field_name)](v)
+        if info.field_name == "symbol":
+            problem = rules.symbol_problem(v, info.data.get("source"))
+        elif info.field_name == "value":
+            metric = info.data.get("metric")
+            problem = rules.value_problem(v, None if metric is None else str(metric.value))
+        else:
+            problem = _FIELD_RULES[str(info.field_name)](v)
         if problem is not None:
             raise ValueError(problem)
         return v

@@ -43,12 +43,23 @@ event_times = st.integers(min_value=rules.MIN_EVENT_TIME_MS, max_value=rules.MAX
 ingest_times = st.integers(min_value=rules.MIN_INGEST_TIME_MS, max_value=rules.MAX_INGEST_TIME_MS)
 known_metrics = st.sampled_from(sorted(KNOWN_METRICS))
 
+#: Finite and > 0, the smallest subnormal included: what a metric of rules.POSITIVE_METRICS holds.
+positive_double = st.one_of(
+    st.floats(min_value=0.0, exclude_min=True, allow_infinity=False),
+    st.sampled_from([5e-324, 1.7976931348623157e308]),
+)
+
+
+def _valid_record(metric: str) -> st.SearchStrategy[dict[str, object]]:
+    return st.fixed_dictionaries({
+        "source": st.sampled_from(["binance_usdm", "hyperliquid", "sim", "a", "x" * 64]),
+        "symbol": valid_symbols,
+        "metric": st.just(metric),
+        "value": positive_double if metric in rules.POSITIVE_METRICS else finite_double,
+        "event_time": event_times,
+        "ingest_time": ingest_times,
+    })
+
+
 #: Records the contract accepts, as the plain dicts the hot paths move.
-valid_records = st.fixed_dictionaries({
-    "source": st.sampled_from(["binance_usdm", "sim", "a", "x" * 64]),
-    "symbol": valid_symbols,
-    "metric": known_metrics,
-    "value": finite_double,
-    "event_time": event_times,
-    "ingest_time": ingest_times,
-})
+valid_records = known_metrics.flatmap(_valid_record)

@@ -20,10 +20,6 @@ from perpstream.schemas.models import KNOWN_METRICS, check_metric_point
 
 _HEADER_LEN = 10
 
-
-
-
-
 #: Order of the tuples :func:`row_decoder` returns (the column order of ``metric_points``).
 ROW_FIELDS = tuple(c.name for c in METRIC_POINT_COLUMNS)
 
@@ -69,9 +65,12 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
     unpack = struct.Struct("<d").unpack_from
     metric_symbols = enum_symbols(definition, "metric")
     known = [m in KNOWN_METRICS for m in metric_symbols]
+    # metrics whose value must be > 0 as well as finite (rules.value_problem)
+    positive = [m in rules.POSITIVE_METRICS for m in metric_symbols]
     n_metrics = len(metric_symbols)
-    # prefix bytes (source, symbol, metric) -> (source, symbol, metric), or None: use the slow path
-    prefixes: dict[bytes, tuple[str, str, str] | None] = {}
+    # prefix bytes (source, symbol, metric) -> (source, symbol, metric, value must be > 0),
+    # or None: use the slow path
+    prefixes: dict[bytes, tuple[str, str, str, bool] | None] = {}
     # last bytes (event_time, ingest_time) -> both, or None: the points of one
     # exchange frame share them, so a small cache cleared when full hits often
     tails: dict[bytes, tuple[int, int] | None] = {}
@@ -79,7 +78,7 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
     min_et, max_et = rules.MIN_EVENT_TIME_MS, rules.MAX_EVENT_TIME_MS
     min_it, max_it = rules.MIN_INGEST_TIME_MS, rules.MAX_INGEST_TIME_MS
 
-    def prefix_of(raw: bytes) -> tuple[str, str, str] | None:
+    def prefix_of(raw: bytes) -> tuple[str, str, str, bool] | None:
         # raw = source, symbol (one-byte lengths), metric index: validated here once
         try:
             n1 = raw[0] >> 1
@@ -90,9 +89,10 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
             idx = raw[p + 1 + n2] >> 1
         except (IndexError, UnicodeDecodeError):
             return None
-        if idx >= n_metrics or not known[idx] or symbol_problem(symbol) or source_problem(source):
+        # the symbol rule is per source (docs/contract.md, "Symbols"); the bytes keyed here hold both
+        if idx >= n_metrics or not known[idx] or symbol_problem(symbol, source) or source_problem(source):
             return None
-        return (source, symbol, metric_symbols[idx])
+        return (source, symbol, metric_symbols[idx], positive[idx])
 
     def times_of(tail: bytes) -> tuple[int, int] | None:
         # tail = event_time, ingest_time: zigzag varints of at most 9 bytes, nothing after
@@ -135,7 +135,8 @@ def row_decoder(codec: AvroCodec) -> Callable[[bytes], tuple[Any, ...]]:
             value = unpack(data, p)[0]
         except (IndexError, struct.error):
             return slow(data)
-        if value - value != 0.0:  # NaN or infinite
+        # NaN or infinite, or not > 0 for a metric whose rule wants that (rules.value_problem)
+        if value - value != 0.0 or (prefix[3] and not value > 0.0):
             return slow(data)
         tail = data[p + 8:]
         if len(tail) > _TAIL_MAX:  # two longs are at most 2 x 9 bytes here: the slow path decides

@@ -149,6 +149,10 @@ def test_poison_records_go_to_the_dlq(
     topic, dlq, group = topic_factory(1), topic_factory(1), group_factory()
     codec = metric_point_codec()
     good = make_points(3_000)
+    # a funding interval is stored like any metric; one of zero hours breaks its rule (> 0)
+    interval = dict(good[0], metric="funding_interval_hours", value=8.0)
+    zero_interval = dict(interval, value=0.0, event_time=interval["event_time"] + 1)
+    good.append(interval)
     valid = codec.encode(good[0])
     nan = dict(good[1], value=math.nan, event_time=good[1]["event_time"] + 1)
     poison = [
@@ -158,6 +162,7 @@ def test_poison_records_go_to_the_dlq(
         (b"k-truncated", valid[:-5], "truncated"),
         (b"k-nan", codec.encode(nan), "invalid"),
         (b"k-lower", codec.encode(dict(good[2], symbol="btcusdt")), "invalid"),
+        (b"k-interval", codec.encode(zero_interval), "invalid"),
     ]
     produce(kafka_bootstrap, topic, good[:1_000])
     from confluent_kafka import Producer
@@ -167,7 +172,7 @@ def test_poison_records_go_to_the_dlq(
         p.produce(topic, key=key, value=value, headers=[("origin", b"test")])
     assert p.flush(30) == 0
     produce(kafka_bootstrap, topic, good[1_000:])
-    total = 3_000 + len(poison)
+    total = len(good) + len(poison)
 
     telemetry = Telemetry()
     settings = settings_for(kafka_bootstrap, ch_database, topic, dlq, group, batch_max_records=700)
@@ -180,7 +185,10 @@ def test_poison_records_go_to_the_dlq(
     finally:
         assert runner.stop() == 0
 
-    assert _count(clickhouse, ch_database) == 3_000
+    assert _count(clickhouse, ch_database) == len(good)
+    assert clickhouse.query(
+        f"SELECT value FROM {ch_database}.metric_points FINAL WHERE metric = 'funding_interval_hours'"
+    ).result_rows == [(8.0,)]
     dead = read_dlq(kafka_bootstrap, dlq, len(poison))
     assert len(dead) == len(poison)
     by_key = {m.key(): m for m in dead}

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from perpstream.fakes.bybit import FakeBybit
+from perpstream.fakes.hyperliquid import FakeHyperliquid
 from tests.fakes import read_topic
 from tests.integration.test_sink_support import committed_total
 from tests.waiting import wait_for
@@ -32,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BYBIT_SYMBOLS = ["1000PEPEUSDT", "BTCUSDT", "SHIB1000USDT"]
 BYBIT_FIELDS = {"markPrice": "mark_price", "indexPrice": "index_price", "fundingRate": "funding_rate",
                 "nextFundingTime": "next_funding_time", "openInterest": "open_interest"}
+
+HYPERLIQUID_FIELDS = {"markPx": "mark_price", "oraclePx": "index_price", "funding": "funding_rate",
+                      "openInterest": "open_interest"}
 
 Key = tuple[str, str, int]  # symbol, metric, event time
 
@@ -54,13 +58,41 @@ def stop(proc: subprocess.Popen[str], what: str) -> str:
     return err
 
 
+def stored_latest(topic: str, delivered: int, kafka_bootstrap: str, group: str, dsn: str,
+                  env: dict[str, str]) -> dict[str, dict[str, tuple[int, float]]]:
+    """``perpstream sink`` the whole topic, then ``perpstream query latest``: symbol -> metric ->
+    (event time, value), funding intervals left out (one venue per topic here)."""
+    cmd = [sys.executable, "-m", "perpstream.cli"]
+    database = f"venues_{uuid.uuid4().hex[:8]}"
+    sink = subprocess.Popen(
+        [*cmd, "sink", "--bootstrap-servers", kafka_bootstrap, "--clickhouse-dsn", dsn,
+         "--database", database, "--topic", topic, "--group-id", group],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    try:
+        wait_for(lambda: sum(max(o, 0) for o in committed_total(kafka_bootstrap, group, topic, 3).values())
+                 >= delivered, what="the sink committed the whole topic", timeout=180, alive=(sink,))
+        stop(sink, "sink")
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.communicate()
+    q = subprocess.run(
+        [*cmd, "query", "latest", "--clickhouse-dsn", dsn, "--database", database, "--format", "json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert q.returncode == 0, q.stderr[-3000:]
+    out: dict[str, dict[str, tuple[int, float]]] = {}
+    for r in map(json.loads, q.stdout.splitlines()):
+        if r["metric"] != "funding_interval_hours":
+            out.setdefault(r["symbol"], {})[r["metric"]] = (r["event_time_ms"], r["value"])
+    return out
+
+
 def test_bybit_end_to_end_under_the_conflation_rule(
     kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
     clickhouse_dsn: str, tmp_path: Path,
 ) -> None:
     topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
     dsn = f"chdb://{tmp_path / 'chdb'}" if clickhouse_dsn.startswith("chdb") else clickhouse_dsn
-    database = f"venues_{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
     env.update(PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8", PERPSTREAM_LOG_FORMAT="json",
                PERPSTREAM_DLQ_TOPIC=dlq, PERPSTREAM_SESSION_TIMEOUT_MS="6000",
@@ -102,29 +134,74 @@ def test_bybit_end_to_end_under_the_conflation_rule(
                          if line.startswith("{") and "producer stopped" in line)["points_delivered"])
     assert delivered == len(records)
 
-    sink = subprocess.Popen(
-        [*cmd, "sink", "--bootstrap-servers", kafka_bootstrap, "--clickhouse-dsn", dsn,
-         "--database", database, "--topic", topic, "--group-id", group],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8")
-    try:
-        wait_for(lambda: sum(max(o, 0) for o in committed_total(kafka_bootstrap, group, topic, 3).values())
-                 >= delivered, what="the sink committed the whole topic", timeout=180, alive=(sink,))
-        stop(sink, "sink")
-    finally:
-        if sink.poll() is None:
-            sink.kill()
-            sink.communicate()
+    latest: dict[str, dict[str, tuple[int, float]]] = {}
+    for (sym, metric, et), value in expected.items():
+        if et >= latest.setdefault(sym, {}).get(metric, (0, 0.0))[0]:
+            latest[sym][metric] = (et, value)
+    assert stored_latest(topic, delivered, kafka_bootstrap, group, dsn, env) == latest
 
-    for symbol in BYBIT_SYMBOLS:
-        out = subprocess.run(
-            [*cmd, "query", "latest", "--symbol", symbol, "--clickhouse-dsn", dsn, "--database", database,
-             "--format", "json"],
-            cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=120)
-        assert out.returncode == 0, out.stderr[-3000:]
-        rows = {r["metric"]: (r["event_time_ms"], r["value"])
-                for r in map(json.loads, out.stdout.splitlines()) if r["metric"] != "funding_interval_hours"}
-        latest: dict[str, tuple[int, float]] = {}
-        for (sym, metric, et), value in expected.items():
-            if sym == symbol and et >= latest.get(metric, (0, 0.0))[0]:
-                latest[metric] = (et, value)
-        assert rows == latest, symbol
+
+def test_hyperliquid_end_to_end_with_receive_time_as_event_time(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
+    clickhouse_dsn: str, tmp_path: Path,
+) -> None:
+    """Hyperliquid sends no timestamp: event time is the receive time, so what the topic holds is
+    checked against the rule itself: at most one point per (coin, metric, second), values the venue
+    sent in the order it sent them, the last one sent last, next funding at the next whole hour."""
+    topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
+    dsn = f"chdb://{tmp_path / 'chdb'}" if clickhouse_dsn.startswith("chdb") else clickhouse_dsn
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8", PERPSTREAM_LOG_FORMAT="json",
+               PERPSTREAM_DLQ_TOPIC=dlq, PERPSTREAM_SESSION_TIMEOUT_MS="6000",
+               PERPSTREAM_HEARTBEAT_INTERVAL_MS="500")
+    coins = ["BTC", "ETH", "kPEPE"]
+    cmd = [sys.executable, "-m", "perpstream.cli"]
+    with FakeHyperliquid(coins, delisted=(), rate=4.0) as fake:
+        produce = subprocess.Popen(
+            [*cmd, "produce", "--venues", "hyperliquid", "--hyperliquid-ws-url", fake.ws_url,
+             "--hyperliquid-rest-url", fake.rest_url, "--bootstrap-servers", kafka_bootstrap,
+             "--topic", topic],
+            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        try:
+            wait_for(lambda: {c for _, c, _ in fake.sent} == set(coins), what="every coin subscribed",
+                     alive=(produce,))
+            k0 = fake.k
+            wait_for(lambda: fake.k >= k0 + 14, what="3.5 s of pushes", alive=(produce,))
+            fake.paused = True
+            sent: dict[tuple[str, str], list[float]] = {}
+            for _, coin, frame in list(fake.sent):
+                ctx = json.loads(frame)["data"]["ctx"]
+                for field, metric in HYPERLIQUID_FIELDS.items():
+                    sent.setdefault((coin, metric), []).append(float(ctx[field]))
+            records = read_topic(kafka_bootstrap, topic, timeout=120, quiet=0, until=lambda recs: all(
+                any(r["symbol"] == c and r["metric"] == m and r["value"] == values[-1] for _, r in recs)
+                for (c, m), values in sent.items()))
+            err = stop(produce, "produce --venues hyperliquid")
+        finally:
+            if produce.poll() is None:
+                produce.kill()
+                produce.communicate()
+
+    assert {r["source"] for _, r in records} == {"hyperliquid"}
+    assert {r["symbol"] for _, r in records} == set(coins)  # kPEPE as Hyperliquid spells it
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _, r in sorted(records, key=lambda kr: kr[1]["event_time"]):
+        by_key.setdefault((r["symbol"], r["metric"]), []).append(r)
+    for (coin, metric), values in sent.items():
+        points = by_key[(coin, metric)]
+        seconds = [p["event_time"] // 1000 for p in points]
+        assert len(set(seconds)) == len(seconds), f"{coin} {metric}: two points in one second"
+        assert all(p["event_time"] == p["ingest_time"] for p in points)  # receive time, no venue time
+        assert points[-1]["value"] == values[-1]
+        it = iter(values)  # the topic's values are a subsequence of what was sent, in order
+        assert all(any(p["value"] == v for v in it) for p in points), f"{coin} {metric}: out of order"
+    for coin in coins:
+        assert [r["value"] for r in by_key[(coin, "funding_interval_hours")]] == [1.0]
+        for p in by_key[(coin, "next_funding_time")]:
+            assert p["value"] == (p["event_time"] // 3_600_000 + 1) * 3_600_000
+    delivered = int(next(json.loads(line) for line in reversed(err.splitlines())
+                         if line.startswith("{") and "producer stopped" in line)["points_delivered"])
+    assert delivered == len(records)
+    expected = {c: {m: (ps[-1]["event_time"], ps[-1]["value"]) for (c2, m), ps in by_key.items()
+                    if c2 == c and m != "funding_interval_hours"} for c in coins}
+    assert stored_latest(topic, delivered, kafka_bootstrap, group, dsn, env) == expected

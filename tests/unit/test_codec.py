@@ -47,8 +47,13 @@ POINT = {
 
 # Golden bytes: if these change, the wire format changed and every deployed
 # consumer would stop reading new events. Bump the schema deliberately instead.
-# MetricPoint v2 (funding_rate_settled appended to the enum): a new fingerprint, the same body.
+# MetricPoint v3 (funding_interval_hours appended to the enum): a new fingerprint, the same body.
 POINT_SINGLE_OBJECT = bytes.fromhex(
+    "c301fe34a312c41194c91862696e616e63655f7573646d0e4254435553445400000000000000f83f"
+    "d4fcf6cdd867e4fcf6cdd867"
+)
+#: The same point written by v2 (schemas/history/metric_point.v2.avsc), as deployed producers wrote it.
+POINT_SINGLE_OBJECT_V2 = bytes.fromhex(
     "c3019dcb635b37fdd2be1862696e616e63655f7573646d0e4254435553445400000000000000f83f"
     "d4fcf6cdd867e4fcf6cdd867"
 )
@@ -93,7 +98,8 @@ def test_single_object_golden_bytes() -> None:
     assert codec.encode(POINT) == POINT_SINGLE_OBJECT
     assert codec.decode(POINT_SINGLE_OBJECT) == POINT
     assert codec.decode(POINT_SINGLE_OBJECT_V1) == POINT
-    assert POINT_SINGLE_OBJECT_V1[10:] == POINT_SINGLE_OBJECT[10:]
+    assert codec.decode(POINT_SINGLE_OBJECT_V2) == POINT
+    assert POINT_SINGLE_OBJECT_V1[10:] == POINT_SINGLE_OBJECT_V2[10:] == POINT_SINGLE_OBJECT[10:]
 
 
 def test_canonical_form_ignores_logical_types_and_docs() -> None:

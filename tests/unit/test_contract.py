@@ -199,13 +199,68 @@ def test_symbols_with_control_characters_whitespace_or_excess_are_rejected(symbo
     assert rules.symbol_problem(symbol) is not None
 
 
+VENUE_SYMBOLS = {
+    "binance_usdm": ("BTCUSDT", "1000PEPEUSDT", "BTCUSDT_261225", "币安人生USDT"),
+    "bybit_linear": ("BTCUSDT", "1000PEPEUSDT"),
+    "okx_swap": ("BTC-USDT-SWAP", "PEPE-USDT-SWAP"),
+    "hyperliquid": ("BTC", "kPEPE", "kSHIB", "kBONK", "HYPE"),
+    "sim": ("SIM0000USDT",),
+}
+UPPER_CASE_SOURCES = ("binance_usdm", "bybit_linear", "okx_swap", "sim", None)
+
+
+@pytest.mark.parametrize("source", sorted(VENUE_SYMBOLS))
+def test_each_venue_s_own_spelling_is_valid_under_its_source(source: str) -> None:
+    for symbol in VENUE_SYMBOLS[source]:
+        assert rules.symbol_problem(symbol, source) is None, symbol
+
+
+@pytest.mark.parametrize("source", UPPER_CASE_SOURCES)
+def test_a_hyperliquid_coin_is_refused_under_an_upper_case_venue(source: str | None) -> None:
+    for symbol in ("kPEPE", "kSHIB", "btc"):
+        problem = rules.symbol_problem(symbol, source)
+        assert problem is not None and "other than A-Z, 0-9" in problem
+    assert rules.symbol_problem("kPEPE", "hyperliquid") is None
+
+
+@pytest.mark.parametrize("symbol", [
+    "", "k PEPE", " kPEPE", "kPEPE\n", "k\x00PEPE", "k/PEPE", "k.PEPE", "x" * 65, "kPEPE😀", "k\u200bPEPE",
+])
+def test_hyperliquid_keeps_the_rest_of_the_rule(symbol: str) -> None:
+    assert rules.symbol_problem(symbol, "hyperliquid") is not None
+
+
+def _ascii_upper(s: str) -> str:
+    return "".join(c.upper() if "a" <= c <= "z" else c for c in s)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(max_size=70), st.sampled_from([*UPPER_CASE_SOURCES, "hyperliquid", "other_venue"]))
+def test_the_venues_differ_only_in_lower_case_ascii(symbol: str, source: str | None) -> None:
+    """Hyperliquid's rule is today's rule with a-z allowed; every other source has today's rule."""
+    mixed = rules.symbol_problem(symbol, "hyperliquid") is None
+    assert mixed == (rules.symbol_problem(_ascii_upper(symbol)) is None)
+    if source not in rules.MIXED_CASE_SOURCES:
+        assert rules.symbol_problem(symbol, source) == rules.symbol_problem(symbol)
+
+
+def test_the_model_takes_the_symbol_rule_of_its_source() -> None:
+    rec = {"source": "hyperliquid", "symbol": "kPEPE", "metric": "mark_price", "value": 0.0123,
+           "event_time": rules.MIN_EVENT_TIME_MS, "ingest_time": rules.MIN_EVENT_TIME_MS}
+    assert MetricPoint.model_validate(rec).symbol == "kPEPE"
+    with pytest.raises(ValueError, match="other than A-Z, 0-9"):
+        MetricPoint.model_validate({**rec, "source": "binance_usdm"})
+    assert rules.metric_point_problem(rec, KNOWN_METRICS) is None
+    assert rules.metric_point_problem({**rec, "source": "okx_swap"}, KNOWN_METRICS) is not None
+
+
 @settings(max_examples=1500, deadline=None)
 @given(st.one_of(
     valid_records,
     valid_records.flatmap(lambda r: st.fixed_dictionaries({
         **{k: st.just(v) for k, v in r.items()},
         "symbol": st.text(max_size=70),
-        "source": st.one_of(st.just(r["source"]), st.text(max_size=70)),
+        "source": st.one_of(st.just(r["source"]), st.just("hyperliquid"), st.text(max_size=70)),
         "value": any_double,
         "event_time": any_long,
         "ingest_time": any_long,

@@ -143,7 +143,7 @@ VALID = CODEC.encode(REC)
     (b'{"symbol":"BTCUSDT"}', BadMagicError), (VALID + b"\x00", TruncatedRecordError),
     (HEADER + zigzag_varint(2**62) + b"binance_usdm", TruncatedRecordError),  # a length that lies
     (HEADER + zigzag_varint(-5) + VALID[10:], TruncatedRecordError),
-    (body(metric=8), TruncatedRecordError), (body(metric=2**40), TruncatedRecordError),  # 8: past v2's enum
+    (body(metric=9), TruncatedRecordError), (body(metric=2**40), TruncatedRecordError),  # 9: past v3's enum
     (body(event_time=b"\xff" * 20), TruncatedRecordError),
     (body(symbol=b"\xff\xfe"), DecodeError), (body(symbol=b"\xed\xa0\x80"), DecodeError),
     (body(source=b"binance\xc0\xafusdm"), DecodeError),
@@ -157,6 +157,8 @@ VALID = CODEC.encode(REC)
     (CODEC.encode(dict(REC, symbol="X" * 1_000_000)), InvalidRecordError),
     (CODEC.encode(dict(REC, source="Binance")), InvalidRecordError),
     (CODEC.encode(dict(REC, metric=Metric.UNKNOWN)), InvalidRecordError),
+    (CODEC.encode(dict(REC, metric=Metric.FUNDING_INTERVAL_HOURS, value=0.0)), InvalidRecordError),
+    (CODEC.encode(dict(REC, metric=Metric.FUNDING_INTERVAL_HOURS, value=-8.0)), InvalidRecordError),
     (CODEC.encode(dict(REC, event_time=rules.MAX_EVENT_TIME_MS)), InvalidRecordError),
     (CODEC.encode(dict(REC, event_time=rules.MIN_EVENT_TIME_MS - 1)), InvalidRecordError),
     (CODEC.encode(dict(REC, ingest_time=rules.MAX_INGEST_TIME_MS + 1)), InvalidRecordError),

@@ -1,4 +1,5 @@
-"""MetricPoint v2 (``funding_rate_settled``) next to v1 (``schemas/history/metric_point.v1.avsc``).
+"""MetricPoint v2 (``funding_rate_settled``, ``schemas/history/metric_point.v2.avsc``) next to v1
+(``schemas/history/metric_point.v1.avsc``). v3 and its readers: ``test_schema_v3.py``.
 
 - v2 only appends an enum symbol: every v1 symbol keeps its Avro index;
 - a v1 reader reads the new metric as ``unknown`` (the enum default) and the
@@ -30,7 +31,7 @@ from perpstream.schemas.exceptions import InvalidRecordError, UnknownSchemaError
 from perpstream.schemas.models import KNOWN_METRICS, Metric, check_metric_point
 
 V1 = load_schema("history/metric_point.v1")
-V2 = load_schema("metric_point")
+V2 = load_schema("history/metric_point.v2")
 POINT = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "funding_rate_settled",
          "value": 0.0001, "event_time": 1_790_000_000_000, "ingest_time": 1_790_000_000_123}
 
@@ -40,7 +41,7 @@ def test_v2_appends_one_symbol_and_keeps_every_v1_index() -> None:
     v2 = enum_symbols(V2.definition, "metric")
     assert v2 == (*v1, "funding_rate_settled")
     assert Metric.FUNDING_RATE_SETTLED in KNOWN_METRICS
-    assert V1.fingerprint in {w.fingerprint for w in metric_point_writers()}
+    assert {V1.fingerprint, V2.fingerprint} <= {w.fingerprint for w in metric_point_writers()}
     assert V1.fingerprint != V2.fingerprint
 
 
@@ -58,12 +59,13 @@ def test_v1_reader_maps_the_new_metric_to_unknown_and_rejects_it() -> None:
         AvroCodec(V1).decode(data)
 
 
-def test_v2_reader_stores_the_new_metric_and_reads_v1_records() -> None:
+def test_current_reader_stores_the_v2_metric_and_reads_v1_records() -> None:
     codec = metric_point_codec()
     decode = row_decoder(codec)
     row = decode(codec.encode(POINT))
     assert row[2] == "funding_rate_settled" and row[4] == 0.0001
     check_metric_point(codec.decode(codec.encode(POINT)))
+    assert decode(AvroCodec(V2).encode(POINT)) == row
     old = AvroCodec(V1).encode({**POINT, "metric": "funding_rate"})
     assert codec.decode(old) == {**POINT, "metric": "funding_rate"}
     assert decode(old)[2] == "funding_rate"
@@ -93,7 +95,7 @@ def test_both_versions_register_under_one_subject_and_old_records_still_decode()
     registry = registry_client("mock://schema-v2")
     subject = "perpstream.metrics.v1-value"
     old_bytes = AvroCodec(V1, registry=registry, subject=subject).encode({**POINT, "metric": "mark_price"})
-    new_codec = metric_point_codec(registry, subject)
+    new_codec = AvroCodec(V2, registry=registry, subject=subject)
     new_bytes = new_codec.encode(POINT)
     assert sorted(registry.get_versions(subject)) == [1, 2]
     assert new_codec.decode(old_bytes)["metric"] == "mark_price"

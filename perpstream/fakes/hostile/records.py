@@ -57,9 +57,12 @@ def valid_record(rng: random.Random, symbol: str | None = None) -> dict[str, Any
                         -1.7976931348623157e308, 64240.38272864, -6.042e-05, float(2**53 + 1)])
     et = rng.choice([T0 + rng.randrange(10**9), rules.MIN_EVENT_TIME_MS, rules.MAX_EVENT_TIME_MS - 1])
     it = rng.choice([et + rng.randrange(100), rules.MIN_INGEST_TIME_MS, rules.MAX_INGEST_TIME_MS, et])
-    return {"source": rng.choice(["binance_usdm", "binance_usdm", "sim", "a", "x" * 64, "s.1-_"]),
-            "symbol": symbol if symbol is not None else valid_symbol(rng),
-            "metric": rng.choice(sorted(KNOWN)), "value": value, "event_time": et, "ingest_time": it}
+    rec = {"source": rng.choice(["binance_usdm", "binance_usdm", "sim", "a", "x" * 64, "s.1-_"]),
+           "symbol": symbol if symbol is not None else valid_symbol(rng),
+           "metric": rng.choice(sorted(KNOWN)), "value": value, "event_time": et, "ingest_time": it}
+    if rec["metric"] in rules.POSITIVE_METRICS:  # a funding interval is > 0 (docs/contract.md, "Rules")
+        rec["value"] = abs(value) or 8.0
+    return rec
 
 
 def body(source: bytes, symbol: bytes, metric: bytes, value: bytes, event_time: bytes,
@@ -321,6 +324,8 @@ def strict(data: bytes) -> Row | str:
         return "bad symbol or source"
     if metric not in KNOWN:
         return "metric unknown to this reader"
+    if metric in rules.POSITIVE_METRICS and not value > 0.0:
+        return "value not > 0 where the metric wants it"
     if not rules.MIN_EVENT_TIME_MS <= et < rules.MAX_EVENT_TIME_MS:
         return "event_time out of range"
     if not rules.MIN_INGEST_TIME_MS <= it <= rules.MAX_INGEST_TIME_MS:

@@ -20,7 +20,8 @@ from perpstream.schemas.models import check_metric_point as validate_row
 REC = {"source": "binance_usdm", "symbol": "BTCUSDT", "metric": "mark_price", "value": 1.5,
        "event_time": 1_760_000_000_000, "ingest_time": 1_760_000_000_003}
 METRICS = ["mark_price", "index_price", "estimated_settle_price", "funding_rate",
-           "next_funding_time", "open_interest", "unknown"]
+           "next_funding_time", "open_interest", "unknown", "funding_rate_settled",
+           "funding_interval_hours"]
 CODEC = metric_point_codec()
 DECODE = row_decoder(CODEC)
 
@@ -56,8 +57,9 @@ def same(a: Any, b: Any) -> bool:
 
 
 records = st.fixed_dictionaries({
-    "source": st.one_of(st.just("binance_usdm"), st.text(max_size=80)),
-    "symbol": st.one_of(st.sampled_from(["BTCUSDT", "ETHUSDT", "btcusdt", "", "X" * 64, "X" * 65]),
+    # hyperliquid's symbol rule allows lower-case ASCII (docs/contract.md, "Symbols")
+    "source": st.one_of(st.sampled_from(["binance_usdm", "hyperliquid"]), st.text(max_size=80)),
+    "symbol": st.one_of(st.sampled_from(["BTCUSDT", "ETHUSDT", "btcusdt", "kPEPE", "", "X" * 64, "X" * 65]),
                         st.text(max_size=70)),
     "metric": st.sampled_from(METRICS),
     "value": st.floats(allow_nan=True, allow_infinity=True),
@@ -113,6 +115,11 @@ def test_known_records_and_edge_cases() -> None:
         CODEC.encode(dict(REC, source="s" * 70)),
         CODEC.encode(dict(REC, symbol="ÄÖÜUSDT")),
         CODEC.encode(dict(REC, ingest_time=2**63 - 1)),
+        CODEC.encode(dict(REC, source="hyperliquid", symbol="kPEPE")),
+        CODEC.encode(dict(REC, source="binance_usdm", symbol="kPEPE")),
+        CODEC.encode(dict(REC, metric="funding_interval_hours", value=8.0)),
+        CODEC.encode(dict(REC, metric="funding_interval_hours", value=0.0)),
+        CODEC.encode(dict(REC, metric="funding_interval_hours", value=-1.0)),
     ]
     for raw in cases:
         assert same(fast(raw), reference(raw)), raw
@@ -154,3 +161,18 @@ def test_same_error_type_as_the_codec_on_truncation() -> None:
     with pytest.raises(DecodeError) as exc:
         DECODE(data[:-3])
     assert exc.value.reason == "truncated"
+
+
+def test_the_symbol_rule_is_the_source_s_in_either_order() -> None:
+    """One symbol, two venues: the verdict cached for one source never answers for the other."""
+    hyperliquid = CODEC.encode(dict(REC, source="hyperliquid", symbol="kPEPE"))
+    binance = CODEC.encode(dict(REC, source="binance_usdm", symbol="kPEPE"))
+    for order in ((hyperliquid, binance), (binance, hyperliquid)):
+        decode = row_decoder(CODEC)
+        for _ in range(2):
+            for data in order:
+                if data is hyperliquid:
+                    assert decode(data)[:2] == ("hyperliquid", "kPEPE")
+                else:
+                    with pytest.raises(DecodeError, match="other than A-Z, 0-9"):
+                        decode(data)
