@@ -1,8 +1,8 @@
 """Hyperliquid perpetual history for ``perpstream backfill --venue hyperliquid``.
 
 ``POST /info {"type": "fundingHistory", "coin", "startTime", "endTime"}``
-answers the hourly settlements oldest first, at most 500 rows:
-``[{"coin", "fundingRate", "premium", "time"}]``; each becomes a
+answers the hourly settlements oldest first, both ends inclusive, at most 500
+rows: ``[{"coin", "fundingRate", "premium", "time"}]``; each becomes a
 ``funding_rate_settled`` point at ``time`` (as sent: a few milliseconds past
 the hour). A full answer goes on from its newest ``time`` + 1. A chunk is 500
 hours, one answer. Coins are spelled as ``meta`` spells them (``BTC``,
@@ -13,9 +13,13 @@ current open interest only (``metaAndAssetCtxs``), which the live producer
 publishes. ``open_interest`` is therefore not backfilled, and the command says
 so.
 
+An unknown coin is answered with no rows, not an error, so the coins given
+are checked against ``meta`` first (listed or delisted: a delisted coin keeps
+its history) and an unknown one fails alone. ``--all`` is every listed coin.
+
 Limits: a weight of 1,200 per minute per IP, HTTP 429 past it (waited out);
-``fundingHistory`` weighs 20 plus 1 per 20 rows answered, so a request is
-counted at its most, 45 (docs/producer.md, ``perpstream backfill``).
+``meta`` weighs 20, ``fundingHistory`` 20 plus 1 per 20 rows answered, so a
+request is counted at its most, 45 (docs/producer.md, ``perpstream backfill``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from perpstream.producer import bybit
+from perpstream.producer import hyperliquid as hl
 from perpstream.producer.backfill.requests import VenueRequests
 from perpstream.producer.backfill.spec import (
     HOUR_MS,
@@ -36,28 +41,13 @@ from perpstream.producer.backfill.spec import (
     point,
     same_symbol,
 )
-from perpstream.producer.binance import BAD_NUMBER, NON_FINITE, Record
-from perpstream.producer.exceptions import FrameRejected
+from perpstream.producer.binance import Record
 from perpstream.schemas.models import Metric
 
-SOURCE: Final = "hyperliquid"
-INFO_PATH: Final = "/info"
 #: Rows of one fundingHistory answer at most.
-LIMIT: Final = 500
-#: 20 per request, plus 1 per 20 rows answered: a full answer weighs 45.
-WEIGHT: Final = 20 + LIMIT // 20
-
-
-def _rate(v: Any) -> float:
-    """A decimal string as sent (the venue's type definitions say number: both are read)."""
-    if type(v) is float or type(v) is int:
-        x = float(v)
-        if x - x != 0.0:
-            raise FrameRejected(NON_FINITE, f"fundingRate={v!r}")
-        return x
-    if type(v) is not str:
-        raise FrameRejected(BAD_NUMBER, f"fundingRate={str(v)[:40]!r} is not a number")
-    return bybit._decimal(v, "fundingRate", True)
+LIMIT: Final = hl.FUNDING_HISTORY_MAX_ROWS
+#: A full answer's weight: 20, plus 1 per 20 rows.
+WEIGHT: Final = hl.FUNDING_HISTORY_WEIGHT + LIMIT // hl.FUNDING_HISTORY_ROWS_PER_WEIGHT
 
 
 def funding_page(doc: Any, ask: Ask) -> Page:
@@ -66,9 +56,9 @@ def funding_page(doc: Any, ask: Ask) -> Page:
 
     def one(d: Any) -> Record:
         same_symbol(field_of(d, "coin", where), ask.symbol, where)
-        rate = _rate(field_of(d, "fundingRate", where))
+        rate = hl._decimal(field_of(d, "fundingRate", where), "fundingRate", True)
         t = bybit._millis(field_of(d, "time", where), "time")
-        return point(ask, SOURCE, Metric.FUNDING_RATE_SETTLED, rate, t)
+        return point(ask, hl.SOURCE, Metric.FUNDING_RATE_SETTLED, rate, t)
 
     return page_of(doc, where, one, lambda d: d.get("time") if type(d) is dict else None)
 
@@ -79,7 +69,7 @@ def funding_request(coin: str, start: int, end: int) -> dict[str, Any]:
 
 
 async def fetch_funding(q: VenueRequests, ask: Ask) -> list[Record]:
-    url = ask.base.rstrip("/") + INFO_PATH
+    url = hl.info_url(ask.base)
 
     async def page(lower: int) -> Page:
         body = funding_request(ask.symbol, lower, ask.end - 1)
@@ -89,12 +79,31 @@ async def fetch_funding(q: VenueRequests, ask: Ask) -> list[Record]:
     return await oldest_first(page, ask.start, ask.end, LIMIT)
 
 
+async def _meta(q: VenueRequests, base: str) -> hl.Listing:
+    async def send() -> hl.Listing:
+        body = await q.rest.request(hl.info_url(base), json_body={"type": "meta"}, weight=hl.META_WEIGHT,
+                                    endpoint="meta")
+        return hl.listing(body)
+
+    return await q.call(send, "meta", hl.META_WEIGHT)
+
+
+async def listing(q: VenueRequests, base: str) -> list[str]:
+    """Every listed perpetual coin (``meta``, delisted ones left out)."""
+    return sorted((await _meta(q, base)).instruments)
+
+
+async def known(q: VenueRequests, base: str) -> list[str]:
+    """Every coin ``meta`` names, delisted ones included: the coins with a history."""
+    meta = await _meta(q, base)
+    return sorted(set(meta.instruments) | meta.delisted)
+
+
 HISTORY: Final = VenueHistory(
-    name="hyperliquid", title="Hyperliquid", source=SOURCE, rest_limit=1200, rest_window=60.0,
-    chunk_ms=LIMIT * HOUR_MS,
+    name="hyperliquid", title="Hyperliquid", source=hl.SOURCE, rest_limit=hl.REST_WEIGHT_LIMIT,
+    rest_window=60.0, chunk_ms=LIMIT * HOUR_MS,
     kinds=(HistoryKind(Metric.FUNDING_RATE_SETTLED, fetch_funding),),
     not_served={Metric.OPEN_INTEREST: "keeps no open-interest history (only the current value, "
                                       "which the live producer publishes)"},
-    # --all: the meta listing (producer.hyperliquid) is wired here once it is on this branch
-    listing=None,
+    listing=listing, known=known,
 )

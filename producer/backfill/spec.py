@@ -100,6 +100,10 @@ class VenueHistory:
     not_served: Mapping[str, str] = field(default_factory=dict)
     #: Every listed perpetual (``--all``); None until the venue's listing is wired.
     listing: Listing | None = None
+    #: Every name the venue has history for, where it answers an unknown one with no rows
+    #: instead of an error: the symbols given are checked against it first. None: the venue
+    #: refuses an unknown symbol itself.
+    known: Listing | None = None
 
     def kind(self, metric: str) -> HistoryKind | None:
         return next((k for k in self.kinds if k.metric == metric), None)

@@ -134,6 +134,23 @@ class VenueBackfill:
                 r.chunks += 1
             tick(1)
 
+    async def _known(self, symbols: list[str]) -> list[str]:
+        """The symbols the venue has history for; the others fail here, named (a venue that
+        answers an unknown name with no rows would otherwise deliver nothing, silently)."""
+        h = self.plan.history
+        if h.known is None or self.plan.symbols is None or not symbols:
+            return symbols
+        try:
+            names = set(await h.known(self.requests, self.plan.base))
+        except RestError as exc:
+            raise PermanentFailure(f"{h.name}_rest", f"listing failed: {str(exc)[:300]}") from exc
+        for symbol in symbols:
+            if symbol not in names:
+                self.result.failures[symbol] = f"{h.title} lists no such symbol"
+                log.error("backfill of this symbol failed; the others go on",
+                          extra={"venue": h.name, "symbol": symbol, "error": self.result.failures[symbol]})
+        return [s for s in symbols if s in names]
+
     def _refused(self, symbol: str, exc: RestError) -> None:
         name = self.plan.history.name
         if exc.fault is RestFault.PERMANENT:
@@ -159,7 +176,13 @@ class VenueBackfill:
                 self.progress(done, total, symbol)
 
         try:
+            # only symbols with something due are checked: a delivered range costs no request
+            due = [s for s in symbols if any(d.resume < self.range.until for d in self._dues(s))]
+            known = set(await self._known(due))
             for symbol in symbols:
+                if symbol in due and symbol not in known:
+                    tick(len(chunks))
+                    continue
                 await self._symbol(symbol, chunks, tick)
         except Interrupted:
             r.interrupted = True

@@ -1,7 +1,7 @@
-"""``perpstream backfill --venue bybit`` against the fake Bybit: exactly the venue's history on a
-real Kafka topic.
+"""``perpstream backfill --venue bybit|hyperliquid`` against the fake venues: exactly the venue's
+history on a real Kafka topic.
 
-The fake's history is a function of time (``settled_funding``, ``open_interest_at``), so the
+The fakes' history is a function of time (``settled_funding``, ``open_interest_at``), so the
 test knows every (symbol, metric, event_time) -> value the topic must carry:
 
 - nine days of three symbols (two chunks each, several pages of funding newest first and of
@@ -11,7 +11,11 @@ test knows every (symbol, metric, event_time) -> value the topic must carry:
   new; a run of a delivered range sends nothing (0 requests); ``--no-resume`` sends the same
   identities with the same values again;
 - as a command, past the fake's IP limit (HTTP 403, waited out) and with a symbol Bybit does
-  not know: the others are delivered, the unknown one is named, exit 1.
+  not know: the others are delivered, the unknown one is named, exit 1;
+- Hyperliquid: the hourly settlements of listed and delisted coins, spelled as ``meta`` spells
+  them (``kPEPE``), over two chunks; a coin ``meta`` does not name fails alone (the venue would
+  answer it with no rows); open interest is said not to be backfilled; a run of the delivered
+  range sends nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import pytest
 
 from perpstream.fakes.bybit import FakeBybit
+from perpstream.fakes.hyperliquid import FakeHyperliquid
 from perpstream.producer.backfill import run
 from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.telemetry import Telemetry
@@ -151,3 +156,37 @@ def test_bybit_command_waits_out_the_ip_limit_and_names_an_unknown_symbol(
     records = published(kafka_bootstrap, topic, len(want))
     assert len(records) == len(want)
     assert as_map(records) == want
+
+
+def test_hyperliquid_funding_history_is_exact_and_an_unknown_coin_fails_alone(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path,
+) -> None:
+    topic = topic_factory(3)
+    until = _until()
+    since = until - 25 * 86_400_000 + 777  # 600 hours: two chunks of 500
+    coins = ["BTC", "LOOM", "kPEPE"]  # LOOM is delisted: its history stays
+    never = threading.Event()
+    with FakeHyperliquid(("BTC", "ETH", "kPEPE"), delisted=("LOOM",)) as fake:
+        s = ProducerSettings(
+            kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic, hyperliquid_rest_url=fake.rest_url,
+            hyperliquid_symbols="kPEPE,NOPE,BTC,LOOM", backfill_since=str(since), backfill_until=str(until),
+            data_dir=str(tmp_path), backoff_initial=0.05, backoff_cap=0.5)
+        first = run(s, Telemetry(), never, venue="hyperliquid")
+        again = run(s.model_copy(update={"hyperliquid_symbols": "BTC,LOOM,kPEPE"}), Telemetry(), never,
+                    venue="hyperliquid")
+    want: dict[Key, float] = {}
+    for coin in coins:
+        for hour in range(since // 3_600_000 * 3_600_000, until, 3_600_000):
+            t = fake.funding_time(hour)
+            if since <= t < until:
+                rate = fake.settled_funding(coin, hour)
+                want[(coin, Metric.FUNDING_RATE_SETTLED, t)] = float(f"{rate:.10f}")
+
+    assert first.exit_code == 1 and first.failures == {"NOPE": "Hyperliquid lists no such symbol"}
+    assert first.points == len(want) and first.chunks == 2 * len(coins)
+    assert any(n.startswith("open_interest is not backfilled: Hyperliquid keeps no open-interest history")
+               for n in first.notes)
+    assert (again.exit_code, again.points, again.requests) == (0, 0, 0)
+    records = published(kafka_bootstrap, topic, len(want))
+    assert {r["source"] for _, r in records} == {"hyperliquid"}
+    assert len(records) == len(want) and as_map(records) == want
