@@ -11,16 +11,17 @@ endpoint (``instId`` = the swap, ``BTC-USDT-SWAP``)    metric                   
 
 Funding history rows carry two rates: ``fundingRate`` is the rate that was
 predicted for the settlement, ``realizedRate`` the rate actually settled at
-``fundingTime``; the settled one is published. OKX serves three months of it:
-an older ``--since`` is clipped, with a WARNING. Open-interest rows are arrays
+``fundingTime``; the settled one is published. Open-interest rows are arrays
 ``[ts, oi, oiCcy, oiUsd]`` (contracts, coin, USD); the coin figure is the unit
-of every venue's ``open_interest``. OKX keeps only a recent window of it
-(days at 5 m): what it no longer serves is simply not there.
+of every venue's ``open_interest``. OKX serves three months of funding and the
+latest 1,440 bars of open interest (five days at 5 m): an older ``--since`` is
+clipped for that metric, with a WARNING naming the limit.
 
-Both answer newest first, ``limit`` ≤ 100 rows: a full page goes on with
-``after`` (funding) / ``end`` (open interest) at its oldest row, both
-exclusive. A chunk is 100 hours: one page of funding at the shortest interval
-OKX uses (1 h).
+Both answer newest first: a full page goes on below its oldest row, with
+``after`` / ``before`` (funding) and ``end`` / ``begin`` (open interest) as
+exclusive bounds; 100 rows a page (open interest takes no more; funding takes
+100 under every version of the docs). A chunk is 100 hours: one page of
+funding at the shortest interval OKX uses (1 h).
 
 Limits per IP: 10 requests per 2 s for each endpoint (shared here, so the
 budget is 10); past them HTTP 429 with code 50011, which pauses the client. An
@@ -59,8 +60,9 @@ FUNDING_PATH: Final = "/api/v5/public/funding-rate-history"
 OPEN_INTEREST_PATH: Final = "/api/v5/rubik/stat/contracts/open-interest-history"
 #: Rows per page (both endpoints take at most 100).
 LIMIT: Final = 100
-#: How far back OKX serves funding history.
+#: How far back OKX serves funding history, and how many bars of open interest.
 FUNDING_RETENTION_MS: Final = 90 * 86_400_000
+OI_RETENTION_BARS: Final = 1_440
 #: ``--oi-period`` -> OKX's ``period`` and its length.
 OI_PERIODS: Final = {"5m": ("5m", 300_000), "1h": ("1H", 3_600_000), "1d": ("1D", 86_400_000)}
 RATE_LIMIT_CODE: Final = "50011"
@@ -122,7 +124,7 @@ def open_interest_page(doc: Any, ask: Ask) -> Page:
 async def fetch_funding(q: VenueRequests, ask: Ask) -> list[Record]:
     async def page(upper: int) -> Page:
         url = query_url(ask.base.rstrip("/") + FUNDING_PATH, {
-            "instId": ask.symbol, "after": str(upper + 1), "limit": str(LIMIT)})
+            "instId": ask.symbol, "after": str(upper + 1), "before": str(ask.start - 1), "limit": str(LIMIT)})
         return await q.get(str(url), lambda d: funding_page(d, ask), "funding-rate-history")
 
     return await newest_first(page, ask.start, ask.end, LIMIT)
@@ -143,7 +145,9 @@ HISTORY: Final = VenueHistory(
     chunk_ms=LIMIT * HOUR_MS,
     kinds=(HistoryKind(Metric.FUNDING_RATE_SETTLED, fetch_funding, retention_ms=FUNDING_RETENTION_MS,
                        retention_text="three months of funding history"),
-           HistoryKind(Metric.OPEN_INTEREST, fetch_open_interest, periods=OI_PERIODS)),
+           HistoryKind(Metric.OPEN_INTEREST, fetch_open_interest, periods=OI_PERIODS,
+                       retention_periods=OI_RETENTION_BARS,
+                       retention_text="the latest 1,440 bars of open-interest history")),
     # --all: the swap listing (producer.okx) is wired here once it is on this branch
     listing=None,
 )

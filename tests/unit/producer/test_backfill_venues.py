@@ -359,9 +359,12 @@ def test_checkpoints_are_per_venue_metric_and_symbol(tmp_path: Path) -> None:
     assert bybit_funding.resume_from(T0) == T0 and binance.resume_from(T0) == T0
 
 
-def test_okx_funding_is_served_for_three_months_only() -> None:
+def test_okx_serves_three_months_of_funding_and_1440_bars_of_open_interest() -> None:
     funding = okx.HISTORY.kind(Metric.FUNDING_RATE_SETTLED)
-    assert funding is not None
+    oi = okx.HISTORY.kind(Metric.OPEN_INTEREST)
+    assert funding is not None and oi is not None
     assert funding.oldest(T0, 0) == T0 - 90 * 86_400_000 + H
+    assert oi.oldest(T0, 300_000) == T0 - 1440 * 300_000 + H  # five days at 5 m
+    assert oi.oldest(T0, 86_400_000) == T0 - 1440 * 86_400_000 + H
     assert bybit.HISTORY.kind(Metric.OPEN_INTEREST).oldest(T0, 300_000) is None  # type: ignore[union-attr]
     assert hyperliquid.HISTORY.kind(Metric.OPEN_INTEREST) is None
