@@ -15,11 +15,16 @@ test knows every (symbol, metric, event_time) -> value the topic must carry:
 - Hyperliquid: the hourly settlements of listed and delisted coins, spelled as ``meta`` spells
   them (``kPEPE``), over two chunks; a coin ``meta`` does not name fails alone (the venue would
   answer it with no rows); open interest is said not to be backfilled; a run of the delivered
-  range sends nothing.
+  range sends nothing;
+- OKX (once its fake is on this branch): the realized rate of swaps settling every 8, 4 and 1 h
+  and the coin figure of open interest, clipped to the 1,440 bars OKX keeps with a note naming
+  the limit, past its per-2-s limits (HTTP 429, waited out), an unknown swap failing alone.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -190,3 +195,46 @@ def test_hyperliquid_funding_history_is_exact_and_an_unknown_coin_fails_alone(
     records = published(kafka_bootstrap, topic, len(want))
     assert {r["source"] for _, r in records} == {"hyperliquid"}
     assert len(records) == len(want) and as_map(records) == want
+
+
+@pytest.mark.skipif(importlib.util.find_spec("perpstream.fakes.okx") is None,
+                    reason="the fake OKX is not on this branch yet")
+def test_okx_history_is_exact_clipped_to_what_okx_keeps_and_past_its_limits(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path,
+) -> None:
+    fakes = importlib.import_module("perpstream.fakes.okx")
+    topic = topic_factory(3)
+    until = _until()
+    since = until - 8 * 86_400_000 + 999  # older than the 1,440 bars of 5 m open interest OKX keeps
+    swaps = ["BONK-USDT-SWAP", "BTC-USDT-SWAP", "PEPE-USDT-SWAP"]  # settling every 1, 8 and 4 h
+    never = threading.Event()
+    with fakes.FakeOkx(swaps, open_interest_history_limit=2) as fake:
+        s = ProducerSettings(
+            kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic, okx_rest_url=fake.rest_url,
+            okx_symbols=",".join([*swaps, "NOPE-USDT-SWAP"]), backfill_since=str(since),
+            backfill_until=str(until), data_dir=str(tmp_path), backoff_initial=0.05, backoff_cap=0.5)
+        result = run(s, Telemetry(), never, venue="okx")
+        statuses = Counter(status for *_, status in fake.rest_requests)
+        records = [r for _, r in published(kafka_bootstrap, topic, result.points)]
+        values = {(r["symbol"], r["metric"], r["event_time"]): (fake.settled_funding if r["metric"] ==
+                  Metric.FUNDING_RATE_SETTLED else fake.open_interest_at)(r["symbol"], r["event_time"])
+                  for r in records}
+
+    assert result.exit_code == 1 and list(result.failures) == ["NOPE-USDT-SWAP"]
+    assert "51001" in result.failures["NOPE-USDT-SWAP"]
+    assert statuses[429] >= 1, "the fake's per-2-s limit was never reached"
+    assert as_map([(b"", r) for r in records]) == values and len(records) == len(values)
+    assert {r["source"] for r in records} == {"okx_swap"}
+    oldest_kept = int(time.time() * 1000) - 1440 * OI_MS  # the bars OKX keeps (now: after the run)
+    for sym in swaps:
+        period = fake.swaps[sym].funding_period_ms
+        funding = sorted(r["event_time"] for r in records
+                         if r["symbol"] == sym and r["metric"] == Metric.FUNDING_RATE_SETTLED)
+        assert funding == list(range(-(-since // period) * period, until, period))
+        oi = sorted(r["event_time"] for r in records
+                    if r["symbol"] == sym and r["metric"] == Metric.OPEN_INTEREST)
+        assert oi == list(range(oi[0], until, OI_MS))  # every bar from the first to the end
+        margin = oi[0] - oldest_kept  # an hour, less the run's seconds, rounded up to a bar
+        assert 3_600_000 - 180_000 < margin <= 3_600_000 + OI_MS
+    assert any(n.startswith("OKX serves the latest 1,440 bars of open-interest history")
+               for n in result.notes)
