@@ -109,8 +109,10 @@ class VenueBackfill:
         points.sort(key=lambda p: (p["event_time"], ORDER.get(p["metric"], 9)))
         return points
 
-    async def _symbol(self, symbol: str, chunks: list[tuple[int, int]], tick: Callable[[int], None]) -> None:
-        """Every chunk of one symbol; a refusal fails the symbol (raised: PermanentFailure)."""
+    async def _symbol(self, symbol: str, chunks: list[tuple[int, int]],
+                      tick: Callable[[int, str], None]) -> None:
+        """Every chunk of one symbol. A request refused (or failing past its attempts) fails this
+        symbol alone; an endpoint refusing us, or Kafka, raises PermanentFailure."""
         r = self.result
         dues = self._dues(symbol)
         for i, (a, b) in enumerate(chunks):
@@ -125,14 +127,14 @@ class VenueBackfill:
                                                self.s.flush_timeout)
                 except RestError as exc:
                     self._refused(symbol, exc)
-                    tick(len(chunks) - i)
+                    tick(len(chunks) - i, symbol)
                     return
                 r.points += len(points)
                 self.telemetry.inc("points_published", len(points))
                 for due, start in work:
                     due.checkpoint.delivered(start, b)
                 r.chunks += 1
-            tick(1)
+            tick(1, symbol)
 
     async def _known(self, symbols: list[str]) -> list[str]:
         """The symbols the venue has history for; the others fail here, named (a venue that
@@ -169,7 +171,7 @@ class VenueBackfill:
         chunks = self._chunks()
         total, done = len(chunks) * len(symbols), 0
 
-        def tick(n: int) -> None:
+        def tick(n: int, symbol: str) -> None:
             nonlocal done
             done += n
             if self.progress is not None:
@@ -181,7 +183,7 @@ class VenueBackfill:
             known = set(await self._known(due))
             for symbol in symbols:
                 if symbol in due and symbol not in known:
-                    tick(len(chunks))
+                    tick(len(chunks), symbol)
                     continue
                 await self._symbol(symbol, chunks, tick)
         except Interrupted:
