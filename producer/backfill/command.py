@@ -117,10 +117,10 @@ def backfill_main(args: argparse.Namespace) -> int:
             result = run(settings, Telemetry(), stop, report, venue=venue, metrics=args.metrics)
     finally:
         close()
-    return _last_lines(result)
+    return last_lines(result)
 
 
-def _last_lines(result: BackfillResult) -> int:
+def last_lines(result: BackfillResult) -> int:
     """The notes, then one line: what was delivered, or what was not and how to go on."""
     for note in result.notes:
         print(f"perpstream backfill: note: {note}", file=sys.stderr)

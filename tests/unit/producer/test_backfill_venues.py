@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from perpstream.errors import ConfigError
 from perpstream.producer.backfill import bybit, command, hyperliquid, okx
+from perpstream.producer.backfill.fetch import BackfillResult
 from perpstream.producer.backfill.plan import Checkpoint
 from perpstream.producer.backfill.spec import (
     Ask,
@@ -368,3 +369,22 @@ def test_okx_serves_three_months_of_funding_and_1440_bars_of_open_interest() -> 
     assert oi.oldest(T0, 86_400_000) == T0 - 1440 * 86_400_000 + H
     assert bybit.HISTORY.kind(Metric.OPEN_INTEREST).oldest(T0, 300_000) is None  # type: ignore[union-attr]
     assert hyperliquid.HISTORY.kind(Metric.OPEN_INTEREST) is None
+
+
+def test_thelast_lines_name_the_venue_and_say_what_is_not_served(capsys: pytest.CaptureFixture[str]) -> None:
+    note = "open_interest is not backfilled: Hyperliquid keeps no open-interest history"
+    ok = BackfillResult(venue="hyperliquid", symbols=2, chunks=4, points=1200, requests=5, weight=225,
+                        notes=[note])
+    assert command.last_lines(ok) == 0
+    out = capsys.readouterr().err.splitlines()
+    assert out[0] == f"perpstream backfill: note: {note}"
+    assert out[1].startswith("perpstream backfill: hyperliquid: 1,200 points for 2 symbols (4 chunks")
+    failed = BackfillResult(venue="bybit",
+                            failures={"ZZZUSDT": "Symbol Invalid", "AAAUSDT": "Symbol Invalid"})
+    assert command.last_lines(failed) == 1
+    assert capsys.readouterr().err == (
+        "perpstream backfill: error: bybit: not everything was delivered (AAAUSDT: Symbol Invalid; "
+        "ZZZUSDT: Symbol Invalid); run the same command again to resume\n")
+    assert command.last_lines(BackfillResult(points=3, symbols=1)) == 0
+    # Binance's line is as it was
+    assert capsys.readouterr().err.startswith("perpstream backfill: 3 points for 1 symbols")
