@@ -27,14 +27,15 @@ Limits per IP: 10 requests per 2 s for each endpoint (shared here, so the
 budget is 10); past them HTTP 429 with code 50011, which pauses the client. An
 envelope ``code`` of 50001/50004/50013 (service unavailable, timeout, busy) is
 retried; any other (51001: no such instrument) refuses the request and fails
-that symbol (docs/producer.md, ``perpstream backfill``).
+that symbol. ``--all`` is every live linear swap of ``instruments?instType=SWAP``
+(docs/producer.md, ``perpstream backfill``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from perpstream.producer import bybit
+from perpstream.producer import okx
 from perpstream.producer.backfill.requests import VenueRequests
 from perpstream.producer.backfill.spec import (
     HOUR_MS,
@@ -53,11 +54,12 @@ from perpstream.producer.binance import MISSING_FIELD, NOT_OBJECT, Record
 from perpstream.producer.exceptions import FrameRejected, RestError
 from perpstream.producer.failures import RestFault
 from perpstream.producer.rest import query_url
+from perpstream.producer.venues import okx_listing
 from perpstream.schemas.models import Metric
 
-SOURCE: Final = "okx_swap"
-FUNDING_PATH: Final = "/api/v5/public/funding-rate-history"
-OPEN_INTEREST_PATH: Final = "/api/v5/rubik/stat/contracts/open-interest-history"
+SOURCE: Final = okx.SOURCE
+FUNDING_PATH: Final = okx.FUNDING_HISTORY_PATH
+OPEN_INTEREST_PATH: Final = okx.OPEN_INTEREST_HISTORY_PATH
 #: Rows per page (both endpoints take at most 100).
 LIMIT: Final = 100
 #: How far back OKX serves funding history, and how many bars of open interest.
@@ -65,7 +67,7 @@ FUNDING_RETENTION_MS: Final = 90 * 86_400_000
 OI_RETENTION_BARS: Final = 1_440
 #: ``--oi-period`` -> OKX's ``period`` and its length.
 OI_PERIODS: Final = {"5m": ("5m", 300_000), "1h": ("1H", 3_600_000), "1d": ("1D", 86_400_000)}
-RATE_LIMIT_CODE: Final = "50011"
+RATE_LIMIT_CODE: Final = okx.RATE_LIMIT_CODE
 #: Service unavailable, endpoint timeout, system busy: retried.
 RETRY_CODES: Final = frozenset({"50001", "50004", "50013"})
 
@@ -98,8 +100,8 @@ def funding_page(doc: Any, ask: Ask) -> Page:
 
     def one(d: Any) -> Record:
         same_symbol(field_of(d, "instId", where), ask.symbol, where)
-        rate = bybit._decimal(field_of(d, "realizedRate", where), "realizedRate", True)
-        t = bybit._millis(field_of(d, "fundingTime", where), "fundingTime")
+        rate = okx._decimal(field_of(d, "realizedRate", where), "realizedRate", True)
+        t = okx._millis(field_of(d, "fundingTime", where), "fundingTime")
         return point(ask, SOURCE, Metric.FUNDING_RATE_SETTLED, rate, t)
 
     return page_of(rows, where, one, lambda d: d.get("fundingTime") if type(d) is dict else None)
@@ -115,8 +117,8 @@ def open_interest_page(doc: Any, ask: Ask) -> Page:
             raise FrameRejected(NOT_OBJECT, f"{where} row is {type(row).__name__}, not an array")
         if len(row) < 3:
             raise FrameRejected(MISSING_FIELD, f"{where} row has {len(row)} fields, fewer than 3")
-        t = bybit._millis(row[0], "ts")
-        return point(ask, SOURCE, Metric.OPEN_INTEREST, bybit._decimal(row[2], "oiCcy", False), t)
+        t = okx._millis(row[0], "ts")
+        return point(ask, SOURCE, Metric.OPEN_INTEREST, okx._decimal(row[2], "oiCcy", False), t)
 
     return page_of(rows, where, one, lambda r: r[0] if type(r) is list and r else None)
 
@@ -140,6 +142,18 @@ async def fetch_open_interest(q: VenueRequests, ask: Ask) -> list[Record]:
     return await newest_first(page, ask.start, ask.end, LIMIT)
 
 
+async def listing(q: VenueRequests, base: str) -> list[str]:
+    """Every live linear swap (``instruments?instType=SWAP``)."""
+    async def send() -> list[str]:
+        try:
+            return sorted(await okx_listing(q.rest, base))
+        except okx.OkxApiError as exc:
+            fault = RestFault.RETRY if exc.code in RETRY_CODES else RestFault.REFUSED
+            raise RestError(200, f"instruments: {exc}", fault=fault) from None
+
+    return await q.call(send, "instruments")
+
+
 HISTORY: Final = VenueHistory(
     name="okx", title="OKX", source=SOURCE, rest_limit=10, rest_window=2.0,
     chunk_ms=LIMIT * HOUR_MS,
@@ -148,6 +162,5 @@ HISTORY: Final = VenueHistory(
            HistoryKind(Metric.OPEN_INTEREST, fetch_open_interest, periods=OI_PERIODS,
                        retention_periods=OI_RETENTION_BARS,
                        retention_text="the latest 1,440 bars of open-interest history")),
-    # --all: the swap listing (producer.okx) is wired here once it is on this branch
-    listing=None,
+    listing=listing,
 )

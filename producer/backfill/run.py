@@ -101,7 +101,7 @@ async def _venue(plan: VenuePlan, s: ProducerSettings, telemetry: Telemetry, ses
                              backoff_initial=s.backoff_initial, backoff_cap=s.backoff_cap)
     requests.stop = astop
     symbols = list(plan.symbols or ())
-    if plan.symbols is None and h.listing is not None:
+    if plan.symbols is None:
         try:
             symbols = await h.listing(requests, plan.base)
         except Interrupted:

@@ -96,10 +96,10 @@ class VenueHistory:
     #: Span of one chunk: delivered, acknowledged and checkpointed as one.
     chunk_ms: int
     kinds: tuple[HistoryKind, ...]
+    #: Every listed perpetual (``--all``).
+    listing: Listing
     #: metric -> why the venue does not serve its history.
     not_served: Mapping[str, str] = field(default_factory=dict)
-    #: Every listed perpetual (``--all``); None until the venue's listing is wired.
-    listing: Listing | None = None
     #: Every name the venue has history for, where it answers an unknown one with no rows
     #: instead of an error: the symbols given are checked against it first. None: the venue
     #: refuses an unknown symbol itself.

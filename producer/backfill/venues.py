@@ -86,9 +86,6 @@ def venue_plan(settings: ProducerSettings, venue: str, metrics: str | None = Non
     if given is None and not settings.all_symbols:
         raise ConfigError(f"backfill --venue {venue} needs --symbols A,B as {history.title} spells them "
                           f"(PERPSTREAM_{venue.upper()}_SYMBOLS) or --all")
-    if given is None and history.listing is None:
-        raise ConfigError(f"--all: the {history.title} listing is not read by the backfill yet; "
-                          f"give --symbols A,B")
     base: str = getattr(settings, f"{venue}_rest_url")
     symbols = None if given is None else tuple(sorted(given))
     return VenuePlan(history, tuple(tracks), base, symbols, tuple(notes))

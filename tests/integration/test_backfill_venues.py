@@ -16,15 +16,15 @@ test knows every (symbol, metric, event_time) -> value the topic must carry:
   them (``kPEPE``), over two chunks; a coin ``meta`` does not name fails alone (the venue would
   answer it with no rows); open interest is said not to be backfilled; a run of the delivered
   range sends nothing;
-- OKX (once its fake is on this branch): the realized rate of swaps settling every 8, 4 and 1 h
+- ``--all`` reads each venue's listing (Bybit's instruments, OKX's live linear swaps, Hyperliquid's
+  listed coins) and backfills every symbol on it;
+- OKX: the realized rate of swaps settling every 8, 4 and 1 h
   and the coin figure of open interest, clipped to the 1,440 bars OKX keeps with a note naming
   the limit, past its per-2-s limits (HTTP 429, waited out), an unknown swap failing alone.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -39,6 +39,7 @@ import pytest
 
 from perpstream.fakes.bybit import FakeBybit
 from perpstream.fakes.hyperliquid import FakeHyperliquid
+from perpstream.fakes.okx import FakeOkx
 from perpstream.producer.backfill import run
 from perpstream.producer.settings import ProducerSettings
 from perpstream.runtime.telemetry import Telemetry
@@ -197,18 +198,15 @@ def test_hyperliquid_funding_history_is_exact_and_an_unknown_coin_fails_alone(
     assert len(records) == len(want) and as_map(records) == want
 
 
-@pytest.mark.skipif(importlib.util.find_spec("perpstream.fakes.okx") is None,
-                    reason="the fake OKX is not on this branch yet")
 def test_okx_history_is_exact_clipped_to_what_okx_keeps_and_past_its_limits(
     kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path,
 ) -> None:
-    fakes = importlib.import_module("perpstream.fakes.okx")
     topic = topic_factory(3)
     until = _until()
     since = until - 8 * 86_400_000 + 999  # older than the 1,440 bars of 5 m open interest OKX keeps
     swaps = ["BONK-USDT-SWAP", "BTC-USDT-SWAP", "PEPE-USDT-SWAP"]  # settling every 1, 8 and 4 h
     never = threading.Event()
-    with fakes.FakeOkx(swaps, open_interest_history_limit=2) as fake:
+    with FakeOkx(swaps, open_interest_history_limit=2) as fake:
         s = ProducerSettings(
             kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic, okx_rest_url=fake.rest_url,
             okx_symbols=",".join([*swaps, "NOPE-USDT-SWAP"]), backfill_since=str(since),
@@ -238,3 +236,33 @@ def test_okx_history_is_exact_clipped_to_what_okx_keeps_and_past_its_limits(
         assert 3_600_000 - 180_000 < margin <= 3_600_000 + OI_MS
     assert any(n.startswith("OKX serves the latest 1,440 bars of open-interest history")
                for n in result.notes)
+
+
+@pytest.mark.parametrize("venue", ["bybit", "okx", "hyperliquid"])
+def test_all_reads_the_venue_listing(
+    venue: str, kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path,
+) -> None:
+    topic = topic_factory(3)
+    until = _until()
+    since = until - 86_400_000  # a day: a settlement of every symbol, whatever its interval
+    fake: FakeBybit | FakeOkx | FakeHyperliquid
+    if venue == "bybit":
+        fake = FakeBybit(["BTCUSDT", "ETHUSDT", "1000PEPEUSDT"])
+        listed = set(fake.listing)
+    elif venue == "okx":
+        fake = FakeOkx()  # with an inverse and a suspended swap, which are not followed
+        listed = {s.inst_id for s in fake.swaps.values() if s.ct_type == "linear" and s.state == "live"}
+    else:
+        fake = FakeHyperliquid()  # with a delisted coin, which --all leaves out
+        listed = set(fake.listed)
+    with fake:
+        s = ProducerSettings(
+            kafka_bootstrap_servers=kafka_bootstrap, metrics_topic=topic, all_symbols=True,
+            backfill_since=str(since), backfill_until=str(until), data_dir=str(tmp_path),
+        ).model_copy(update={f"{venue}_rest_url": fake.rest_url})
+        result = run(s, Telemetry(), threading.Event(), venue=venue, metrics="funding_rate_settled")
+    assert result.exit_code == 0, result.failures
+    assert result.symbols == len(listed) >= 3
+    records = published(kafka_bootstrap, topic, result.points)
+    assert {r["symbol"] for _, r in records} == listed
+    assert {r["metric"] for _, r in records} == {Metric.FUNDING_RATE_SETTLED}

@@ -301,7 +301,6 @@ def test_a_venue_plan_takes_the_venue_spelling_and_its_period() -> None:
      "--oi-period 2h .*Bybit serves open_interest history at 5m, 15m, 30m, 1h, 4h, 1d"),
     ({"okx_symbols": "BTC-USDT-SWAP", "backfill_oi_period": "15m"}, "okx", None, "OKX serves .* 5m, 1h, 1d"),
     ({"okx_symbols": "BTC-USDT-SWAP", "backfill_oi_period": "15m"}, "okx", "funding_rate_settled", None),
-    ({"all_symbols": True}, "okx", None, "--all: the OKX listing is not read by the backfill yet"),
     ({}, "kraken", None, "--venue 'kraken': choose from binance, bybit, okx, hyperliquid"),
 ])
 def test_flags_that_do_not_fit_the_venue_are_one_line(
