@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the client module costs ~0.17 s of `perpstream --help` (-X 
 from perpstream.consumers.assets.app import AssetService
 from perpstream.consumers.sink.service import run_sink
 from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.errors import ConfigError
 from perpstream.local import ensure_topics, open_clickhouse
 from perpstream.pipeline.broker import LocalBroker
 from perpstream.pipeline.spec import PipelineSpec
@@ -176,13 +177,20 @@ class Pipeline:
             # first live point arrives (docs/snapshots.md, "Warm at minute one"). Once only:
             # a restarted producer goes straight back to live.
             history_due.clear()
-            log.info("backfill before going live", extra={"since": spec.backfill.backfill_since})
-            rc = run_backfill(spec.backfill, self.telemetry, stop)
-            if stop.is_set():
-                return 0
-            if rc != 0:
-                log.warning("the backfill did not deliver everything (see above); going live anyway: "
-                            "`perpstream backfill --since ...` fills the rest")
+            for venue in spec.backfill.venue_list:  # each venue's history, where it serves one
+                log.info("backfill before going live", extra={"venue": venue,
+                                                              "since": spec.backfill.backfill_since})
+                try:
+                    rc = run_backfill(spec.backfill, self.telemetry, stop, venue=venue)
+                except ConfigError as exc:  # nothing to ask this venue for (no symbols named)
+                    log.warning("no backfill of this venue", extra={"venue": venue, "reason": str(exc)})
+                    continue
+                if stop.is_set():
+                    return 0
+                if rc != 0:
+                    log.warning("the backfill did not deliver everything (see above); going live anyway: "
+                                "`perpstream backfill --venue ... --since ...` fills the rest",
+                                extra={"venue": venue})
         return ProducerApp(spec.producer, self.telemetry, health=self.health).run(stop)
 
     def drain(self, interrupt: threading.Event, timeout: float = CATCH_UP_TIMEOUT) -> None:
