@@ -400,7 +400,9 @@ def control_answer(frame: str | bytes) -> Control | None:
         return PongAnswer()
     if isinstance(answer, TickerUpdate):
         return None
-    rid = answer.req_id if answer.req_id.isdigit() else ""
+    # ASCII digits only: isdigit() is also true of "²" (which int() refuses) and of "١٢" (which
+    # int() reads as 12), and no id the producer sent looks like either
+    rid = answer.req_id if answer.req_id.isascii() and answer.req_id.isdigit() else ""
     request_id = int(rid) if rid and len(rid) < 19 else None
     if isinstance(answer, ErrorAck):
         return Ack(request_id, f"{answer.op}: {answer.message}"[:300])

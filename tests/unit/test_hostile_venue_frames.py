@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from perpstream.producer import bybit
 from perpstream.producer.venue import Ack
 
@@ -19,3 +21,11 @@ def test_a_bybit_unsubscribe_answer_is_an_answer() -> None:
     raw = json.dumps({"success": True, "ret_msg": "", "conn_id": "c1", "req_id": "12", "op": "unsubscribe"})
     assert bybit.control_answer(raw) == Ack(12)
     assert bybit.Parser().parse(raw, 1) == []
+
+
+@pytest.mark.parametrize("req_id", ["\u00b2", "\u0661\u0662", "\U0001d7d7", "\uff11"])
+def test_a_bybit_answer_whose_req_id_is_not_ascii_digits_names_no_request(req_id: str) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: the ValueError escaped
+    ``Dialect.control``, and the websocket reader replaced the socket."""
+    raw = json.dumps({"success": True, "ret_msg": "", "conn_id": "c1", "req_id": req_id, "op": "subscribe"})
+    assert bybit.control_answer(raw) == Ack(None)
