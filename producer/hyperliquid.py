@@ -214,6 +214,17 @@ def _refused_coin(text: str) -> tuple[str, ...]:
         return ()
 
 
+def _error_text(data: Any) -> str:
+    """The venue's words: its text, or the data it sent instead written back as JSON (named by
+    type where that cannot be written: nested deeper than the writer's stack goes)."""
+    if type(data) is str:
+        return data
+    try:
+        return json.dumps(data)
+    except RecursionError:
+        return f"error data: a {type(data).__name__} nested too deeply to write"
+
+
 def control(frame: str | bytes) -> Control | None:
     """The control answer a frame is, or None (data, or garbage for the data path).
 
@@ -235,7 +246,7 @@ def control(frame: str | bytes) -> Control | None:
         sub = data.get("subscription") if type(data) is dict else None
         return Ack(None, None, streams=_subscription_coin(sub))
     if channel == "error":
-        text = data if type(data) is str else json.dumps(data)
+        text = _error_text(data)
         return Ack(None, text or "error", streams=_refused_coin(text))
     return None
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from perpstream.producer import bybit
+from perpstream.producer import bybit, hyperliquid
 from perpstream.producer.venue import Ack
 
 # -- regressions: the bugs this suite found in the venues' parsers, fixed and kept fixed ----------
@@ -29,3 +29,12 @@ def test_a_bybit_answer_whose_req_id_is_not_ascii_digits_names_no_request(req_id
     ``Dialect.control``, and the websocket reader replaced the socket."""
     raw = json.dumps({"success": True, "ret_msg": "", "conn_id": "c1", "req_id": req_id, "op": "subscribe"})
     assert bybit.control_answer(raw) == Ack(None)
+
+
+@pytest.mark.parametrize("depth", [990, 1_020])
+def test_a_hyperliquid_error_answer_nested_deeply_is_still_an_answer(depth: int) -> None:
+    """The frame reads (the JSON reader takes 1,024 levels), but writing its data back as the
+    refusal's text overflowed the stack: RecursionError escaped ``Dialect.control``."""
+    raw = '{"channel":"error","data":' + "[" * depth + "]" * depth + "}"
+    answer = hyperliquid.control(raw)
+    assert isinstance(answer, Ack) and answer.request_id is None and answer.error
