@@ -10,7 +10,9 @@ import json
 import pytest
 
 from perpstream.producer import bybit, hyperliquid
+from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.venue import Ack
+from perpstream.schemas import rules
 
 # -- regressions: the bugs this suite found in the venues' parsers, fixed and kept fixed ----------
 
@@ -38,3 +40,15 @@ def test_a_hyperliquid_error_answer_nested_deeply_is_still_an_answer(depth: int)
     raw = '{"channel":"error","data":' + "[" * depth + "]" * depth + "}"
     answer = hyperliquid.control(raw)
     assert isinstance(answer, Ack) and answer.request_id is None and answer.error
+
+
+@pytest.mark.parametrize("coin", ["xyz:TSLA", "BTC.X", "BTC$", "\U0001f680", "BTC\u00a0"])
+def test_a_hyperliquid_coin_the_contract_refuses_is_rejected_and_never_published(coin: str) -> None:
+    """The parser kept its own, looser name rule: these coins were published, and every
+    consumer then dead-lettered their points (docs/contract.md, "Symbols")."""
+    ctx = {"markPx": "97015.0", "oraclePx": "97005.0", "funding": "0.0000125", "openInterest": "26142.5"}
+    raw = json.dumps({"channel": "activeAssetCtx", "data": {"coin": coin, "ctx": ctx}})
+    assert rules.symbol_problem(coin, "hyperliquid") is not None  # what the consumers say
+    with pytest.raises(FrameRejected) as exc:
+        hyperliquid.Parser().parse(raw, 1_790_000_000_000)
+    assert exc.value.reason == "bad_symbol"
