@@ -1,18 +1,386 @@
 """Hostile websocket frames of the venues read through the venue contract (Bybit, Hyperliquid).
 
-Regressions: the parser bugs this suite found, each fixed and kept fixed here.
+Each frame goes where the websocket state machine hands it: ``Dialect.control`` (an
+answer, or None), then ``VenueIngest.on_ws_frame`` with ``conflate_ms=0``, so every
+update is published. An oracle written from the venues' documents and the contract
+(perpstream/fakes/hostile/venue_rules.py) judges both: the answer is the one the
+venue's words allow, the points published are exactly the documented ones (decoded
+with the reference codec, float bits and keys included) or the frame is counted in
+``frames_rejected{source=…}`` under an allowed reason; Bybit's merged book equals the
+oracle's after every frame; nothing raises; and a valid frame after each one is read
+exactly (perpstream/fakes/hostile/harness.py, ``VenueHarness``).
+
+The generated cases come from perpstream/fakes/hostile/frames.py; the named ones below
+pin each kind of hostile frame the venues can send, and the regressions at the end the
+parser bugs this suite found, each fixed.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import random
+import tracemalloc
+import uuid
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from perpstream.producer import bybit, hyperliquid
+from perpstream.fakes.hostile import venue_rules
+from perpstream.fakes.hostile.frames import (
+    BYBIT_FAMILIES,
+    HYPERLIQUID_FAMILIES,
+    HYPERLIQUID_MAX_FRAME,
+    MAX_FRAME,
+    T0,
+    Burst,
+    bybit_case,
+    hyperliquid_case,
+)
+from perpstream.fakes.hostile.harness import INGEST_MS, RecordingTarget, Tally, VenueHarness
+from perpstream.fakes.hostile.jsontext import Raw, dumps
+from perpstream.fakes.hostile.outcomes import Case, Verdict
+from perpstream.producer import binance, bybit, hyperliquid
+from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
-from perpstream.producer.venue import Ack
+from perpstream.producer.venue import Ack, Pong
+from perpstream.producer.venue_ingest import VenueIngest
+from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas import rules
+from perpstream.schemas.codec import metric_point_codec
+
+CODEC = metric_point_codec()
+BYBIT = VenueHarness("bybit")
+HYPERLIQUID = VenueHarness("hyperliquid")
+_DROP = object()
+
+
+def ci(examples: int) -> Any:
+    """Fixed inputs in CI (derandomized, no example database), and no time limit per input."""
+    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def check(v: Verdict, case: Case) -> None:
+    assert v.failure is None, f"{v.failure}\n  input ({case.family}): {case.short(600)}"
+
+
+def judged(venue: str, *frames: str | bytes) -> Verdict:
+    """One case on a fresh harness (its book primed), judged; it must agree with the oracle."""
+    case = Case(Burst(frames) if len(frames) > 1 else frames[0], "pinned")
+    v = VenueHarness(venue).run(case)
+    check(v, case)
+    return v
+
+
+def _fill(d: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    for k, v in changes.items():
+        if v is _DROP:
+            d.pop(k, None)
+        else:
+            d[k] = v
+    return d
+
+
+def ticker(kind: str = "delta", symbol: Any = "BTCUSDT", *, topic: Any = None, ts: Any = T0,
+           **fields: Any) -> str:
+    """A Bybit ``tickers`` message; a snapshot has every published field unless told."""
+    data: dict[str, Any] = {}
+    if kind == "snapshot":
+        data.update(markPrice="17217.33", indexPrice="17227.36", fundingRate="-0.000212",
+                    nextFundingTime="1790006400000", openInterest="68744.761", lastPrice="17216.00")
+    return dumps({"topic": f"tickers.{symbol}" if topic is None else topic, "type": kind,
+                  "data": _fill(data, {"symbol": symbol, **fields}), "cs": 24987956059, "ts": ts})
+
+
+def push(coin: Any = "BTC", channel: str = "activeAssetCtx", **fields: Any) -> str:
+    """A Hyperliquid activeAssetCtx push with every perp ctx field."""
+    ctx: dict[str, Any] = {"funding": "0.0000125", "openInterest": "26142.5", "prevDayPx": "96000.0",
+                           "dayNtlVlm": "2.6e9", "premium": "0.0001", "oraclePx": "97005.0",
+                           "markPx": "97015.0", "midPx": "97015.5", "impactPxs": ["97014.0", "97016.0"],
+                           "dayBaseVlm": "26000.1"}
+    return dumps({"channel": channel, "data": {"coin": coin, "ctx": _fill(ctx, fields)}})
+
+
+def outcome(v: Verdict) -> tuple[str, dict[str, int]]:
+    return v.outcome, dict(v.reasons)
+
+
+REJ = "rejected"
+
+
+def one(reason: str) -> tuple[str, dict[str, int]]:
+    return REJ, {reason: 1}
+
+
+ACCEPTED = ("accepted", {})
+
+
+# -- generated frames ---------------------------------------------------------------------------
+
+@ci(250)
+@given(st.randoms(use_true_random=False))
+def test_generated_bybit_frames_are_read_exactly_or_rejected_with_a_reason(rng: random.Random) -> None:
+    case = bybit_case(rng)
+    check(BYBIT.run(case), case)
+
+
+@ci(250)
+@given(st.randoms(use_true_random=False))
+def test_generated_hyperliquid_frames_are_read_exactly_or_rejected_with_a_reason(rng: random.Random) -> None:
+    case = hyperliquid_case(rng)
+    check(HYPERLIQUID.run(case), case)
+
+
+@pytest.mark.parametrize(("venue", "make", "families", "reasons", "outcomes"), [
+    ("bybit", bybit_case, BYBIT_FAMILIES, bybit.REJECT_REASONS,
+     {"accepted", "rejected", "control", "nothing"}),
+    # bad_timestamp: a receive time outside the contract, never a frame's doing
+    ("hyperliquid", hyperliquid_case, HYPERLIQUID_FAMILIES,
+     tuple(r for r in hyperliquid.REJECT_REASONS if r != "bad_timestamp"),
+     {"accepted", "rejected", "control"}),
+])
+def test_seeded_frames_cover_every_family_reason_and_outcome(
+        venue: str, make: Any, families: tuple[str, ...], reasons: tuple[str, ...],
+        outcomes: set[str]) -> None:
+    tally = Tally(f"{venue} frames")
+    h = VenueHarness(venue)
+    for i in range(1500):
+        case = make(random.Random(f"ci:{i}"))
+        tally.add(case, h.run(case), f"ci:{i}")
+    assert tally.new == 0 and not tally.failures, tally.report()
+    assert set(tally.families) == set(families), tally.families
+    assert set(reasons) <= set(tally.reasons), tally.reasons
+    assert outcomes <= set(tally.outcomes), tally.outcomes
+
+
+# -- Bybit: named frames ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("frames", "expected"), [
+    pytest.param([ticker(symbol="SOLUSDT", markPrice="150.1")], one("delta_before_snapshot"),
+                 id="delta-first"),
+    pytest.param([ticker(topic="tickers.ETHUSDT", markPrice="1.5")], one("unexpected_topic"),
+                 id="delta-names-another-symbol"),
+    pytest.param([ticker("snapshot", "ETHUSDT", topic="tickers.BTCUSDT")], one("unexpected_topic"),
+                 id="snapshot-names-another-symbol"),
+    pytest.param([ticker(topic="orderbook.1.BTCUSDT")], one("unexpected_topic"), id="other-topic"),
+    pytest.param([ticker(topic="tickers.btcusdt", symbol="btcusdt")], one("bad_symbol"), id="lower-case"),
+    pytest.param([ticker(kind="update")], one("unexpected_event"), id="unknown-type"),
+    pytest.param([ticker(markPrice=17217.33)], one("bad_number"), id="number-not-string"),
+    pytest.param([ticker(fundingRate=True)], one("bad_number"), id="bool-rate"),
+    pytest.param([ticker(openInterest=["1"])], one("bad_number"), id="list-oi"),
+    pytest.param([ticker(markPrice="")], one("bad_number"), id="empty-mark"),
+    pytest.param([ticker(markPrice="1e400")], one("non_finite"), id="huge-exponent"),
+    pytest.param([ticker(indexPrice="9" * 400)], one("non_finite"), id="huge-digits"),
+    pytest.param([ticker(markPrice="NaN")], one("non_finite"), id="nan-text"),
+    pytest.param([ticker(indexPrice="Infinity")], one("non_finite"), id="infinity-text"),
+    pytest.param([ticker(fundingRate="-inf")], one("non_finite"), id="minus-inf-rate"),
+    pytest.param([ticker(openInterest="-3")], one("bad_number"), id="negative-oi"),
+    pytest.param([ticker(markPrice="1_000")], one("bad_number"), id="underscore"),
+    pytest.param([ticker(nextFundingTime="9" * 40)], one("bad_timestamp"), id="nft-40-digits"),
+    pytest.param([ticker(nextFundingTime="0" * 10 + "1790006400000")], one("bad_timestamp"),
+                 id="nft-zero-padded-23-digits"),
+    pytest.param([ticker(nextFundingTime="\u0661\u0667\u0669" + "0" * 10)], one("bad_timestamp"),
+                 id="nft-arabic-indic-digits"),
+    pytest.param([ticker(nextFundingTime="1790006400000.0")], one("bad_timestamp"), id="nft-fraction"),
+    pytest.param([ticker(nextFundingTime="4102444800000")], one("bad_timestamp"), id="nft-2100"),
+    pytest.param([ticker(ts="x")], one("bad_timestamp"), id="ts-text"),
+    pytest.param([ticker(ts=1.79e12)], one("bad_timestamp"), id="ts-float"),
+    pytest.param([ticker(symbol=_DROP, topic="tickers.BTCUSDT")], one("missing_field"), id="no-symbol"),
+    pytest.param([dumps({"topic": "tickers.BTCUSDT", "type": "delta", "data": [], "ts": T0})],
+                 one("not_object"), id="data-list"),
+    pytest.param(["x" * (MAX_FRAME + 1)], one("too_large"), id="past-the-limit"),
+    pytest.param(["[" * 100_000], one("bad_json"), id="nested-past-any-reader"),
+    pytest.param([ticker(x=Raw("[" * 100 + "]" * 100), markPrice="17218.1")], ACCEPTED,
+                 id="nested-garbage-kept-out"),
+    pytest.param([ticker(fundingRate="")], ("nothing", {}), id="empty-funding-is-no-funding"),
+    pytest.param([ticker(nextFundingTime="0", fundingRate="")], ("nothing", {}), id="no-funding"),
+    pytest.param([ticker(markPrice="-0", lastPrice="x")], ACCEPTED, id="negative-zero"),
+    pytest.param([ticker("snapshot", "币安人生USDT")], ACCEPTED, id="cjk-snapshot"),
+])
+def test_bybit_named_frames(frames: list[str], expected: tuple[str, dict[str, int]]) -> None:
+    assert outcome(judged("bybit", *frames)) == expected
+
+
+@pytest.mark.parametrize("value", ["0001790006400000", 1_790_006_400_000])
+def test_bybit_times_the_docs_leave_open_are_read_or_rejected_never_misread(value: Any) -> None:
+    """Bybit writes nextFundingTime as a digit string: zero padding or an integer may be
+    read as the time it says or rejected, nothing else (venue_rules.Policy)."""
+    assert outcome(judged("bybit", ticker(nextFundingTime=value))) in (ACCEPTED, one("bad_timestamp"))
+
+
+def test_a_delta_before_its_snapshot_then_the_snapshot_then_the_delta() -> None:
+    symbol = f"FRESH{uuid.uuid4().hex[:6].upper()}USDT"
+    h = VenueHarness("bybit")
+    verdicts = [h.run(Case(f, "pinned")) for f in (
+        ticker(symbol=symbol, markPrice="2.5"), ticker("snapshot", symbol),
+        ticker(symbol=symbol, markPrice="2.5"))]
+    assert [(v.failure, *outcome(v)) for v in verdicts] == [
+        (None, *one("delta_before_snapshot")), (None, *ACCEPTED), (None, *ACCEPTED)]
+    assert h.parser.book.current(symbol)["mark_price"] == 2.5  # type: ignore[attr-defined]
+
+
+def test_a_rejected_delta_leaves_the_book_as_it_was() -> None:
+    target, telemetry = RecordingTarget(), Telemetry()
+    parser = bybit.Parser()
+    ingest = VenueIngest(target, MetricPointEncoder(CODEC), telemetry, source="bybit_linear", parser=parser,
+                         conflate_ms=0)
+    ingest.on_ws_frame(ticker("snapshot"), INGEST_MS)
+    before = parser.book.current("BTCUSDT")
+    ingest.on_ws_frame(ticker(markPrice="17300.5", indexPrice="nan"), INGEST_MS)  # one good, one bad value
+    assert parser.book.current("BTCUSDT") == before
+    assert telemetry.get("frames_rejected", {"reason": "non_finite", "source": "bybit_linear"}) == 1
+    assert len(target.sent) == 5  # the snapshot's points only
+
+
+def test_a_contract_without_funding_publishes_no_funding_points() -> None:
+    target = RecordingTarget()
+    ingest = VenueIngest(target, MetricPointEncoder(CODEC), Telemetry(), source="bybit_linear",
+                         parser=bybit.Parser(), conflate_ms=0)
+    ingest.on_ws_frame(ticker("snapshot", fundingRate="", nextFundingTime="0"), INGEST_MS)
+    assert sorted(CODEC.decode(v)["metric"] for _, v in target.sent) == [
+        "index_price", "mark_price", "open_interest"]
+
+
+@pytest.mark.parametrize(("frame", "answer"), [
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": "7", "op": "subscribe"}, Ack(7)),
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": "", "op": "subscribe"}, Ack(None)),
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": "abc", "op": "subscribe"}, Ack(None)),
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": "-1", "op": "subscribe"}, Ack(None)),
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": "9" * 5000, "op": "subscribe"}, Ack(None)),
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": [7], "op": "subscribe"}, Ack(None)),
+    ({"success": True, "ret_msg": "", "conn_id": "c", "req_id": None, "op": "unsubscribe"}, Ack(None)),
+    ({"success": True, "ret_msg": "pong", "conn_id": "c", "req_id": "\u00b2", "op": "ping"}, Pong()),
+    ({"op": "pong", "args": ["1790000000000"], "conn_id": "c"}, Pong()),
+    ({"success": "true", "ret_msg": "", "req_id": "7", "op": "subscribe"}, None),
+    ({"success": False, "req_id": "7", "op": "subscribe"}, None),  # a refusal without its words
+    ({"success": True, "op": "auth", "req_id": "7"}, None),
+])
+def test_bybit_answers_with_garbage_ids_name_no_request_and_never_raise(frame: dict[str, Any],
+                                                                         answer: Any) -> None:
+    raw = dumps(frame)
+    assert bybit.DIALECT.control(raw) == answer
+    judged("bybit", raw)
+
+
+def test_a_bybit_refusal_names_its_request() -> None:
+    raw = dumps({"success": False, "ret_msg": "Invalid symbol :[tickers.XUSDT]", "conn_id": "c",
+                 "req_id": "8", "op": "subscribe"})
+    answer = bybit.DIALECT.control(raw)
+    assert isinstance(answer, Ack) and answer.request_id == 8 and answer.error
+    assert outcome(judged("bybit", raw)) == ("control", {})
+
+
+# -- Hyperliquid: named frames ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("frame", "expected"), [
+    *[pytest.param(push(**{f: _DROP}), one("missing_field"), id=f"no-{f}")
+      for f in ("markPx", "oraclePx", "funding", "openInterest")],
+    pytest.param(push(midPx=_DROP, premium=None, impactPxs=None), ACCEPTED, id="optional-fields-gone"),
+    pytest.param(push("@107", "activeSpotAssetCtx"), one("unexpected_event"), id="spot-channel"),
+    pytest.param(push("BTC", "activeSpotAssetCtx"), one("unexpected_event"), id="spot-channel-perp-coin"),
+    pytest.param(push("@107"), one("unexpected_event"), id="spot-coin"),
+    pytest.param(push("PURR/USDC"), one("unexpected_event"), id="spot-pair"),
+    pytest.param(push("BTC "), one("bad_symbol"), id="trailing-space"),
+    pytest.param(push("BTC\n"), one("bad_symbol"), id="newline"),
+    pytest.param(push("BTC\x00"), one("bad_symbol"), id="nul"),
+    pytest.param(push("BTC\u200b"), one("bad_symbol"), id="zero-width-space"),
+    pytest.param(push("BTC\u202e"), one("bad_symbol"), id="bidi-override"),
+    pytest.param(push("\ufeffBTC"), one("bad_symbol"), id="bom-in-name"),
+    pytest.param(push("BTC\u00a0"), one("bad_symbol"), id="no-break-space"),
+    pytest.param(push(""), one("bad_symbol"), id="empty"),
+    pytest.param(push("B" * 65), one("bad_symbol"), id="65-bytes"),
+    pytest.param(push(7), one("bad_symbol"), id="number-coin"),
+    pytest.param(push("btc"), ACCEPTED, id="lower-case"),
+    pytest.param(push("kPEPE"), ACCEPTED, id="k-coin"),
+    pytest.param(push(markPx=97015.0, oraclePx=97005, funding=-1.25e-05, openInterest=0), ACCEPTED,
+                 id="json-numbers"),
+    pytest.param(push(markPx=Raw("9.7015E4")), ACCEPTED, id="json-exponent"),
+    pytest.param(push(markPx=Raw("9" * 400)), one("bad_number"), id="integer-past-a-double"),
+    pytest.param(push(openInterest="9" * 400), one("non_finite"), id="string-past-a-double"),
+    pytest.param(push(oraclePx="1e400"), one("non_finite"), id="huge-exponent"),
+    pytest.param(push(markPx="NaN"), one("non_finite"), id="nan-text"),
+    pytest.param(push(funding="-Infinity"), one("non_finite"), id="minus-infinity-text"),
+    pytest.param(push(markPx=-97015.0), one("bad_number"), id="negative-mark"),
+    pytest.param(push(funding=True), one("bad_number"), id="bool"),
+    pytest.param(push(funding=""), one("bad_number"), id="empty-funding"),
+    pytest.param(push(markPx=" 97015"), one("bad_number"), id="padded"),
+    pytest.param("x" * (HYPERLIQUID_MAX_FRAME + 1), one("too_large"), id="past-the-limit"),
+    pytest.param(dumps({"channel": "activeAssetCtx", "data": {"coin": "BTC", "ctx": "x"}}), one("not_object"),
+                 id="ctx-text"),
+    pytest.param(dumps({"channel": "activeAssetCtx"}), one("missing_field"), id="no-data"),
+])
+def test_hyperliquid_named_frames(frame: str, expected: tuple[str, dict[str, int]]) -> None:
+    assert outcome(judged("hyperliquid", frame)) == expected
+
+
+def test_hyperliquid_numbers_are_published_as_the_venue_wrote_them() -> None:
+    target = RecordingTarget()
+    ingest = VenueIngest(target, MetricPointEncoder(CODEC), Telemetry(), source="hyperliquid",
+                         parser=hyperliquid.Parser(), conflate_ms=0)
+    ingest.on_ws_frame(push("kPEPE", markPx=0.01234, oraclePx="0.01235", funding=-1.25e-05, openInterest=7),
+                       INGEST_MS)
+    got = {r["metric"]: r["value"] for r in (CODEC.decode(v) for _, v in target.sent)}
+    assert got == {"mark_price": 0.01234, "index_price": 0.01235, "funding_rate": -1.25e-05,
+                   "open_interest": 7.0, "next_funding_time": float((INGEST_MS // 3_600_000 + 1) * 3_600_000),
+                   "funding_interval_hours": 1.0}
+
+
+@pytest.mark.parametrize(("frame", "answer"), [
+    ('{"channel":"pong"}', Pong()),
+    ("Websocket connection established.", Pong()),
+    ('{"channel":"subscriptionResponse","data":{"method":"subscribe","subscription":'
+     '{"type":"activeAssetCtx","coin":"BTC"}}}', Ack(None, None, ("BTC",))),
+    ('{"channel":"subscriptionResponse","data":null}', Ack(None, None, ())),
+    ('{"channel":"subscriptionResponse","data":{"subscription":{"coin":7}}}', Ack(None, None, ())),
+    (dumps({"channel": "error", "data": 'Already subscribed: {"type":"activeAssetCtx","coin":"UNI"}'}),
+     Ack(None, 'Already subscribed: {"type":"activeAssetCtx","coin":"UNI"}', ("UNI",))),
+    ('{"channel":"error","data":"Invalid subscription: {"}', Ack(None, "Invalid subscription: {", ())),
+    ('{"channel":"activeAssetCtx","data":{}}', None),
+])
+def test_hyperliquid_answers_never_raise(frame: str, answer: Any) -> None:
+    assert hyperliquid.DIALECT.control(frame) == answer
+    judged("hyperliquid", frame)
+
+
+def test_the_oracle_judges_hyperliquid_frames_at_the_products_limit() -> None:
+    assert hyperliquid.Parser().max_bytes == HYPERLIQUID_MAX_FRAME == venue_rules.HYPERLIQUID_MAX_FRAME
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("venue", ["bybit", "hyperliquid"])
+def test_rejected_frames_leave_no_memory_behind(venue: str) -> None:
+    """Huge unique names and deltas for symbols never snapshotted: all rejected, none kept
+    (Bybit's book, the name-rule caches, the ingest's per-symbol state)."""
+    target, telemetry = RecordingTarget(), Telemetry()
+    parser: Any = bybit.Parser() if venue == "bybit" else hyperliquid.Parser(max_bytes=200_000)
+    source = "bybit_linear" if venue == "bybit" else "hyperliquid"
+    ingest = VenueIngest(target, MetricPointEncoder(CODEC), telemetry, source=source, parser=parser,
+                         conflate_ms=0)
+    ingest.on_ws_frame(ticker("WARMUP") if venue == "bybit" else push("BTC\n"), INGEST_MS)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        nonce = uuid.uuid4().hex.upper()  # names nothing else in this process has checked
+        for i in range(200):  # 200 distinct 100 kB names: 20 MB if each stays behind
+            name = f"{nonce}{i}" + "X" * 100_000
+            ingest.on_ws_frame(ticker("snapshot", name) if venue == "bybit" else push(name), INGEST_MS)
+        if venue == "bybit":
+            for i in range(2_000):
+                ingest.on_ws_frame(ticker(symbol=f"D{nonce[:8]}{i}USDT", markPrice="1.5"), INGEST_MS)
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert not target.sent and telemetry.total("frames_rejected") == (2_201 if venue == "bybit" else 201)
+    assert retained < 2_000_000, f"{retained:,} bytes retained"
+    if venue == "bybit":
+        assert parser.book.current(f"D{nonce[:8]}0USDT") == {}
+
 
 # -- regressions: the bugs this suite found in the venues' parsers, fixed and kept fixed ----------
 
@@ -52,3 +420,12 @@ def test_a_hyperliquid_coin_the_contract_refuses_is_rejected_and_never_published
     with pytest.raises(FrameRejected) as exc:
         hyperliquid.Parser().parse(raw, 1_790_000_000_000)
     assert exc.value.reason == "bad_symbol"
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="Binance's Dialect.control lets json.loads' RecursionError out")
+def test_binance_answers_nested_past_the_stack_are_not_answers() -> None:
+    """Found while writing the venues' suite; not a venue read through VenueIngest, so it is
+    pinned here until producer/binance.py catches it (a frame not starting with "stream"
+    goes to control first, and the error replaces the socket)."""
+    assert binance.DIALECT.control("[" * 100_000) is None
