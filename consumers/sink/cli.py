@@ -25,7 +25,7 @@ from perpstream.consumers.sink.service import run_sink
 from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.errors import ConfigError
 from perpstream.runtime.health import Health
-from perpstream.runtime.output import print_rows
+from perpstream.runtime.output import iso_ms, print_rows
 from perpstream.runtime.settings import (
     LOG_FLAGS,
     SettingsUse,
@@ -65,9 +65,12 @@ def register(sub: Any) -> None:
     series.add_argument("--until", help="ISO-8601 or epoch ms, exclusive (default: now)")
     series.add_argument("--limit", type=int, default=100_000)
     qs.add_parser("counts", help="exact count and freshest event time per metric (FINAL)")
+    funding = qs.add_parser("funding", help="one asset's funding on every venue, side by side")
+    funding.add_argument("--asset", required=True, help="the underlying asset: PEPE, BTC, ... "
+                         "(1000PEPEUSDT, PEPE-USDT-SWAP and kPEPE are all PEPE; docs/assets.md)")
     lag = qs.add_parser("lag", help="consumer lag per partition")
     lag.add_argument("--group-id", help="default perpstream-sink")
-    for sp in (latest, series, qs.choices["counts"], lag):
+    for sp in (latest, series, qs.choices["counts"], funding, lag):
         _common(sp)
         sp.add_argument("--format", choices=("table", "json", "csv"), default="table")
         sp.set_defaults(func=query_command)
@@ -153,6 +156,8 @@ def run_query(args: argparse.Namespace, settings: SinkSettings) -> list[dict[str
             until = parse_time_ms(args.until) if args.until else int(time.time() * 1000)
             since = parse_time_ms(args.since) if args.since else until - 3_600_000
             return queries.series(client, db, args.symbol, args.metric, since, until, limit=args.limit)
+        if args.query == "funding":
+            return queries.funding(client, db, args.asset)
         return queries.counts(client, db)
     finally:
         reader.close()
@@ -161,7 +166,26 @@ def run_query(args: argparse.Namespace, settings: SinkSettings) -> list[dict[str
 def query_command(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     rows = run_query(args, settings)
+    if args.query == "funding" and args.format == "table":
+        rows = [funding_for_people(r) for r in rows]
     print_rows(rows, args.format)
     return 0
+
+
+def funding_for_people(r: dict[str, Any]) -> dict[str, Any]:
+    """A ``query funding`` row as a table shows it: rates in percent, the settlement as an ISO-8601
+    UTC time, notional rounded to the unit."""
+    def pct(v: float | None, digits: int) -> str:
+        return "-" if v is None else f"{v:.{digits}f} %"
+
+    return {
+        "venue": r["source"], "symbol": r["symbol"],
+        "funding": pct(None if r["funding_rate"] is None else r["funding_rate"] * 100, 4),
+        "interval": "-" if not r["interval_h"] else f"{r['interval_h']:g} h",
+        "annualized": pct(r["annualized_pct"], 2),
+        "next_funding": "-" if r["next_funding_time_ms"] is None else iso_ms(r["next_funding_time_ms"]),
+        "oi_notional": "-" if r["oi_notional"] is None else f"{r['oi_notional']:,.0f}",
+        "age": "-" if r["funding_age_s"] is None else f"{r['funding_age_s']:,.0f} s",
+    }
 
 

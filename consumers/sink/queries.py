@@ -20,7 +20,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from perpstream.consumers.assets.keys import asset_of
 from perpstream.runtime.telemetry import kafka_logging
+from perpstream.schemas.models import Metric
 
 LATEST_SQL = """
 SELECT source, symbol, metric,
@@ -74,6 +76,44 @@ def series(client: Any, database: str, symbol: str, metric: str, start_ms: int, 
 def counts(client: Any, database: str) -> list[dict[str, Any]]:
     """Exact count, symbol count and freshest event time per metric."""
     return _rows(client, COUNTS_SQL, database)
+
+
+#: What ``perpstream query funding`` reads of each market.
+FUNDING_METRICS = (Metric.FUNDING_RATE, Metric.NEXT_FUNDING_TIME, Metric.FUNDING_INTERVAL_HOURS,
+                   Metric.OPEN_INTEREST, Metric.MARK_PRICE)
+
+
+def funding(client: Any, database: str, asset: str, *, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """Every venue's market of ``asset`` side by side, from the latest stored points: the funding
+    rate, its interval and the annualised rate (rate * 8760 / interval hours, never a fixed 3 * 365;
+    null without a stored interval), the next settlement, notional open interest (oi * mark, the
+    same whatever the contract's scale) and how old the rate is. Highest annualised first.
+    The asset key folds scale prefixes as docs/assets.md says (``1000PEPEUSDT``, ``kPEPE`` → PEPE)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    wanted = asset.strip().upper()
+    markets: dict[tuple[str, str], dict[str, tuple[float, int]]] = {}
+    for r in latest(client, database, metrics=list(FUNDING_METRICS)):
+        key = asset_of(r["source"], r["symbol"])
+        if key is not None and key.asset.upper() == wanted:
+            markets.setdefault((r["source"], r["symbol"]), {})[r["metric"]] = (r["value"], r["event_time_ms"])
+    rows = [_funding_row(source, symbol, m, now_ms) for (source, symbol), m in markets.items()]
+    rows.sort(key=lambda r: (r["annualized_pct"] is None, -(r["annualized_pct"] or 0.0),
+                             r["source"], r["symbol"]))
+    return rows
+
+
+def _funding_row(source: str, symbol: str, m: dict[str, tuple[float, int]], now_ms: int) -> dict[str, Any]:
+    rate, rate_at = m.get(Metric.FUNDING_RATE, (None, None))
+    hours = m.get(Metric.FUNDING_INTERVAL_HOURS, (None, 0))[0]
+    oi, mark = m.get(Metric.OPEN_INTEREST, (None, 0))[0], m.get(Metric.MARK_PRICE, (None, 0))[0]
+    next_at = m.get(Metric.NEXT_FUNDING_TIME, (None, 0))[0]
+    return {
+        "source": source, "symbol": symbol, "funding_rate": rate, "interval_h": hours,
+        "annualized_pct": None if rate is None or not hours else rate * 8760 / hours * 100,
+        "next_funding_time_ms": None if not next_at else int(next_at),
+        "oi_notional": None if oi is None or mark is None else oi * mark,
+        "funding_age_s": None if rate_at is None else round((now_ms - rate_at) / 1000, 1),
+    }
 
 
 @dataclass(frozen=True)

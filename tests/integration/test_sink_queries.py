@@ -96,3 +96,68 @@ def test_queries_and_lag(
                  "--since", str(T0), "--until", str(T0 + 2000), *common[:4]]) == 0
     out = capsys.readouterr().out
     assert "1100" in out and "1101" in out and "1102" not in out
+
+
+#: PEPE on four venues, each spelled and scaled its own way, and BTC beside it (not PEPE).
+PEPE_MARKETS = [
+    # source, symbol, funding rate, interval h, mark, open interest (contract's base units)
+    ("binance_usdm", "1000PEPEUSDT", 0.0001, 8.0, 0.0125, 8_000_000.0),
+    ("bybit_linear", "1000PEPEUSDT", 0.00008, 4.0, 0.01251, 5_000_000.0),
+    ("okx_swap", "PEPE-USDT-SWAP", -0.0002, 8.0, 0.0000125, 3_000_000_000.0),
+    ("hyperliquid", "kPEPE", 0.00001, 1.0, 0.01249, 2_000_000.0),
+]
+
+
+def _funding_points() -> list[dict[str, Any]]:
+    out = []
+    btc = ("binance_usdm", "BTCUSDT", 0.0003, 8.0, 90_000.0, 1_000.0)
+    for source, symbol, rate, hours, mark, oi in [*PEPE_MARKETS, btc]:
+        et = T0 + 1000
+        for metric, value in (("funding_rate", rate), ("funding_interval_hours", hours),
+                              ("mark_price", mark), ("open_interest", oi),
+                              ("next_funding_time", float(T0 + 3_600_000))):
+            out.append({"source": source, "symbol": symbol, "metric": metric, "value": value,
+                        "event_time": et, "ingest_time": et + 5})
+        # an older rate of the same market: the latest one is shown
+        out.append({"source": source, "symbol": symbol, "metric": "funding_rate", "value": 0.5,
+                    "event_time": T0, "ingest_time": T0 + 5})
+    return out
+
+
+def test_query_funding_lines_up_one_asset_across_venues(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
+    clickhouse: Any, clickhouse_dsn: str, ch_database: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
+    n = produce(kafka_bootstrap, topic, _funding_points())
+    settings = settings_for(kafka_bootstrap, ch_database, topic, dlq, group)
+    migrate_sink(clickhouse, ch_database)
+    runner = Runner(lambda stop: run_sink(settings, clickhouse, stop,
+                                          consumer_overrides=TEST_CONSUMER_CONFIG))
+    try:
+        wait_for(lambda: sum(max(o, 0) for o in committed_total(kafka_bootstrap, group, topic, 3).values())
+                 == n, timeout=120, what="all committed")
+    finally:
+        assert runner.stop() == 0
+
+    common = ["--clickhouse-dsn", clickhouse_dsn, "--database", ch_database]
+    assert main(["query", "funding", "--asset", "pepe", *common, "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    want = {(s, sym): (rate, h, rate * 8760 / h * 100, mark * oi)
+            for s, sym, rate, h, mark, oi in PEPE_MARKETS}
+    assert {(r["source"], r["symbol"]) for r in rows} == set(want)  # BTCUSDT is not PEPE
+    for r in rows:
+        rate, hours, annualized, notional = want[(r["source"], r["symbol"])]
+        assert (r["funding_rate"], r["interval_h"]) == (rate, hours)
+        assert r["annualized_pct"] == pytest.approx(annualized, rel=1e-12)
+        assert r["oi_notional"] == pytest.approx(notional, rel=1e-12)
+        assert r["next_funding_time_ms"] == T0 + 3_600_000
+    # highest annualised first: Bybit's 4-hourly 0.008 % is 17.52 %, Hyperliquid's hourly 0.001 % is
+    # 8.76 % (not the 1.10 % a fixed 3 x 365 would say)
+    assert [r["source"] for r in rows] == ["bybit_linear", "binance_usdm", "hyperliquid", "okx_swap"]
+    assert main(["query", "funding", "--asset", "PEPE", *common]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["venue", "symbol", "funding", "interval", "annualized", "next_funding",
+                                "oi_notional", "age"]
+    hl = next(line for line in table if line.startswith("hyperliquid"))
+    assert "kPEPE" in hl and "1 h" in hl and "8.76 %" in hl
