@@ -42,7 +42,7 @@ from perpstream.fakes.hostile.frames import (
 from perpstream.fakes.hostile.harness import INGEST_MS, RecordingTarget, Tally, VenueHarness
 from perpstream.fakes.hostile.jsontext import Raw, dumps
 from perpstream.fakes.hostile.outcomes import Case, Verdict
-from perpstream.producer import binance, bybit, hyperliquid
+from perpstream.producer import binance, bybit, hyperliquid, okx
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.venue import Ack, Pong
@@ -420,6 +420,22 @@ def test_a_hyperliquid_coin_the_contract_refuses_is_rejected_and_never_published
     with pytest.raises(FrameRejected) as exc:
         hyperliquid.Parser().parse(raw, 1_790_000_000_000)
     assert exc.value.reason == "bad_symbol"
+
+
+@pytest.mark.parametrize("inst_id", ["btc-usdt-swap", "BTC/USDT-SWAP", "BTC.USDT-SWAP", "\u2460-USDT-SWAP"])
+def test_an_okx_swap_the_contract_refuses_is_rejected_and_never_published(inst_id: str) -> None:
+    """OKX's module checked instIds with a looser rule of its own: these were published, and
+    every consumer then dead-lettered their points (docs/contract.md, "Symbols")."""
+    raw = json.dumps({"arg": {"channel": "mark-price", "instId": inst_id},
+                      "data": [{"instId": inst_id, "markPx": "37212.5", "ts": "1790000000000"}]})
+    assert rules.symbol_problem(inst_id, "okx_swap") is not None  # what the consumers say
+    with pytest.raises(FrameRejected) as exc:
+        okx.Parser().parse(raw, 1_790_000_000_000)
+    assert exc.value.reason == "bad_symbol"
+    entry = {"instType": "SWAP", "instId": inst_id, "ctType": "linear", "state": "live", "ctValCcy": "BTC",
+             "settleCcy": "USDT", "uly": "BTC-USDT"}
+    listing = okx.listing(json.dumps({"code": "0", "msg": "", "data": [entry]}))
+    assert not listing.instruments and inst_id in listing.rejected
 
 
 @pytest.mark.xfail(strict=True, raises=RecursionError,
