@@ -1,4 +1,4 @@
-"""Hostile websocket frames of the venues read through the venue contract (Bybit, Hyperliquid).
+"""Hostile websocket frames of the venues read through the venue contract (Bybit, Hyperliquid, OKX).
 
 Each frame goes where the websocket state machine hands it: ``Dialect.control`` (an
 answer, or None), then ``VenueIngest.on_ws_frame`` with ``conflate_ms=0``, so every
@@ -22,6 +22,7 @@ import json
 import random
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,10 +35,13 @@ from perpstream.fakes.hostile.frames import (
     HYPERLIQUID_FAMILIES,
     HYPERLIQUID_MAX_FRAME,
     MAX_FRAME,
+    OKX_FAMILIES,
+    OKX_SWAPS,
     T0,
     Burst,
     bybit_case,
     hyperliquid_case,
+    okx_case,
 )
 from perpstream.fakes.hostile.harness import INGEST_MS, RecordingTarget, Tally, VenueHarness
 from perpstream.fakes.hostile.jsontext import Raw, dumps
@@ -45,7 +49,7 @@ from perpstream.fakes.hostile.outcomes import Case, Verdict
 from perpstream.producer import binance, bybit, hyperliquid, okx
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
-from perpstream.producer.venue import Ack, Pong
+from perpstream.producer.venue import Ack, Instrument, Pong
 from perpstream.producer.venue_ingest import VenueIngest
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas import rules
@@ -54,6 +58,7 @@ from perpstream.schemas.codec import metric_point_codec
 CODEC = metric_point_codec()
 BYBIT = VenueHarness("bybit")
 HYPERLIQUID = VenueHarness("hyperliquid")
+OKX = VenueHarness("okx")
 _DROP = object()
 
 
@@ -134,9 +139,17 @@ def test_generated_hyperliquid_frames_are_read_exactly_or_rejected_with_a_reason
     check(HYPERLIQUID.run(case), case)
 
 
+@ci(250)
+@given(st.randoms(use_true_random=False))
+def test_generated_okx_frames_are_read_exactly_or_rejected_with_a_reason(rng: random.Random) -> None:
+    case = okx_case(rng)
+    check(OKX.run(case), case)
+
+
 @pytest.mark.parametrize(("venue", "make", "families", "reasons", "outcomes"), [
     ("bybit", bybit_case, BYBIT_FAMILIES, bybit.REJECT_REASONS,
      {"accepted", "rejected", "control", "nothing"}),
+    ("okx", okx_case, OKX_FAMILIES, okx.REJECT_REASONS, {"accepted", "rejected", "control"}),
     # bad_timestamp: a receive time outside the contract, never a frame's doing
     ("hyperliquid", hyperliquid_case, HYPERLIQUID_FAMILIES,
      tuple(r for r in hyperliquid.REJECT_REASONS if r != "bad_timestamp"),
@@ -349,34 +362,199 @@ def test_the_oracle_judges_hyperliquid_frames_at_the_products_limit() -> None:
     assert hyperliquid.Parser().max_bytes == HYPERLIQUID_MAX_FRAME == venue_rules.HYPERLIQUID_MAX_FRAME
 
 
+# -- OKX: named frames -------------------------------------------------------------------------
+
+def okx_push(channel: str = "mark-price", inst: str = "BTC-USDT-SWAP", *items: dict[str, Any]) -> str:
+    return dumps({"arg": {"channel": channel, "instId": inst}, "data": list(items)})
+
+
+def mark(px: Any = "37212.5", ts: Any = str(T0), **more: Any) -> dict[str, Any]:
+    return _fill({"instType": "SWAP", "instId": "BTC-USDT-SWAP", "markPx": px, "ts": ts}, more)
+
+
+def funding(at: Any = "1790006400000", after: Any = "1790035200000", **more: Any) -> dict[str, Any]:
+    return _fill({"fundingRate": "0.0001875", "fundingTime": at, "nextFundingTime": after,
+                  "instId": "BTC-USDT-SWAP", "instType": "SWAP", "method": "current_period",
+                  "ts": str(T0)}, more)
+
+
+def oi(**more: Any) -> dict[str, Any]:
+    return _fill({"instId": "BTC-USDT-SWAP", "instType": "SWAP", "oi": "2216113.01", "oiCcy": "22161.1301",
+                  "oiUsd": "1939251795.54", "ts": str(T0)}, more)
+
+
+def okx_ingest() -> tuple[VenueIngest, RecordingTarget, Telemetry]:
+    """OKX's parser following BTC-USDT-SWAP and BTC-USDC-SWAP, as the venue source sets it."""
+    target, telemetry = RecordingTarget(), Telemetry()
+    parser = okx.Parser()
+    parser.set_instruments({s: Instrument(s, "BTC", s.split("-")[1], okx.swap_streams(s, OKX_SWAPS[s]))
+                            for s in ("BTC-USDT-SWAP", "BTC-USDC-SWAP")})
+    ingest = VenueIngest(target, MetricPointEncoder(CODEC), telemetry, source="okx_swap", parser=parser,
+                         conflate_ms=0)
+    return ingest, target, telemetry
+
+
+def published(target: RecordingTarget) -> list[tuple[str, str, float]]:
+    out = [(r["symbol"], r["metric"], r["value"]) for r in (CODEC.decode(v) for _, v in target.sent)]
+    target.sent.clear()
+    return out
+
+
+@pytest.mark.parametrize(("frame", "expected"), [
+    pytest.param(okx_push("mark-price", "BTC-USDT-SWAP", mark(), mark("37213.0", str(T0 + 200)),
+                          mark("NaN", str(T0 + 400))), one("non_finite"), id="three-items-one-nan"),
+    pytest.param(okx_push("mark-price", "BTC-USDT-SWAP", mark(), mark(ts="1.79e12")), one("bad_timestamp"),
+                 id="two-items-one-bad-ts"),
+    pytest.param(okx_push("mark-price", "BTC-USDT-SWAP", mark(), mark(instId="ETH-USDT-SWAP")),
+                 one("unexpected_topic"), id="an-item-of-another-swap"),
+    pytest.param(okx_push("mark-price", "BTC-USDT-SWAP", mark(), "x"), one("not_object"),
+                 id="an-item-not-object"),
+    pytest.param(okx_push("mark-price", "BTC-USDT-SWAP", mark(), mark(instId=_DROP)), ACCEPTED,
+                 id="items-need-not-name-the-swap"),
+    pytest.param(okx_push("mark-price", "BTC-USDT-SWAP"), ("nothing", {}), id="no-items"),
+    pytest.param(okx_push("index-tickers", "DOGE-USDT", {"idxPx": "0.1", "ts": str(T0)}),
+                 one("unknown_index"), id="index-no-listed-swap-uses"),
+    pytest.param(okx_push("index-tickers", "BTC-USDT", {"instId": "BTC-USDT", "idxPx": "37210.1",
+                                                        "ts": str(T0)}),
+                 ACCEPTED, id="index-of-a-listed-swap"),
+    pytest.param(okx_push("funding-rate", "BTC-USDT-SWAP", funding("1790035200000", "1790006400000")),
+                 ACCEPTED, id="funding-time-after-next-funding-time"),
+    pytest.param(okx_push("funding-rate", "BTC-USDT-SWAP", funding(after="")), ACCEPTED,
+                 id="no-next-funding"),
+    pytest.param(okx_push("funding-rate", "BTC-USDT-SWAP", funding(after="soon")), one("bad_timestamp"),
+                 id="next-funding-not-a-time"),
+    pytest.param(okx_push("funding-rate", "BTC-USDT-SWAP", funding(fundingRate="")), ACCEPTED, id="no-rate"),
+    pytest.param(okx_push("funding-rate", "BTC-USDT-SWAP", funding(fundingTime=_DROP)), one("missing_field"),
+                 id="no-funding-time"),
+    pytest.param(okx_push("open-interest", "BTC-USDT-SWAP", oi(oiCcy=_DROP)), one("missing_field"),
+                 id="oi-without-oiccy"),
+    pytest.param(okx_push("open-interest", "BTC-USDT-SWAP", oi(oi="garbage")), ACCEPTED, id="oi-not-read"),
+    pytest.param(okx_push("open-interest", "BTC-USDT-SWAP", oi(oiCcy=22161.13)), one("bad_number"),
+                 id="oiccy-a-number"),
+    pytest.param(okx_push("mark-price", "btc-usdt-swap", mark(instId="btc-usdt-swap")), one("bad_symbol"),
+                 id="lower-case-swap"),
+    pytest.param(okx_push("tickers", "BTC-USDT-SWAP", mark()), one("unexpected_topic"), id="other-channel"),
+    pytest.param(dumps({"event": "notice", "code": "64008", "msg": "closing soon", "connId": "a"}),
+                 one("unexpected_event"), id="notice"),
+])
+def test_okx_named_frames(frame: str, expected: tuple[str, dict[str, int]]) -> None:
+    assert outcome(judged("okx", frame)) == expected
+
+
+def test_an_okx_push_is_read_whole_or_rejected_whole() -> None:
+    """producer/okx.py: "A push is read whole or rejected whole" (per frame, not per item)."""
+    ingest, target, telemetry = okx_ingest()
+    ingest.on_ws_frame(okx_push("mark-price", "BTC-USDT-SWAP", mark(), mark("-1", str(T0 + 200))), INGEST_MS)
+    assert not target.sent
+    assert telemetry.get("frames_rejected", {"reason": "bad_number", "source": "okx_swap"}) == 1
+    ingest.on_ws_frame(okx_push("mark-price", "BTC-USDT-SWAP", mark(), mark("37213.0", str(T0 + 200))),
+                       INGEST_MS)
+    assert published(target) == [("BTC-USDT-SWAP", "mark_price", 37212.5),
+                                 ("BTC-USDT-SWAP", "mark_price", 37213.0)]
+
+
+def test_an_index_price_is_written_for_every_listed_swap_on_it_and_an_unknown_index_for_none() -> None:
+    ingest, target, telemetry = okx_ingest()
+    item = {"instId": "BTC-USDT", "idxPx": "37210.1", "ts": str(T0)}
+    ingest.on_ws_frame(okx_push("index-tickers", "BTC-USDT", item), INGEST_MS)
+    assert published(target) == [("BTC-USDT-SWAP", "index_price", 37210.1)]
+    ingest.on_ws_frame(okx_push("index-tickers", "ETH-USDT", {**item, "instId": "ETH-USDT"}), INGEST_MS)
+    assert not target.sent
+    assert telemetry.get("frames_rejected", {"reason": "unknown_index", "source": "okx_swap"}) == 1
+
+
+def test_okx_funding_times_give_an_interval_only_in_order_and_only_when_it_changes() -> None:
+    ingest, target, _ = okx_ingest()
+    h8, h4 = 8 * 3_600_000, 4 * 3_600_000
+    at = 1_790_006_400_000
+    steps = [
+        (funding(str(at), str(at + h8)), [("funding_rate", 0.0001875), ("next_funding_time", float(at)),
+                                          ("funding_interval_hours", 8.0)]),
+        (funding(str(at), str(at + h8)), [("funding_rate", 0.0001875), ("next_funding_time", float(at))]),
+        (funding(str(at + h8), str(at)), [("funding_rate", 0.0001875),
+                                          ("next_funding_time", float(at + h8))]),
+        (funding(str(at), str(at)), [("funding_rate", 0.0001875), ("next_funding_time", float(at))]),
+        (funding(str(at), str(at + h4 + 1)), [("funding_rate", 0.0001875), ("next_funding_time", float(at))]),
+        (funding(str(at), str(at + h4)), [("funding_rate", 0.0001875), ("next_funding_time", float(at)),
+                                          ("funding_interval_hours", 4.0)]),
+    ]
+    for item, expected in steps:
+        ingest.on_ws_frame(okx_push("funding-rate", "BTC-USDT-SWAP", item), INGEST_MS)
+        assert [(m, v) for _, m, v in published(target)] == expected, item
+
+
+def test_okx_open_interest_is_the_coin_figure_not_the_contracts() -> None:
+    ingest, target, _ = okx_ingest()
+    ingest.on_ws_frame(okx_push("open-interest", "BTC-USDT-SWAP", oi()), INGEST_MS)
+    assert published(target) == [("BTC-USDT-SWAP", "open_interest", 22161.1301)]
+
+
+@pytest.mark.parametrize(("frame", "answer"), [
+    (dumps({"id": "7", "event": "subscribe", "arg": {"channel": "mark-price", "instId": "BTC-USDT-SWAP"},
+            "connId": "a"}), Ack(7, None, ("mark-price:BTC-USDT-SWAP",))),
+    (dumps({"id": "\u00b2", "event": "subscribe", "arg": {"channel": "mark-price", "instId": "X"},
+            "connId": "a"}),
+     Ack(None, None, ("mark-price:X",))),
+    (dumps({"id": "1" * 33, "event": "unsubscribe", "arg": {"channel": 5}, "connId": "a"}),
+     Ack(None, None, ())),
+    (dumps({"id": 7, "event": "subscribe", "arg": None}), Ack(None, None, ())),
+    (dumps({"id": "8", "event": "error", "code": "60018", "connId": "a",
+            "msg": "Wrong URL or channel:mark-price,instId:X-SWAP doesn't exist. "
+                   "Please use the correct URL."}),
+     Ack(8, "60018: Wrong URL or channel:mark-price,instId:X-SWAP doesn't exist. Please use the correct URL.",
+         ("mark-price:X-SWAP",))),
+    ("pong", Pong()),
+    (b"pong", Pong()),
+    ("ping", None),
+    (dumps({"event": "notice", "code": "64008", "msg": "closing soon", "connId": "a"}), None),
+])
+def test_okx_answers_with_garbage_ids_name_no_request_and_never_raise(frame: str | bytes,
+                                                                       answer: Any) -> None:
+    assert okx.DIALECT.control(frame) == answer
+    judged("okx", frame)
+
+
 # -- memory -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("venue", ["bybit", "hyperliquid"])
+def _hostile_names(venue: str, nonce: str) -> Iterator[str]:
+    """200 pushes naming distinct 100 kB symbols (20 MB if each stays behind), and for Bybit
+    2,000 deltas of symbols never snapshotted, for OKX 2,000 tickers of indexes never listed."""
+    for i in range(200):
+        name = f"{nonce}{i}" + "X" * 100_000
+        yield {"bybit": ticker("snapshot", name), "hyperliquid": push(name),
+               "okx": okx_push("mark-price", name, mark(instId=name))}[venue]
+    for i in range(2_000 if venue != "hyperliquid" else 0):
+        name = f"D{nonce[:8]}{i}"
+        yield ticker(symbol=name + "USDT", markPrice="1.5") if venue == "bybit" else \
+            okx_push("index-tickers", name + "-USDT", {"idxPx": "1.5", "ts": str(T0)})
+
+
+@pytest.mark.parametrize("venue", ["bybit", "hyperliquid", "okx"])
 def test_rejected_frames_leave_no_memory_behind(venue: str) -> None:
-    """Huge unique names and deltas for symbols never snapshotted: all rejected, none kept
+    """Huge unique names, deltas before snapshots, unknown indexes: all rejected, none kept
     (Bybit's book, the name-rule caches, the ingest's per-symbol state)."""
     target, telemetry = RecordingTarget(), Telemetry()
-    parser: Any = bybit.Parser() if venue == "bybit" else hyperliquid.Parser(max_bytes=200_000)
-    source = "bybit_linear" if venue == "bybit" else "hyperliquid"
+    parser: Any = {"bybit": bybit.Parser(), "hyperliquid": hyperliquid.Parser(max_bytes=200_000),
+                   "okx": okx.Parser()}[venue]
+    source = {"bybit": "bybit_linear", "hyperliquid": "hyperliquid", "okx": "okx_swap"}[venue]
     ingest = VenueIngest(target, MetricPointEncoder(CODEC), telemetry, source=source, parser=parser,
                          conflate_ms=0)
-    ingest.on_ws_frame(ticker("WARMUP") if venue == "bybit" else push("BTC\n"), INGEST_MS)
+    for warmup in _hostile_names(venue, "WARMUP"):  # first-call allocations outside the measurement
+        ingest.on_ws_frame(warmup, INGEST_MS)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         nonce = uuid.uuid4().hex.upper()  # names nothing else in this process has checked
-        for i in range(200):  # 200 distinct 100 kB names: 20 MB if each stays behind
-            name = f"{nonce}{i}" + "X" * 100_000
-            ingest.on_ws_frame(ticker("snapshot", name) if venue == "bybit" else push(name), INGEST_MS)
-        if venue == "bybit":
-            for i in range(2_000):
-                ingest.on_ws_frame(ticker(symbol=f"D{nonce[:8]}{i}USDT", markPrice="1.5"), INGEST_MS)
+        frames = 0
+        for frame in _hostile_names(venue, nonce):
+            ingest.on_ws_frame(frame, INGEST_MS)
+            frames += 1
         gc.collect()
         retained = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert not target.sent and telemetry.total("frames_rejected") == (2_201 if venue == "bybit" else 201)
+    assert not target.sent and telemetry.total("frames_rejected") == 2 * frames
     assert retained < 2_000_000, f"{retained:,} bytes retained"
     if venue == "bybit":
         assert parser.book.current(f"D{nonce[:8]}0USDT") == {}

@@ -1126,12 +1126,235 @@ def hyperliquid_case(rng: random.Random, *, max_frame: int = HYPERLIQUID_MAX_FRA
     return Case(_HYPERLIQUID[family][1](gen, max_frame), family)
 
 
+# -- OKX v5 pushes ---------------------------------------------------------------------------------
+
+#: The swaps the venue harness follows (its listing), each with the index it is priced on.
+OKX_SWAPS: Final = {"BTC-USDT-SWAP": "BTC-USDT", "ETH-USDT-SWAP": "ETH-USDT", "PEPE-USDT-SWAP": "PEPE-USDT",
+                    "BTC-USDC-SWAP": "BTC-USDC"}
+OKX_SENTINEL: Final = "BTC-USDT-SWAP"
+OKX_CHANNELS: Final = ("mark-price", "index-tickers", "funding-rate", "open-interest")
+_OKX_INST_FAULTS: Final = [*_plain(SYMBOLS), "btc-usdt-swap", "BTC/USDT-SWAP", "BTC.USDT-SWAP",
+                            "BTC-USDT-SWAP "]
+_OKX_INDEX_FAULTS: Final = ["DOGE-USDT", "btc-usdt", "BTC-USDT-SWAP", "BTC-USD", "", "BTC USDT", 5, None]
+_OKX_CHANNEL_FAULTS: Final = ["tickers", "mark-price ", "MARK-PRICE", "", None, 5, "candle1m", ["mark-price"],
+                              "price-limit", "funding-rate\u0000"]
+
+
+def okx_item(rng: random.Random, channel: str, inst: str, ts: int | None = None) -> dict[str, Any]:
+    """One data item of a push as OKX's docs show it, every value a string."""
+    ts = T0 + rng.randrange(10**9) if ts is None else ts
+    if channel == "mark-price":
+        return {"instType": "SWAP", "instId": inst, "markPx": decimal_text(rng), "ts": str(ts)}
+    if channel == "index-tickers":
+        return {"instId": inst, "idxPx": decimal_text(rng), "high24h": decimal_text(rng), "low24h": "36900",
+                "open24h": "37000", "sodUtc0": "37100", "sodUtc8": "37050", "ts": str(ts)}
+    if channel == "open-interest":
+        return {"instId": inst, "instType": "SWAP", "oi": decimal_text(rng), "oiCcy": decimal_text(rng),
+                "oiUsd": decimal_text(rng), "ts": str(ts)}
+    period = rng.choice([8, 8, 4, 2, 1]) * 3_600_000
+    at = (ts // period + 1) * period
+    return {"formulaType": "noRate", "fundingRate": rng.choice([decimal_text(rng, signed=True), ""]),
+            "fundingTime": str(at), "impactValue": "", "instId": inst, "instType": "SWAP", "interestRate": "",
+            "method": "current_period", "maxFundingRate": "0.00375", "minFundingRate": "-0.00375",
+            "nextFundingRate": "", "nextFundingTime": str(at + period), "premium": "0.0001233824646391",
+            "settFundingRate": "0.0001699799259033", "settState": "settled", "ts": str(ts)}
+
+
+def okx_push(rng: random.Random, channel: str | None = None, inst: str | None = None,
+             items: int | None = None) -> dict[str, Any]:
+    """A push of one channel for a listed swap (or index), with one to a few items."""
+    channel = channel or rng.choice(OKX_CHANNELS)
+    swap = rng.choice(sorted(OKX_SWAPS))
+    inst = inst or (OKX_SWAPS[swap] if channel == "index-tickers" else swap)
+    ts = T0 + rng.randrange(10**9)
+    n = items if items is not None else rng.choice([1, 1, 1, 2, 3])
+    data = [okx_item(rng, channel, inst, ts + 100 * i) for i in range(n)]
+    if rng.random() < 0.1:
+        for d in data:
+            d.pop("instId")  # items need not repeat the arg's instId
+    return {"arg": {"channel": channel, "instId": inst}, "data": data}
+
+
+def _okx_item_fault(gen: _Gen, item: dict[str, Any]) -> Any:
+    """One fault in one item: its value, its times, the funding times' order, oi for oiCcy."""
+    r = gen.rng
+    value = next((f for f in ("markPx", "idxPx", "oiCcy", "fundingRate") if f in item), "markPx")
+    k = r.randrange(9)
+    if k == 0:
+        item[value] = r.choice(VENUE_NUMBERS)
+    elif k == 1:
+        item[r.choice(["ts", "fundingTime", "nextFundingTime"] if value == "fundingRate" else ["ts"])] = \
+            r.choice(VENUE_TIMES)
+    elif k == 2 and value == "fundingRate":  # fundingTime after nextFundingTime, equal, or not minutes apart
+        at, nxt = int(item["fundingTime"]), int(item["nextFundingTime"])
+        item["fundingTime"], item["nextFundingTime"] = r.choice(
+            [(str(nxt), str(at)), (str(at), str(at)), (str(at), str(nxt + 1)), (str(at), "")])
+        if r.random() < 0.3:
+            item.pop("nextFundingTime")
+    elif k == 3 and value == "oiCcy":  # the contracts figure without the coin figure, or garbage in it
+        item.pop("oiCcy") if r.random() < 0.5 else item.update(oi=r.choice(VENUE_NUMBERS))
+    elif k == 4:
+        item.pop(r.choice([value, "ts"]))
+    elif k == 5:
+        item["instId"] = r.choice([*OKX_SWAPS, *OKX_SWAPS.values(), "btc-usdt-swap", 5, None])
+    elif k == 6:
+        item[r.choice(["x", "oi", "instType", "arg"])] = garbage(r)
+    elif k == 7:
+        return r.choice([None, "x", 5, [item], garbage(r)])
+    else:
+        f = r.choice(list(item))
+        extra = (f, garbage(r))
+        return Pairs([extra, *item.items()] if r.random() < 0.5 else [*item.items(), extra])
+    return item
+
+
+def _okx_valid(gen: _Gen, _limit: int) -> str | bytes:
+    return gen.encode(dumps(okx_push(gen.rng), gen.style()))
+
+
+def _okx_field(gen: _Gen, _limit: int) -> str | bytes:
+    msg = okx_push(gen.rng, items=1)
+    msg["data"][0] = _okx_item_fault(gen, msg["data"][0])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_multi(gen: _Gen, _limit: int) -> str | bytes:
+    """Several items of which one is bad: the push is read whole or rejected whole."""
+    r = gen.rng
+    msg = okx_push(r, items=r.randint(2, 5))
+    i = r.randrange(len(msg["data"]))
+    msg["data"][i] = _okx_item_fault(gen, msg["data"][i])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_funding(gen: _Gen, _limit: int) -> str | bytes:
+    """Funding pushes whose two times are in order, out of order, equal, or not minutes apart."""
+    r = gen.rng
+    msg = okx_push(r, "funding-rate", items=r.choice([1, 1, 2]))
+    for item in msg["data"]:
+        if r.random() < 0.6:
+            at, nxt = int(item["fundingTime"]), int(item["nextFundingTime"])
+            item["fundingTime"], item["nextFundingTime"] = r.choice(
+                [(str(nxt), str(at)), (str(at), str(at)), (str(at), str(nxt + 1)),
+                 (str(at), str(at + 90_000)), (str(at), "")])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_index(gen: _Gen, _limit: int) -> str | bytes:
+    """Index tickers for an index no listed swap is priced on, or one that is."""
+    r = gen.rng
+    inst = r.choice(_OKX_INDEX_FAULTS) if r.random() < 0.7 else r.choice(sorted(OKX_SWAPS.values()))
+    msg = okx_push(r, "index-tickers", inst if isinstance(inst, str) else "BTC-USDT")
+    msg["arg"]["instId"] = inst
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_arg(gen: _Gen, _limit: int) -> str | bytes:
+    """The arg and the envelope: channels, instIds, shapes that are not a push's."""
+    r = gen.rng
+    msg: dict[str, Any] = okx_push(r)
+    k = r.randrange(6)
+    if k == 0:
+        msg["arg"]["channel"] = r.choice(_OKX_CHANNEL_FAULTS)
+    elif k == 1:  # the items name it too (or not at all), so only the name is wrong
+        msg["arg"]["instId"] = inst = r.choice(_OKX_INST_FAULTS)
+        for item in msg["data"]:
+            if r.random() < 0.8:
+                item["instId"] = inst
+            else:
+                item.pop("instId", None)
+    elif k == 2:
+        msg["arg"] = r.choice([None, "mark-price", [msg["arg"]], {"channel": "mark-price"}, {"instId": "X"}])
+    elif k == 3:
+        msg.pop(r.choice(["arg", "data"]))
+    elif k == 4:
+        msg["data"] = r.choice([None, {}, msg["data"][0], "x", []])
+    else:
+        msg["event"] = r.choice(["subscribe", "error", "notice", None])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_control(gen: _Gen, _limit: int) -> str | bytes:
+    """Answers as OKX writes them, with ids and args that are not the producer's."""
+    r = gen.rng
+    rid = r.choice([*_REQ_IDS, "1" * 32, "1" * 33]) if r.random() < 0.7 else str(r.randrange(1, 10**6))
+    arg = r.choice([{"channel": "mark-price", "instId": "BTC-USDT-SWAP"}, {"channel": 5}, None, "x"])
+    msg: Any = r.choice([
+        {"id": rid, "event": "subscribe", "arg": arg, "connId": "a4d3ae55"},
+        {"id": rid, "event": "unsubscribe", "arg": arg, "connId": "a4d3ae55"},
+        {"id": rid, "event": "error", "code": "60018", "msg": "Wrong URL or channel:mark-price,instId:X-SWAP "
+         "doesn't exist. Please use the correct URL, channel and parameters referring to API document.",
+         "connId": "a4d3ae55"},
+        {"event": "error", "code": "60012", "msg": "Invalid request: {\"op\": \"subscribe\"}", "connId": "x"},
+        {"event": "notice", "code": "64008", "msg": "The connection will soon be closed", "connId": "x"},
+        {"event": "channel-conn-count", "channel": "mark-price", "connCount": "2", "connId": "x"},
+        {"event": r.choice(["Subscribe", "", None, 5, ["subscribe"]]), "id": rid},
+    ])
+    if r.random() < 0.15:
+        texts: list[str | bytes] = ["pong", b"pong", "ping", "PONG", "pong\n", ""]
+        return r.choice(texts)
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_structure(gen: _Gen, _limit: int) -> str | bytes:
+    r = gen.rng
+    msg: Any = r.choice([garbage(r), [okx_push(r)], okx_push(r)["data"], {"arg": okx_push(r)["arg"]}, None,
+                         "mark-price", 5, {"data": okx_push(r)["data"]}])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_text(gen: _Gen, _limit: int) -> str | bytes:
+    return _venue_text(gen, okx_push(gen.rng))
+
+
+def _okx_encoding(gen: _Gen, _limit: int) -> str | bytes:
+    msg = okx_push(gen.rng)
+    return _venue_encoding(gen, msg, msg["arg"], "instId")
+
+
+def _okx_size(gen: _Gen, limit: int) -> str | bytes:
+    msg = okx_push(gen.rng, items=1)
+    return _padded(gen, msg, msg["data"][0], limit)
+
+
+def _okx_nesting(gen: _Gen, _limit: int) -> str | bytes:
+    msg = okx_push(gen.rng, items=1)
+    return _venue_nesting(gen, msg, msg["data"][0])
+
+
+def _okx_big_symbol(gen: _Gen, limit: int) -> str | bytes:
+    r = gen.rng
+    inst = "X" * r.choice([1_000, 10_000, min(100_000, limit // 4)]) + str(r.getrandbits(64))
+    channel = r.choice(OKX_CHANNELS)
+    msg = okx_push(r, channel, inst, items=1)
+    return dumps(msg)
+
+
+_OKX: dict[str, tuple[int, VenueMaker]] = {
+    "valid": (18, _okx_valid), "field_fault": (18, _okx_field), "multi_item": (10, _okx_multi),
+    "funding": (8, _okx_funding), "index": (5, _okx_index), "arg": (8, _okx_arg),
+    "control": (8, _okx_control),
+    "structure": (4, _okx_structure), "text_mutation": (6, _okx_text), "encoding": (6, _okx_encoding),
+    "size": (3, _okx_size), "nesting": (3, _okx_nesting), "big_symbol": (3, _okx_big_symbol),
+}
+OKX_FAMILIES: Final = tuple(_OKX)
+
+
+def okx_case(rng: random.Random, *, max_frame: int = MAX_FRAME) -> Case:
+    """One OKX frame, by family."""
+    gen = _Gen(rng, True, False)
+    family = rng.choices(OKX_FAMILIES, [w for w, _ in _OKX.values()])[0]
+    return Case(_OKX[family][1](gen, max_frame), family)
+
+
 def venue_primer(venue: str) -> list[str]:
     """What the venue harness reads before any case: a snapshot of every BYBIT_BOOK symbol,
-    a push of every HYPERLIQUID_COINS coin."""
+    a funding push of every OKX_SWAPS swap, a push of every HYPERLIQUID_COINS coin."""
     rng = random.Random(f"primer:{venue}")
     if venue == "bybit":
         return [dumps(bybit_ticker(rng, s, "snapshot", T0)) for s in BYBIT_BOOK]
+    if venue == "okx":
+        return [dumps(okx_push(rng, "funding-rate", s, items=1)) for s in sorted(OKX_SWAPS)]
     return [dumps(hyperliquid_push(rng, c)) for c in HYPERLIQUID_COINS]
 
 
@@ -1142,6 +1365,9 @@ def venue_sentinel(venue: str) -> str:
         return dumps({"topic": "tickers." + BYBIT_SENTINEL, "type": "delta", "ts": T0 + 1, "cs": 7,
                       "data": {"symbol": BYBIT_SENTINEL, "markPrice": "64240.38", "fundingRate": "-0.0001",
                                "lastPrice": "64239.5"}})
+    if venue == "okx":
+        return dumps({"arg": {"channel": "mark-price", "instId": OKX_SENTINEL}, "data": [
+            {"instType": "SWAP", "instId": OKX_SENTINEL, "markPx": "37212.5", "ts": str(T0 + 1)}]})
     return dumps({"channel": "activeAssetCtx", "data": {"coin": HYPERLIQUID_SENTINEL, "ctx": {
         "funding": "0.0000125", "openInterest": "26142.5", "prevDayPx": "96000.0", "dayNtlVlm": "1.0",
         "premium": "0.0001", "oraclePx": "97005.0", "markPx": "97015.0", "midPx": "97015.5",

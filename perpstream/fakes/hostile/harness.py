@@ -25,6 +25,7 @@ from perpstream.fakes.hostile.frames import (
     BYBIT_BOOK,
     FILTER,
     MAX_FRAME,
+    OKX_SWAPS,
     SENTINEL_FRAME,
     T0,
     Burst,
@@ -47,12 +48,12 @@ from perpstream.fakes.hostile.outcomes import (
     matches,
     point,
 )
-from perpstream.producer import bybit, hyperliquid
+from perpstream.producer import bybit, hyperliquid, okx
 from perpstream.producer.binance import BAD_JSON, DEFAULT_MAX_FRAME_BYTES, REJECT_REASONS, perpetual_listing
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.ingest import Ingest
-from perpstream.producer.venue import Ack, FrameParser, Pong
+from perpstream.producer.venue import Ack, FrameParser, Instrument, Pong
 from perpstream.producer.venue_ingest import VenueIngest
 from perpstream.producer.venues import VENUES, VenueSpec
 from perpstream.runtime.telemetry import Telemetry
@@ -327,10 +328,20 @@ class _VenueSetup:
     model: Callable[[], venue_rules.VenueModel]
 
 
+def _okx_parser() -> FrameParser:
+    """OKX's parser following the harness's listing, as the venue source sets it."""
+    parser = okx.Parser(max_bytes=MAX_FRAME)
+    parser.set_instruments({s: Instrument(s, s.split("-")[0], s.split("-")[1], okx.swap_streams(s, index))
+                            for s, index in OKX_SWAPS.items()})
+    return parser
+
+
 def _venue_setups() -> dict[str, _VenueSetup]:
     return {
         "bybit": _VenueSetup(VENUES["bybit"], lambda: bybit.Parser(max_bytes=MAX_FRAME), MAX_FRAME,
                              DEFAULT_MAX_FRAME_BYTES, venue_rules.BybitModel),
+        "okx": _VenueSetup(VENUES["okx"], _okx_parser, MAX_FRAME, DEFAULT_MAX_FRAME_BYTES,
+                           lambda: venue_rules.OkxModel(dict(OKX_SWAPS))),
         "hyperliquid": _VenueSetup(VENUES["hyperliquid"], lambda: hyperliquid.Parser(
             max_bytes=venue_rules.HYPERLIQUID_MAX_FRAME), venue_rules.HYPERLIQUID_MAX_FRAME,
             venue_rules.HYPERLIQUID_MAX_FRAME, venue_rules.HyperliquidModel),

@@ -17,6 +17,19 @@ what becomes a point), and the venues' public payloads:
   UTC hour; the interval (1 h) is a point when a coin is first seen; spot markets
   (``activeSpotAssetCtx``, coins ``@107``, ``PURR/USDC``) are not perpetuals; answers are
   ``subscriptionResponse``, ``error``, ``pong`` and the greeting text.
+- **OKX v5** pushes ``{"arg":{"channel","instId"},"data":[{..},..]}``, every value a
+  decimal string and every time a millisecond string: ``mark-price`` (``markPx``, ``ts``),
+  ``index-tickers`` per index (``idxPx``, ``ts``; its points are the index price of every
+  listed swap whose ``uly`` it is, and an index no listed swap is priced on cannot be
+  placed), ``funding-rate`` (``fundingRate``, ``""`` for none; ``fundingTime``, the
+  settlement the rate is for, published as the next funding time; ``nextFundingTime``,
+  the one after: the interval is the gap between the two when it is a positive whole
+  number of minutes, and published only when it changes), ``open-interest`` (``oiCcy``,
+  base-coin units, the unit every venue's open interest is stored in; ``oi`` is in
+  contracts and not read). A push carries several items; it is read whole or rejected
+  whole (producer/okx.py: "A push is read whole or rejected whole with a reason"), so
+  one bad item costs the frame. Answers: ``{"event":"subscribe"|"unsubscribe","arg",
+  "id"}`` per arg, ``{"event":"error","code","msg","id"}``, the text ``pong``.
 
 Every rule answers with what the contract allows: a value, or the *set* of reasons an
 input may be rejected for (the docs name reasons, not an order between them). Where
@@ -51,14 +64,16 @@ from perpstream.producer.binance import (
     UNEXPECTED_EVENT,
 )
 from perpstream.producer.bybit import DELTA_BEFORE_SNAPSHOT, UNEXPECTED_TOPIC
+from perpstream.producer.okx import UNKNOWN_INDEX
 from perpstream.schemas import rules
 from perpstream.schemas.models import Metric
 
 BYBIT: Final = "bybit_linear"
 HYPERLIQUID: Final = "hyperliquid"
+OKX: Final = "okx_swap"
 
 #: Every reason a venue's rejection may be counted under (docs/producer.md, "Counters").
-VENUE_REASONS: Final = frozenset(REJECT_REASONS) | {DELTA_BEFORE_SNAPSHOT, UNEXPECTED_TOPIC}
+VENUE_REASONS: Final = frozenset(REJECT_REASONS) | {DELTA_BEFORE_SNAPSHOT, UNEXPECTED_TOPIC, UNKNOWN_INDEX}
 
 #: The greeting Hyperliquid sends on connect (a sign of life, not data).
 HYPERLIQUID_GREETING: Final = "Websocket connection established."
@@ -387,3 +402,183 @@ class HyperliquidModel:
             values.append((Metric.FUNDING_INTERVAL_HOURS, 1.0))
         points = _points(HYPERLIQUID, coin, ingest_ms, ingest_ms, values)
         return [Alternative(Items((Accept(points),)), (coin,))]
+
+
+# -- OKX -----------------------------------------------------------------------------------------
+
+_OKX_CHANNELS: Final = ("mark-price", "index-tickers", "funding-rate", "open-interest")
+#: The field each channel's point is read from, and the metric it is.
+_OKX_VALUE: Final = {"mark-price": ("markPx", Metric.MARK_PRICE),
+                     "index-tickers": ("idxPx", Metric.INDEX_PRICE),
+                     "open-interest": ("oiCcy", Metric.OPEN_INTEREST)}
+MINUTE_MS: Final = 60_000
+
+
+def _okx_ids(v: Any) -> tuple[int | None, ...]:
+    """The request an answer names: the producer sends ``str(n)``, up to 32 digits."""
+    if type(v) is str and _digits(v):
+        n = int(v) if len(v) <= 40 else None
+        return (n,) if len(v) <= 32 and (v == "0" or v[0] != "0") else (None, n)
+    if type(v) is int and v >= 0:
+        return (None, v)
+    return (None,)
+
+
+def okx_answer(raw: str | bytes, msg: Any) -> frozenset[Answer]:
+    """What ``Dialect.control`` may make of an OKX frame (None: not an answer). A frame that
+    opens as a push does (``{"arg"`` and a ``"data"``) is a push whatever else it says."""
+    if raw in ("pong", b"pong"):
+        return frozenset({("pong",)})
+    push_shaped = (raw.startswith('{"arg"') and '"data"' in raw) if isinstance(raw, str) else \
+        (raw.startswith(b'{"arg"') and b'"data"' in raw)
+    if type(msg) is not dict:
+        return frozenset({None})
+    event, ids = msg.get("event"), _okx_ids(msg.get("id"))
+    out: set[Answer] = {None} if push_shaped else set()
+    if type(event) is str and event in ("subscribe", "unsubscribe"):
+        arg = msg.get("arg")
+        streams: tuple[str, ...] = ()
+        if type(arg) is dict and type(arg.get("channel")) is str and type(arg.get("instId")) is str:
+            streams = (f"{arg['channel']}:{arg['instId']}",)
+        out |= {("ack", i, False, streams) for i in ids}
+    elif type(event) is str and event == "error":
+        out |= {("ack", i, True, None) for i in ids}
+    else:
+        out.add(None)
+    return frozenset(out)
+
+
+@dataclass
+class _OkxFrame:
+    """What one push gives, item by item, as the oracle reads it."""
+
+    reasons: set[str]
+    points: list[tuple[str, str, float, int]]
+
+
+class OkxModel:
+    """The listing (index -> the swaps priced on it) and the interval last published per swap."""
+
+    source = OKX
+
+    def __init__(self, swaps: dict[str, str]) -> None:
+        #: swap -> the index (``uly``) it is priced on, as the listing the producer follows says.
+        self.by_index: dict[str, list[str]] = {}
+        for swap, index in swaps.items():
+            self.by_index.setdefault(index, []).append(swap)
+        self.intervals: dict[str, float] = {}
+
+    def answers(self, raw: str | bytes, msg: Any) -> frozenset[Answer]:
+        return okx_answer(raw, msg)
+
+    def commit(self, effect: Effect) -> None:
+        if effect is not None:
+            self.intervals.update(effect[0])
+
+    def alternatives(self, msg: Any, ingest_ms: int) -> list[Alternative]:
+        if type(msg) is not dict:
+            return [Alternative(Reject(frozenset({NOT_OBJECT})))]
+        if "event" in msg:
+            if okx_answer("", msg) != {None}:  # an answer on the data path: nothing to publish
+                return [Alternative(Items(())), Alternative(Reject(frozenset({UNEXPECTED_EVENT})))]
+            return [Alternative(Reject(frozenset({UNEXPECTED_EVENT})))]
+        out: list[Alternative] = []
+        for policy in Policy:
+            alt = self._push(msg, ingest_ms, policy)
+            if alt not in out:
+                out.append(alt)
+        return out
+
+    def _push(self, msg: dict[str, Any], ingest_ms: int, policy: Policy) -> Alternative:
+        if "arg" not in msg or "data" not in msg:
+            return Alternative(Reject(frozenset({MISSING_FIELD})))
+        arg, data = msg["arg"], msg["data"]
+        if type(arg) is not dict:
+            return Alternative(Reject(frozenset({NOT_OBJECT})))
+        if "channel" not in arg or "instId" not in arg:
+            return Alternative(Reject(frozenset({MISSING_FIELD})))
+        channel, inst = arg["channel"], arg["instId"]
+        reasons: set[str] = set()
+        if not (type(channel) is str and channel in _OKX_CHANNELS):
+            reasons.add(UNEXPECTED_TOPIC)
+        if channel == "index-tickers":
+            reasons |= _index_reasons(inst, self.by_index)
+        else:
+            reasons |= symbol_reasons(inst, OKX)
+        if type(data) is not list or any(type(item) is not dict for item in data):
+            return Alternative(Reject(frozenset(reasons | {NOT_OBJECT})))
+        if any("instId" in item and item["instId"] != inst for item in data):
+            reasons.add(UNEXPECTED_TOPIC)
+        if reasons:
+            return Alternative(Reject(frozenset(reasons)))
+        frame = _OkxFrame(set(), [])
+        for item in data:
+            self._item(frame, channel, inst, item, policy)
+        if frame.reasons:
+            return Alternative(Reject(frozenset(frame.reasons)))
+        return self._published(frame, ingest_ms)
+
+    def _published(self, frame: _OkxFrame, ingest_ms: int) -> Alternative:
+        """The points, funding intervals only where they change (in the push's order)."""
+        last = dict(self.intervals)
+        kept: list[Point] = []
+        for symbol, metric, value, et in frame.points:
+            if metric == Metric.FUNDING_INTERVAL_HOURS:
+                if last.get(symbol) == value:
+                    continue
+                last[symbol] = value
+            kept += _points(OKX, symbol, et, ingest_ms, [(metric, value)])
+        changed = {s: v for s, v in last.items() if self.intervals.get(s) != v}
+        return Alternative(Items((Accept(tuple(kept)),)), (changed,) if changed else None)
+
+    def _item(self, frame: _OkxFrame, channel: str, inst: str, item: dict[str, Any], policy: Policy) -> None:
+        ts = millis(item["ts"], documented="str", policy=policy) if "ts" in item else None
+        if ts is None:
+            frame.reasons.add(MISSING_FIELD)
+        elif isinstance(ts, frozenset):
+            frame.reasons |= ts
+        if channel == "funding-rate":
+            self._funding(frame, inst, item, ts, policy)
+            return
+        name, metric = _OKX_VALUE[channel]
+        x = decimal(item[name], signed=False, json_numbers=False) if name in item else None
+        if x is None:
+            frame.reasons.add(MISSING_FIELD)
+        elif isinstance(x, frozenset):
+            frame.reasons |= x
+        if isinstance(x, float) and isinstance(ts, int):
+            swaps = self.by_index.get(inst, []) if channel == "index-tickers" else [inst]
+            frame.points += [(s, metric, x, ts) for s in sorted(swaps)]
+
+    def _funding(self, frame: _OkxFrame, inst: str, item: dict[str, Any], ts: Any, policy: Policy) -> None:
+        for name in ("fundingRate", "fundingTime"):
+            if name not in item:
+                frame.reasons.add(MISSING_FIELD)
+        rate = item.get("fundingRate")
+        x = None if type(rate) is str and rate == "" else \
+            decimal(rate, signed=True, json_numbers=False) if "fundingRate" in item else None
+        if isinstance(x, frozenset):
+            frame.reasons |= x
+        at = millis(item["fundingTime"], documented="str", policy=policy) if "fundingTime" in item else None
+        if isinstance(at, frozenset):
+            frame.reasons |= at
+        after = item.get("nextFundingTime", "")
+        nxt = None if type(after) is str and after == "" else millis(after, documented="str", policy=policy)
+        if isinstance(nxt, frozenset):
+            frame.reasons |= nxt
+        if frame.reasons or not isinstance(at, int) or not isinstance(ts, int):
+            return
+        if isinstance(x, float):
+            frame.points.append((inst, Metric.FUNDING_RATE, x, ts))
+        frame.points.append((inst, Metric.NEXT_FUNDING_TIME, float(at), ts))
+        if isinstance(nxt, int) and nxt > at and (nxt - at) % MINUTE_MS == 0:
+            frame.points.append((inst, Metric.FUNDING_INTERVAL_HOURS, (nxt - at) / HOUR_MS, ts))
+
+
+def _index_reasons(inst: Any, by_index: dict[str, list[str]]) -> set[str]:
+    """An index names no stored symbol; it must be one the listing prices a swap on."""
+    if type(inst) is not str:
+        return {BAD_SYMBOL}
+    if inst in by_index:
+        return set()
+    return {UNKNOWN_INDEX, BAD_SYMBOL} if symbol_reasons(inst, OKX) else {UNKNOWN_INDEX}
