@@ -1,4 +1,5 @@
-"""Hostile frames from a venue into a running ``perpstream produce --venues X``.
+"""Hostile frames from a venue into a running ``perpstream produce --venues X`` (Bybit,
+Hyperliquid, OKX).
 
 The fake venue streams its market; once the producer reads it, the fake injects
 hostile frames on every open connection (perpstream/fakes/*.py ``inject``): data the
@@ -29,6 +30,7 @@ import pytest
 
 from perpstream.fakes.bybit import FakeBybit
 from perpstream.fakes.hyperliquid import FakeHyperliquid
+from perpstream.fakes.okx import FakeOkx
 from perpstream.local import free_port
 from tests.fakes import read_topic
 from tests.waiting import wait_for
@@ -153,6 +155,35 @@ HYPERLIQUID_ANSWERS: list[str] = [
 ]
 
 
+def _okx(channel: str, inst: str, *items: Any) -> str:
+    return json.dumps({"arg": {"channel": channel, "instId": inst}, "data": list(items)})
+
+
+_MARK = {"instType": "SWAP", "instId": "BTC-USDT-SWAP", "markPx": "60000.1", "ts": str(T0)}
+#: Pushes OKX's parser must reject whole, by reason (the swaps followed are BTC- and ETH-USDT-SWAP).
+OKX_REJECTED: list[tuple[str, str]] = [
+    (_okx("mark-price", "BTC-USDT-SWAP", _MARK, {**_MARK, "markPx": "NaN"}), "non_finite"),
+    (_okx("mark-price", "BTC-USDT-SWAP", _MARK, {**_MARK, "markPx": "-1"}), "bad_number"),
+    (_okx("mark-price", "BTC-USDT-SWAP", {**_MARK, "ts": "1.79e12"}), "bad_timestamp"),
+    (_okx("mark-price", "BTC-USDT-SWAP", _MARK, {**_MARK, "instId": "ETH-USDT-SWAP"}), "unexpected_topic"),
+    (_okx("tickers", "BTC-USDT-SWAP", _MARK), "unexpected_topic"),
+    (_okx("index-tickers", "DOGE-USDT", {"idxPx": "0.1", "ts": str(T0)}), "unknown_index"),
+    (_okx("mark-price", "btc-usdt-swap", {**_MARK, "instId": "btc-usdt-swap"}), "bad_symbol"),
+    (_okx("open-interest", "BTC-USDT-SWAP", {"instId": "BTC-USDT-SWAP", "oi": "22", "ts": str(T0)}),
+     "missing_field"),
+    ('{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":"x"}', "not_object"),
+    ('{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[', "bad_json"),
+    (json.dumps({"event": "notice", "code": "64008", "msg": "closing soon"}), "unexpected_event"),
+    ('{"arg":{"channel":"mark-price","instId":"BTC-USDT-SWAP"},"data":[{"pad":"' + "x" * 4_000_000 + '"}]}',
+     "too_large"),
+]
+OKX_ANSWERS: list[str] = [
+    json.dumps({"id": "\u00b2", "event": "subscribe", "arg": {"channel": "mark-price", "instId": "X"}}),
+    json.dumps({"id": "1" * 33, "event": "unsubscribe", "arg": {"channel": 5}}),
+    "pong",
+]
+
+
 def _inject_and_count(fake: Any, port: int, source: str, proc: subprocess.Popen[str],
                       hostile: list[tuple[str, str]], answers: list[str]) -> None:
     """Inject the frames on every connection; each rejected one is counted once, by reason,
@@ -225,3 +256,48 @@ def test_hyperliquid_hostile_frames_are_counted_and_the_good_ones_still_flow(
     for _, r in records:  # every value is one the fake sent for that coin: none is hostile
         if (r["symbol"], r["metric"]) in sent:
             assert r["value"] in sent[(r["symbol"], r["metric"])], r
+
+
+def test_okx_hostile_frames_are_counted_and_the_good_ones_still_flow(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], stopped: list[subprocess.Popen[str]],
+) -> None:
+    topic, port = topic_factory(3), free_port()
+    swaps = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
+    with FakeOkx(swaps, funding_push_ms=1000, oi_interval_ms=1000) as fake:
+        proc = produce("okx", fake, kafka_bootstrap, topic, port)
+        stopped.append(proc)
+        wait_for(lambda: set(swaps) <= {p["arg"]["instId"] for p in fake.pushes
+                                        if p["arg"]["channel"] == "funding-rate"},
+                 what="every swap's funding pushed", alive=(proc,))
+        publishing(port, proc)
+        _inject_and_count(fake, port, "okx_swap", proc, OKX_REJECTED, OKX_ANSWERS)
+        after = int(time.time() * 1000) + 2_000
+        records = read_topic(kafka_bootstrap, topic, timeout=120, quiet=0, until=flowing(swaps, after))
+        fake.paused = True
+        sent = okx_sent(list(fake.pushes), {s: s.removesuffix("-SWAP") for s in swaps})
+        stop(proc)
+    assert {r["symbol"] for _, r in records} == set(swaps)
+    for _, r in records:  # every value is one the fake sent, at the time it sent it: none is hostile
+        assert sent[(r["symbol"], r["metric"], r["event_time"])] == r["value"], r
+
+
+def okx_sent(pushes: list[dict[str, Any]], index_of: dict[str, str]) -> dict[tuple[str, str, int], float]:
+    """(swap, metric, ts) -> value of what the fake pushed, as OKX's docs say to read it."""
+    out: dict[tuple[str, str, int], float] = {}
+    for push in pushes:
+        channel, inst = push["arg"]["channel"], push["arg"]["instId"]
+        for item in push["data"]:
+            ts = int(item["ts"])
+            if channel == "mark-price":
+                out[(inst, "mark_price", ts)] = float(item["markPx"])
+            elif channel == "index-tickers":
+                out.update({(s, "index_price", ts): float(item["idxPx"])
+                            for s, i in index_of.items() if i == inst})
+            elif channel == "open-interest":
+                out[(inst, "open_interest", ts)] = float(item["oiCcy"])
+            else:
+                at, after = int(item["fundingTime"]), int(item["nextFundingTime"])
+                out.update({(inst, "funding_rate", ts): float(item["fundingRate"]),
+                            (inst, "next_funding_time", ts): float(at),
+                            (inst, "funding_interval_hours", ts): (after - at) / 3_600_000})
+    return out
