@@ -193,14 +193,20 @@ def _inject_and_count(fake: Any, port: int, source: str, proc: subprocess.Popen[
     sockets = fake.inject(*answers, *(frame for frame, _ in hostile))
     assert sockets >= 1
     expected = before + Counter({r: n * sockets for r, n in Counter(r for _, r in hostile).items()})
-    wait_for(lambda: rejected(port, source) == expected, timeout=30, alive=(proc,),
-             what=f"frames_rejected of {source} to count every hostile frame once: {dict(expected)}")
+
+    def counted(what: str) -> None:
+        try:
+            wait_for(lambda: rejected(port, source) == expected, timeout=30, alive=(proc,), what=what)
+        except AssertionError as exc:
+            got, opened = dict(rejected(port, source)), fake.connections_total - connections
+            raise AssertionError(f"{exc}\n  expected {dict(expected)}\n  counted  {got}\n"
+                                 f"  connections opened since: {opened}") from None
+
+    counted(f"frames_rejected of {source} to count every hostile frame once")
     fake.inject(*answers)  # the answers alone, after the rest was read: still nothing counted
-    sentinel = hostile[0][0]
-    fake.inject(sentinel)
+    fake.inject(hostile[0][0])
     expected[hostile[0][1]] += sockets
-    wait_for(lambda: rejected(port, source) == expected, timeout=30, alive=(proc,),
-             what="the answers to count nothing")
+    counted("the answers to count nothing")
     assert fake.connections_total == connections, "a hostile frame made the producer reconnect"
 
 
