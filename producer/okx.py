@@ -69,6 +69,7 @@ from perpstream.producer.binance import (
 from perpstream.producer.bybit import UNEXPECTED_TOPIC
 from perpstream.producer.exceptions import FrameRejected, ProducerError
 from perpstream.producer.venue import Ack, Control, Dialect, Instrument, Pong, shard_by_count
+from perpstream.schemas import rules
 from perpstream.schemas.models import Metric
 from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
@@ -162,6 +163,17 @@ def _name(v: Any, field: str) -> str:
     if problem is not None:
         raise FrameRejected(BAD_SYMBOL, problem)
     return v
+
+
+def _symbol(v: Any, field: str) -> str:
+    """A swap's instId, the symbol its points carry: a name, and one the contract takes from
+    ``okx_swap`` (docs/contract.md, "Symbols": upper case, ``-``), so that no point every
+    consumer would dead-letter is published."""
+    name = _name(v, field)
+    problem = rules.symbol_problem(name, SOURCE)
+    if problem is not None:
+        raise FrameRejected(BAD_SYMBOL, problem)
+    return name
 
 
 # -- the websocket dialect -----------------------------------------------------------------
@@ -293,7 +305,7 @@ class Listing(NamedTuple):
 
 def _instrument(item: dict[str, Any]) -> Instrument:
     """One live linear swap entry; FrameRejected says what is wrong with it."""
-    inst_id = _name(item.get("instId"), "instId")
+    inst_id = _symbol(item.get("instId"), "instId")
     base = _name(item.get("ctValCcy"), "ctValCcy")  # linear: the coin a contract is worth
     quote = _name(item.get("settleCcy"), "settleCcy")
     index = _name(item.get("uly"), "uly")
@@ -421,7 +433,8 @@ def _push(msg: Any) -> tuple[str, str, list[dict[str, Any]]]:
     channel = arg["channel"]
     if type(channel) is not str or channel not in CHANNELS:
         raise FrameRejected(UNEXPECTED_TOPIC, f"channel={channel!r}")
-    inst_id = _name(arg["instId"], "instId")
+    # an index names no stored symbol (its points go to the swaps priced on it)
+    inst_id = (_name if channel == INDEX_TICKERS else _symbol)(arg["instId"], "instId")
     if type(data) is not list:
         raise FrameRejected(NOT_OBJECT, f"data is {type(data).__name__}")
     for item in data:
