@@ -616,10 +616,7 @@ def test_an_okx_swap_the_contract_refuses_is_rejected_and_never_published(inst_i
     assert not listing.instruments and inst_id in listing.rejected
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="Binance's Dialect.control lets json.loads' RecursionError out")
 def test_binance_answers_nested_past_the_stack_are_not_answers() -> None:
-    """Found while writing the venues' suite; not a venue read through VenueIngest, so it is
-    pinned here until producer/binance.py catches it (a frame not starting with "stream"
-    goes to control first, and the error replaces the socket)."""
+    """A frame not starting with "stream" goes to control first: nesting deeper than the parser's
+    stack is no answer (the data path rejects it), and must not replace the socket."""
     assert binance.DIALECT.control("[" * 100_000) is None
