@@ -40,7 +40,7 @@ from perpstream.pipeline.spec import (
     build_spec,
     standard_topics,
 )
-from perpstream.producer.cli import PRODUCER_SETTINGS, settings_from_args, source_option
+from perpstream.producer.cli import PRODUCER_SETTINGS, add_venue_flags, settings_from_args, source_option
 from perpstream.runtime.health import Health
 from perpstream.runtime.secrets import redact_dsn
 from perpstream.runtime.settings import (
@@ -72,6 +72,7 @@ def add_market_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
     p.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
     p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+    add_venue_flags(p)
 
 
 def add_embedded_flags(p: argparse.ArgumentParser) -> None:
