@@ -10,6 +10,10 @@ dialect). docs/producer.md, "Frame path cost".
   100 ms): a snapshot with every field, then deltas of the fields that changed. The fake
   moves mark and index every message, open interest every third, the funding rate every
   tenth; conflation keeps one point per metric a second.
+- **OKX**: four streams a swap, each pushed at its documented rate when its value moved
+  (:data:`OKX_INTERVALS_MS`): ``mark-price`` every 200 ms, the swap's index
+  (``index-tickers``) every 100 ms, ``open-interest`` every 3 s, ``funding-rate`` every 60 s
+  (OKX: 30 to 90 s): 15.35 pushes a second a swap.
 - **Hyperliquid**: ``activeAssetCtx``, one push a second per coin (the fake's ``rate``
   is pushes per subscribed coin per second), every field each time.
 
@@ -49,7 +53,9 @@ from perpstream.bench.e2e import LIVE_SYMBOLS
 from perpstream.bench.measure import target
 from perpstream.fakes.bybit import FakeBybit
 from perpstream.fakes.hyperliquid import FakeHyperliquid
+from perpstream.fakes.okx import FakeOkx
 from perpstream.local import ensure_topics, free_ports
+from perpstream.producer import okx
 from perpstream.producer.bybit import tickers_topic
 
 #: Perpetuals each venue lists, rounded, as its listing endpoint answers (Binance
@@ -91,6 +97,41 @@ class BybitFeed:
 
     def reset(self) -> None:
         return None
+
+
+class OkxFeed:
+    """The fake OKX: args pushed at least once, and its pushes, counted and cleared as they are
+    read (kept decoded while ``record``: cleared, the list holds a window's at most)."""
+
+    def __init__(self, fake: FakeOkx, symbols: int) -> None:
+        self.fake = fake
+        self.streams = len(set(okx_streams(list(fake.swaps)[:symbols])))
+        self.pushes = 0
+
+    def _streaming(self) -> int:
+        fake = self.fake
+        return int(fake.call(lambda: sum(1 for c in fake.conns for v in c.args.values() if v is not None)))
+
+    def ready(self) -> bool:
+        return self._streaming() == self.streams
+
+    def progress(self) -> str:
+        return f"{self._streaming()} of {self.streams} channel args"
+
+    def sent(self) -> tuple[int, int]:
+        def take() -> int:
+            n = len(self.fake.pushes)
+            self.fake.pushes.clear()
+            return n
+
+        self.pushes += int(self.fake.call(take))
+        return self.pushes, self.pushes  # one swap (or index) a push
+
+    def idle(self) -> bool:
+        return not self.fake.conns
+
+    def reset(self) -> None:
+        self.fake.call(self.fake.pushes.clear)
 
 
 class HyperliquidFeed:
@@ -141,6 +182,24 @@ def _bybit_fake(symbols: list[str]) -> FakeBybit:
     return FakeBybit(symbols, rate=BYBIT.live_rate, record=False)
 
 
+def okx_streams(swaps: Sequence[str]) -> list[str]:
+    """Every stream of these linear swaps: their own three channels and their index's tickers."""
+    return [s for inst in swaps for s in okx.swap_streams(inst, inst.removesuffix("-SWAP"))]
+
+
+#: OKX's documented push intervals, as the fake OKX takes them (every value moves each interval).
+OKX_INTERVALS_MS: Final = {"mark_interval_ms": 200, "index_interval_ms": 100, "oi_interval_ms": 3_000,
+                           "funding_push_ms": 60_000}
+
+
+def _okx_fake(symbols: list[str]) -> FakeOkx:
+    # every push is kept decoded (their count is the frames sent), cleared as it is counted
+    ms = OKX_INTERVALS_MS
+    return FakeOkx(symbols, mark_interval_ms=ms["mark_interval_ms"],
+                   index_interval_ms=ms["index_interval_ms"], oi_interval_ms=ms["oi_interval_ms"],
+                   funding_push_ms=ms["funding_push_ms"])
+
+
 def _hyperliquid_fake(symbols: list[str]) -> FakeHyperliquid:
     # every push is kept (its count is the frames sent), cleared between clients
     return FakeHyperliquid(symbols, delisted=(), rate=HYPERLIQUID.live_rate)
@@ -148,20 +207,28 @@ def _hyperliquid_fake(symbols: list[str]) -> FakeHyperliquid:
 
 BYBIT: Final = VenueBench(
     name="bybit", live_rate=10.0,
-    rate_note="tickers messages (a snapshot, then deltas of the changed fields; Bybit pushes every 100 ms)",
+    rate_note="10 tickers messages a second a symbol (a snapshot, then deltas of the changed fields; Bybit "
+    "pushes every 100 ms)",
     symbols=lambda n: [f"SYM{i:04d}USDT" for i in range(n)],
     streams=lambda symbols: [tickers_topic(s) for s in symbols],
     fake=lambda symbols: _bybit_fake(symbols), feed=BybitFeed,
 )
+OKX: Final = VenueBench(
+    name="okx", live_rate=round(sum(1000 / ms for ms in OKX_INTERVALS_MS.values()), 3),
+    rate_note="15.35 pushes a second a swap (mark-price every 200 ms, index-tickers every 100 ms, "
+    "open-interest every 3 s, funding-rate every 60 s, each when its value moved)",
+    symbols=lambda n: [f"SYM{i:04d}-USDT-SWAP" for i in range(n)],
+    streams=okx_streams, fake=_okx_fake, feed=OkxFeed,
+)
 HYPERLIQUID: Final = VenueBench(
     name="hyperliquid", live_rate=1.0,
-    rate_note="activeAssetCtx pushes (every field each time; about one a second per coin)",
+    rate_note="1 activeAssetCtx push a second a coin (every field each time)",
     symbols=lambda n: [f"COIN{i:04d}" for i in range(n)],
     streams=list,
     fake=lambda symbols: _hyperliquid_fake(symbols), feed=HyperliquidFeed,
 )
 #: The venues other than Binance that the bench has a fake for, by the name ``--venues`` takes.
-VENUE_BENCHES: Final[dict[str, VenueBench]] = {v.name: v for v in (BYBIT, HYPERLIQUID)}
+VENUE_BENCHES: Final[dict[str, VenueBench]] = {v.name: v for v in (BYBIT, OKX, HYPERLIQUID)}
 
 
 def checkout_venues(checkout: str) -> frozenset[str]:
@@ -307,8 +374,8 @@ def run_case(venue: VenueBench, n: int, libs: list[str], rounds: int, compare_ch
 
 def case_notes(venues: list[VenueBench], n: int | None, seconds: float) -> list[str]:
     """What each venue case ran: its load, its rate, how the points are counted."""
-    out = [f"{v.name}: {n or LISTED_SYMBOLS[v.name]} symbols x {v.live_rate:g} {v.rate_note} a second each, "
-           f"plain ws:// (the fake serves no TLS), --conflate-ms {CONFLATE_MS}" for v in venues]
+    out = [f"{v.name}: {n or LISTED_SYMBOLS[v.name]} symbols, {v.rate_note}; plain ws:// (the fake serves "
+           f"no TLS); --conflate-ms {CONFLATE_MS}" for v in venues]
     if venues:
         out.append(f"venue cases: window {seconds:g} s; points = the producer's points_published over the "
                    "window (its /metrics, read just outside it); share per 1,000 symbols = CPU per update x "
