@@ -36,6 +36,8 @@ OKX: Final = "okx_swap"
 HYPERLIQUID: Final = "hyperliquid"
 #: The simulated market: Binance's symbol grammar (``SIM0000USDT``).
 SIM: Final = "sim"
+#: The simulated venues (``sim.bybit_linear`` ...) spell symbols as the venue they play.
+SIM_PREFIX: Final = "sim."
 
 #: Lot prefixes, longest first, with the number of coins one lot holds.
 #: ``10000000`` is Bybit's ``10000000AIDOGEUSDT``; ``1M`` is Binance's ``1MBABYDOGEUSDT``.
@@ -148,7 +150,10 @@ def _hyperliquid(symbol: str, base: str | None) -> tuple[str, str] | None:
 
 def asset_of(source: str, symbol: str, base: str | None = None) -> AssetKey | None:
     """The asset key of ``symbol`` on ``source``, or None when it is no perpetual there
-    (a dated future, a spot pair), the venue is unknown, or ``base`` contradicts it."""
+    (a dated future, a spot pair), the venue is unknown, or ``base`` contradicts it. A simulated
+    venue (``sim.okx_swap``) is read with the grammar of the venue it plays."""
+    if source.startswith(SIM_PREFIX) and source[len(SIM_PREFIX):] in (BINANCE, BYBIT, OKX, HYPERLIQUID):
+        source = source[len(SIM_PREFIX):]
     if source in _NOT_PERPETUAL:
         split = _concatenated(source, symbol, base)
     elif source == OKX:

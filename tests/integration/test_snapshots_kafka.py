@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from perpstream.consumers.assets.keys import asset_of
 from perpstream.consumers.snapshots.app import SnapshotHandler, SnapshotService
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
@@ -174,7 +175,8 @@ def test_replays_with_crash_and_rebalance_give_identical_tables(
         rows_base = table_rows(clickhouse, dbs[0])
         assert rows_base == expected
 
-        # every snapshot is on the topic too, keyed by symbol, Avro-decodable, same values
+        # every snapshot is on the topic too, keyed by its asset (SIM0001USDT: SIM0001), Avro-decodable,
+        # same values
         msgs = read_topic(kafka_bootstrap, out_topic, len(rows_base))
         codec = market_snapshot_codec()
         from perpstream.consumers.snapshots.store import SNAPSHOT_COLUMNS
@@ -182,7 +184,8 @@ def test_replays_with_crash_and_rebalance_give_identical_tables(
         on_topic = set()
         for m in msgs:
             rec = codec.decode(m.value())
-            assert m.key() == rec["symbol"].encode()
+            key = asset_of(rec["source"], rec["symbol"])
+            assert key is not None and m.key() == key.asset.encode()
             on_topic.add(tuple(rec[c] for c in SNAPSHOT_COLUMNS))
         assert on_topic == set(rows_base)
 

@@ -175,3 +175,19 @@ def test_a_lot_before_any_coin_folds_to_that_coin(coin: str, lot: tuple[str, int
 def test_any_text_gives_a_key_or_none_never_an_error(source: str, symbol: str, base: str | None) -> None:
     key = asset_of(source, symbol, base)
     assert key is None or (key.asset and key.scale >= 1 and key.quote)
+
+
+@pytest.mark.parametrize("source, symbol, asset, scale", [
+    ("sim", "SIM0001USDT", "SIM0001", 1),
+    ("sim.bybit_linear", "1000SIMPEPEUSDT", "SIMPEPE", 1000),
+    ("sim.okx_swap", "SIM0001-USDT-SWAP", "SIM0001", 1),
+    ("sim.hyperliquid", "kSIMPEPE", "SIMPEPE", 1000),
+])
+def test_a_simulated_venue_is_read_with_the_grammar_of_the_venue_it_plays(
+        source: str, symbol: str, asset: str, scale: int) -> None:
+    key = asset_of(source, symbol)
+    assert key is not None and (key.asset, key.scale) == (asset, scale)
+
+
+def test_an_unknown_simulated_venue_has_no_key() -> None:
+    assert asset_of("sim.nowhere", "SIM0001USDT") is None
