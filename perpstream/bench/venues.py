@@ -58,11 +58,12 @@ from perpstream.local import ensure_topics, free_ports
 from perpstream.producer import okx
 from perpstream.producer.bybit import tickers_topic
 
-#: Perpetuals each venue lists, rounded, as its listing endpoint answers (Binance
-#: ``exchangeInfo`` PERPETUAL and TRADING, Bybit ``instruments-info`` LinearPerpetual and
-#: Trading, OKX ``instruments`` SWAP and live, Hyperliquid ``meta`` not delisted); Binance's
-#: is the live load of every other scenario (:data:`perpstream.bench.e2e.LIVE_SYMBOLS`).
-#: The four-venue total is taken at these counts: update them as the listings grow.
+#: Perpetuals each venue lists, approximately: what a producer following every listed
+#: perpetual subscribes (Binance ``exchangeInfo`` PERPETUAL and TRADING, Bybit
+#: ``instruments-info`` LinearPerpetual and Trading, OKX ``instruments`` linear SWAP and live,
+#: Hyperliquid ``meta`` not delisted), rounded; Binance's is the live load of every other
+#: scenario (:data:`perpstream.bench.e2e.LIVE_SYMBOLS`). Never fetched by the bench: the
+#: four-venue total is taken at these counts, so update them as the listings grow.
 LISTED_SYMBOLS: Final[dict[str, int]] = {"binance": LIVE_SYMBOLS, "bybit": 500, "okx": 250,
                                          "hyperliquid": 200}
 #: The target: every venue at its listed count under a third of one core.
