@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
-DEMO_ARGS ?= --source sim --sim-symbols 20 --duration 180 --data-dir .perpstream/demo
+DEMO_ARGS ?= --source sim --venues all --sim-symbols 20 --duration 180 --data-dir .perpstream/demo
 
 .PHONY: setup demo test lint graph unit integration bench clean
 

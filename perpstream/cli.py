@@ -27,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     # Each package registers its own subcommands. Local: they cost ~0.7 s of imports (python -X
     # importtime), paid when a parser is built, not by whoever imports perpstream.cli.
     from perpstream import bench, pipeline, soak, sql, up
+    from perpstream.consumers.assets import cli as assets_cli
     from perpstream.consumers.sink import cli as sink_cli
     from perpstream.consumers.snapshots import cli as snapshots_cli
     from perpstream.producer import backfill
     from perpstream.producer import cli as producer_cli
 
-    for mod in (up, pipeline, producer_cli, backfill, sink_cli, snapshots_cli, sql, bench, soak):
+    for mod in (up, pipeline, producer_cli, backfill, sink_cli, snapshots_cli, assets_cli, sql, bench,
+                soak):
         mod.register(sub)
     return parser
 

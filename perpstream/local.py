@@ -161,6 +161,10 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+#: How long a topic created meanwhile by someone else is waited for to show the partitions asked.
+RACED_WAIT = 10.0
+
+
 def ensure_topics(
     bootstrap_servers: str,
     topics: Mapping[str, int],
@@ -200,12 +204,17 @@ def ensure_topics(
                 raced.append(topic)
         created = [t for t in missing if t not in raced]
         # Metadata propagates asynchronously: wait until every topic created here has its
-        # partitions, and every raced one is visible (its shape is then reported as a difference).
-        deadline = time.monotonic() + timeout
+        # partitions. A raced one may be ours after all (a retried request answered "exists") or
+        # someone else's of another shape: it is waited for as long as it has fewer partitions
+        # than asked (at most RACED_WAIT), then taken as it is and its differences reported.
+        start = time.monotonic()
+        deadline, raced_deadline = start + timeout, start + min(timeout, RACED_WAIT)
         while True:
             md = admin.list_topics(timeout=timeout)
+            raced_seen = all(t in md.topics and md.topics[t].partitions for t in raced)
+            raced_whole = raced_seen and all(len(md.topics[t].partitions) >= topics[t] for t in raced)
             if (all(t in md.topics and len(md.topics[t].partitions) == topics[t] for t in created)
-                    and all(t in md.topics and md.topics[t].partitions for t in raced)):
+                    and raced_seen and (raced_whole or time.monotonic() > raced_deadline)):
                 break
             if time.monotonic() > deadline:
                 raise InfraError(f"topics {missing} not visible after {timeout}s")

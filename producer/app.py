@@ -29,6 +29,13 @@ from perpstream.producer.exceptions import PermanentFailure
 from perpstream.producer.ingest import Ingest
 from perpstream.producer.publisher import Publisher, producer_config
 from perpstream.producer.settings import ProducerSettings
+from perpstream.producer.sim_venues import (
+    SIM_VENUES,
+    BinanceScaledSim,
+    SimBinanceScaledSource,
+    SimVenueSource,
+    simulated_venue,
+)
 from perpstream.producer.sources import ReplaySource, SimSource, SimulatedMarket, now_ms
 from perpstream.producer.venue_ingest import VenueIngest
 from perpstream.producer.venues import VENUES, VenueEndpoints
@@ -171,7 +178,7 @@ class ProducerApp:
             symbols=symbols if s.all_market else None, source=point_source(s.source),
         )
         parts: list[tuple[Any, Any]] = []
-        if "binance" in s.venue_list or s.source != "live":
+        if "binance" in s.venue_list or s.source in ("replay", "rest"):  # sim: --venues says
             parts.append((build_source(s, self.telemetry, self._backoff_factory, ingest), ingest))
         parts.extend(self._venue_parts(publisher, encoder))
         self.venue_ingests = [sink for _, sink in parts if isinstance(sink, VenueIngest)]
@@ -266,8 +273,26 @@ class ProducerApp:
         return "; ".join(reasons) or None
 
     def _venue_parts(self, publisher: Publisher, encoder: MetricPointEncoder) -> list[tuple[Any, Any]]:
-        """A source and its ingest for every venue other than Binance that ``--venues`` names."""
+        """A source and its ingest for every venue other than Binance that ``--venues`` names.
+
+        With ``--source sim`` the venues are simulated (docs/producer.md, "Sources"); with one of
+        them running, the simulated Binance also lists its scaled contracts and states its funding
+        intervals, and alone it is the simulated market of :func:`build_source`, unchanged."""
         s = self.settings
+        if s.source == "sim":
+            start = s.sim_start_ms if s.sim_start_ms is not None else now_ms()
+            oi_ms = int(s.oi_interval * 1000)
+            sims: list[tuple[Any, Any]] = []
+            for name in s.venue_list:
+                if name in SIM_VENUES:
+                    venue = simulated_venue(name, s.sim_symbols, s.seed, start, oi_ms)
+                    sims.append((SimVenueSource(venue, s.sim_rate), VenueIngest(
+                        publisher, encoder, self.telemetry, source=venue.source, parser=venue.parser(),
+                        conflate_ms=s.conflate_ms)))
+            if sims and "binance" in s.venue_list and self.ingest is not None:
+                scaled = BinanceScaledSim(s.sim_symbols, s.seed, start, oi_ms)
+                sims.append((SimBinanceScaledSource(scaled, s.sim_rate), self.ingest))
+            return sims
         if s.source != "live":
             return []
         # local: websockets and aiohttp, as in build_source

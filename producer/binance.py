@@ -107,7 +107,7 @@ def control_answer(frame: str | bytes) -> Control | None:
     """A SUBSCRIBE/UNSUBSCRIBE answer: ``{"result": null, "id": n}`` or ``{"error": {..}, "id": n}``."""
     try:
         msg = json.loads(frame)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # absurd nesting is no answer either
         return None
     if not is_control(msg):
         return None

@@ -99,7 +99,7 @@ class TickerUpdate(NamedTuple):
 
 
 class SubscribeAck(NamedTuple):
-    """``{"success": true, "op": "subscribe", ...}``: the subscription took."""
+    """``{"success": true, "op": "subscribe", ...}`` (or ``"unsubscribe"``): the request took."""
 
     req_id: str
     conn_id: str
@@ -238,7 +238,7 @@ def _control(msg: dict[str, Any]) -> WsMessage:
         if type(ret_msg) is not str:
             raise FrameRejected(MISSING_FIELD, "refusal without a ret_msg text")
         return ErrorAck(_str(op), ret_msg, _str(msg.get("req_id")))
-    if success is True and op == "subscribe":
+    if success is True and op in ("subscribe", "unsubscribe"):
         return SubscribeAck(_str(msg.get("req_id")), conn_id)
     if op == "pong" or (success is True and op == "ping" and ret_msg == "pong"):
         return Pong(conn_id)
@@ -400,7 +400,9 @@ def control_answer(frame: str | bytes) -> Control | None:
         return PongAnswer()
     if isinstance(answer, TickerUpdate):
         return None
-    rid = answer.req_id if answer.req_id.isdigit() else ""
+    # ASCII digits only: isdigit() is also true of "²" (which int() refuses) and of "١٢" (which
+    # int() reads as 12), and no id the producer sent looks like either
+    rid = answer.req_id if answer.req_id.isascii() and answer.req_id.isdigit() else ""
     request_id = int(rid) if rid and len(rid) < 19 else None
     if isinstance(answer, ErrorAck):
         return Ack(request_id, f"{answer.op}: {answer.message}"[:300])

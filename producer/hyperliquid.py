@@ -25,9 +25,10 @@ first frame of each coin on a connection (again after :meth:`Parser.reset`), not
 every frame: it is a property of the listing, and downstream keeps only changes anyway.
 
 Symbols are kept exactly as spelled (``kPEPE`` keeps its lower-case ``k``) and checked
-by :func:`symbol_problem` here until the contract's rule is per venue (docs/contract.md,
-"Symbols"). A spot ctx (channel ``activeSpotAssetCtx``, a coin ``@107`` or a pair
-``PURR/USDC``) is not a perpetual and is rejected as ``unexpected_event``.
+by the contract's rule for the ``hyperliquid`` source (docs/contract.md, "Symbols"): a
+name the consumers would dead-letter is never published. A spot ctx (channel
+``activeSpotAssetCtx``, a coin ``@107`` or a pair ``PURR/USDC``) is not a perpetual and is
+rejected as ``unexpected_event``.
 
 Limits are quoted from the venue's API docs (For developers > API): "Rate limits and
 user limits" and "Websocket > Timeouts and heartbeats".
@@ -36,9 +37,7 @@ user limits" and "Websocket > Timeouts and heartbeats".
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from perpstream.producer.binance import (
@@ -55,8 +54,9 @@ from perpstream.producer.binance import (
 )
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.venue import Ack, Control, Dialect, Instrument, Pong, Record, shard_by_count
+from perpstream.schemas import rules
 from perpstream.schemas.models import Metric
-from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, SYMBOL_MAX_BYTES
+from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
 SOURCE: Final = "hyperliquid"
 
@@ -116,9 +116,6 @@ _DATA_PREFIX_BYTES: Final = _DATA_PREFIX.encode()
 #: Sent by the server on connect (the venue's Python SDK skips it): no data, a sign of life.
 GREETING: Final = "Websocket connection established."
 _METHODS: Final = {"SUBSCRIBE": "subscribe", "UNSUBSCRIBE": "unsubscribe"}
-#: Unicode categories no coin name holds: controls, format characters (zero-width space),
-#: surrogates, private use, unassigned, and every kind of space or separator.
-_BAD_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 #: ctx field -> metric, and whether the value may be negative (only funding may).
 _FIELDS: Final[tuple[tuple[str, Metric, bool], ...]] = (
@@ -133,30 +130,13 @@ _FIELDS: Final[tuple[tuple[str, Metric, bool], ...]] = (
 
 
 def symbol_problem(name: str) -> str | None:
-    """None for a coin name as ``meta`` may spell one, else what is wrong with it.
+    """None for a coin name the contract takes from ``hyperliquid``, else what is wrong with it.
 
-    Hyperliquid's names are not Binance's: ``kPEPE`` has a lower-case prefix and a
-    builder-deployed perp is ``dex:COIN``, so only what no name may hold is refused:
-    empty, more than 64 bytes of UTF-8, whitespace, control or format characters."""
-    if len(name) > SYMBOL_MAX_BYTES:  # characters >= bytes / 4: never a name, never cached
-        return f"coin name is {len(name)} characters, more than {SYMBOL_MAX_BYTES} bytes"
-    return _symbol_problem(name)
-
-
-@lru_cache(maxsize=4096)
-def _symbol_problem(name: str) -> str | None:
-    if not name:
-        return "coin name is empty"
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        return f"coin name {name!r} is not valid Unicode (lone surrogate)"
-    if size > SYMBOL_MAX_BYTES:
-        return f"coin name is {size} bytes of UTF-8, more than {SYMBOL_MAX_BYTES}"
-    for ch in name:
-        if ch.isspace() or unicodedata.category(ch) in _BAD_CATEGORIES:
-            return f"coin name {name!r} has the character U+{ord(ch):04X}"
-    return None
+    The contract's rule for this source (docs/contract.md, "Symbols"): letters of any
+    script and either case (``kPEPE``), digits, ``_`` and ``-``, at most 64 bytes. A
+    name it refuses (a builder-deployed ``dex:COIN``, ``BTC.X``) would be dead-lettered
+    by every consumer, so it is refused here, where it is counted and logged."""
+    return rules.symbol_problem(name, SOURCE)
 
 
 def is_spot_coin(name: str) -> bool:
@@ -167,11 +147,11 @@ def is_spot_coin(name: str) -> bool:
 def _coin(v: Any) -> str:
     if type(v) is not str:
         raise FrameRejected(BAD_SYMBOL, f"coin={v!r} is not a string")
+    if is_spot_coin(v):  # before the name rule, which refuses "@" and "/" too
+        raise FrameRejected(UNEXPECTED_EVENT, f"coin {v[:100]!r} is a spot market, not a perpetual")
     problem = symbol_problem(v)
     if problem is not None:
         raise FrameRejected(BAD_SYMBOL, problem)
-    if is_spot_coin(v):
-        raise FrameRejected(UNEXPECTED_EVENT, f"coin {v!r} is a spot market, not a perpetual")
     return v
 
 
@@ -214,6 +194,17 @@ def _refused_coin(text: str) -> tuple[str, ...]:
         return ()
 
 
+def _error_text(data: Any) -> str:
+    """The venue's words: its text, or the data it sent instead written back as JSON (named by
+    type where that cannot be written: nested deeper than the writer's stack goes)."""
+    if type(data) is str:
+        return data
+    try:
+        return json.dumps(data)
+    except RecursionError:
+        return f"error data: a {type(data).__name__} nested too deeply to write"
+
+
 def control(frame: str | bytes) -> Control | None:
     """The control answer a frame is, or None (data, or garbage for the data path).
 
@@ -235,7 +226,7 @@ def control(frame: str | bytes) -> Control | None:
         sub = data.get("subscription") if type(data) is dict else None
         return Ack(None, None, streams=_subscription_coin(sub))
     if channel == "error":
-        text = data if type(data) is str else json.dumps(data)
+        text = _error_text(data)
         return Ack(None, text or "error", streams=_refused_coin(text))
     return None
 

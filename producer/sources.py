@@ -114,6 +114,11 @@ class SimulatedMarket:
                 yield "oi", f'{{"symbol":"{sym}","openInterest":"{oi:.3f}","time":{t0 + 500 + n % 97}}}'
         self.tick_index += 1
 
+    def state(self, n: int) -> tuple[float, float, float, float]:
+        """Symbol ``n``'s mark price, basis, funding rate and open interest after the last
+        tick: the simulated venues (``producer.sim_venues``) walk around the same market."""
+        return self._mark[n], self._basis[n], self._funding[n], self._oi[n]
+
     def frames(self, seconds: int) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         for _ in range(seconds):

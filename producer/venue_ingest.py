@@ -23,9 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from perpstream.producer.conflate import Conflator, FundingIntervals, interval_record
-
 from perpstream.producer.binance import sample
+from perpstream.producer.conflate import Conflator, FundingIntervals, interval_record
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.ingest import PublishTarget
@@ -49,13 +48,17 @@ class VenueIngest:
         self.intervals = FundingIntervals()
         self.frames = 0
         self.points = 0
-        self._synced = (0, 0)
+        self._synced = (0, 0, 0, 0, 0)
         self._keys: dict[str, bytes] = {}
         #: Latest event time published per symbol (freshness gauge).
         self.last_event: dict[str, int] = {}
         self._last_reject_log = 0.0
         self._suppressed = 0
         telemetry.gauge_fn("last_event_age_seconds", self._ages, part=source)
+        telemetry.describe("conflate_updates", "updates a venue sent, before conflation (--conflate-ms)")
+        telemetry.describe("conflate_superseded", "updates replaced by a later one of the same second")
+        telemetry.describe("conflate_late", "updates older than the second already published for their "
+                           "symbol and metric (dropped)")
 
     @property
     def congested(self) -> bool:
@@ -129,9 +132,14 @@ class VenueIngest:
 
     def sync(self) -> None:
         """Add what was counted since the last call to the shared telemetry."""
-        cur = (self.frames, self.points)
+        c = self.conflator
+        cur = (self.frames, self.points, c.updates_in, c.superseded, c.late)
         prev, self._synced = self._synced, cur
+        t, labels = self._telemetry, {"source": self.source}
         if cur[0] - prev[0]:
-            self._telemetry.inc("frames_received", cur[0] - prev[0], {"kind": "ws", "source": self.source})
+            t.inc("frames_received", cur[0] - prev[0], {"kind": "ws", **labels})
         if cur[1] - prev[1]:
-            self._telemetry.inc("points_published", cur[1] - prev[1])
+            t.inc("points_published", cur[1] - prev[1])
+        for name, i in (("conflate_updates", 2), ("conflate_superseded", 3), ("conflate_late", 4)):
+            if cur[i] - prev[i]:
+                t.inc(name, cur[i] - prev[i], labels)

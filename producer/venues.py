@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from perpstream.producer import bybit, hyperliquid
+from perpstream.producer import bybit, hyperliquid, okx
 from perpstream.producer.exceptions import RestError
 from perpstream.producer.failures import RestFault
 from perpstream.producer.venue import Dialect, FrameParser, Instrument
@@ -97,7 +97,25 @@ HYPERLIQUID: Final = VenueSpec(
     rest_limit=hyperliquid.REST_WEIGHT_LIMIT, rest_window=60.0, silence_timeout=30.0,
 )
 
+async def okx_listing(rest: VenueRest, base: str) -> dict[str, Instrument]:
+    """``/api/v5/public/instruments?instType=SWAP``: the live linear swaps; code 50011 on a 2xx
+    answer pauses the client like an HTTP 429 does."""
+    body = await rest.request(okx.instruments_url(base), endpoint="instruments")
+    try:
+        return okx.instruments(body)
+    except okx.OkxApiError as exc:
+        if exc.rate_limited:
+            wait = rest.pause(2.0, f"code {exc.code}", "instruments")
+            raise RestError(200, str(exc), wait, fault=RestFault.RATE_LIMITED) from None
+        raise
+
+
+OKX: Final = VenueSpec(
+    name="okx", source=okx.SOURCE, dialect=okx.DIALECT, parser=okx.Parser, fetch_listing=okx_listing,
+    ws_url=okx.LIVE_WS_URL, rest_url=okx.LIVE_REST_URL, rest_limit=20, rest_window=2.0, silence_timeout=30.0,
+)
+
 #: The venues other than Binance, by the name ``--venues`` takes.
-VENUES: Final[dict[str, VenueSpec]] = {"bybit": BYBIT, "hyperliquid": HYPERLIQUID}
+VENUES: Final[dict[str, VenueSpec]] = {"bybit": BYBIT, "okx": OKX, "hyperliquid": HYPERLIQUID}
 #: Every name ``--venues`` takes, in the order ``all`` means.
 VENUE_NAMES: Final = ("binance", "bybit", "okx", "hyperliquid")

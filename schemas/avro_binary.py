@@ -90,11 +90,14 @@ MARKET_SNAPSHOT_DOUBLES: Final = (
     "mark_last", "index_last", "funding_last", "oi_last", "mark_return", "mark_volatility",
     "basis_last", "basis_mean", "funding_mean", "oi_change_pct",
 )
+#: The nullable doubles MarketSnapshot v2 appended after ``stale``.
+MARKET_SNAPSHOT_TAIL_DOUBLES: Final = ("funding_interval_h", "funding_annualized")
 MARKET_SNAPSHOT_LAYOUT: Final = (
     ("source", "string"), ("symbol", "string"), ("window_s", "int"), ("snapshot_time", "long"),
     *[(n, "union:null,double") for n in MARKET_SNAPSHOT_DOUBLES],
     ("n_mark", "int"), ("n_oi", "int"),
     ("mark_age_ms", "union:null,long"), ("oi_age_ms", "union:null,long"), ("stale", "boolean"),
+    *[(n, "union:null,double") for n in MARKET_SNAPSHOT_TAIL_DOUBLES],
 )
 
 #: The MetricPoint layout the producer's encoder and the consumers' row decoder handle.

@@ -123,7 +123,7 @@ def check_metric_point(record: dict[str, Any]) -> None:
 
 
 class MarketSnapshot(BaseModel):
-    """Rolling context of one symbol, one window, one snapshot time (epoch ms)."""
+    """Rolling context of one market (source, symbol), one window, one snapshot time (epoch ms)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -146,6 +146,10 @@ class MarketSnapshot(BaseModel):
     mark_age_ms: int | None = None
     oi_age_ms: int | None = None
     stale: bool = True
+    #: v2 (docs/snapshots.md, "Features"): the funding interval in force at snapshot_time, and
+    #: funding_last annualised with it (never a fixed 3 x 365)
+    funding_interval_h: float | None = None
+    funding_annualized: float | None = None
 
     def as_record(self) -> dict[str, Any]:
         return self.model_dump()

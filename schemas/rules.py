@@ -42,7 +42,7 @@ MAX_INGEST_TIME_MS: Final = 10_413_791_999_999
 
 #: Sources whose venue spells symbols with lower-case ASCII letters too (docs/contract.md,
 #: "Symbols"): Hyperliquid's coins are ``BTC``, ``kPEPE`` (1000 PEPE), ``kSHIB``.
-MIXED_CASE_SOURCES: Final = frozenset({"hyperliquid"})
+MIXED_CASE_SOURCES: Final = frozenset({"hyperliquid", "sim.hyperliquid"})
 
 _ASCII_SYMBOL = re.compile(r"[A-Z0-9_-]+")
 _ASCII_SYMBOL_MIXED_CASE = re.compile(r"[A-Za-z0-9_-]+")

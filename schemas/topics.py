@@ -4,11 +4,14 @@ from __future__ import annotations
 
 METRICS_TOPIC = "perpstream.metrics.v1"
 SNAPSHOTS_TOPIC = "perpstream.snapshots.v1"
+#: AssetSnapshot records, key = the asset (docs/snapshots.md, "Cross-venue asset snapshots").
+ASSETS_TOPIC = "perpstream.assets.v1"
 DLQ_TOPIC = "perpstream.dlq.v1"
 
-#: Consumer group ids of the two standard consumers.
+#: Consumer group ids of the standard consumers.
 SINK_GROUP = "perpstream-sink"
 SNAPSHOTS_GROUP = "perpstream-snapshots"
+ASSETS_GROUP = "perpstream-assets"
 
 #: Headers on a DLQ record (values are UTF-8 bytes).
 DLQ_HEADER_ERROR = "perpstream.error"

@@ -279,11 +279,8 @@ class AssetEngine:
             cnt.invalid += 1
             return INVALID
         ident = (r.source, r.symbol)
-        if ident in self._keys:
-            key = self._keys[ident]
-        else:
-            key = self._keys[ident] = self._key_of(r.source, r.symbol)
-        if key is None or key.quote not in self._quotes:
+        key = self.key(r.source, r.symbol)
+        if key is None:
             cnt.ignored += 1
             return IGNORED
         st = self._assets.get(key.asset)
@@ -311,6 +308,20 @@ class AssetEngine:
         if st.max_t - self._lateness > st.min_t:
             self._emit(key.asset, st, st.max_t - self._lateness)
         return ACCEPTED
+
+    def key(self, source: str, symbol: str) -> AssetKey | None:
+        """The asset key of a market as this engine reads it: ``key_of``'s, cached, or None when
+        the engine ignores the market (no key, or a quote the config does not take)."""
+        ident = (source, symbol)
+        try:
+            return self._keys[ident]
+        except KeyError:
+            pass
+        key = self._key_of(source, symbol)
+        if key is not None and key.quote not in self._quotes:
+            key = None
+        self._keys[ident] = key
+        return key
 
     # -- recovery ---------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 BINANCE: Final = "binance_usdm"
@@ -36,6 +37,8 @@ OKX: Final = "okx_swap"
 HYPERLIQUID: Final = "hyperliquid"
 #: The simulated market: Binance's symbol grammar (``SIM0000USDT``).
 SIM: Final = "sim"
+#: The simulated venues (``sim.bybit_linear`` ...) spell symbols as the venue they play.
+SIM_PREFIX: Final = "sim."
 
 #: Lot prefixes, longest first, with the number of coins one lot holds.
 #: ``10000000`` is Bybit's ``10000000AIDOGEUSDT``; ``1M`` is Binance's ``1MBABYDOGEUSDT``.
@@ -148,7 +151,10 @@ def _hyperliquid(symbol: str, base: str | None) -> tuple[str, str] | None:
 
 def asset_of(source: str, symbol: str, base: str | None = None) -> AssetKey | None:
     """The asset key of ``symbol`` on ``source``, or None when it is no perpetual there
-    (a dated future, a spot pair), the venue is unknown, or ``base`` contradicts it."""
+    (a dated future, a spot pair), the venue is unknown, or ``base`` contradicts it. A simulated
+    venue (``sim.okx_swap``) is read with the grammar of the venue it plays."""
+    if source.startswith(SIM_PREFIX) and source[len(SIM_PREFIX):] in (BINANCE, BYBIT, OKX, HYPERLIQUID):
+        source = source[len(SIM_PREFIX):]
     if source in _NOT_PERPETUAL:
         split = _concatenated(source, symbol, base)
     elif source == OKX:
@@ -161,3 +167,16 @@ def asset_of(source: str, symbol: str, base: str | None = None) -> AssetKey | No
         return None
     asset, scale = fold(source, split[0])
     return AssetKey(asset, scale, split[1])
+
+
+@lru_cache(maxsize=100_000)
+def partition_key(source: str, symbol: str) -> bytes:
+    """The Kafka key of a market's MarketSnapshots: its asset (``asset_of``'s), else the symbol.
+
+    Every venue's market of one asset then shares a partition of the snapshots topic, so
+    the asset member that owns it sees all of them (docs/snapshots.md, "Partitioning: one
+    asset, one partition"); a market without a key (a dated future) keeps the symbol.
+    Cached: the snapshot member calls it for every record it publishes.
+    """
+    key = asset_of(source, symbol)
+    return (symbol if key is None else key.asset).encode()

@@ -1,21 +1,22 @@
 """The snapshot consumer-group member: MetricPoints in, MarketSnapshots out to
-ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = symbol).
+ClickHouse ``market_snapshots`` and to the snapshots topic (Avro, key = asset).
 
 It plugs a :class:`SnapshotHandler` into the shared consume loop
 (``consumers.runtime``): decoding, DLQ and offset commits are the runtime's;
 the handler owns one :class:`SnapshotEngine` per assigned partition (the
-key is the symbol, so a symbol lives in exactly one partition).
+key is the symbol, so a symbol lives in exactly one partition, with every
+venue's market of that symbol: state is per (source, symbol)).
 
 State recovery — why a restart or a rebalance resumes exactly
 -------------------------------------------------------------
 The engine's state after the points up to offset ``o`` of a partition is a
 function of the points it *applied* (late ones are never applied) and of the
-last snapshot time emitted per symbol. 1 and 2 are persisted before
+last snapshot time emitted per market (source, symbol). 1 and 2 are persisted before
 ``handle`` returns (so before the offsets are committed), 3 after them:
 
 1. ``snapshot_points``: the points applied in this batch;
 2. the snapshots: ``market_snapshots`` and the topic (acknowledged);
-3. ``snapshot_checkpoints``: per symbol, the last snapshot time emitted —
+3. ``snapshot_checkpoints``: per market, the last snapshot time emitted —
    held and written at most once per ``checkpoint_interval`` (and on
    revocation and stop): an older checkpoint only makes a restore re-emit more.
 
@@ -23,7 +24,7 @@ last snapshot time emitted per symbol. 1 and 2 are persisted before
 only 3 must come last.)
 
 When a member is assigned a partition, the first batch of it rebuilds each
-symbol from those tables (``SnapshotStore.load_partition``): the applied
+market from those tables (``SnapshotStore.load_partition``): the applied
 points with ``event_time > checkpoint - max window`` plus the latest point
 per metric (and the latest mark/index pair) before that, with the watermark
 back at the largest applied event time. The batch is then re-read from the
@@ -60,6 +61,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from perpstream.consumers.assets.keys import partition_key
 from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
@@ -71,6 +73,7 @@ from perpstream.consumers.snapshots.engine import (
     METRIC_CODES,
     OUTCOMES,
     EngineConfig,
+    Market,
     SnapshotEngine,
 )
 from perpstream.consumers.snapshots.settings import SnapshotSettings
@@ -90,8 +93,10 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotPublisher:
-    """Avro MarketSnapshots to the snapshots topic, key = symbol; ``publish``
-    returns only when the broker acknowledged every record."""
+    """Avro MarketSnapshots to the snapshots topic, key = the market's asset (the symbol when it
+    has none), so one asset's markets share a partition for the asset group (docs/snapshots.md,
+    "Partitioning: one asset, one partition"); ``publish`` returns only when the broker
+    acknowledged every record."""
 
     def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
                  *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
@@ -137,7 +142,7 @@ class SnapshotPublisher:
             deadline: float | None = None
             while True:
                 try:
-                    produce(topic, value, s["symbol"].encode(), on_delivery=cb)
+                    produce(topic, value, partition_key(s["source"], s["symbol"]), on_delivery=cb)
                     break
                 except BufferError:
                     now = time.monotonic()
@@ -190,7 +195,7 @@ class SnapshotPublisher:
 class _PartitionOut:
     points: list[tuple[str, str, str, int, float]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: dict[str, int] = field(default_factory=dict)
+    checkpoints: dict[Market, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,14 +228,14 @@ class SnapshotHandler:
         self._restore: set[TopicPartitionId] = set()
         self._restored_out: dict[TopicPartitionId, list[dict[str, Any]]] = {}
         self._prepared: _Prepared | None = None
-        #: symbol -> (latest snapshot time, its stale flag), for the freshness gauge
-        self.latest: dict[str, tuple[int, bool]] = {}
+        #: (source, symbol) -> (latest snapshot time, its stale flag), for the freshness gauge
+        self.latest: dict[Market, tuple[int, bool]] = {}
         self._lock = threading.Lock()
         #: seconds between checkpoint writes (0: every batch that emitted); see _checkpoint
         self._checkpoint_interval = checkpoint_interval
         self._clock = clock
-        #: per partition, symbol -> latest snapshot time whose outputs are durable, not yet written
-        self._unwritten: dict[TopicPartitionId, dict[str, int]] = {}
+        #: per partition, market -> latest snapshot time whose outputs are durable, not yet written
+        self._unwritten: dict[TopicPartitionId, dict[Market, int]] = {}
         self._checkpoint_due = 0.0
 
     # -- BatchHandler -------------------------------------------------------------
@@ -255,8 +260,8 @@ class SnapshotHandler:
         self._unwritten.pop(tp, None)
         if engine is not None:
             with self._lock:
-                for s in engine.symbols:
-                    self.latest.pop(s, None)
+                for m in engine.markets:
+                    self.latest.pop(m, None)
 
     def handle(self, batch: Batch) -> None:
         prep = self._prepared
@@ -290,9 +295,10 @@ class SnapshotHandler:
                            self._labels)
         with self._lock:
             for s in snaps:
-                cur = self.latest.get(s["symbol"])
+                market = (s["source"], s["symbol"])
+                cur = self.latest.get(market)
                 if cur is None or s["snapshot_time"] >= cur[0]:
-                    self.latest[s["symbol"]] = (s["snapshot_time"], s["stale"])
+                    self.latest[market] = (s["snapshot_time"], s["stale"])
 
     def close(self) -> None:
         self._write_checkpoints_now(list(self._unwritten))
@@ -301,7 +307,7 @@ class SnapshotHandler:
 
     # -- checkpoints ----------------------------------------------------------------
 
-    def _checkpoint(self, durable: Mapping[TopicPartitionId, Mapping[str, int]]) -> None:
+    def _checkpoint(self, durable: Mapping[TopicPartitionId, Mapping[Market, int]]) -> None:
         """Vouch for a handled batch's outputs; write the checkpoints at most once per interval.
 
         A checkpoint written later than it could be is never wrong, only older: a restore
@@ -310,13 +316,13 @@ class SnapshotHandler:
         the cost being re-emitted duplicates of at most ``checkpoint_interval`` after a crash.
         Merging by max makes a retry of the same batch (a failed write) harmless.
         """
-        for tp, syms in durable.items():
-            if not syms:
+        for tp, markets in durable.items():
+            if not markets:
                 continue
             held = self._unwritten.setdefault(tp, {})
-            for sym, t in syms.items():
-                if held.get(sym, -1) < t:
-                    held[sym] = t
+            for market, t in markets.items():
+                if held.get(market, -1) < t:
+                    held[market] = t
         if self._unwritten and self._clock() >= self._checkpoint_due:
             self.store.write_checkpoints(self._unwritten)
             self._unwritten = {}
@@ -349,7 +355,7 @@ class SnapshotHandler:
             self.engines[tp] = engine
             self._restore.discard(tp)
             log.info("partition state rebuilt", extra={
-                "topic": tp[0], "partition": tp[1], "symbols": len(recs),
+                "topic": tp[0], "partition": tp[1], "markets": len(recs),
                 "points": engine.point_count(), "reemitted": len(self._restored_out[tp]),
                 "seconds": round(time.perf_counter() - started, 3)})
         return engine
@@ -379,8 +385,9 @@ class SnapshotHandler:
             out.snapshots.extend(engine.take_output())
             for s in out.snapshots:
                 t = s["snapshot_time"]
-                if out.checkpoints.get(s["symbol"], -1) < t:
-                    out.checkpoints[s["symbol"]] = t
+                market = (s["source"], s["symbol"])
+                if out.checkpoints.get(market, -1) < t:
+                    out.checkpoints[market] = t
             after = engine.counters.as_dict()
             for name in OUTCOMES:
                 if after[name] != before[name]:
@@ -389,9 +396,9 @@ class SnapshotHandler:
             parts[tp] = out
         return _Prepared(batch, parts)
 
-    def stale_symbols(self, now_ms: int | None = None) -> list[str]:
-        """Symbols whose context cannot be trusted now: the latest snapshot is
-        stale, or none arrived for longer than a mark may be old plus the
+    def stale_markets(self, now_ms: int | None = None) -> list[Market]:
+        """Markets (source, symbol) whose context cannot be trusted now: the latest
+        snapshot is stale, or none arrived for longer than a mark may be old plus the
         emission delay (interval + lateness)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         slack = self.config.interval_ms + self.config.allowed_lateness_ms + self.config.mark_stale_ms
@@ -425,8 +432,9 @@ class SnapshotService:
         self._handler_factory = handler_factory
         self.handlers: list[SnapshotHandler] = []
         self.loops: list[ConsumeLoop] = []
-        self.telemetry.describe("snapshot_stale_symbols", "symbols whose market context is stale now")
-        self.telemetry.gauge_fn("snapshot_stale_symbols", lambda: float(len(self.stale_symbols())))
+        self.telemetry.describe("snapshot_stale_symbols",
+                                "markets (source, symbol) whose context is stale now")
+        self.telemetry.gauge_fn("snapshot_stale_symbols", lambda: float(len(self.stale_markets())))
 
     def migrate(self) -> None:
         migrate_snapshots(self.client, self.settings.clickhouse_database)
@@ -469,10 +477,10 @@ class SnapshotService:
         self.loops.append(loop)
         return loop
 
-    def stale_symbols(self, now_ms: int | None = None) -> list[str]:
-        out: set[str] = set()
+    def stale_markets(self, now_ms: int | None = None) -> list[Market]:
+        out: set[Market] = set()
         for h in list(self.handlers):
-            out.update(h.stale_symbols(now_ms))
+            out.update(h.stale_markets(now_ms))
         return sorted(out)
 
     def run(self, stop: threading.Event) -> int:

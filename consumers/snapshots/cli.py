@@ -90,12 +90,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_snapshots)
     declare_settings(p, SettingsUse(SnapshotSettings, _FLAGS))
 
-    f = sub.add_parser("freshness", help="list symbols whose market context is stale right now")
+    f = sub.add_parser("freshness", help="list markets (source, symbol) whose context is stale right now")
     _common(f)
-    f.add_argument("--all", action="store_true", help="list fresh symbols too")
+    f.add_argument("--all", action="store_true", help="list fresh markets too")
     f.add_argument("--json", action="store_true", help="one JSON object per line")
     f.add_argument("--now-ms", type=int, help="evaluate at this epoch-ms instead of the clock")
-    f.add_argument("--fail-on-stale", action="store_true", help="exit 3 when a symbol is stale")
+    f.add_argument("--fail-on-stale", action="store_true", help="exit 3 when a market is stale")
     f.set_defaults(func=run_freshness)
     declare_settings(f, SettingsUse(SnapshotSettings, _FLAGS))
 
@@ -137,10 +137,10 @@ def run_freshness(args: argparse.Namespace) -> int:
         for r in shown:
             out.write(json.dumps(r.as_dict()) + "\n")
     else:
-        out.write(f"{len([r for r in rows if r.stale])} of {len(rows)} symbols stale\n")
+        out.write(f"{len([r for r in rows if r.stale])} of {len(rows)} markets stale\n")
         for r in shown:
             d = r.as_dict()
-            out.write(f"{r.symbol:<20} {'STALE' if r.stale else 'fresh':<6} "
+            out.write(f"{r.source:<14} {r.symbol:<20} {'STALE' if r.stale else 'fresh':<6} "
                       f"mark_age_ms={d['mark_age_ms']} oi_age_ms={d['oi_age_ms']} "
                       f"{'; '.join(r.reasons)}\n")
     return 3 if args.fail_on_stale and any(r.stale for r in rows) else 0

@@ -5,28 +5,32 @@ so a replay of the same points gives the same snapshots, bit for bit.
 
 Rules (docs/snapshots.md, "Features", made precise here):
 
-- Only ``mark_price``, ``index_price``, ``funding_rate`` and ``open_interest``
-  feed the snapshots; other metrics are counted as ``ignored`` and touch no
-  state (not even the watermark), so the state is a function of the points
-  that :mod:`consumers.snapshots.store` persists.
-- Per symbol, ``M`` = largest event_time of an applied point; the watermark is
+- Only ``mark_price``, ``index_price``, ``funding_rate``, ``open_interest``
+  and ``funding_interval_hours`` feed the snapshots; other metrics are counted
+  as ``ignored`` and touch no state (not even the watermark), so the state is
+  a function of the points that :mod:`consumers.snapshots.store` persists.
+  A funding interval is a point like the others (it moves the watermark, it
+  can be late or a duplicate); a snapshot reads the latest one at or before
+  its time, and annualises ``funding_last`` with it (:func:`annualize`).
+- Per (source, symbol), ``M`` = largest event_time of an applied point; the watermark is
   ``M - allowed_lateness``. The snapshot for ``t`` is emitted once the
   watermark is *strictly* greater than ``t``. Strict, so that a point that
   arrives at most ``allowed_lateness`` behind ``M`` (``et >= M - L``) always
   has ``et > t`` for every emitted ``t``: "within lateness" never loses data.
 - Snapshot times are the multiples of ``interval_ms``. The first one of a
-  symbol is the smallest multiple >= the smallest event_time applied before
-  the first emission; then every multiple, gaps included (a symbol silent for
+  market is the smallest multiple >= the smallest event_time applied before
+  the first emission; then every multiple, gaps included (a market silent for
   a while gets its snapshots, marked stale, once its watermark moves again).
 - A point with ``et <= last emitted t`` is not applied: it is a ``duplicate``
   when its identity is still in the state, else ``late``. A point with the
   same identity (metric, event_time) as an applied one is a ``duplicate``.
   The first value applied for an identity wins (the contract says equal
-  identities carry equal values). State is per symbol; a symbol has one
-  source (a point from a second source for a known symbol is counted as
-  ``foreign_source`` and not applied).
-- Mark and index prices must be > 0 (log returns, basis); other values are
-  counted ``invalid``.
+  identities carry equal values). State is per (source, symbol): ``BTCUSDT``
+  of ``binance_usdm`` and of ``bybit_linear`` are two markets with their own
+  points, watermark and snapshots. The partition key is the symbol, so both
+  land in the same partition and the same engine holds both.
+- Mark and index prices and funding intervals must be > 0 (log returns,
+  basis, the annualising division); other values are counted ``invalid``.
 
 Numerics. Values in a window are summed *exactly*: every double is a dyadic
 rational, so ``x * 2**1074`` is an integer and Python integers add without
@@ -38,8 +42,8 @@ sample variance ``(n*S2 - S1**2) / (n*(n-1))`` is exact (no cancellation at
 all) and its square root correctly rounded — the same number
 ``statistics.stdev`` gives.
 
-Memory per symbol: points with ``et > t - max(window)`` plus, per metric,
-the latest one before that (for ``m0``/``o0``/``*_last``), plus one carried
+Memory per market: points with ``et > t - max(window)`` plus, per metric
+(the funding interval included), the latest one before that (for ``m0``/``o0``/``*_last``), plus one carried
 basis pair. Bounded by the largest window, not by run time.
 """
 
@@ -55,19 +59,26 @@ from typing import Any
 from perpstream.consumers.snapshots.exceptions import SnapshotConfigError
 from perpstream.schemas.models import Metric
 
-MARK, INDEX, FUNDING, OI = 0, 1, 2, 3
+MARK, INDEX, FUNDING, OI, INTERVAL = 0, 1, 2, 3, 4
 METRIC_CODES: dict[str, int] = {
     Metric.MARK_PRICE: MARK,
     Metric.INDEX_PRICE: INDEX,
     Metric.FUNDING_RATE: FUNDING,
     Metric.OPEN_INTEREST: OI,
+    Metric.FUNDING_INTERVAL_HOURS: INTERVAL,
 }
 METRIC_NAMES: tuple[str, ...] = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.FUNDING_RATE,
-                                 Metric.OPEN_INTEREST)
+                                 Metric.OPEN_INTEREST, Metric.FUNDING_INTERVAL_HOURS)
+#: Hours in a year of 365 days: an annualised rate is rate x HOURS_PER_YEAR / interval hours.
+HOURS_PER_YEAR = 8760
 
 #: What :meth:`SnapshotEngine.add` did with a point.
-ACCEPTED, DUPLICATE, LATE, IGNORED, INVALID, FOREIGN_SOURCE = range(6)
-OUTCOMES = ("accepted", "duplicate", "late", "ignored", "invalid", "foreign_source")
+ACCEPTED, DUPLICATE, LATE, IGNORED, INVALID = range(5)
+OUTCOMES = ("accepted", "duplicate", "late", "ignored", "invalid")
+
+#: A market: (source, symbol). The engine's state, the checkpoints and the points it persists
+#: are per market (docs/snapshots.md, "Markets").
+Market = tuple[str, str]
 
 _SHIFT = 1074  # every finite double times 2**1074 is an integer
 _RSHIFT = 128  # every log return of positive doubles times 2**128 is an integer
@@ -117,6 +128,24 @@ def basis_of(mark: float, index: float) -> float:
     return (mark - index) / index
 
 
+def annualize(rate: float, interval_h: float) -> float:
+    """``rate x 8760 / interval_h`` rounded once, to the nearest double (docs/snapshots.md).
+
+    Exact like the window means: the quotient of the two doubles' integer ratios is a
+    Python integer division, which rounds correctly, so the value does not depend on how
+    the product would have been rounded first. A zero rate keeps its sign (what IEEE
+    arithmetic gives); a quotient past the largest double is an infinity of its sign.
+    """
+    if rate == 0.0:
+        return rate
+    n1, d1 = rate.as_integer_ratio()
+    n2, d2 = interval_h.as_integer_ratio()
+    try:
+        return (n1 * HOURS_PER_YEAR * d2) / (d1 * n2)
+    except OverflowError:
+        return math.copysign(math.inf, rate)
+
+
 def _fx(x: float) -> int:
     n, d = x.as_integer_ratio()
     return n << (_SHIFT + 1 - d.bit_length())
@@ -152,7 +181,7 @@ def sample_stdev_exact(n: int, s1: int, s2: int) -> float:
 
 
 class _Series:
-    """One metric of one symbol: event times and values, sorted, unique times.
+    """One metric of one market: event times and values, sorted, unique times.
 
     ``base`` is the absolute index of ``ts[0]`` so that window bounds stay
     valid when the front is evicted.
@@ -204,7 +233,7 @@ class _Series:
 
 
 class _Window:
-    """Sliding exact sums of one window of one symbol.
+    """Sliding exact sums of one window of one market.
 
     Marks in the window are absolute indices [m_lo, m_hi) of the mark series;
     their log returns are those of indices m_lo+1 .. m_hi-1 (consecutive pairs
@@ -224,7 +253,7 @@ class _Window:
         self.f_s = 0
 
 
-class _SymbolState:
+class _MarketState:
     __slots__ = (
         "carry_basis", "carry_bound", "last_t", "max_et", "min_et", "next_t", "series", "source",
         "symbol", "windows",
@@ -233,7 +262,7 @@ class _SymbolState:
     def __init__(self, symbol: str, source: str, windows_s: Sequence[int]) -> None:
         self.symbol = symbol
         self.source = source
-        self.series = (_Series(), _Series(), _Series(), _Series())
+        self.series = (_Series(), _Series(), _Series(), _Series(), _Series())
         self.max_et: int | None = None
         self.min_et: int | None = None
         self.last_t: int | None = None
@@ -254,7 +283,6 @@ class EngineCounters:
     late: int = 0
     ignored: int = 0
     invalid: int = 0
-    foreign_source: int = 0
     snapshots: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -262,7 +290,7 @@ class EngineCounters:
 
 
 class SnapshotEngine:
-    """Per-symbol event-time state for one set of symbols (one partition).
+    """Per-market event-time state for the markets of one partition (a market is (source, symbol)).
 
     ``add`` applies one point and holds the snapshots it completes until
     :meth:`take_output` hands them out; records are plain dicts with the
@@ -271,7 +299,8 @@ class SnapshotEngine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self._symbols: dict[str, _SymbolState] = {}
+        #: keyed by market (source, symbol); the name predates markets and the benchmark reads it
+        self._symbols: dict[Market, _MarketState] = {}
         self._out: list[dict[str, Any]] = []
         self.counters = EngineCounters()
         c = self.config
@@ -287,13 +316,10 @@ class SnapshotEngine:
         if code is None:
             cnt.ignored += 1
             return IGNORED
-        st = self._symbols.get(symbol)
+        st = self._symbols.get((source, symbol))
         if st is None:
-            st = self._symbols[symbol] = _SymbolState(symbol, source, self.config.windows_s)
-        elif st.source != source:
-            cnt.foreign_source += 1
-            return FOREIGN_SOURCE
-        if code <= INDEX and not value > 0.0:
+            st = self._symbols[(source, symbol)] = _MarketState(symbol, source, self.config.windows_s)
+        if (code <= INDEX or code == INTERVAL) and not value > 0.0:
             cnt.invalid += 1
             return INVALID
         series = st.series[code]
@@ -338,7 +364,7 @@ class SnapshotEngine:
         carry_bound: int | None = None,
         carry_basis: float | None = None,
     ) -> None:
-        """Rebuild one symbol from persisted applied points (metric, event_time, value).
+        """Rebuild one market (source, symbol) from persisted applied points (metric, event_time, value).
 
         ``points`` must hold every applied point with event_time > carry_bound
         and, per metric, the latest one <= carry_bound; ``carry_basis`` is the
@@ -347,7 +373,7 @@ class SnapshotEngine:
         points imply beyond last_t are emitted (:meth:`take_output`; the same
         values as an uninterrupted run: they depend only on the applied points).
         """
-        st = _SymbolState(symbol, source, self.config.windows_s)
+        st = _MarketState(symbol, source, self.config.windows_s)
         rows = sorted((METRIC_CODES[m], et, v) for m, et, v in points if m in METRIC_CODES)
         for code, et, v in rows:
             st.series[code].insert(et, v)
@@ -362,7 +388,7 @@ class SnapshotEngine:
             st.next_t = last_t + self._interval
         elif st.min_et is not None:
             st.next_t = ceil_to(st.min_et, self._interval)
-        self._symbols[symbol] = st
+        self._symbols[(source, symbol)] = st
         if st.max_et is not None and st.max_et - self._lateness > st.next_t:
             self._emit_until(st, st.max_et - self._lateness)
 
@@ -370,7 +396,7 @@ class SnapshotEngine:
 
     def take_output(self) -> list[dict[str, Any]]:
         """The snapshots completed since the previous call, in emission order
-        (per symbol by snapshot time, windows largest first); the engine keeps
+        (per market by snapshot time, windows largest first); the engine keeps
         no reference to the list, so the caller owns it (docs/snapshots.md)."""
         out, self._out = self._out, []
         return out
@@ -378,22 +404,24 @@ class SnapshotEngine:
     # -- introspection ----------------------------------------------------------
 
     @property
-    def symbols(self) -> list[str]:
+    def markets(self) -> list[Market]:
+        """The (source, symbol) pairs the engine holds state for."""
         return list(self._symbols)
 
-    def last_emitted(self, symbol: str) -> int | None:
-        st = self._symbols.get(symbol)
+    def last_emitted(self, source: str, symbol: str) -> int | None:
+        st = self._symbols.get((source, symbol))
         return None if st is None else st.last_t
 
-    def point_count(self, symbol: str | None = None) -> int:
-        if symbol is not None:
-            st = self._symbols.get(symbol)
+    def point_count(self, market: Market | None = None) -> int:
+        """Points held for one market, or for all of them."""
+        if market is not None:
+            st = self._symbols.get(market)
             return 0 if st is None else st.point_count()
         return sum(s.point_count() for s in self._symbols.values())
 
     # -- emission ---------------------------------------------------------------
 
-    def _emit_until(self, st: _SymbolState, limit: int) -> None:
+    def _emit_until(self, st: _MarketState, limit: int) -> None:
         """Emit every snapshot time t with next_t <= t < limit."""
         t = st.next_t
         step = self._interval
@@ -408,9 +436,14 @@ class SnapshotEngine:
         self.counters.snapshots += n * len(st.windows)
         self._evict(st)
 
-    def _snapshot(self, st: _SymbolState, t: int, out: list[dict[str, Any]]) -> None:
+    def _snapshot(self, st: _MarketState, t: int, out: list[dict[str, Any]]) -> None:
+        """The records of every window at ``t`` (docs/snapshots.md, "Features").
+
+        Long: the fields shared by the windows are computed once, then each window slides its
+        exact sums; it runs for every market at every snapshot time, so it stays one frame.
+        """
         cfg = self.config
-        marks, idx, fund, oi = st.series
+        marks, idx, fund, oi, interval = st.series
         mb, ib, fb, ob = marks.base, idx.base, fund.base, oi.base
         m_hi = marks.upto(t)
         i_hi = idx.upto(t)
@@ -428,6 +461,12 @@ class SnapshotEngine:
         if o_hi > ob:
             oi_last = oi.vs[o_hi - 1 - ob]
             oi_age = t - oi.ts[o_hi - 1 - ob]
+        interval_h = annualized = None
+        v_hi = interval.upto(t)
+        if v_hi > interval.base:
+            interval_h = interval.vs[v_hi - 1 - interval.base]
+            if funding_last is not None:
+                annualized = annualize(funding_last, interval_h)
         basis_last = self._basis_last(st, m_hi)
         stale = (
             mark_age is None or oi_age is None or mark_age > cfg.mark_stale_ms
@@ -492,9 +531,11 @@ class SnapshotEngine:
                 "mark_age_ms": mark_age,
                 "oi_age_ms": oi_age,
                 "stale": stale,
+                "funding_interval_h": interval_h,
+                "funding_annualized": annualized,
             })
 
-    def _basis_last(self, st: _SymbolState, m_hi: int) -> float | None:
+    def _basis_last(self, st: _MarketState, m_hi: int) -> float | None:
         """Basis of the latest event_time <= t that has both a mark and an index."""
         marks, idx = st.series[MARK], st.series[INDEX]
         bound = st.carry_bound
@@ -510,7 +551,7 @@ class SnapshotEngine:
         return st.carry_basis
 
     @staticmethod
-    def _mark_sums(st: _SymbolState, lo: int, hi: int) -> tuple[int, int, int, int]:
+    def _mark_sums(st: _MarketState, lo: int, hi: int) -> tuple[int, int, int, int]:
         """Exact sums over marks [lo, hi) (lo > base): returns r_i = ln(m_i/m_{i-1}),
         their squares, and the basis of the marks that have an index point."""
         marks, idx = st.series[MARK], st.series[INDEX]
@@ -526,7 +567,7 @@ class SnapshotEngine:
                 bs += _fx(basis_of(vs[i - b], x))
         return r1, r2, bn, bs
 
-    def _advance_marks(self, st: _SymbolState, w: _Window, new_lo: int, new_hi: int) -> None:
+    def _advance_marks(self, st: _MarketState, w: _Window, new_lo: int, new_hi: int) -> None:
         lo, hi = w.m_lo, w.m_hi
         if lo == new_lo and hi == new_hi:
             return
@@ -572,12 +613,14 @@ class SnapshotEngine:
         w.f_s = s
         w.f_lo, w.f_hi = new_lo, new_hi
 
-    def _evict(self, st: _SymbolState) -> None:
+    def _evict(self, st: _MarketState) -> None:
         """Drop what no future snapshot can read (everything before the largest
         window except the latest point per metric), carrying the basis pair."""
         assert st.last_t is not None
         bound = st.last_t - self._max_w
-        marks, idx, fund, oi = st.series
+        marks, idx, fund, oi, interval = st.series
+        # The latest point at or before the bound stays: the *_last fields and the interval read it.
+        interval.evict_below(interval.upto(bound) - 1)
         # The largest window (first in st.windows) has the smallest lo: keep lo-1 onwards.
         m_keep = marks.upto(bound) - 1
         i_keep = idx.upto(bound) - 1

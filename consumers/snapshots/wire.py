@@ -21,6 +21,7 @@ from typing import Any
 from perpstream.schemas.avro_binary import (
     MARKET_SNAPSHOT_DOUBLES,
     MARKET_SNAPSHOT_LAYOUT,
+    MARKET_SNAPSHOT_TAIL_DOUBLES,
     field_layout,
     zigzag_varint,
 )
@@ -66,6 +67,9 @@ def snapshot_encoder(codec: AvroCodec) -> Callable[[dict[str, Any]], bytes]:
             v = r[name]
             parts.append(b"\x00" if v is None else b"\x02" + i(v))
         parts.append(b"\x01" if r["stale"] else b"\x00")
+        for name in MARKET_SNAPSHOT_TAIL_DOUBLES:
+            v = r[name]
+            parts.append(b"\x00" if v is None else b"\x02" + pack(v))
         return b"".join(parts)
 
     return encode

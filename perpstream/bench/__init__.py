@@ -3,10 +3,12 @@ a baseline measured in the same run.
 
 Scenarios (``all`` runs them in this order):
 
-- ``frames``: websocket frames from the fake exchange -> points to Kafka, ``perpstream produce``
-  in a child process (per-symbol and all-market streams, plain and TLS); baselines a bare
-  client that only receives (websockets, and picows where installed: ``--floor``), and the
-  peer (cryptofeed) where installed.
+- ``frames``: websocket frames from the fake exchanges -> points to Kafka, ``perpstream produce``
+  in a child process: Binance (per-symbol and all-market streams, plain and TLS) and every other
+  venue at its live rate (``--frames-venues``), with each venue's share of one core per 1,000
+  symbols and all of them summed at their listed symbol counts; baselines a bare client that
+  only receives (websockets, and picows where installed: ``--floor``), and the peer
+  (cryptofeed) where installed.
 - ``produce``: replayed frames -> Kafka acks; baseline a raw confluent-kafka + fastavro loop.
 - ``sink``: topic -> rows durable in ClickHouse, offsets committed; baselines a direct
   Arrow insert of decoded rows and the ceiling (a bare consume followed by that insert).
@@ -40,6 +42,10 @@ from perpstream.pipeline import EMBEDDED_PARTITIONS
 SCENARIOS = ("frames", "produce", "sink", "snapshots", "e2e", "live")
 #: The websocket libraries ``bench frames`` can measure as a floor (perpstream.bench.wsfloor).
 FLOORS = ("websockets", "picows")
+#: The venues ``bench frames`` has cases for (``--frames-venues``), as ``--venues`` names them.
+FRAME_VENUES = ("binance", "bybit", "okx", "hyperliquid")
+#: ``bench all`` measures each venue case other than Binance's over at most this many seconds.
+ALL_VENUE_SECONDS = 10.0
 DEFAULT_STEPS = (1, 2, 4, 8, 12, 16, 20, 28)
 E2E_TARGET_EVENTS_S = 50_000
 LIVE_P99_MS = 1_000.0
@@ -53,6 +59,14 @@ def floor_spec(value: str) -> str:
     if value != "auto" and (not names or any(n not in FLOORS for n in names)):
         raise argparse.ArgumentTypeError(f"{value!r}: give auto or names among {', '.join(FLOORS)}")
     return value if value == "auto" else ",".join(names)
+
+
+def venues_spec(value: str) -> str:
+    """``--frames-venues``: ``all`` or venues of :data:`FRAME_VENUES`, comma-separated."""
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    if value != "all" and (not names or any(n not in FRAME_VENUES for n in names)):
+        raise argparse.ArgumentTypeError(f"{value!r}: give all or names among {', '.join(FRAME_VENUES)}")
+    return value if value == "all" else ",".join(names)
 
 
 def register(sub: Any) -> None:
@@ -98,7 +112,15 @@ def register(sub: Any) -> None:
                    help="frames: a Python interpreter with cryptofeed installed, measured beside the "
                    "producer (default: $PERPSTREAM_BENCH_PEER_PYTHON, or this one if it has cryptofeed)")
     p.add_argument("--compare-checkout", metavar="DIR",
-                   help="frames: also measure `perpstream produce` imported from another checkout")
+                   help="frames: also measure `perpstream produce` imported from another checkout (in the "
+                   "cases its producer knows: Binance's, and the venues it reads)")
+    p.add_argument("--frames-venues", type=venues_spec, default="all", metavar="VENUES",
+                   help="frames: the venues whose cases run, comma-separated among "
+                   f"{', '.join(FRAME_VENUES)}; all (default): every venue this checkout has a fake for and "
+                   "its producer reads")
+    p.add_argument("--frames-venue-symbols", type=int, metavar="N",
+                   help="frames: symbols of each venue case other than Binance's (default: the venue's "
+                   "listed count, perpstream.bench.venues.LISTED_SYMBOLS)")
     p.add_argument("--layout", choices=("single", "processes"), default="single",
                    help="e2e/live: single = the stack in one process, as `perpstream run` (default); "
                    "processes = producer, sink and snapshot member in an OS process each, with a chdb "
@@ -111,7 +133,10 @@ def scenario_kwargs(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return {"frame_symbols": args.frame_symbols, "frame_rate": args.frame_rate,
                 "all_symbols": args.symbols, "seconds": args.seconds, "warmup": args.frames_warmup,
                 "tls": args.frames_tls, "peer": args.peer_python, "compare_checkout": args.compare_checkout,
-                "rounds": args.rounds, "floors": args.floor, "profile": args.profile}
+                "rounds": args.rounds, "floors": args.floor, "profile": args.profile,
+                "venues": args.frames_venues, "venue_symbols": args.frames_venue_symbols,
+                # bench all: the venue cases over short windows
+                "venue_seconds": min(args.seconds, ALL_VENUE_SECONDS) if args.scenario == "all" else None}
     if name == "produce":
         return {"symbols": args.symbols, "seconds": args.frame_seconds, "rounds": args.rounds,
                 "rss_seconds": args.rss_seconds}

@@ -97,14 +97,41 @@ def frames_table(rep: Mapping[str, Any]) -> Table:
     """``frames``: CPU per frame, per markPrice update and per point, next to the floor and the peer."""
     t = Table(title="CPU per frame (perpstream bench frames)", title_justify="left")
     t.add_column("client")
-    for col in ("frames", "updates", "CPU-s", "share of a core", "CPU µs / frame", "CPU µs / update",
-                "CPU µs / point", "x floor", "x peer"):
+    for col in ("frames", "updates", "points", "CPU-s", "share of a core", "CPU µs / frame",
+                "CPU µs / update", "CPU µs / point", "% of a core / 1,000 symbols", "x floor", "x peer"):
         t.add_column(col, justify="right")
     for r in rep["rows"]:
-        t.add_row(r["name"], _num(r["frames"]), _num(r["events"]), _num(r["cpu_s"], 2),
+        t.add_row(r["name"], _num(r["frames"]), _num(r["events"]), _num(r.get("points")), _num(r["cpu_s"], 2),
                   f"{r['cpu_share']:.1%}", _num(r["cpu_us_per_frame"], 1), _num(r["cpu_us_per_update"], 1),
-                  _num(r["cpu_us_per_point"], 2), _num(r.get("cpu_vs_floor"), 2),
-                  _num(r.get("cpu_vs_peer"), 2))
+                  _num(r["cpu_us_per_point"], 2), _pct(r.get("cpu_share_per_1000")),
+                  _num(r.get("cpu_vs_floor"), 2), _num(r.get("cpu_vs_peer"), 2))
+    return t
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def venues_table(rep: Mapping[str, Any]) -> Table:
+    """``frames``: each venue's producer at its live rate, per 1,000 symbols and at its listed
+    symbol count, and the line that sums them against the target."""
+    t = Table(title="every venue at its live rate (perpstream produce, one venue a process)",
+              title_justify="left")
+    t.add_column("venue")
+    for col in ("symbols run", "updates/s per symbol", "CPU µs / frame", "CPU µs / point", "share of a core",
+                "% of a core / 1,000 symbols", "listed symbols", "% of a core, listed"):
+        t.add_column(col, justify="right")
+    for v in rep["venues"]:
+        t.add_row(v["venue"], _num(v["symbols"]), _num(v["live_rate"], 1), _num(v["cpu_us_per_frame"], 1),
+                  _num(v["cpu_us_per_point"], 2), f"{v['cpu_share']:.1%}", _pct(v["cpu_share_per_1000"]),
+                  _num(v["listed_symbols"]), _pct(v["cpu_share_listed"]))
+    tot = rep.get("venues_total")
+    if tot:
+        verdict = "-" if tot["met"] is None else ("under" if tot["met"] else "[bold red]over[/]")
+        missing = f", not measured: {', '.join(tot['missing'])}" if tot["missing"] else ""
+        listed = sum(v["listed_symbols"] for v in rep["venues"])
+        t.add_row(f"[bold]all venues[/] ({verdict} the target {tot['target']:.1%}{missing})", "", "", "", "",
+                  "", "", _num(listed), f"[bold]{_pct(tot['cpu_share'])}[/]")
     return t
 
 
@@ -116,6 +143,8 @@ def render(rep: Mapping[str, Any], console: Console | None = None) -> None:
     console.print(rows_table(rep))
     if rep["rows"] and "cpu_us_per_frame" in rep["rows"][0]:
         console.print(frames_table(rep))
+    if rep.get("venues"):
+        console.print(venues_table(rep))
     if rep.get("steps"):
         console.print(steps_table(rep))
     if rep["targets"]:

@@ -4,7 +4,7 @@
   default: a local Tansu broker (unless ``PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS``
   names a cluster), embedded ClickHouse (chdb) under ``--data-dir`` (unless
   ``PERPSTREAM_CLICKHOUSE_DSN`` is set), the producer, the sink group and the
-  snapshot group as threads. One process, because a chdb directory can be
+  snapshot and asset groups as threads. One process, because a chdb directory can be
   opened by one OS process only; the members share one ClickHouse client.
   It is a :class:`~perpstream.pipeline.root.Pipeline` under the fail-fast
   policy: a component that fails ends the run, which drains and exits 1.
@@ -27,20 +27,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the client module costs ~0.17 s of `perpstream --help` (-X importtime)
     from clickhouse_connect.driver.client import Client
 
+from perpstream.consumers.assets.settings import AssetSettings
 from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.errors import ConfigError
 from perpstream.kafka_runtime import KAFKA_VERSION, KafkaCluster
 from perpstream.local import TansuBroker, ensure_topics
 from perpstream.pipeline.lock import holding
-from perpstream.pipeline.root import Pipeline
+from perpstream.pipeline.root import CONSUMERS, Pipeline
 from perpstream.pipeline.spec import (
     RUN_FLAGS,
     QueryServerSettings,
     build_spec,
     standard_topics,
 )
-from perpstream.producer.cli import PRODUCER_SETTINGS, settings_from_args, source_option
+from perpstream.producer.cli import PRODUCER_SETTINGS, add_venue_flags, settings_from_args, source_option
 from perpstream.runtime.health import Health
 from perpstream.runtime.secrets import redact_dsn
 from perpstream.runtime.settings import (
@@ -72,6 +73,7 @@ def add_market_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rest-url", help="REST base (env PERPSTREAM_BINANCE_REST_URL)")
     p.add_argument("--testnet", action="store_true", default=None, help="Binance futures testnet")
     p.add_argument("--oi-interval", type=float, help="open-interest poll period per symbol, s")
+    add_venue_flags(p)
 
 
 def add_embedded_flags(p: argparse.ArgumentParser) -> None:
@@ -90,7 +92,8 @@ def add_embedded_flags(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser(
         "run",
-        help="producer + sink + snapshots in one process (embedded broker and ClickHouse by default)",
+        help="producer + sink + snapshots + assets in one process (embedded broker and ClickHouse by "
+        "default)",
     )
     r.add_argument("--source", type=source_option("live", "sim"), metavar="live|sim|replay:FILE",
                    help="default live; replay:FILE = a file written by `perpstream record`")
@@ -118,7 +121,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="Apache Kafka: heap of each node, MB (default 512)")
     p.set_defaults(func=_broker)
 
-    t = sub.add_parser("topics", help="create the metrics, snapshots and DLQ topics if missing")
+    t = sub.add_parser("topics", help="create the metrics, snapshots, assets and DLQ topics if missing")
     t.add_argument("--bootstrap-servers", help="default: PERPSTREAM_KAFKA_BOOTSTRAP_SERVERS")
     t.add_argument("--partitions", type=int, default=6, help="partitions per topic (default 6)")
     t.add_argument("--replication-factor", type=int,
@@ -133,7 +136,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _declare_run_settings(parser: argparse.ArgumentParser) -> None:
     declare_settings(parser, SettingsUse(QueryServerSettings, RUN_FLAGS), PRODUCER_SETTINGS,
-                     SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
+                     SettingsUse(SinkSettings), SettingsUse(SnapshotSettings), SettingsUse(AssetSettings))
 
 
 #: flag dest -> field of ``perpstream topics``
@@ -229,7 +232,7 @@ def _announce(pipeline: Pipeline) -> None:
 def _watch(pipeline: Pipeline, interrupt: threading.Event, summary_interval: float) -> None:
     """Until the producer ends (``--duration``, a replay's end), Ctrl+C, or a failure."""
     producer = pipeline.components["producer"]
-    consumers = [pipeline.components[n] for n in ("sink", "snapshots")]
+    consumers = [pipeline.components[n] for n in CONSUMERS]
     next_summary = time.monotonic() + summary_interval
     while producer.is_alive() and not interrupt.wait(0.2):
         if pipeline.supervisor.failure.is_set() or any(not c.is_alive() for c in consumers):
@@ -245,7 +248,8 @@ def _print_summary(telemetry: Telemetry) -> None:
     print(
         f"published={t('points_published'):.0f} delivered={t('points_delivered'):.0f} "
         f"rejected_frames={t('frames_rejected'):.0f} stored={t('records_stored'):.0f} "
-        f"dlq={t('records_dlq'):.0f} snapshots={t('snapshots_emitted'):.0f}",
+        f"dlq={t('records_dlq'):.0f} snapshots={t('snapshots_emitted'):.0f} "
+        f"asset_snapshots={t('asset_snapshots_emitted'):.0f}",
         flush=True,
     )
 
@@ -254,7 +258,9 @@ def _print_tables(client: Client, database: str) -> None:
     with contextlib.suppress(Exception):
         points = client.command(f"SELECT count() FROM {database}.metric_points FINAL")
         snaps = client.command(f"SELECT count() FROM {database}.market_snapshots FINAL")
-        print(f"ClickHouse {database}.metric_points: {points} rows, market_snapshots: {snaps} rows")
+        assets = client.command(f"SELECT count() FROM {database}.asset_snapshots FINAL")
+        print(f"ClickHouse {database}.metric_points: {points} rows, market_snapshots: {snaps} rows, "
+              f"asset_snapshots: {assets} rows")
         rows = client.query(
             f"SELECT symbol, snapshot_time, mark_last, funding_last, oi_last, basis_last, "
             f"mark_volatility, stale FROM {database}.market_snapshots FINAL "

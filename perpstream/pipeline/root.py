@@ -11,7 +11,7 @@ reverse one:
    processes find it by (docs/query-server.md);
 3. the operator endpoints (``/metrics``, ``/healthz``, ``/readyz``);
 4. the components under one :class:`~perpstream.runtime.supervisor.Supervisor`:
-   producer, sink, snapshots. Each body builds its component afresh (a failed
+   producer, sink, snapshots, assets. Each body builds its component afresh (a failed
    component's clients are not reused) and drops it when it returns, so no
    Kafka client outlives its run.
 
@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:  # the client module costs ~0.17 s of `perpstream --help` (-X importtime)
     from clickhouse_connect.driver.client import Client
 
+from perpstream.consumers.assets.app import AssetService
 from perpstream.consumers.sink.service import run_sink
 from perpstream.consumers.snapshots.app import SnapshotService
+from perpstream.errors import ConfigError
 from perpstream.local import ensure_topics, open_clickhouse
 from perpstream.pipeline.broker import LocalBroker
 from perpstream.pipeline.spec import PipelineSpec
@@ -54,7 +56,7 @@ CATCH_UP_TIMEOUT = 60.0
 #: How long a component may take to end once asked (the producer flushes within its
 #: flush timeout; a consumer commits): past it, the stop goes on and says which one hangs.
 JOIN_TIMEOUT = 60.0
-CONSUMERS = ("sink", "snapshots")
+CONSUMERS = ("sink", "snapshots", "assets")
 
 Progress = Callable[[str], AbstractContextManager[None]]
 
@@ -146,6 +148,7 @@ class Pipeline:
         add = self.supervisor.add
         add("sink", functools.partial(self._sink, spec))
         add("snapshots", functools.partial(self._snapshots, spec))
+        add("assets", functools.partial(self._assets, spec))
         history_due = threading.Event()
         if spec.backfill is not None:
             history_due.set()
@@ -164,19 +167,30 @@ class Pipeline:
         return SnapshotService(spec.snapshots, self.client, self.telemetry,
                                consumer_overrides=dict(spec.consumer_overrides), health=self.health).run(stop)
 
+    def _assets(self, spec: PipelineSpec, stop: threading.Event) -> int:
+        return AssetService(spec.assets, self.client, self.telemetry,
+                            consumer_overrides=dict(spec.consumer_overrides), health=self.health).run(stop)
+
     def _producer(self, spec: PipelineSpec, stop: threading.Event, *, history_due: threading.Event) -> int:
         if spec.backfill is not None and history_due.is_set():
             # History first, in event-time order, so the snapshot windows are warm when the
             # first live point arrives (docs/snapshots.md, "Warm at minute one"). Once only:
             # a restarted producer goes straight back to live.
             history_due.clear()
-            log.info("backfill before going live", extra={"since": spec.backfill.backfill_since})
-            rc = run_backfill(spec.backfill, self.telemetry, stop)
-            if stop.is_set():
-                return 0
-            if rc != 0:
-                log.warning("the backfill did not deliver everything (see above); going live anyway: "
-                            "`perpstream backfill --since ...` fills the rest")
+            for venue in spec.backfill.venue_list:  # each venue's history, where it serves one
+                log.info("backfill before going live", extra={"venue": venue,
+                                                              "since": spec.backfill.backfill_since})
+                try:
+                    rc = run_backfill(spec.backfill, self.telemetry, stop, venue=venue)
+                except ConfigError as exc:  # nothing to ask this venue for (no symbols named)
+                    log.warning("no backfill of this venue", extra={"venue": venue, "reason": str(exc)})
+                    continue
+                if stop.is_set():
+                    return 0
+                if rc != 0:
+                    log.warning("the backfill did not deliver everything (see above); going live anyway: "
+                                "`perpstream backfill --venue ... --since ...` fills the rest",
+                                extra={"venue": venue})
         return ProducerApp(spec.producer, self.telemetry, health=self.health).run(stop)
 
     def drain(self, interrupt: threading.Event, timeout: float = CATCH_UP_TIMEOUT) -> None:

@@ -3,7 +3,7 @@
 :class:`PipelineSpec` is built from the parsed command line and the settings
 (``perpstream run`` and ``perpstream up`` build it the same way): the data
 directory, the broker (a cluster, or a local Tansu or Apache Kafka), the
-topics and their partitions, the producer's, sink's and snapshot consumer's
+topics and their partitions, the producer's, sink's, snapshot and asset consumers'
 settings, whether the store is served. A bad setting fails here, with the one
 line naming it, before a broker or a store is started. The one thing not known
 yet is the local broker's address: :meth:`PipelineSpec.bound` gives the
@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from perpstream.consumers.assets.settings import AssetSettings
 from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.errors import ConfigError
@@ -69,6 +70,7 @@ def standard_topics(settings: CommonSettings, partitions: int) -> dict[str, int]
     return {
         settings.metrics_topic: partitions,
         settings.snapshots_topic: partitions,
+        settings.assets_topic: partitions,
         settings.dlq_topic: partitions,
     }
 
@@ -85,6 +87,7 @@ class PipelineSpec:
     producer: ProducerSettings
     sink: SinkSettings
     snapshots: SnapshotSettings
+    assets: AssetSettings
     #: history to fetch before the producer goes live (``up --backfill``)
     backfill: ProducerSettings | None = None
     #: serve the embedded store's read-only ClickHouse HTTP interface (not ``--no-http``)
@@ -105,7 +108,7 @@ class PipelineSpec:
         return PipelineSpec(
             self.data_dir, self.root, self.broker, self.topics,
             self.producer.model_copy(update=at), self.sink.model_copy(update=at),
-            self.snapshots.model_copy(update=at),
+            self.snapshots.model_copy(update=at), self.assets.model_copy(update=at),
             None if self.backfill is None else self.backfill.model_copy(update=at),
             self.serve_queries, self.consumer_overrides)
 
@@ -134,7 +137,8 @@ def build_spec(root: QueryServerSettings, producer: ProducerSettings, *, broker:
         data_dir=data_dir, root=root, broker=broker,
         topics=standard_topics(root, new_topic_partitions(partitions, embedded=broker is not None)),
         producer=producer, sink=build_settings(SinkSettings, values=shared),
-        snapshots=build_settings(SnapshotSettings, values=shared), backfill=backfill,
+        snapshots=build_settings(SnapshotSettings, values=shared),
+        assets=build_settings(AssetSettings, values=shared), backfill=backfill,
         serve_queries=serve_queries,
         consumer_overrides=TANSU_CONSUMER_OVERRIDES if broker == "tansu" else {},
     )

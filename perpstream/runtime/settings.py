@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from perpstream.errors import ConfigError
 from perpstream.runtime import secrets
-from perpstream.schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
+from perpstream.schemas.topics import ASSETS_TOPIC, DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,7 @@ class CommonSettings(BaseSettings):
     )
     metrics_topic: str = Field(default=METRICS_TOPIC, description="topic of the MetricPoint events")
     snapshots_topic: str = Field(default=SNAPSHOTS_TOPIC, description="topic of the MarketSnapshot events")
+    assets_topic: str = Field(default=ASSETS_TOPIC, description="topic of the AssetSnapshot events")
     dlq_topic: str = Field(
         default=DLQ_TOPIC, description="dead-letter topic: records a consumer cannot use, as they were",
     )
@@ -114,6 +115,10 @@ class CommonSettings(BaseSettings):
     )
     snapshots_retention_hours: float = Field(
         default=168.0, gt=0, description="retention.ms of the snapshots topic, in hours (default 7 days)",
+    )
+    assets_retention_hours: float = Field(
+        default=168.0, gt=0,
+        description="retention.ms of the asset-snapshots topic, in hours (default 7 days)",
     )
     dlq_retention_hours: float = Field(
         default=720.0, gt=0,
@@ -209,6 +214,7 @@ class CommonSettings(BaseSettings):
         the cluster found, when not set)."""
         hours = {self.metrics_topic: self.metrics_retention_hours,
                  self.snapshots_topic: self.snapshots_retention_hours,
+                 self.assets_topic: self.assets_retention_hours,
                  self.dlq_topic: self.dlq_retention_hours}
         return TopicPlan(
             replication_factor=self.topic_replication_factor,

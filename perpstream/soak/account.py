@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from perpstream.consumers.clickhouse import open_client
 from perpstream.consumers.snapshots.engine import SnapshotEngine
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.consumers.snapshots.store import SNAPSHOT_COLUMNS
+from perpstream.schemas.models import Metric
 from perpstream.soak.faults import Fault
 from perpstream.soak.processes import SoakError, member_env
 
@@ -48,6 +50,12 @@ class Account:
     snapshot_mismatches: int = 0
     snapshots_not_recomputed: int = 0
     faults_not_recovered: int = 0
+    #: funding_interval_hours points stored: the producer publishes one per perpetual when first
+    #: seen (and on a change) from fundingInfo, stamped with the time it read it, so they are
+    #: checked by symbol and value, not by identity with what the exchange streamed
+    intervals_stored: int = 0
+    #: perpetuals without a stored interval, stored intervals of another value or symbol
+    interval_mismatches: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -59,15 +67,18 @@ class Account:
             and self.duplicates_without_final == 0 and self.duplicates_across_stores == 0
             and self.snapshot_mismatches == 0 and self.snapshots_not_recomputed == 0
             and self.snapshots_compared > 0 and self.faults_not_recovered == 0
+            and self.interval_mismatches == 0
         )
 
 
 def make_account(work: Path, sent: dict[Identity, float], bad: int, dlq: int, rejected: int, dropped: int,
-                 faults: list[Fault]) -> Account:
-    """The account of a run whose stores are in ``work`` (every member stopped)."""
+                 faults: list[Fault], intervals: Mapping[str, float] | None = None) -> Account:
+    """The account of a run whose stores are in ``work`` (every member stopped); ``intervals``:
+    the hours fundingInfo gives each perpetual."""
     a = Account(sent_points=len(sent), sent_bad_frames=bad, dlq_records=dlq, rejected_frames=rejected,
                 dropped_points=dropped)
     stored, points = _stored(a, work)
+    _intervals(a, stored, intervals or {})
     a.stored_points = len(stored)
     missing = sent.keys() - stored.keys()
     unexpected = stored.keys() - sent.keys()
@@ -82,6 +93,20 @@ def make_account(work: Path, sent: dict[Identity, float], bad: int, dlq: int, re
     _snapshots(a, work, points)
     a.faults_not_recovered = sum(1 for f in faults if f.recovered is None)
     return a
+
+
+def _intervals(a: Account, stored: dict[Identity, tuple[str, float]], want: Mapping[str, float]) -> None:
+    """Take the funding-interval points out of ``stored`` and check them by symbol and value."""
+    got: dict[str, set[float]] = {}
+    for key in [k for k in stored if k[1] == Metric.FUNDING_INTERVAL_HOURS]:
+        got.setdefault(key[0], set()).add(stored.pop(key)[1])
+        a.intervals_stored += 1
+    for symbol in want.keys() | got.keys():
+        if got.get(symbol) != ({want[symbol]} if symbol in want else None):
+            a.interval_mismatches += 1
+            if len(a.examples) < 12:
+                a.examples.append(f"funding interval of {symbol}: stored {sorted(got.get(symbol, ()))}, "
+                                  f"fundingInfo says {want.get(symbol)}")
 
 
 def _stored(a: Account, work: Path) -> tuple[dict[Identity, tuple[str, float]],

@@ -48,6 +48,10 @@ def print_report(a: Account, faults: list[Fault], info: dict[str, Any]) -> None:
         ("snapshot mismatches", "vs the engine over metric_points, exact", a.snapshot_mismatches),
         ("snapshots not recomputed", "stored key the recomputation lacks", a.snapshots_not_recomputed),
         ("faults not recovered", "no data flowing again within the timeout", a.faults_not_recovered),
+        ("funding intervals stored", "funding_interval_hours points (one per perpetual from fundingInfo)",
+         a.intervals_stored),
+        ("funding intervals wrong", "a perpetual without one, or another value than fundingInfo's",
+         a.interval_mismatches),
     ]
     for term, how, value in rows:
         t.add_row(term, how, str(value))

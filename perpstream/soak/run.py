@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perpstream.fakes.binance import FakeBinance
+from perpstream.fakes.binance import FakeBinance, is_delivery
 from perpstream.kafka_runtime import KafkaCluster
 from perpstream.local import TansuBroker, ensure_topics, free_port, free_ports, replication_for
 from perpstream.schemas.topics import DLQ_TOPIC, METRICS_TOPIC, SNAPSHOTS_TOPIC
@@ -78,6 +78,8 @@ class _End:
     dlq: int
     rejected: int
     dropped: int
+    #: the hours fundingInfo gives each perpetual the producer follows
+    intervals: dict[str, float]
 
 
 class Soak:
@@ -139,7 +141,8 @@ class Soak:
                         m.stop(30)
                         self._stop_broker()
         info["run_s"] = round(self.now(), 2)
-        account = make_account(self.work, end.sent, end.bad, end.dlq, end.rejected, end.dropped, self.faults)
+        account = make_account(self.work, end.sent, end.bad, end.dlq, end.rejected, end.dropped, self.faults,
+                               end.intervals)
         info["account_s"] = round(self.now() - info["run_s"], 2)
         return account, self.faults, info
 
@@ -245,8 +248,9 @@ class Soak:
         info["exchange"] = {"connections": fake.connections_total, "mark_frames": len(fake.sent_mark),
                             "oi_answers": len(fake.sent_oi),
                             "rest_errors": sum(1 for r in fake.rest_requests if r[2] in (418, 429))}
+        intervals = {s: float(fake.funding_interval_hours(s)) for s in fake.listing if not is_delivery(s)}
         return _End(fake.expected_points(), fake.garbage_sent, dlq, int(pm.get("frames_rejected", 0)),
-                    int(pm.get("points_dropped", 0)))
+                    int(pm.get("points_dropped", 0)), intervals)
 
     def _stop_broker(self) -> None:
         if self.cluster is not None:

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from perpstream.consumers.assets.settings import AssetSettings
 from perpstream.consumers.sink.settings import SinkSettings
 from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.dashboard import Dashboard, LiveBoard, log_fields
@@ -86,8 +87,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "up",
         help="the whole pipeline on this machine, supervised, with a live view and a query endpoint",
-        description="Local broker, embedded ClickHouse, producer, sink and snapshots in one supervised "
-        "process. Ctrl+C drains and stops; starting again continues with the stored data.",
+        description="Local broker, embedded ClickHouse, producer, sink, snapshots and assets in one "
+        "supervised process. Ctrl+C drains and stops; starting again continues with the stored data.",
     )
     p.add_argument("--source", type=source_option("live", "sim"), default=("live", None),
                    metavar="live|sim|replay:FILE",
@@ -113,7 +114,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--log-format", choices=["json", "text"])
     p.set_defaults(func=up_main)
     declare_settings(p, SettingsUse(QueryServerSettings, RUN_FLAGS), PRODUCER_SETTINGS,
-                     SettingsUse(SinkSettings), SettingsUse(SnapshotSettings))
+                     SettingsUse(SinkSettings), SettingsUse(SnapshotSettings), SettingsUse(AssetSettings))
 
 
 def up_main(args: argparse.Namespace) -> int:

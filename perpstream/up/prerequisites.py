@@ -95,22 +95,35 @@ def _check_data_dir(data_dir: Path) -> list[Check]:
     return checks
 
 
-def _check_rest(rest_url: str, timeout: float = 5.0) -> Check:
-    url = rest_url.rstrip("/") + "/fapi/v1/ping"
+#: venue -> (label, path of a cheap public request, POST body or None, the flag of its REST base)
+_REST_PROBES: dict[str, tuple[str, str, bytes | None, str]] = {
+    "binance": ("Binance REST", "/fapi/v1/ping", None, "--rest-url / PERPSTREAM_BINANCE_REST_URL"),
+    "bybit": ("Bybit REST", "/v5/market/time", None, "--bybit-rest-url / PERPSTREAM_BYBIT_REST_URL"),
+    "okx": ("OKX REST", "/api/v5/public/time", None, "--okx-rest-url / PERPSTREAM_OKX_REST_URL"),
+    "hyperliquid": ("Hyperliquid REST", "/info", b'{"type":"meta"}',
+                    "--hyperliquid-rest-url / PERPSTREAM_HYPERLIQUID_REST_URL"),
+}
+
+
+def _check_rest(venue: str, rest_url: str, timeout: float = 5.0) -> Check:
+    """One cheap public request to the venue's REST base: reachable, and not refusing us."""
+    label, path, body, flag = _REST_PROBES[venue]
+    url = rest_url.rstrip("/") + path
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers),
+                                    timeout=timeout) as r:
             r.read(64)
     except urllib.error.HTTPError as exc:
-        if exc.code in (418, 429):
-            return Check("Binance REST", False, f"{rest_url} answers {exc.code}: this address is rate "
+        if exc.code in (403, 418, 429):
+            return Check(label, False, f"{rest_url} answers {exc.code}: this address is rate "
                          "limited or banned for now", "wait, or run on the simulated market: --source sim")
-        return Check("Binance REST", False, f"{url} answers HTTP {exc.code}",
-                     "check --rest-url / PERPSTREAM_BINANCE_REST_URL")
+        return Check(label, False, f"{url} answers HTTP {exc.code}", f"check {flag}")
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        return Check("Binance REST", False, f"{rest_url} is unreachable ({reason})",
+        return Check(label, False, f"{rest_url} is unreachable ({reason})",
                      "check the network, or run on the simulated market: perpstream up --source sim")
-    return Check("Binance REST", True, rest_url)
+    return Check(label, True, rest_url)
 
 
 def check_prerequisites(common: CommonSettings, producer: ProducerSettings,
@@ -123,7 +136,9 @@ def check_prerequisites(common: CommonSettings, producer: ProducerSettings,
         checks.append(Check("replay file", path.is_file() and os.access(path, os.R_OK), str(path),
                             "give a file written by `perpstream record`"))
     elif producer.source == "live":
-        checks.append(_check_rest(producer.rest_url))
+        for venue in producer.venue_list:
+            base = producer.rest_url if venue == "binance" else getattr(producer, f"{venue}_rest_url")
+            checks.append(_check_rest(venue, base))
     return checks
 
 

@@ -86,13 +86,15 @@ def final_report(client: Client | None, database: str, data_dir: Path, telemetry
     t = telemetry.total
     lines = [f"stopped after {_duration(seconds)}: {cell(int(t('points_published')))} points published, "
              f"{cell(int(t('records_stored')))} stored, {cell(int(t('records_dlq')))} to the DLQ, "
-             f"{cell(int(t('snapshots_emitted')))} snapshots"]
+             f"{cell(int(t('snapshots_emitted')))} snapshots, "
+             f"{cell(int(t('asset_snapshots_emitted')))} asset snapshots"]
     with contextlib.suppress(Exception):
         assert client is not None
         points = int(str(client.command(f"SELECT count() FROM {database}.metric_points")))
         snaps = int(str(client.command(f"SELECT count() FROM {database}.market_snapshots")))
+        assets = int(str(client.command(f"SELECT count() FROM {database}.asset_snapshots")))
         lines.append(f"ClickHouse {database}: metric_points {cell(points)} rows, "
-                     f"market_snapshots {cell(snaps)} rows")
+                     f"market_snapshots {cell(snaps)} rows, asset_snapshots {cell(assets)} rows")
     lines.append(f"data: {data_dir}")
     lines.append(f"  continue: perpstream up --data-dir {data_dir} ...")
     lines.append(f"  query:    perpstream sql --data-dir {data_dir} "

@@ -1,4 +1,12 @@
-"""``perpstream backfill``: Binance USD-M history over REST, published as MetricPoints.
+"""``perpstream backfill``: a venue's history over REST, published as MetricPoints.
+
+``--venue binance`` (the default) is described below; ``bybit``, ``okx`` and
+``hyperliquid`` are one small module each (:mod:`.bybit`, :mod:`.okx`,
+:mod:`.hyperliquid`: a :class:`~.spec.VenueHistory` of what the venue serves
+and how it pages), run by :mod:`.venue_fetch` with the same guarantees:
+checkpoints per venue, symbol and metric, the same identities on every run,
+the venue's REST budget, failures sorted (docs/producer.md, ``perpstream
+backfill``).
 
 Per symbol, the range ``[since, until)`` is cut into chunks of
 :data:`~producer.history.KLINE_LIMIT` minutes. For each chunk it fetches the
@@ -35,6 +43,7 @@ otherwise, 130 when interrupted (the checkpoint holds what was delivered).
 The package, by concern: :mod:`.plan` (the range, the chunks, the checkpoint),
 :mod:`.requests` (one request retried, paged, interruptible, paced),
 :mod:`.fetch` (the fetch-and-deliver loop over symbols and chunks),
+:mod:`.spec`, :mod:`.venues` and :mod:`.venue_fetch` (the other venues),
 :mod:`.run` (a whole run: the Kafka publisher, the REST session, the stop)
 and :mod:`.command` (the ``perpstream backfill`` command).
 """
@@ -43,8 +52,9 @@ from perpstream.producer.backfill.command import backfill_main, register
 from perpstream.producer.backfill.fetch import EXIT_INTERRUPTED, Backfill, BackfillResult
 from perpstream.producer.backfill.plan import Checkpoint, pair_of, resolve_range
 from perpstream.producer.backfill.run import backfill, run, run_backfill
+from perpstream.producer.backfill.venues import HISTORIES, VENUE_CHOICES, VenuePlan, venue_plan
 
 __all__ = [
-    "EXIT_INTERRUPTED", "Backfill", "BackfillResult", "Checkpoint", "backfill", "backfill_main", "pair_of",
-    "register", "resolve_range", "run", "run_backfill",
+    "EXIT_INTERRUPTED", "HISTORIES", "VENUE_CHOICES", "Backfill", "BackfillResult", "Checkpoint", "VenuePlan",
+    "backfill", "backfill_main", "pair_of", "register", "resolve_range", "run", "run_backfill", "venue_plan",
 ]

@@ -37,8 +37,25 @@ EXIT_INTERRUPTED = 130
 Progress = Callable[[int, int, str], None]
 
 
+async def publish_acknowledged(publisher: Any, encode: Callable[[dict[str, Any]], bytes], symbol: str,
+                               points: list[dict[str, Any]], flush_timeout: float) -> None:
+    """Publish ``points`` (key = the symbol) and return once Kafka has acknowledged all of them:
+    only then may a checkpoint say they are delivered."""
+    key = symbol.encode("utf-8")
+    for p in points:
+        publisher.publish(key, encode(p))
+    left = await asyncio.to_thread(publisher.flush, flush_timeout)
+    if left:
+        raise PermanentFailure("kafka", f"{left:,} points not acknowledged by Kafka within "
+                               f"{flush_timeout:.0f} s (PERPSTREAM_FLUSH_TIMEOUT)")
+    if publisher.failure is not None:
+        raise publisher.failure
+
+
 @dataclass
 class BackfillResult:
+    #: The venue backfilled (``--venue``).
+    venue: str = "binance"
     symbols: int = 0
     chunks: int = 0
     chunks_skipped: int = 0
@@ -50,6 +67,8 @@ class BackfillResult:
     interrupted: bool = False
     #: symbol (or "*") -> why it was not delivered
     failures: dict[str, str] = field(default_factory=dict)
+    #: What the user should know besides: history the venue does not serve or serves only in part.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -107,15 +126,7 @@ class Backfill:
         return points
 
     async def _deliver(self, symbol: str, points: list[dict[str, Any]]) -> None:
-        key = symbol.encode("utf-8")
-        for p in points:
-            self.publisher.publish(key, self.encode(p))
-        left = await asyncio.to_thread(self.publisher.flush, self.s.flush_timeout)
-        if left:
-            raise PermanentFailure("kafka", f"{left:,} points not acknowledged by Kafka within "
-                                   f"{self.s.flush_timeout:.0f} s (PERPSTREAM_FLUSH_TIMEOUT)")
-        if self.publisher.failure is not None:
-            raise self.publisher.failure
+        await publish_acknowledged(self.publisher, self.encode, symbol, points, self.s.flush_timeout)
         self.result.points += len(points)
         self.telemetry.inc("points_published", len(points))
 

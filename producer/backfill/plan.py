@@ -37,10 +37,13 @@ def pair_of(symbol: str) -> str:
 
 
 class Checkpoint:
-    """What was delivered for one symbol to one topic: one interval ``[start, end)`` of event times."""
+    """What was delivered for one symbol to one topic (of one venue and metric, for the venues
+    other than Binance): one interval ``[start, end)`` of event times."""
 
-    def __init__(self, root: Path, topic: str, symbol: str) -> None:
-        self.path = root / quote(topic, safe="") / f"{quote(symbol, safe='')}.json"
+    def __init__(self, root: Path, topic: str, symbol: str, under: tuple[str, ...] = ()) -> None:
+        # Binance: <root>/<topic>/<symbol>.json; another venue: <root>/<topic>/<venue>/<metric>/<symbol>.json
+        folder = root.joinpath(quote(topic, safe=""), *(quote(u, safe="") for u in under))
+        self.path = folder / f"{quote(symbol, safe='')}.json"
         self.symbol = symbol
         self.start: int | None = None
         self.end: int | None = None

@@ -1,11 +1,14 @@
 """One history request of a backfill: retried, paged, paced and interruptible.
 
-Requests go through the REST gate of :class:`~perpstream.producer.rest.BinanceRest`
+Binance requests go through the REST gate of :class:`~perpstream.producer.rest.BinanceRest`
 (the weight budget per minute, 429/418/403 pauses honoured); the funding and
 open-interest-history endpoints also have request pools of their own at
-Binance, spaced by a :class:`Pool`. A retryable failure is retried with
-backoff, at most :data:`MAX_ATTEMPTS` times (docs/producer.md,
-``perpstream backfill``).
+Binance, spaced by a :class:`Pool`. The other venues' requests go through a
+:class:`~perpstream.producer.venue_rest.VenueRest` (the venue's budget in a
+rolling window; a 429 or 403 pauses every call of the venue), and a rate limit
+the venue states in its envelope (Bybit ``retCode`` 10006) pauses it too. A
+retryable failure is retried with backoff, at most :data:`MAX_ATTEMPTS` times
+(docs/producer.md, ``perpstream backfill``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from perpstream.producer import binance
+from perpstream.producer.backfill.spec import Page
 from perpstream.producer.exceptions import FrameRejected, RestError
 from perpstream.producer.failures import RestFault
 from perpstream.producer.history import Parsed
 from perpstream.producer.rest import BinanceRest
+from perpstream.producer.venue_rest import VenueRest
 from perpstream.runtime.backoff import factory
 from perpstream.runtime.logs import RateLimitedLog
 from perpstream.runtime.telemetry import Telemetry
@@ -33,6 +38,10 @@ MAX_ATTEMPTS = 8
 #: Binance's request pools of the two history endpoints: (requests, seconds).
 FUNDING_POOL = (500, 300.0)
 OI_HIST_POOL = (1000, 300.0)
+#: Faults that pause the client until the venue's window has passed: waited out, never an attempt.
+PAUSING = frozenset({RestFault.RATE_LIMITED, RestFault.BANNED, RestFault.BLOCKED})
+
+T = TypeVar("T")
 
 
 class Pool:
@@ -53,16 +62,14 @@ class Interrupted(Exception):
     """The stop event was set."""
 
 
-class HistoryRequests:
-    """The requests of one run, counted (``requests``, ``weight``, ``rejected``); ``stop`` ends them."""
+class _Requests:
+    """What every history client shares: the counters (``requests``, ``weight``,
+    ``rejected``), the stop that ends it, backoff, and waits the stop interrupts."""
 
-    def __init__(self, rest: BinanceRest, telemetry: Telemetry, *, max_frame_bytes: int,
-                 backoff_initial: float, backoff_cap: float, share: float) -> None:
-        self.rest = rest
+    def __init__(self, telemetry: Telemetry, *, max_frame_bytes: int, backoff_initial: float,
+                 backoff_cap: float) -> None:
         self.telemetry = telemetry
         self.max_frame_bytes = max_frame_bytes
-        self.funding_pool = Pool(*FUNDING_POOL, share)
-        self.oi_pool = Pool(*OI_HIST_POOL, share)
         self.requests = 0
         self.weight = 0
         self.rejected = 0
@@ -70,46 +77,8 @@ class HistoryRequests:
         self._backoff = factory(backoff_initial, cap=backoff_cap)
         self._rlog = RateLimitedLog(log)
 
-    async def get(self, path: str, params: dict[str, str], weight: int, endpoint: str,
-                  parse: Callable[[Any], Parsed], pool: Pool | None = None) -> Parsed:
-        """One request, retried; raises RestError (refused / permanent) or Interrupted."""
-        delays = self._backoff()
-        url = self.rest.base_url.rstrip("/") + path
-        attempt = 0
-        while attempt < MAX_ATTEMPTS:
-            attempt += 1
-            if self.stop.is_set():
-                raise Interrupted()
-            if pool is not None:
-                await pool.acquire()
-            self.requests += 1
-            self.weight += weight
-            try:
-                body = await self._interruptible(self.rest.get(url, params, weight=weight, endpoint=endpoint))
-                parsed = parse(binance.load_json(body, self.max_frame_bytes))
-            except RestError as exc:
-                if exc.fault is RestFault.RETRY and attempt < MAX_ATTEMPTS:
-                    self._rlog.warning("retry", "history request failed; retrying",
-                                       {"endpoint": endpoint, "error": str(exc)[:200]})
-                    await self._pause(next(delays))
-                    continue
-                if exc.fault in (RestFault.RATE_LIMITED, RestFault.BANNED, RestFault.BLOCKED):
-                    attempt -= 1  # the gate holds every call until the pause ends; not an attempt
-                    continue
-                raise
-            except FrameRejected as exc:
-                self.telemetry.inc("rest_bad_bodies", 1, {"endpoint": endpoint})
-                if attempt >= MAX_ATTEMPTS:
-                    raise RestError(200, f"{endpoint} answered an unusable body {MAX_ATTEMPTS} times: "
-                                    f"{exc.detail[:200]}", fault=RestFault.REFUSED) from None
-                await self._pause(next(delays))
-                continue
-            self._count_rejected(parsed, endpoint)
-            return parsed
-        raise RestError(0, f"{endpoint}: no answer after {MAX_ATTEMPTS} attempts", fault=RestFault.REFUSED)
-
-    def _count_rejected(self, parsed: Parsed, endpoint: str) -> None:
-        for err in parsed.rejected:
+    def _count_rejected(self, rejected: list[FrameRejected], endpoint: str) -> None:
+        for err in rejected:
             self.rejected += 1
             self.telemetry.inc("frames_rejected", 1, {"reason": err.reason})
             self._rlog.warning(f"reject:{endpoint}", "history item rejected",
@@ -135,6 +104,56 @@ class HistoryRequests:
         if self.stop.is_set():
             raise Interrupted()
 
+
+class HistoryRequests(_Requests):
+    """Binance's history requests, through the REST gate and the endpoints' own pools."""
+
+    def __init__(self, rest: BinanceRest, telemetry: Telemetry, *, max_frame_bytes: int,
+                 backoff_initial: float, backoff_cap: float, share: float) -> None:
+        super().__init__(telemetry, max_frame_bytes=max_frame_bytes, backoff_initial=backoff_initial,
+                         backoff_cap=backoff_cap)
+        self.rest = rest
+        self.funding_pool = Pool(*FUNDING_POOL, share)
+        self.oi_pool = Pool(*OI_HIST_POOL, share)
+
+    async def get(self, path: str, params: dict[str, str], weight: int, endpoint: str,
+                  parse: Callable[[Any], Parsed], pool: Pool | None = None) -> Parsed:
+        """One request, retried; raises RestError (refused / permanent) or Interrupted."""
+        delays = self._backoff()
+        url = self.rest.base_url.rstrip("/") + path
+        attempt = 0
+        while attempt < MAX_ATTEMPTS:
+            attempt += 1
+            if self.stop.is_set():
+                raise Interrupted()
+            if pool is not None:
+                await pool.acquire()
+            self.requests += 1
+            self.weight += weight
+            try:
+                body = await self._interruptible(self.rest.get(url, params, weight=weight, endpoint=endpoint))
+                parsed = parse(binance.load_json(body, self.max_frame_bytes))
+            except RestError as exc:
+                if exc.fault is RestFault.RETRY and attempt < MAX_ATTEMPTS:
+                    self._rlog.warning("retry", "history request failed; retrying",
+                                       {"endpoint": endpoint, "error": str(exc)[:200]})
+                    await self._pause(next(delays))
+                    continue
+                if exc.fault in PAUSING:
+                    attempt -= 1  # the gate holds every call until the pause ends; not an attempt
+                    continue
+                raise
+            except FrameRejected as exc:
+                self.telemetry.inc("rest_bad_bodies", 1, {"endpoint": endpoint})
+                if attempt >= MAX_ATTEMPTS:
+                    raise RestError(200, f"{endpoint} answered an unusable body {MAX_ATTEMPTS} times: "
+                                    f"{exc.detail[:200]}", fault=RestFault.REFUSED) from None
+                await self._pause(next(delays))
+                continue
+            self._count_rejected(parsed.rejected, endpoint)
+            return parsed
+        raise RestError(0, f"{endpoint}: no answer after {MAX_ATTEMPTS} attempts", fault=RestFault.REFUSED)
+
     async def paged(self, path: str, base: dict[str, str], start: int, end: int, limit: int,
                     weight: int, endpoint: str, parse: Callable[[Any], Parsed], time_shift: int = 0,
                     pool: Pool | None = None) -> list[dict[str, Any]]:
@@ -152,3 +171,56 @@ class HistoryRequests:
                 break
             cursor = page.last_time + time_shift + 1
         return out
+
+
+class VenueRequests(_Requests):
+    """Requests to a venue other than Binance, through its :class:`VenueRest`."""
+
+    def __init__(self, rest: VenueRest, telemetry: Telemetry, *, max_frame_bytes: int,
+                 backoff_initial: float, backoff_cap: float) -> None:
+        super().__init__(telemetry, max_frame_bytes=max_frame_bytes, backoff_initial=backoff_initial,
+                         backoff_cap=backoff_cap)
+        self.rest = rest
+
+    async def call(self, send: Callable[[], Awaitable[T]], endpoint: str, weight: int = 1) -> T:
+        """``send()`` (one request and its reading), retried; raises RestError (refused or
+        permanent) or Interrupted. A rate limit is waited out and costs no attempt: an HTTP one
+        has paused the client already, one the venue states in its envelope pauses it here."""
+        delays = self._backoff()
+        attempt = 0
+        while attempt < MAX_ATTEMPTS:
+            attempt += 1
+            if self.stop.is_set():
+                raise Interrupted()
+            self.requests += 1
+            self.weight += weight
+            try:
+                return await self._interruptible(send())
+            except RestError as exc:
+                if exc.fault in PAUSING:
+                    if exc.retry_after is None:
+                        self.rest.pause(self.rest.window, str(exc)[:100], endpoint)
+                    attempt -= 1
+                    continue
+                if exc.fault is not RestFault.RETRY or attempt >= MAX_ATTEMPTS:
+                    raise
+                self._rlog.warning("retry", "history request failed; retrying", {
+                    "source": self.rest.source, "endpoint": endpoint, "error": str(exc)[:200]})
+            except FrameRejected as exc:
+                self.telemetry.inc("rest_bad_bodies", 1, {"source": self.rest.source, "endpoint": endpoint})
+                if attempt >= MAX_ATTEMPTS:
+                    raise RestError(200, f"{endpoint} answered an unusable body {MAX_ATTEMPTS} times: "
+                                    f"{exc.detail[:200]}", fault=RestFault.REFUSED) from None
+            await self._pause(next(delays))
+        raise RestError(0, f"{endpoint}: no answer after {MAX_ATTEMPTS} attempts", fault=RestFault.REFUSED)
+
+    async def get(self, url: str, parse: Callable[[Any], Page], endpoint: str, *, weight: int = 1,
+                  json_body: object = None) -> Page:
+        """One page: GET ``url`` (POST ``json_body`` when given), read by ``parse``."""
+        async def send() -> Page:
+            body = await self.rest.request(url, json_body=json_body, weight=weight, endpoint=endpoint)
+            return parse(binance.load_json(body, self.max_frame_bytes))
+
+        page = await self.call(send, endpoint, weight)
+        self._count_rejected(page.rejected, endpoint)
+        return page

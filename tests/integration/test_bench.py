@@ -11,13 +11,16 @@ import math
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
 
-from perpstream.bench import SCENARIOS, run_child, run_scenario
+import perpstream
+from perpstream.bench import ALL_VENUE_SECONDS, SCENARIOS, run_child, run_scenario, scenario_kwargs
 from perpstream.bench.render import render
+from perpstream.bench.venues import ALL_VENUES_SHARE, LISTED_SYMBOLS, checkout_venues
 from perpstream.cli import build_parser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,7 +31,7 @@ def _args(**kw: Any) -> argparse.Namespace:
         "bench", "all", "--seconds", "2", "--warmup", "1", "--steps", "0.05", "--symbols", "40",
         "--frame-seconds", "3", "--consumer-seconds", "4", "--events", "4000", "--rounds", "1",
         "--rss-seconds", "1", "--no-memory", "--frame-symbols", "10", "--frame-rate", "5",
-        "--frames-warmup", "0.5"])
+        "--frames-warmup", "0.5", "--frames-venue-symbols", "6"])
     for k, v in kw.items():
         setattr(args, k, v)
     return args
@@ -93,7 +96,8 @@ def test_every_row_is_positive_and_its_ratios_are_figure_over_baseline(
 
 @pytest.fixture(scope="module")
 def frames_report() -> dict[str, Any]:
-    """``bench frames`` at 10 symbols x 5 frames/s and 40 all-market symbols, 2 s a client."""
+    """``bench frames`` at 10 symbols x 5 frames/s and 40 all-market symbols, and every other
+    venue at 6 symbols and its live rate, 2 s a client."""
     return run_scenario("frames", _args())
 
 
@@ -143,6 +147,102 @@ def test_frames_measures_picows_as_a_second_floor_where_installed(frames_report:
         note = next(n for n in rep["notes"] if n.startswith(f"{case}: perpstream produce "))
         assert "websockets floor" in note and ("picows floor" in note) is has_picows
     assert ("picows floor: not installed" in text) is not has_picows
+
+
+#: (venue, its live updates a second a symbol) of the venue cases
+VENUE_RATES = {"bybit": 10.0, "okx": 15.35, "hyperliquid": 1.0}
+
+
+def test_every_venue_case_gives_cpu_per_frame_per_published_point_and_per_1000_symbols(
+        frames_report: dict[str, Any]) -> None:
+    rep = frames_report
+    assert rep["params"]["venues"] == ["binance", "bybit", "okx", "hyperliquid"]
+    rows = {r["name"]: r for r in rep["rows"]}
+    for venue, rate in VENUE_RATES.items():
+        case = f"{venue}, 6 symbols x {rate:g}/s"
+        floor, mine = rows[f"{case}: bare websockets client (floor)"], rows[f"{case}: perpstream produce"]
+        assert floor["role"] == "baseline" and floor["points"] is None  # a bare client publishes nothing
+        for r in (floor, mine):
+            assert r["venue"] == venue and r["symbols"] == 6 and r["live_rate"] == rate, r
+            assert r["frames"] > 0 and r["events"] == r["frames"], r  # one symbol a message
+            assert _close(r["cpu_us_per_frame"], r["cpu_s"] / r["frames"] * 1e6), r
+            assert _close(r["cpu_share_per_1000"], r["cpu_s"] / r["events"] * rate * 1000), r
+        # the fake kept the venue's rate: 6 symbols x the rate over the window, a tick either side
+        expected = 6 * rate * mine["wall_s"]
+        assert abs(mine["frames"] - expected) <= 2 * 6 + 0.15 * expected, (mine, expected)
+        assert mine["cpu_s"] > 0 and mine["points"] > 0, mine
+        assert _close(mine["cpu_us_per_point"], mine["cpu_s"] / mine["points"] * 1e6), mine
+    # conflation: one point per metric a second, however many messages carried it
+    bybit, okx, hyperliquid = (rows[f"{v}, 6 symbols x {r:g}/s: perpstream produce"]
+                               for v, r in VENUE_RATES.items())
+    assert bybit["points"] < bybit["frames"] and okx["points"] < okx["frames"]
+    assert hyperliquid["points"] > hyperliquid["frames"]  # five values a push, one push a second
+    # Binance's all-market case is Binance's line, at one update a symbol a second
+    allm = rows["all-market, plain: perpstream produce"]
+    assert _close(allm["cpu_share_per_1000"], allm["cpu_s"] / allm["events"] * 1000), allm
+    out = io.StringIO()
+    render(rep, Console(file=out, width=250))
+    text = out.getvalue()
+    assert "% of a core / 1,000 symbols" in text and "bybit, 6 symbols x 10/s: perpstream produce" in text
+
+
+def test_the_total_takes_every_venue_at_its_listed_count_against_a_third_of_a_core(
+        frames_report: dict[str, Any]) -> None:
+    rep = frames_report
+    lines = {v["venue"]: v for v in rep["venues"]}
+    assert list(lines) == ["binance", "bybit", "okx", "hyperliquid"]
+    for venue, v in lines.items():
+        assert v["listed_symbols"] == LISTED_SYMBOLS[venue]
+        assert _close(v["cpu_share_listed"], v["cpu_share_per_1000"] * LISTED_SYMBOLS[venue] / 1000), v
+    assert lines["binance"]["case"] == "all-market, plain: perpstream produce"
+    total = rep["venues_total"]
+    assert total["missing"] == []
+    assert _close(total["cpu_share"], sum(v["cpu_share_listed"] for v in lines.values()))
+    assert total["met"] is (total["cpu_share"] < ALL_VENUES_SHARE)
+    goal = next(t for t in rep["targets"] if t["name"].startswith("every venue at its listed symbols"))
+    assert goal["value"] == total["cpu_share"] and goal["met"] is total["met"]
+    assert "binance 700 + bybit 500 + okx 250 + hyperliquid 200" in goal["name"]
+    out = io.StringIO()
+    render(rep, Console(file=out, width=250))
+    text = out.getvalue()
+    assert "every venue at its live rate" in text and "all venues" in text
+
+
+def test_a_checkout_from_before_the_venues_is_measured_in_the_cases_it_knows_only(tmp_path: Any) -> None:
+    here = str(Path(perpstream.__file__).resolve().parent.parent)
+    assert checkout_venues(here) >= {"bybit", "okx", "hyperliquid"}
+    before = tmp_path / "before"  # a checkout without perpstream.producer.venues
+    (before / "perpstream" / "producer").mkdir(parents=True)
+    (before / "perpstream" / "__init__.py").write_text("")
+    (before / "perpstream" / "producer" / "__init__.py").write_text("")
+    assert checkout_venues(str(before)) == frozenset()
+    assert checkout_venues(str(tmp_path / "nothing")) == frozenset()
+
+    rep = run_scenario("frames", _args(scenario="frames", frames_venues="bybit", floor="websockets",
+                                       compare_checkout=str(before)))
+    assert [r["name"] for r in rep["rows"]] == ["bybit, 6 symbols x 10/s: bare websockets client (floor)",
+                                                "bybit, 6 symbols x 10/s: perpstream produce"]
+    said = f"bybit: {before} not measured: its producer does not read this venue (only this checkout's runs)"
+    assert said in rep["notes"]
+    assert rep["venues_total"]["missing"] == ["binance", "okx", "hyperliquid"]
+    assert rep["venues_total"]["met"] is None
+
+
+def test_venue_options_reach_the_scenario_and_bench_all_shortens_the_venue_windows(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    kw = scenario_kwargs("frames", parser.parse_args(["bench", "frames", "--seconds", "30"]))
+    assert kw["venues"] == "all" and kw["venue_symbols"] is None and kw["venue_seconds"] is None
+    kw = scenario_kwargs("frames", parser.parse_args(["bench", "all", "--seconds", "30",
+                                                      "--frames-venues", "OKX, bybit",
+                                                      "--frames-venue-symbols", "40"]))
+    assert kw["venues"] == "okx,bybit" and kw["venue_symbols"] == 40
+    assert kw["venue_seconds"] == ALL_VENUE_SECONDS < 30
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["bench", "frames", "--frames-venues", "bybit,kraken"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--frames-venues" in err and "'bybit,kraken'" in err and "Traceback" not in err
 
 
 def test_each_scenario_has_its_baselines(reports: dict[str, dict[str, Any]]) -> None:

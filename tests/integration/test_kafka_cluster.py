@@ -72,6 +72,9 @@ def test_topics_get_three_copies_and_two_insync_replicas(cluster: KafkaCluster) 
     topic = f"rf-{uuid.uuid4().hex[:8]}"
     assert ensure_topics(cluster.bootstrap_servers, {topic: 6}) == []
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
+    # this client may ask another broker than ensure_topics did, whose metadata can lag a moment
+    wait_for(lambda: len(admin.list_topics(topic, timeout=20).topics[topic].partitions) == 6,
+             what="the topic's partitions on the broker asked")
     md = admin.list_topics(topic, timeout=20).topics[topic]
     assert {len(p.replicas) for p in md.partitions.values()} == {3}
     (fut,) = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()

@@ -71,7 +71,11 @@ def test_fifty_symbols_arrive_complete(kafka_bootstrap: str, topic_factory: Call
         assert sorted(len(c.streams) for c in list(fake.conns)) == [10, 20, 20]
     got = assert_complete(fake, kafka_bootstrap, topic)
     assert {r["metric"] for r in got} == {"mark_price", "index_price", "estimated_settle_price",
-                                          "funding_rate", "next_funding_time", "open_interest"}
+                                          "funding_rate", "next_funding_time", "open_interest",
+                                          "funding_interval_hours"}
+    # fundingInfo: the adjusted symbols with their hours, every other perpetual 8 h, once each
+    intervals = sorted((r["symbol"], r["value"]) for r in got if r["metric"] == "funding_interval_hours")
+    assert intervals == sorted((s, float(fake.funding_interval_hours(s))) for s in symbols(50))
     assert telemetry.get("points_delivered") == telemetry.get("points_published")
     assert telemetry.total("rest_requests") >= 50
     assert telemetry.get("frames_received", {"kind": "open_interest"}) >= 50
@@ -201,6 +205,10 @@ def test_all_market_stream_keeps_only_wanted_symbols(
         wait_for(lambda: telemetry.get("points_published") > 100, what="points")
         settle(fake, telemetry)
     expected = {k: v for k, v in fake.expected_points().items() if k[0] != "CCCUSDT"}
+    records = [r for _, r in read_topic(kafka_bootstrap, topic, expect=len(expected) + 2)]
     got = {(r["symbol"], r["metric"], r["event_time"]): r["value"]
-           for _, r in read_topic(kafka_bootstrap, topic, expect=len(expected))}
+           for r in records if r["metric"] != "funding_interval_hours"}
     assert got == expected
+    # the followed symbols' funding intervals, once each (fundingInfo lists BBBUSDT at 4 h)
+    assert sorted((r["symbol"], r["value"]) for r in records if r["metric"] == "funding_interval_hours") \
+        == [("AAAUSDT", 8.0), ("BBBUSDT", 4.0)]

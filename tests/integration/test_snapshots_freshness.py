@@ -1,5 +1,6 @@
-"""``perpstream freshness`` and the stale-symbols gauge: which symbols' context
-cannot be trusted now (stale latest snapshot, or feeds silent vs the clock)."""
+"""``perpstream freshness`` and the stale-symbols gauge: which markets' context
+cannot be trusted now (stale latest snapshot, or feeds silent vs the clock), per
+(source, symbol): one venue's silence does not make the symbol stale on another."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ pytestmark = pytest.mark.integration
 
 
 def _fill(clickhouse: Any, db: str) -> SnapshotHandler:
-    """Two symbols for 120 s; SYM000's open interest stops at 60 s."""
+    """Two symbols on two venues for 120 s; SYM000's open interest stops at 60 s on Binance."""
     migrate_snapshots(clickhouse, db)
-    arrival, _ = recorded_market(symbols=2, seconds=120, seed=3, dup_rate=0, late_rate=0)
+    arrival, _ = recorded_market(symbols=2, seconds=120, seed=3, dup_rate=0, late_rate=0,
+                                 sources=("binance_usdm", "bybit_linear"))
     h = SnapshotHandler(SnapshotStore(clickhouse, db, "g"), EngineConfig(), None)
     h.on_assigned([("m", 0)])
     rows = [as_row(r) for r in arrival]
@@ -34,13 +36,15 @@ def _fill(clickhouse: Any, db: str) -> SnapshotHandler:
 def test_freshness_lists_the_symbol_whose_open_interest_stopped(clickhouse: Any, ch_database: str) -> None:
     h = _fill(clickhouse, ch_database)
     now = T0 + 120_000  # right at the end of the recording
-    rows = {r.symbol: r for r in freshness(clickhouse, ch_database, EngineConfig(), now_ms=now)}
-    assert set(rows) == {"SYM000USDT", "SYM001USDT"}
-    assert rows["SYM000USDT"].stale
-    assert any("open interest" in r or "snapshot" in r for r in rows["SYM000USDT"].reasons)
-    assert not rows["SYM001USDT"].stale, rows["SYM001USDT"].reasons
+    rows = {(r.source, r.symbol): r for r in freshness(clickhouse, ch_database, EngineConfig(), now_ms=now)}
+    stale = ("binance_usdm", "SYM000USDT")
+    assert set(rows) == {(src, sym) for src in ("binance_usdm", "bybit_linear")
+                         for sym in ("SYM000USDT", "SYM001USDT")}
+    assert rows[stale].stale
+    assert any("open interest" in r or "snapshot" in r for r in rows[stale].reasons)
+    assert [m for m, r in rows.items() if r.stale] == [stale]
     # the in-process gauge agrees
-    assert h.stale_symbols(now) == ["SYM000USDT"]
+    assert h.stale_markets(now) == [stale]
     # an hour later every feed is silent: everything is stale
     later = freshness(clickhouse, ch_database, EngineConfig(), now_ms=now + 3_600_000)
     assert all(r.stale for r in later)
@@ -68,9 +72,9 @@ def test_freshness_command_output(clickhouse: Any, ch_database: str, monkeypatch
                               "--json", "--fail-on-stale"])
     assert args.func(args) == 3
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [d["symbol"] for d in lines] == ["SYM000USDT"]
+    assert [(d["source"], d["symbol"]) for d in lines] == [("binance_usdm", "SYM000USDT")]
     args = parser.parse_args(["freshness", "--database", ch_database, "--now-ms", str(T0 + 120_000),
                               "--all"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert out.startswith("1 of 2 symbols stale") and "SYM001USDT" in out
+    assert out.startswith("1 of 4 markets stale") and "bybit_linear" in out and "SYM001USDT" in out

@@ -3,7 +3,8 @@ driven batch by batch (no broker: offsets and assignment are simulated the way
 the runtime does them). A crash between the writes of a batch, a restart from
 the committed offset with different batch cuts, a partition moving to another
 member, a store outage: market_snapshots stays identical row for row to an
-uninterrupted run and to the pure engine."""
+uninterrupted run and to the pure engine. Every symbol is listed on two venues: two
+markets in one partition, restored each on its own."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def run_to_end(member: Member, log: Log, size: int) -> None:
 
 @pytest.fixture(scope="module")
 def recorded() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return recorded_market(symbols=9, seconds=420, seed=5)
+    return recorded_market(symbols=5, seconds=420, seed=5, sources=("binance_usdm", "bybit_linear"))
 
 
 def fresh_db(clickhouse: Any, name: str) -> str:
@@ -265,10 +266,10 @@ class CountingStore(SnapshotStore):
         self.checkpoint_writes += 1
 
 
-def latest_per_symbol(client: Any, db: str, table: str, column: str) -> dict[str, int]:
+def latest_per_market(client: Any, db: str, table: str, column: str) -> dict[tuple[str, str], int]:
     t = column if column != "snapshot_time" else "toUnixTimestamp64Milli(snapshot_time)"
-    return {str(s): int(v) for s, v in client.query(
-        f"SELECT symbol, max({t}) FROM {db}.{table} GROUP BY symbol").result_rows}
+    return {(str(src), str(s)): int(v) for src, s, v in client.query(
+        f"SELECT source, symbol, max({t}) FROM {db}.{table} GROUP BY source, symbol").result_rows}
 
 
 def test_coalesced_checkpoints_keep_snapshots_prompt_and_a_crash_between_them_exact(
@@ -289,11 +290,11 @@ def test_coalesced_checkpoints_keep_snapshots_prompt_and_a_crash_between_them_ex
         assert b is not None
         deliver(m, log, b)
         clock.now += 1.0
-        emitted = {sym: t for sym, (t, _) in m.handler.latest.items()}
-        assert latest_per_symbol(clickhouse, db, "market_snapshots", "snapshot_time") == emitted
+        emitted = {market: t for market, (t, _) in m.handler.latest.items()}
+        assert latest_per_market(clickhouse, db, "market_snapshots", "snapshot_time") == emitted
     assert emitted, "the batches must have emitted snapshots"
     assert store.checkpoint_writes == 3  # at 0, 10 and 20 s of 25 batches
-    lagging = latest_per_symbol(clickhouse, db, "snapshot_checkpoints", "last_snapshot_ms")
+    lagging = latest_per_market(clickhouse, db, "snapshot_checkpoints", "last_snapshot_ms")
     assert any(lagging[s] < t for s, t in emitted.items()), "the crash must lose held checkpoints"
     # crash: the member vanishes (no revocation, no close); a new one resumes from the commits
     m2 = Member(clickhouse, db, checkpoint_interval=10.0, clock=clock)
@@ -305,12 +306,12 @@ def test_coalesced_checkpoints_keep_snapshots_prompt_and_a_crash_between_them_ex
         clock.now += 1.0
     # revocation writes what the member holds: the next owner restores from current checkpoints
     m2.revoke({0, 1, 2})
-    done = latest_per_symbol(clickhouse, db, "snapshot_checkpoints", "last_snapshot_ms")
-    assert done == latest_per_symbol(clickhouse, db, "market_snapshots", "snapshot_time")
+    done = latest_per_market(clickhouse, db, "snapshot_checkpoints", "last_snapshot_ms")
+    assert done == latest_per_market(clickhouse, db, "market_snapshots", "snapshot_time")
     m3 = Member(clickhouse, db, checkpoint_interval=10.0, clock=clock)
     m3.assign(set(range(PARTS)))
     run_to_end(m3, log, 900)
     m3.handler.close()
     assert table_rows(clickhouse, db) == engine_snapshots(arrival, CFG)
-    assert latest_per_symbol(clickhouse, db, "snapshot_checkpoints", "last_snapshot_ms") == \
-        latest_per_symbol(clickhouse, db, "market_snapshots", "snapshot_time")
+    assert latest_per_market(clickhouse, db, "snapshot_checkpoints", "last_snapshot_ms") == \
+        latest_per_market(clickhouse, db, "market_snapshots", "snapshot_time")

@@ -168,7 +168,11 @@ def test_exchange_spelled_symbols_reach_clickhouse_unchanged(
             if sym == symbol and et >= latest.get(metric, (0, 0.0))[0]:
                 latest[metric] = (et, value)
         assert {r["symbol"] for r in rows} == {symbol}
-        assert {r["metric"]: (r["event_time_ms"], r["value"]) for r in rows} == latest, symbol
+        assert {r["metric"]: (r["event_time_ms"], r["value"]) for r in rows
+                if r["metric"] != "funding_interval_hours"} == latest, symbol
+        intervals = [r["value"] for r in rows if r["metric"] == "funding_interval_hours"]
+        # every perpetual's interval (fundingInfo); a delivery contract has no funding at all
+        assert intervals == ([] if symbol == DELIVERY else [float(fake.funding_interval_hours(symbol))])
         metrics = set(latest)
         if symbol == DELIVERY:  # "r": "" and "T": 0: no funding, not a zero
             assert metrics == {"mark_price", "index_price", "estimated_settle_price", "open_interest"}

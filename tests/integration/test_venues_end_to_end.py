@@ -23,6 +23,7 @@ import pytest
 
 from perpstream.fakes.bybit import FakeBybit
 from perpstream.fakes.hyperliquid import FakeHyperliquid
+from perpstream.fakes.okx import DEFAULT_SWAPS, FakeOkx
 from tests.fakes import read_topic
 from tests.integration.test_sink_support import committed_total
 from tests.waiting import wait_for
@@ -205,3 +206,83 @@ def test_hyperliquid_end_to_end_with_receive_time_as_event_time(
     expected = {c: {m: (ps[-1]["event_time"], ps[-1]["value"]) for (c2, m), ps in by_key.items()
                     if c2 == c and m != "funding_interval_hours"} for c in coins}
     assert stored_latest(topic, delivered, kafka_bootstrap, group, dsn, env) == expected
+
+
+OKX_FOLLOWED = [s for s in DEFAULT_SWAPS if s.ct_type == "linear" and s.state == "live"]
+
+
+def conflated_okx(pushes: list[dict[str, Any]], span_ms: int = 1000) -> dict[Key, float]:
+    """What the OKX pushes mean, conflated: marks, the index of every followed swap on it, the rate
+    for the settlement at ``fundingTime`` with that time as the next funding, open interest in coin."""
+    ulys: dict[str, list[str]] = {}
+    for swap in OKX_FOLLOWED:
+        ulys.setdefault(swap.uly, []).append(swap.inst_id)
+    last: dict[tuple[str, str, int], tuple[int, float]] = {}
+    for push in pushes:
+        channel, inst = push["arg"]["channel"], push["arg"]["instId"]
+        for item in push["data"]:
+            ts = int(item["ts"])
+            values: list[tuple[str, str, float]] = []
+            if channel == "mark-price":
+                values.append((inst, "mark_price", float(item["markPx"])))
+            elif channel == "index-tickers":
+                values.extend((swap, "index_price", float(item["idxPx"])) for swap in ulys.get(inst, []))
+            elif channel == "open-interest":
+                values.append((inst, "open_interest", float(item["oiCcy"])))
+            elif channel == "funding-rate":
+                values += [(inst, "funding_rate", float(item["fundingRate"])),
+                           (inst, "next_funding_time", float(item["fundingTime"]))]
+            for sym, metric, value in values:
+                last[(sym, metric, ts // span_ms)] = (ts, value)
+    return {(sym, metric, ts): value for (sym, metric, _), (ts, value) in last.items()}
+
+
+def test_okx_end_to_end_under_the_conflation_rule(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], group_factory: Callable[..., str],
+    clickhouse_dsn: str, tmp_path: Path,
+) -> None:
+    topic, dlq, group = topic_factory(3), topic_factory(1), group_factory()
+    dsn = f"chdb://{tmp_path / 'chdb'}" if clickhouse_dsn.startswith("chdb") else clickhouse_dsn
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPSTREAM_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8", PERPSTREAM_LOG_FORMAT="json",
+               PERPSTREAM_DLQ_TOPIC=dlq, PERPSTREAM_SESSION_TIMEOUT_MS="6000",
+               PERPSTREAM_HEARTBEAT_INTERVAL_MS="500")
+    cmd = [sys.executable, "-m", "perpstream.cli"]
+    followed = {s.inst_id for s in OKX_FOLLOWED}
+    with FakeOkx(funding_push_ms=1000, oi_interval_ms=1000) as fake:
+        produce = subprocess.Popen(
+            [*cmd, "produce", "--venues", "okx", "--okx-ws-url", fake.ws_url,
+             "--okx-rest-url", fake.rest_url, "--bootstrap-servers", kafka_bootstrap, "--topic", topic],
+            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        try:
+            wait_for(lambda: followed == {p["arg"]["instId"] for p in fake.pushes
+                                          if p["arg"]["channel"] == "funding-rate"},
+                     what="every swap's funding pushed", alive=(produce,))
+            n0 = len(fake.pushes)
+            wait_for(lambda: len(fake.pushes) >= n0 + 60, what="more pushes", alive=(produce,))
+            fake.paused = True
+            expected = conflated_okx(list(fake.pushes))
+            records = read_topic(kafka_bootstrap, topic, timeout=120, quiet=0, until=lambda recs: (
+                set(expected) <= {(r["symbol"], r["metric"], r["event_time"]) for _, r in recs}))
+            err = stop(produce, "produce --venues okx")
+        finally:
+            if produce.poll() is None:
+                produce.kill()
+                produce.communicate()
+
+    assert {r["source"] for _, r in records} == {"okx_swap"}
+    got = {(r["symbol"], r["metric"], r["event_time"]): r["value"]
+           for _, r in records if r["metric"] != "funding_interval_hours"}
+    assert got == expected, "the topic is not the conflated OKX stream"
+    intervals = sorted((r["symbol"], r["value"]) for _, r in records
+                       if r["metric"] == "funding_interval_hours")
+    # from nextFundingTime - fundingTime, once per swap: 4 h PEPE, 1 h BONK, 8 h the others
+    assert intervals == sorted((s.inst_id, float(s.funding_interval_h)) for s in OKX_FOLLOWED)
+    delivered = int(next(json.loads(line) for line in reversed(err.splitlines())
+                         if line.startswith("{") and "producer stopped" in line)["points_delivered"])
+    assert delivered == len(records)
+    latest: dict[str, dict[str, tuple[int, float]]] = {}
+    for (sym, metric, et), value in expected.items():
+        if et >= latest.setdefault(sym, {}).get(metric, (0, 0.0))[0]:
+            latest[sym][metric] = (et, value)
+    assert stored_latest(topic, delivered, kafka_bootstrap, group, dsn, env) == latest

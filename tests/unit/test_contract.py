@@ -117,7 +117,7 @@ snapshots = st.fixed_dictionaries({
                                 "mark_volatility", "basis_last", "basis_mean", "funding_mean",
                                 "oi_change_pct")},
     "n_mark": _int32, "n_oi": _int32, "mark_age_ms": _opt_long, "oi_age_ms": _opt_long,
-    "stale": st.booleans(),
+    "stale": st.booleans(), "funding_interval_h": _opt_double, "funding_annualized": _opt_double,
 })
 
 
@@ -156,6 +156,10 @@ APPLIED_CHECKSUMS = {
     ("snapshots", 1): "65115db648a3fb4d",
     ("snapshots", 2): "02ffe0a700c80d46",
     ("snapshots", 3): "fec61514c390ec04",
+    ("snapshots", 4): "81ef697c7b95f485",
+    ("snapshots", 5): "0e750d05db114d26",
+    ("snapshots", 6): "67a7085013b7ac43",
+    ("snapshots", 7): "0e4155a9e4f03309",
     ("consumer_batches", 1): "23f8732e54350258",
 }
 

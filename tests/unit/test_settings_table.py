@@ -23,7 +23,8 @@ def test_rows_carry_flags_commands_and_defaults() -> None:
     batch = by_name["batch_max_records"]
     assert batch.flags == {"--batch-size": {"sink"}}
     assert {"sink", "run", "snapshots"} <= batch.commands
-    assert set(by_name["group_id"].defaults) == {"`perpstream-sink`", "`perpstream-snapshots`"}
+    assert set(by_name["group_id"].defaults) == {"`perpstream-sink`", "`perpstream-snapshots`",
+                                                 "`perpstream-assets`"}
     assert by_name["http_password"].commands == {"run", "up"}
     assert set(by_name["http_password"].defaults) == {""}  # a secret shows no default
     assert "--log-format" in by_name["log_format"].flags

@@ -49,7 +49,9 @@ def test_replay_without_its_file_says_how_to_give_it() -> None:
 
 
 def _producer(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"source": "sim", "replay_file": None, "rest_url": "", **kw})
+    venues = str(kw.pop("venues", "binance")).split(",")
+    return argparse.Namespace(**{"source": "sim", "replay_file": None, "rest_url": "", "venue_list": venues,
+                                 **kw})
 
 
 def test_prerequisites_name_what_is_missing_and_what_to_do(tmp_path: Path,
@@ -73,6 +75,8 @@ def _serve(status: int) -> tuple[http.server.HTTPServer, str]:
             self.send_response(status)
             self.end_headers()
             self.wfile.write(b"{}")
+
+        do_POST = do_GET  # Hyperliquid's REST is POST /info
 
         def log_message(self, *args: object) -> None:
             pass
@@ -145,3 +149,18 @@ def test_the_view_says_which_component_is_being_restarted_and_why() -> None:
         "sink: running again after 1 restart(s); last: ClickHouse unreachable"]
     c.stop()
     c.join(5)
+
+
+def test_each_venue_read_live_has_its_rest_checked(tmp_path: Path) -> None:
+    ok_server, ok_url = _serve(200)
+    limited, limited_url = _serve(403)  # Bybit's IP limit answers 403
+    try:
+        producer = _producer(source="live", venues="bybit,hyperliquid", bybit_rest_url=limited_url,
+                             hyperliquid_rest_url=ok_url)
+        checks = {c.what: c for c in check_prerequisites(CommonSettings(data_dir=str(tmp_path)), producer)}
+    finally:
+        ok_server.shutdown()
+        limited.shutdown()
+    assert "Binance REST" not in checks  # not a venue of this run
+    assert checks["Hyperliquid REST"].ok
+    assert not checks["Bybit REST"].ok and "rate limited" in checks["Bybit REST"].detail

@@ -633,3 +633,742 @@ def exchange_info_case(rng: random.Random, *, known_bugs: bool = True) -> Case:
         b = r if n <= 3 else random.Random(r.getrandbits(64))
         info = {"timezone": "UTC", "serverTime": T0, "symbols": [item(b) for _ in range(n)]}
     return Case(info, "exchange_info", bug)
+
+
+# -- the venues read through the venue contract (Bybit, Hyperliquid) -------------------------------
+#
+# One case is one websocket frame, or a :class:`Burst` of frames fed in order (a delta before
+# its snapshot, then the snapshot, then the delta again). The venue harness reads the
+# snapshots of BYBIT_BOOK and a push of each HYPERLIQUID_COINS coin first, so deltas for those
+# symbols can be merged; what a frame may do is perpstream.fakes.hostile.venue_rules' business.
+
+
+class Burst(tuple[str | bytes, ...]):
+    """Frames fed one after another on one connection, each judged on its own."""
+
+
+#: Symbols the venue harness gives a snapshot before any case, and its sentinel's symbol.
+BYBIT_BOOK: Final = ("BTCUSDT", "ETHUSDT", "1000PEPEUSDT", "币安人生USDT")
+BYBIT_SENTINEL: Final = "BTCUSDT"
+#: Coins the venue harness reads a push of before any case (so their interval is stated).
+HYPERLIQUID_COINS: Final = ("BTC", "ETH", "SOL", "kPEPE", "kSHIB", "HYPE")
+HYPERLIQUID_SENTINEL: Final = "BTC"
+#: Hyperliquid's frame limit (an activeAssetCtx push is a few hundred bytes).
+HYPERLIQUID_MAX_FRAME: Final = 65_536
+
+
+def decimal_text(rng: random.Random, *, signed: bool = False) -> str:
+    """A decimal string as a venue writes one, oddities a decimal may have included."""
+    v = price(rng, signed=signed)
+    if isinstance(v, Raw):
+        return v.text
+    return v if isinstance(v, str) else repr(v)
+
+
+def _plain(pool: Pool) -> list[Any]:
+    return [v for v, _ in pool]
+
+
+#: Values for the venues' number fields, times and names (the pools above, without the
+#: Binance bug labels, plus what the venues write differently).
+VENUE_NUMBERS: Final = [*_plain(NUMBERS), Raw("1e400"), "1e400", "-0", Raw("9" * 400), 10**30, "0x1p3"]
+_TIME_TEXTS: Final = [
+    "0", "", "00", str(T0), "000" + str(T0), "0" * 7 + str(T0), "1" * 40, "9" * 400, "-1", "+" + str(T0),
+    "1.79e12", " " + str(T0), str(T0) + "\n", str(T0) + ".0", "\u0661\u0667\u0669\u0660" + "0" * 9,
+    str(_MAX), str(_MAX - 1), str(_MIN - 1), str(_MIN), "0" * 5000, "\uff11\uff17\uff19\uff10" + "0" * 9,
+]
+VENUE_TIMES: Final = [*_TIME_TEXTS, *_plain(EVENT_TIMES)]
+_BYBIT_SYMBOL_FAULTS: Final = [*_plain(SYMBOLS), "btcusdt", "BTCUSDT ", "tickers.BTCUSDT", "BTC:USDT"]
+_TOPICS: Final = ["tickers.", "tickers.btcusdt", "orderbook.1.BTCUSDT", "publicTrade.BTCUSDT",
+                  "TICKERS.BTCUSDT", "tickers.BTCUSDT.x", "tickers.BTCUSDT\u0000", "tickers.ETHUSDT",
+                  "tickers", "", 5, None, ["tickers.BTCUSDT"], {"t": 1}, "tickers.BTCUSDT ",
+                  "tickers.\u200bBTCUSDT"]
+_TYPES: Final = ["Snapshot", "DELTA", "", None, 1, "delta ", "snapshotx", ["delta"], True, "update"]
+_REQ_IDS: Final = ["1", "42", "", "007", "0", "\u00b2", "\u0661\u0662", "\u0663", "\U0001d7d7", "1e3", "-1",
+                   " 1", "9" * 18, "9" * 19, "9" * 50, "9" * 5000, "abc", 5, -1, None, True, [1], {"id": 1},
+                   2**64]
+
+
+def bybit_ticker(rng: random.Random, symbol: str, kind: str = "snapshot",
+                 ts: int | None = None) -> dict[str, Any]:
+    """A ``tickers.{symbol}`` message as Bybit's docs show one: every field in a snapshot,
+    ``symbol`` and some fields in a delta; a fifth of them without funding."""
+    ts = T0 + rng.randrange(10**9) if ts is None else ts
+    period = 8 * 3_600_000
+    full: dict[str, Any] = {
+        "symbol": symbol, "tickDirection": rng.choice(["PlusTick", "ZeroMinusTick"]),
+        "price24hPcnt": "0.017103", "lastPrice": decimal_text(rng), "prevPrice24h": decimal_text(rng),
+        "markPrice": decimal_text(rng), "indexPrice": decimal_text(rng), "openInterest": decimal_text(rng),
+        "openInterestValue": decimal_text(rng), "turnover24h": "1570383121.943499", "volume24h": "91705.276",
+        "nextFundingTime": str((ts // period + 1) * period), "fundingRate": decimal_text(rng, signed=True),
+        "bid1Price": decimal_text(rng), "bid1Size": "84.489", "ask1Price": decimal_text(rng),
+        "ask1Size": "83.020", "fundingIntervalHour": "8", "fundingCap": "0.005",
+    }
+    if rng.random() < 0.2:  # a contract without funding
+        full["fundingRate"], full["nextFundingTime"] = "", rng.choice(["0", ""])
+    data = full
+    if kind == "delta":
+        keep = rng.sample(list(full)[1:], rng.randint(0, 6))
+        data = {"symbol": symbol, **{k: full[k] for k in keep}}
+    return {"topic": "tickers." + symbol, "type": kind, "data": data, "cs": rng.randrange(1, 10**11),
+            "ts": ts}
+
+
+def _bybit_symbol(rng: random.Random, *, known: bool) -> str:
+    """A symbol with a snapshot in the harness's book, or one that may have none yet."""
+    if known:
+        return rng.choice(BYBIT_BOOK)
+    return rng.choice([f"NEW{rng.randrange(40)}USDT", valid_symbol(rng)])
+
+
+def _bybit_message(rng: random.Random) -> dict[str, Any]:
+    if rng.random() < 0.6:
+        return bybit_ticker(rng, _bybit_symbol(rng, known=True), "delta")
+    return bybit_ticker(rng, _bybit_symbol(rng, known=rng.random() < 0.5), "snapshot")
+
+
+def _bybit_fault(gen: _Gen, msg: dict[str, Any]) -> Any:
+    """1-3 faults in a ticker message: values, times, names, envelope, duplicate keys."""
+    r = gen.rng
+    out: Any = msg
+    data: dict[str, Any] = msg["data"]
+    for _ in range(r.randint(1, 3)):
+        k = r.randrange(11)
+        if k == 0:
+            field = r.choice(["markPrice", "indexPrice", "openInterest", "fundingRate"])
+            data[field] = r.choice(VENUE_NUMBERS)
+        elif k == 1:
+            data["fundingRate"] = r.choice(["", " ", "0", "-0.0001", "-", "nan", None, 0, -1.5, Raw("NaN")])
+        elif k == 2:
+            data["nextFundingTime"] = r.choice(VENUE_TIMES)
+        elif k == 3:
+            msg["ts"] = r.choice(VENUE_TIMES)
+        elif k == 4:
+            data["symbol"] = r.choice(_BYBIT_SYMBOL_FAULTS)
+        elif k == 5:
+            msg[r.choice(["topic", "type"])] = r.choice(_TOPICS + _TYPES)
+        elif k == 6:
+            if r.random() < 0.5:
+                msg.pop(r.choice(["topic", "type", "data", "ts"]), None)
+            else:
+                data.pop("symbol", None)
+        elif k == 7:
+            msg["data"] = r.choice([[data], garbage(r), None, "x", [], nested(r, r.randint(1, 50), data)])
+            return msg
+        elif k == 8:
+            data[r.choice(["x", "cs", "data", "topic", "markPrice "])] = garbage(r)
+        elif k == 9:
+            data["zz"] = nested(r, r.randint(1, 120))
+        else:
+            f = r.choice(list(data) or ["symbol"])
+            pairs = [(key, v) for key, v in data.items() if key != f]
+            pairs.insert(r.randrange(len(pairs) + 1), (f, garbage(r)))
+            pairs.append((f, data.get(f, "BTCUSDT")) if r.random() < 0.5 else (f, garbage(r)))
+            msg["data"] = Pairs(pairs)  # duplicate keys: the last one wins
+            return out
+    return out
+
+
+def _bybit_valid(gen: _Gen, _limit: int) -> str | bytes:
+    return gen.encode(dumps(_bybit_message(gen.rng), gen.style()))
+
+
+def _bybit_field(gen: _Gen, _limit: int) -> str | bytes:
+    return gen.encode(dumps(_bybit_fault(gen, _bybit_message(gen.rng)), gen.style()))
+
+
+def _bybit_topic(gen: _Gen, _limit: int) -> str | bytes:
+    """A delta or snapshot naming another symbol than its topic, or a topic that is not tickers."""
+    r = gen.rng
+    msg = _bybit_message(r)
+    if r.random() < 0.6:
+        other = r.choice([s for s in BYBIT_BOOK if s != msg["data"]["symbol"]] + ["btcusdt", "NEW1USDT"])
+        if r.random() < 0.5:
+            msg["topic"] = "tickers." + other
+        else:
+            msg["data"]["symbol"] = other
+    else:
+        msg["topic"] = r.choice(_TOPICS)
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _bybit_delta_first(gen: _Gen, _limit: int) -> str | bytes | Burst:
+    """A delta for a symbol without a snapshot; sometimes followed by the snapshot and a delta."""
+    r = gen.rng
+    symbol = f"FRESH{r.getrandbits(32)}USDT" if r.random() < 0.7 else _bybit_symbol(r, known=False)
+    ts = T0 + r.randrange(10**9)
+    delta = dumps(bybit_ticker(r, symbol, "delta", ts))
+    if r.random() < 0.5:
+        return delta
+    return Burst((delta, dumps(bybit_ticker(r, symbol, "snapshot", ts + 100)),
+                  dumps(bybit_ticker(r, symbol, "delta", ts + 200)),
+                  dumps(_bybit_fault(gen, bybit_ticker(r, symbol, "delta", ts + 300)))))
+
+
+def _bybit_control(gen: _Gen, _limit: int) -> str | bytes:
+    """Answers as Bybit writes them, with ids, ops and flags that are not ours."""
+    r = gen.rng
+    rid = r.choice(_REQ_IDS) if r.random() < 0.7 else str(r.randrange(1, 10**6))
+    conn = "c9fbd0c5-5b1f-4e43-9b87-3bd4e5b8d2d3"
+    msg = r.choice([
+        {"success": True, "ret_msg": "", "conn_id": conn, "req_id": rid, "op": "subscribe"},
+        {"success": True, "ret_msg": "", "conn_id": conn, "req_id": rid, "op": "unsubscribe"},
+        {"success": False, "ret_msg": "Invalid symbol :[tickers.XUSDT]", "conn_id": conn, "req_id": rid,
+         "op": "subscribe"},
+        {"success": True, "ret_msg": "pong", "conn_id": conn, "req_id": rid, "op": "ping"},
+        {"op": "pong", "args": [str(T0)], "conn_id": conn},
+        {"success": False, "conn_id": conn, "req_id": rid, "op": "subscribe"},
+        {"success": False, "ret_msg": r.choice([5, None, ["x"]]), "req_id": rid},
+        {"success": "true", "ret_msg": "", "req_id": rid, "op": "subscribe"},
+        {"success": True, "op": r.choice(["auth", "Subscribe", None, 1, ""]), "req_id": rid},
+        {"success": True, "ret_msg": "pong", "op": "ping", "topic": "tickers.BTCUSDT"},
+        {}, {"req_id": rid}, {"op": "ping"},
+    ])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _bybit_structure(gen: _Gen, _limit: int) -> str | bytes:
+    r = gen.rng
+    msg: Any = r.choice([
+        garbage(r), [_bybit_message(r)], {"topic": "tickers.BTCUSDT"}, {"data": _bybit_message(r)["data"]},
+        {"topic": "tickers.BTCUSDT", "type": "snapshot", "ts": T0, "data": [_bybit_message(r)["data"]]},
+        {"topic": "tickers.BTCUSDT", "type": "delta", "ts": T0, "data": {}}, None, "tickers.BTCUSDT", 5,
+    ])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _venue_text(gen: _Gen, msg: Any) -> str | bytes:
+    text = dumps(msg, gen.style())
+    for _ in range(gen.rng.randint(1, 3)):
+        text = _text_mutation(gen.rng, text)
+    return gen.encode(text)
+
+
+def _venue_encoding(gen: _Gen, msg: dict[str, Any], name: dict[str, Any], key: str) -> str | bytes:
+    """A valid message in a broken or unusual encoding; ``name[key]`` is its symbol or coin."""
+    r = gen.rng
+    k = r.randrange(8)
+    if k == 0:  # escaped control characters or a lone surrogate inside the name
+        name[key] = r.choice(["BTC\u0000USDT", "\u001f", "BTC\ud800", "\udc00USDT", "BTC\u2028"])
+        return dumps(msg, Style(ensure_ascii=True))
+    text = dumps(msg, Style(ensure_ascii=r.random() < 0.5))
+    raw = text.encode("utf-8")
+    i = r.randrange(1, len(raw))
+    if k == 1:
+        return raw[:i] + bytes([r.choice([0x80, 0xBF, 0xC0, 0xC1, 0xF5, 0xFF])]) + raw[i:]
+    if k == 2:
+        return raw[:i] + r.choice([b"\xc0\xaf", b"\xed\xa0\x80", b"\xe4\xb8", b"\xf0\x9f\x98"]) + raw[i:]
+    if k == 3:  # a raw control character inside a string: not JSON
+        j = text.index(f'"{key}"') + len(key) + 4
+        return text[:j] + r.choice(["\x00", "\n", "\x1f", "\t"]) + text[j:]
+    if k == 4:
+        boms: list[str | bytes] = [b"\xef\xbb\xbf" + raw, "\ufeff" + text, text.encode("utf-16"),
+                                   text.encode("utf-32-le")]
+        return r.choice(boms)
+    if k == 5:
+        return r.choice([b"\x00" + raw, raw + b"\x00"])
+    return gen.encode(text)
+
+
+def _padded(gen: _Gen, msg: dict[str, Any], inner: dict[str, Any], limit: int) -> str | bytes:
+    """A valid message padded (inside ``inner``) to the limit, one byte over, or one under."""
+    r = gen.rng
+    target = limit + r.choice([-1, 0, 1, 2, 1000])
+    pad_char = r.choice(["x", "币"])
+    inner["pad"] = ""
+    base = len(dumps(msg, Style(ensure_ascii=False)).encode("utf-8"))
+    inner["pad"] = pad_char * max(0, (target - base) // len(pad_char.encode("utf-8")))
+    text = dumps(msg, Style(ensure_ascii=False))
+    return text if r.random() < 0.5 else text.encode("utf-8")
+
+
+def deep(rng: random.Random, depth: int) -> Raw:
+    """Arrays and objects nested ``depth`` deep, as text (past what a writer recurses through)."""
+    opens = [rng.choice(["[", '{"a":']) for _ in range(depth)]
+    return Raw("".join(opens) + "1" + "".join("]" if o == "[" else "}" for o in reversed(opens)))
+
+
+def _venue_nesting(gen: _Gen, msg: dict[str, Any], inner: dict[str, Any]) -> str | bytes:
+    r = gen.rng
+    k = r.randrange(4)
+    if k == 0:
+        depth = r.choice([990, 1_100, 1_500, 100_000])
+        return r.choice(["[" * depth, "[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth])
+    if k == 1:
+        return dumps(nested(r, r.randint(1, 150), msg))
+    inner["x"] = deep(r, r.choice([r.randint(1, 150), 990, 1_020]))
+    return dumps(msg)
+
+
+def _bybit_text(gen: _Gen, _limit: int) -> str | bytes:
+    return _venue_text(gen, _bybit_message(gen.rng))
+
+
+def _bybit_encoding(gen: _Gen, _limit: int) -> str | bytes:
+    msg = _bybit_message(gen.rng)
+    return _venue_encoding(gen, msg, msg["data"], "symbol")
+
+
+def _bybit_size(gen: _Gen, limit: int) -> str | bytes:
+    msg = _bybit_message(gen.rng)
+    return _padded(gen, msg, msg["data"], limit)
+
+
+def _bybit_nesting(gen: _Gen, _limit: int) -> str | bytes:
+    msg = _bybit_message(gen.rng)
+    return _venue_nesting(gen, msg, msg["data"])
+
+
+def _bybit_big_symbol(gen: _Gen, limit: int) -> str | bytes:
+    """A ticker whose symbol (and topic) is 1 kB .. 100 kB and unique: never a symbol."""
+    r = gen.rng
+    symbol = "X" * r.choice([1_000, 10_000, min(100_000, limit // 4)]) + str(r.getrandbits(64))
+    return dumps(bybit_ticker(r, symbol, r.choice(["snapshot", "delta"])))
+
+
+VenueMaker = Callable[[_Gen, int], "str | bytes | Burst"]
+_BYBIT: dict[str, tuple[int, VenueMaker]] = {
+    "valid": (20, _bybit_valid), "field_fault": (28, _bybit_field), "topic": (6, _bybit_topic),
+    "delta_first": (6, _bybit_delta_first), "control": (8, _bybit_control),
+    "structure": (6, _bybit_structure),
+    "text_mutation": (8, _bybit_text), "encoding": (8, _bybit_encoding), "size": (3, _bybit_size),
+    "nesting": (4, _bybit_nesting), "big_symbol": (3, _bybit_big_symbol),
+}
+BYBIT_FAMILIES: Final = tuple(_BYBIT)
+
+
+def bybit_case(rng: random.Random, *, max_frame: int = MAX_FRAME) -> Case:
+    """One Bybit frame (or burst), by family."""
+    gen = _Gen(rng, True, False)
+    family = rng.choices(BYBIT_FAMILIES, [w for w, _ in _BYBIT.values()])[0]
+    return Case(_BYBIT[family][1](gen, max_frame), family)
+
+
+# -- Hyperliquid activeAssetCtx --------------------------------------------------------------------
+
+_COIN_FAULTS: Final = [
+    "", " BTC", "BTC ", "BT C", "BTC\n", "BTC\t", "BTC\x00", "\x00", "BTC\x7f", "BTC\u0085", "BTC\u00a0",
+    "BTC\u200b", "BTC\u202e", "\ufeffBTC", "BTC\u2028", "B" * 65, "币" * 22, "@107", "@0", "PURR/USDC",
+    "xyz:TSLA", "BTC.X", "BTC$", "🚀", "\ue000", "\ud800", "\u0378", 5, None, True, ["BTC"], {"coin": "BTC"},
+]
+
+
+def hyperliquid_coin(rng: random.Random) -> str:
+    """A perpetual's coin as ``meta`` may spell it: the harness's coins, ``k`` coins, lower case."""
+    k = rng.randrange(6)
+    if k < 3:
+        return rng.choice(HYPERLIQUID_COINS)
+    if k == 3:
+        return rng.choice(["kBONK", "kLUNC", "btc", "kpepe", "Ab_1-x", "1000X"])
+    if k == 4:
+        return f"COIN{rng.randrange(40)}"
+    s = valid_symbol(rng)
+    return s if rules.symbol_problem(s, "hyperliquid") is None else "BTC"
+
+
+def _hl_number(rng: random.Random, *, signed: bool = False) -> Any:
+    """The wire's decimal string mostly; the number the type definitions name sometimes."""
+    if rng.random() < 0.75:
+        return decimal_text(rng, signed=signed)
+    x = rng.choice([0.0, 0.5, 97015.0, 1e-8, 123456789.123, 1e300])
+    x = -x if signed and rng.random() < 0.5 else x
+    return rng.choice([x, int(x), Raw(repr(x)), Raw(f"{x:.3e}")])
+
+
+def hyperliquid_push(rng: random.Random, coin: Any) -> dict[str, Any]:
+    """An activeAssetCtx push of a perp ctx, every field as the venue's docs list them."""
+    mark = _hl_number(rng)
+    ctx: dict[str, Any] = {
+        "funding": _hl_number(rng, signed=True), "openInterest": _hl_number(rng),
+        "prevDayPx": decimal_text(rng), "dayNtlVlm": decimal_text(rng),
+        "premium": decimal_text(rng, signed=True),
+        "oraclePx": _hl_number(rng), "markPx": mark, "midPx": rng.choice([mark, None]),
+        "impactPxs": rng.choice([[decimal_text(rng)] * 2, None]), "dayBaseVlm": decimal_text(rng),
+    }
+    if rng.random() < 0.2:
+        ctx = {k: ctx[k] for k in rng.sample(list(ctx), len(ctx))}
+    return {"channel": "activeAssetCtx", "data": {"coin": coin, "ctx": ctx}}
+
+
+def _hl_fault(gen: _Gen, msg: dict[str, Any]) -> Any:
+    """1-3 faults: ctx fields missing or hostile, the coin, the channel, the envelope."""
+    r = gen.rng
+    data, ctx = msg["data"], msg["data"]["ctx"]
+    for _ in range(r.randint(1, 3)):
+        k = r.randrange(9)
+        if k == 0:
+            ctx.pop(r.choice(["markPx", "oraclePx", "funding", "openInterest"]), None)
+        elif k in (1, 2):
+            ctx[r.choice(["markPx", "oraclePx", "funding", "openInterest"])] = r.choice(VENUE_NUMBERS)
+        elif k == 3:
+            data["coin"] = r.choice(_COIN_FAULTS)
+        elif k == 4:
+            msg["channel"] = r.choice(["activeSpotAssetCtx", "activeassetctx", "", None, 5, "l2Book"])
+        elif k == 5:
+            if r.random() < 0.7:
+                data.pop(r.choice(["coin", "ctx"]), None)
+            else:
+                msg.pop("data")
+            return msg
+        elif k == 6:
+            data["ctx"] = r.choice([None, [], "ctx", [ctx], 5, garbage(r)])
+            return msg
+        elif k == 7:
+            ctx[r.choice(["premium", "midPx", "impactPxs", "x", "coin"])] = garbage(r)
+        else:
+            f = r.choice(list(ctx) or ["markPx"])
+            pairs = [(key, v) for key, v in ctx.items() if key != f] + [(f, garbage(r)), (f, ctx.get(f, "1"))]
+            data["ctx"] = Pairs(pairs if r.random() < 0.5 else pairs[::-1])
+            return msg
+    return msg
+
+
+def _hl_message(rng: random.Random) -> dict[str, Any]:
+    return hyperliquid_push(rng, hyperliquid_coin(rng))
+
+
+def _hl_valid(gen: _Gen, _limit: int) -> str | bytes:
+    return gen.encode(dumps(_hl_message(gen.rng), gen.style()))
+
+
+def _hl_field(gen: _Gen, _limit: int) -> str | bytes:
+    return gen.encode(dumps(_hl_fault(gen, _hl_message(gen.rng)), gen.style()))
+
+
+def _hl_coin(gen: _Gen, _limit: int) -> str | bytes:
+    """Coins with whitespace, control or format characters, spot names, lower case, other types."""
+    r = gen.rng
+    coin: Any = r.choice([*_COIN_FAULTS, "btc", "kPEPE", "Kpepe", "\uff22\uff34\uff23", "币安"])
+    return gen.encode(dumps(hyperliquid_push(r, coin), gen.style()))
+
+
+def _hl_spot(gen: _Gen, _limit: int) -> str | bytes:
+    r = gen.rng
+    spot_ctx = {"prevDayPx": "0.2", "dayNtlVlm": "1.0", "markPx": "0.2", "midPx": "0.2",
+                "circulatingSupply": "1", "coin": "PURR/USDC", "totalSupply": "1", "dayBaseVlm": "1"}
+    msg = r.choice([
+        {"channel": "activeSpotAssetCtx", "data": {"coin": r.choice(["@107", "PURR/USDC"]), "ctx": spot_ctx}},
+        {"channel": "activeSpotAssetCtx", "data": hyperliquid_push(r, "BTC")["data"]},
+        hyperliquid_push(r, r.choice(["@107", "@1", "PURR/USDC", "HYPE/USDC"])),
+    ])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _hl_control(gen: _Gen, _limit: int) -> str | bytes:
+    """Answers as Hyperliquid writes them, some with subscriptions, texts or data that are not."""
+    r = gen.rng
+    coin = r.choice([*HYPERLIQUID_COINS, *_COIN_FAULTS[:6], 5, None])
+    sub = {"type": "activeAssetCtx", "coin": coin}
+    msg = r.choice([
+        {"channel": "pong"}, {"channel": "pong", "data": garbage(r)},
+        {"channel": "subscriptionResponse", "data": {"method": "subscribe", "subscription": sub}},
+        {"channel": "subscriptionResponse", "data": r.choice([None, [], "x", {"subscription": garbage(r)}])},
+        {"channel": "error", "data": "Already subscribed: " + dumps(sub)},
+        {"channel": "error", "data": r.choice(["", "Invalid subscription: {", "x" * 500, "a {b} {c}"])},
+        {"channel": "error", "data": r.choice([garbage(r), deep(r, r.choice([10, 500, 990, 1_020]))])},
+        {"channel": "error"},
+    ])
+    if r.random() < 0.1:
+        hello = "Websocket connection established."
+        greetings: list[str | bytes] = [hello, hello.encode(), hello + "\n", hello.lower()]
+        return r.choice(greetings)
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _hl_structure(gen: _Gen, _limit: int) -> str | bytes:
+    r = gen.rng
+    msg: Any = r.choice([
+        garbage(r), [_hl_message(r)], {"channel": "activeAssetCtx"}, {"data": _hl_message(r)["data"]},
+        {"channel": "activeAssetCtx", "data": [_hl_message(r)["data"]]},
+        {"channel": "activeAssetCtx", "data": {"coin": "BTC", "ctx": {}}}, None, "activeAssetCtx", 5,
+    ])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _hl_text(gen: _Gen, _limit: int) -> str | bytes:
+    return _venue_text(gen, _hl_message(gen.rng))
+
+
+def _hl_encoding(gen: _Gen, _limit: int) -> str | bytes:
+    msg = _hl_message(gen.rng)
+    return _venue_encoding(gen, msg, msg["data"], "coin")
+
+
+def _hl_size(gen: _Gen, limit: int) -> str | bytes:
+    msg = _hl_message(gen.rng)
+    return _padded(gen, msg, msg["data"]["ctx"], limit)
+
+
+def _hl_nesting(gen: _Gen, _limit: int) -> str | bytes:
+    msg = _hl_message(gen.rng)
+    return _venue_nesting(gen, msg, msg["data"]["ctx"])
+
+
+def _hl_big_coin(gen: _Gen, limit: int) -> str | bytes:
+    r = gen.rng
+    coin = "X" * r.choice([1_000, 10_000, limit // 4]) + str(r.getrandbits(64))
+    return dumps(hyperliquid_push(r, coin))
+
+
+_HYPERLIQUID: dict[str, tuple[int, VenueMaker]] = {
+    "valid": (20, _hl_valid), "field_fault": (24, _hl_field), "coin": (10, _hl_coin), "spot": (4, _hl_spot),
+    "control": (8, _hl_control), "structure": (6, _hl_structure), "text_mutation": (8, _hl_text),
+    "encoding": (8, _hl_encoding), "size": (3, _hl_size), "nesting": (5, _hl_nesting),
+    "big_symbol": (3, _hl_big_coin),
+}
+HYPERLIQUID_FAMILIES: Final = tuple(_HYPERLIQUID)
+
+
+def hyperliquid_case(rng: random.Random, *, max_frame: int = HYPERLIQUID_MAX_FRAME) -> Case:
+    """One Hyperliquid frame, by family."""
+    gen = _Gen(rng, True, False)
+    family = rng.choices(HYPERLIQUID_FAMILIES, [w for w, _ in _HYPERLIQUID.values()])[0]
+    return Case(_HYPERLIQUID[family][1](gen, max_frame), family)
+
+
+# -- OKX v5 pushes ---------------------------------------------------------------------------------
+
+#: The swaps the venue harness follows (its listing), each with the index it is priced on.
+OKX_SWAPS: Final = {"BTC-USDT-SWAP": "BTC-USDT", "ETH-USDT-SWAP": "ETH-USDT", "PEPE-USDT-SWAP": "PEPE-USDT",
+                    "BTC-USDC-SWAP": "BTC-USDC"}
+OKX_SENTINEL: Final = "BTC-USDT-SWAP"
+OKX_CHANNELS: Final = ("mark-price", "index-tickers", "funding-rate", "open-interest")
+_OKX_INST_FAULTS: Final = [*_plain(SYMBOLS), "btc-usdt-swap", "BTC/USDT-SWAP", "BTC.USDT-SWAP",
+                            "BTC-USDT-SWAP "]
+_OKX_INDEX_FAULTS: Final = ["DOGE-USDT", "btc-usdt", "BTC-USDT-SWAP", "BTC-USD", "", "BTC USDT", 5, None]
+_OKX_CHANNEL_FAULTS: Final = ["tickers", "mark-price ", "MARK-PRICE", "", None, 5, "candle1m", ["mark-price"],
+                              "price-limit", "funding-rate\u0000"]
+
+
+def okx_item(rng: random.Random, channel: str, inst: str, ts: int | None = None) -> dict[str, Any]:
+    """One data item of a push as OKX's docs show it, every value a string."""
+    ts = T0 + rng.randrange(10**9) if ts is None else ts
+    if channel == "mark-price":
+        return {"instType": "SWAP", "instId": inst, "markPx": decimal_text(rng), "ts": str(ts)}
+    if channel == "index-tickers":
+        return {"instId": inst, "idxPx": decimal_text(rng), "high24h": decimal_text(rng), "low24h": "36900",
+                "open24h": "37000", "sodUtc0": "37100", "sodUtc8": "37050", "ts": str(ts)}
+    if channel == "open-interest":
+        return {"instId": inst, "instType": "SWAP", "oi": decimal_text(rng), "oiCcy": decimal_text(rng),
+                "oiUsd": decimal_text(rng), "ts": str(ts)}
+    period = rng.choice([8, 8, 4, 2, 1]) * 3_600_000
+    at = (ts // period + 1) * period
+    return {"formulaType": "noRate", "fundingRate": rng.choice([decimal_text(rng, signed=True), ""]),
+            "fundingTime": str(at), "impactValue": "", "instId": inst, "instType": "SWAP", "interestRate": "",
+            "method": "current_period", "maxFundingRate": "0.00375", "minFundingRate": "-0.00375",
+            "nextFundingRate": "", "nextFundingTime": str(at + period), "premium": "0.0001233824646391",
+            "settFundingRate": "0.0001699799259033", "settState": "settled", "ts": str(ts)}
+
+
+def okx_push(rng: random.Random, channel: str | None = None, inst: str | None = None,
+             items: int | None = None) -> dict[str, Any]:
+    """A push of one channel for a listed swap (or index), with one to a few items."""
+    channel = channel or rng.choice(OKX_CHANNELS)
+    swap = rng.choice(sorted(OKX_SWAPS))
+    inst = inst or (OKX_SWAPS[swap] if channel == "index-tickers" else swap)
+    ts = T0 + rng.randrange(10**9)
+    n = items if items is not None else rng.choice([1, 1, 1, 2, 3])
+    data = [okx_item(rng, channel, inst, ts + 100 * i) for i in range(n)]
+    if rng.random() < 0.1:
+        for d in data:
+            d.pop("instId")  # items need not repeat the arg's instId
+    return {"arg": {"channel": channel, "instId": inst}, "data": data}
+
+
+def _okx_item_fault(gen: _Gen, item: dict[str, Any]) -> Any:
+    """One fault in one item: its value, its times, the funding times' order, oi for oiCcy."""
+    r = gen.rng
+    value = next((f for f in ("markPx", "idxPx", "oiCcy", "fundingRate") if f in item), "markPx")
+    k = r.randrange(9)
+    if k == 0:
+        item[value] = r.choice(VENUE_NUMBERS)
+    elif k == 1:
+        item[r.choice(["ts", "fundingTime", "nextFundingTime"] if value == "fundingRate" else ["ts"])] = \
+            r.choice(VENUE_TIMES)
+    elif k == 2 and value == "fundingRate":  # fundingTime after nextFundingTime, equal, or not minutes apart
+        at, nxt = int(item["fundingTime"]), int(item["nextFundingTime"])
+        item["fundingTime"], item["nextFundingTime"] = r.choice(
+            [(str(nxt), str(at)), (str(at), str(at)), (str(at), str(nxt + 1)), (str(at), "")])
+        if r.random() < 0.3:
+            item.pop("nextFundingTime")
+    elif k == 3 and value == "oiCcy":  # the contracts figure without the coin figure, or garbage in it
+        item.pop("oiCcy") if r.random() < 0.5 else item.update(oi=r.choice(VENUE_NUMBERS))
+    elif k == 4:
+        item.pop(r.choice([value, "ts"]))
+    elif k == 5:
+        item["instId"] = r.choice([*OKX_SWAPS, *OKX_SWAPS.values(), "btc-usdt-swap", 5, None])
+    elif k == 6:
+        item[r.choice(["x", "oi", "instType", "arg"])] = garbage(r)
+    elif k == 7:
+        return r.choice([None, "x", 5, [item], garbage(r)])
+    else:
+        f = r.choice(list(item))
+        extra = (f, garbage(r))
+        return Pairs([extra, *item.items()] if r.random() < 0.5 else [*item.items(), extra])
+    return item
+
+
+def _okx_valid(gen: _Gen, _limit: int) -> str | bytes:
+    return gen.encode(dumps(okx_push(gen.rng), gen.style()))
+
+
+def _okx_field(gen: _Gen, _limit: int) -> str | bytes:
+    msg = okx_push(gen.rng, items=1)
+    msg["data"][0] = _okx_item_fault(gen, msg["data"][0])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_multi(gen: _Gen, _limit: int) -> str | bytes:
+    """Several items of which one is bad: the push is read whole or rejected whole."""
+    r = gen.rng
+    msg = okx_push(r, items=r.randint(2, 5))
+    i = r.randrange(len(msg["data"]))
+    msg["data"][i] = _okx_item_fault(gen, msg["data"][i])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_funding(gen: _Gen, _limit: int) -> str | bytes:
+    """Funding pushes whose two times are in order, out of order, equal, or not minutes apart."""
+    r = gen.rng
+    msg = okx_push(r, "funding-rate", items=r.choice([1, 1, 2]))
+    for item in msg["data"]:
+        if r.random() < 0.6:
+            at, nxt = int(item["fundingTime"]), int(item["nextFundingTime"])
+            item["fundingTime"], item["nextFundingTime"] = r.choice(
+                [(str(nxt), str(at)), (str(at), str(at)), (str(at), str(nxt + 1)),
+                 (str(at), str(at + 90_000)), (str(at), "")])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_index(gen: _Gen, _limit: int) -> str | bytes:
+    """Index tickers for an index no listed swap is priced on, or one that is."""
+    r = gen.rng
+    inst = r.choice(_OKX_INDEX_FAULTS) if r.random() < 0.7 else r.choice(sorted(OKX_SWAPS.values()))
+    msg = okx_push(r, "index-tickers", inst if isinstance(inst, str) else "BTC-USDT")
+    msg["arg"]["instId"] = inst
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_arg(gen: _Gen, _limit: int) -> str | bytes:
+    """The arg and the envelope: channels, instIds, shapes that are not a push's."""
+    r = gen.rng
+    msg: dict[str, Any] = okx_push(r)
+    k = r.randrange(6)
+    if k == 0:
+        msg["arg"]["channel"] = r.choice(_OKX_CHANNEL_FAULTS)
+    elif k == 1:  # the items name it too (or not at all), so only the name is wrong
+        msg["arg"]["instId"] = inst = r.choice(_OKX_INST_FAULTS)
+        for item in msg["data"]:
+            if r.random() < 0.8:
+                item["instId"] = inst
+            else:
+                item.pop("instId", None)
+    elif k == 2:
+        msg["arg"] = r.choice([None, "mark-price", [msg["arg"]], {"channel": "mark-price"}, {"instId": "X"}])
+    elif k == 3:
+        msg.pop(r.choice(["arg", "data"]))
+    elif k == 4:
+        msg["data"] = r.choice([None, {}, msg["data"][0], "x", []])
+    else:
+        msg["event"] = r.choice(["subscribe", "error", "notice", None])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_control(gen: _Gen, _limit: int) -> str | bytes:
+    """Answers as OKX writes them, with ids and args that are not the producer's."""
+    r = gen.rng
+    rid = r.choice([*_REQ_IDS, "1" * 32, "1" * 33]) if r.random() < 0.7 else str(r.randrange(1, 10**6))
+    arg = r.choice([{"channel": "mark-price", "instId": "BTC-USDT-SWAP"}, {"channel": 5}, None, "x"])
+    msg: Any = r.choice([
+        {"id": rid, "event": "subscribe", "arg": arg, "connId": "a4d3ae55"},
+        {"id": rid, "event": "unsubscribe", "arg": arg, "connId": "a4d3ae55"},
+        {"id": rid, "event": "error", "code": "60018", "msg": "Wrong URL or channel:mark-price,instId:X-SWAP "
+         "doesn't exist. Please use the correct URL, channel and parameters referring to API document.",
+         "connId": "a4d3ae55"},
+        {"event": "error", "code": "60012", "msg": "Invalid request: {\"op\": \"subscribe\"}", "connId": "x"},
+        {"event": "notice", "code": "64008", "msg": "The connection will soon be closed", "connId": "x"},
+        {"event": "channel-conn-count", "channel": "mark-price", "connCount": "2", "connId": "x"},
+        {"event": r.choice(["Subscribe", "", None, 5, ["subscribe"]]), "id": rid},
+    ])
+    if r.random() < 0.15:
+        texts: list[str | bytes] = ["pong", b"pong", "ping", "PONG", "pong\n", ""]
+        return r.choice(texts)
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_structure(gen: _Gen, _limit: int) -> str | bytes:
+    r = gen.rng
+    msg: Any = r.choice([garbage(r), [okx_push(r)], okx_push(r)["data"], {"arg": okx_push(r)["arg"]}, None,
+                         "mark-price", 5, {"data": okx_push(r)["data"]}])
+    return gen.encode(dumps(msg, gen.style()))
+
+
+def _okx_text(gen: _Gen, _limit: int) -> str | bytes:
+    return _venue_text(gen, okx_push(gen.rng))
+
+
+def _okx_encoding(gen: _Gen, _limit: int) -> str | bytes:
+    msg = okx_push(gen.rng)
+    return _venue_encoding(gen, msg, msg["arg"], "instId")
+
+
+def _okx_size(gen: _Gen, limit: int) -> str | bytes:
+    msg = okx_push(gen.rng, items=1)
+    return _padded(gen, msg, msg["data"][0], limit)
+
+
+def _okx_nesting(gen: _Gen, _limit: int) -> str | bytes:
+    msg = okx_push(gen.rng, items=1)
+    return _venue_nesting(gen, msg, msg["data"][0])
+
+
+def _okx_big_symbol(gen: _Gen, limit: int) -> str | bytes:
+    r = gen.rng
+    inst = "X" * r.choice([1_000, 10_000, min(100_000, limit // 4)]) + str(r.getrandbits(64))
+    channel = r.choice(OKX_CHANNELS)
+    msg = okx_push(r, channel, inst, items=1)
+    return dumps(msg)
+
+
+_OKX: dict[str, tuple[int, VenueMaker]] = {
+    "valid": (18, _okx_valid), "field_fault": (18, _okx_field), "multi_item": (10, _okx_multi),
+    "funding": (8, _okx_funding), "index": (5, _okx_index), "arg": (8, _okx_arg),
+    "control": (8, _okx_control),
+    "structure": (4, _okx_structure), "text_mutation": (6, _okx_text), "encoding": (6, _okx_encoding),
+    "size": (3, _okx_size), "nesting": (3, _okx_nesting), "big_symbol": (3, _okx_big_symbol),
+}
+OKX_FAMILIES: Final = tuple(_OKX)
+
+
+def okx_case(rng: random.Random, *, max_frame: int = MAX_FRAME) -> Case:
+    """One OKX frame, by family."""
+    gen = _Gen(rng, True, False)
+    family = rng.choices(OKX_FAMILIES, [w for w, _ in _OKX.values()])[0]
+    return Case(_OKX[family][1](gen, max_frame), family)
+
+
+def venue_primer(venue: str) -> list[str]:
+    """What the venue harness reads before any case: a snapshot of every BYBIT_BOOK symbol,
+    a funding push of every OKX_SWAPS swap, a push of every HYPERLIQUID_COINS coin."""
+    rng = random.Random(f"primer:{venue}")
+    if venue == "bybit":
+        return [dumps(bybit_ticker(rng, s, "snapshot", T0)) for s in BYBIT_BOOK]
+    if venue == "okx":
+        return [dumps(okx_push(rng, "funding-rate", s, items=1)) for s in sorted(OKX_SWAPS)]
+    return [dumps(hyperliquid_push(rng, c)) for c in HYPERLIQUID_COINS]
+
+
+def venue_sentinel(venue: str) -> str:
+    """The valid frame fed after every case: it must always be read, exactly (a delta of a
+    symbol the primer gave a snapshot, a push of a coin whose interval is stated)."""
+    if venue == "bybit":
+        return dumps({"topic": "tickers." + BYBIT_SENTINEL, "type": "delta", "ts": T0 + 1, "cs": 7,
+                      "data": {"symbol": BYBIT_SENTINEL, "markPrice": "64240.38", "fundingRate": "-0.0001",
+                               "lastPrice": "64239.5"}})
+    if venue == "okx":
+        return dumps({"arg": {"channel": "mark-price", "instId": OKX_SENTINEL}, "data": [
+            {"instType": "SWAP", "instId": OKX_SENTINEL, "markPx": "37212.5", "ts": str(T0 + 1)}]})
+    return dumps({"channel": "activeAssetCtx", "data": {"coin": HYPERLIQUID_SENTINEL, "ctx": {
+        "funding": "0.0000125", "openInterest": "26142.5", "prevDayPx": "96000.0", "dayNtlVlm": "1.0",
+        "premium": "0.0001", "oraclePx": "97005.0", "markPx": "97015.0", "midPx": "97015.5",
+        "impactPxs": ["97014.0", "97016.0"], "dayBaseVlm": "1.0"}}})

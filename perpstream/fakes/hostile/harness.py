@@ -12,16 +12,28 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from perpstream.consumers.runtime.decoding import row_decoder
-from perpstream.fakes.hostile import binance_rules, records
-from perpstream.fakes.hostile.frames import FILTER, MAX_FRAME, SENTINEL_FRAME, T0, sentinel_open_interest
-from perpstream.fakes.hostile.jsontext import readings
+from perpstream.fakes.hostile import binance_rules, records, venue_rules
+from perpstream.fakes.hostile.frames import (
+    BYBIT_BOOK,
+    FILTER,
+    MAX_FRAME,
+    OKX_SWAPS,
+    SENTINEL_FRAME,
+    T0,
+    Burst,
+    sentinel_open_interest,
+    venue_primer,
+    venue_sentinel,
+)
+from perpstream.fakes.hostile.jsontext import Readings, readings
 from perpstream.fakes.hostile.outcomes import (
     Case,
     FrameOutcome,
@@ -30,15 +42,20 @@ from perpstream.fakes.hostile.outcomes import (
     Point,
     Reject,
     Verdict,
+    bits,
     describe_alternatives,
     describe_observed,
     matches,
     point,
 )
-from perpstream.producer.binance import REJECT_REASONS, perpetual_listing
+from perpstream.producer import bybit, hyperliquid, okx
+from perpstream.producer.binance import BAD_JSON, DEFAULT_MAX_FRAME_BYTES, REJECT_REASONS, perpetual_listing
 from perpstream.producer.encoding import MetricPointEncoder
 from perpstream.producer.exceptions import FrameRejected
 from perpstream.producer.ingest import Ingest
+from perpstream.producer.venue import Ack, FrameParser, Instrument, Pong
+from perpstream.producer.venue_ingest import VenueIngest
+from perpstream.producer.venues import VENUES, VenueSpec
 from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.codec import AvroCodec, metric_point_codec
 from perpstream.schemas.exceptions import DecodeError
@@ -296,6 +313,236 @@ class IngestHarness:
         if again != {"BTCUSDT"}:
             v.failure = v.failure or f"mismatch: the valid listing after it went wrong: {again!r}"
         return v
+
+
+# -- boundary 1 for the venues read through the venue contract -------------------------------------
+
+
+@dataclass(frozen=True)
+class _VenueSetup:
+    spec: VenueSpec
+    parser: Callable[[], FrameParser]
+    #: The limit frames are judged against on the data path, and by ``Dialect.control``.
+    max_frame: int
+    control_max: int
+    model: Callable[[], venue_rules.VenueModel]
+
+
+def _okx_parser() -> FrameParser:
+    """OKX's parser following the harness's listing, as the venue source sets it."""
+    parser = okx.Parser(max_bytes=MAX_FRAME)
+    parser.set_instruments({s: Instrument(s, s.split("-")[0], s.split("-")[1], okx.swap_streams(s, index))
+                            for s, index in OKX_SWAPS.items()})
+    return parser
+
+
+def _venue_setups() -> dict[str, _VenueSetup]:
+    return {
+        "bybit": _VenueSetup(VENUES["bybit"], lambda: bybit.Parser(max_bytes=MAX_FRAME), MAX_FRAME,
+                             DEFAULT_MAX_FRAME_BYTES, venue_rules.BybitModel),
+        "okx": _VenueSetup(VENUES["okx"], _okx_parser, MAX_FRAME, DEFAULT_MAX_FRAME_BYTES,
+                           lambda: venue_rules.OkxModel(dict(OKX_SWAPS))),
+        "hyperliquid": _VenueSetup(VENUES["hyperliquid"], lambda: hyperliquid.Parser(
+            max_bytes=venue_rules.HYPERLIQUID_MAX_FRAME), venue_rules.HYPERLIQUID_MAX_FRAME,
+            venue_rules.HYPERLIQUID_MAX_FRAME, venue_rules.HyperliquidModel),
+    }
+
+
+#: Nesting the oracle still reads when its own reader's stack gives out (the product's reader
+#: takes 1,024 levels; either reading of a frame nested that deep is allowed).
+_DEEP_READ_LIMIT = 5_000
+
+
+def _venue_readings(raw: str | bytes, max_bytes: int) -> Readings:
+    """:func:`readings`, and for a frame nested past the oracle's own stack, its reading at a
+    deeper stack with ``bad_json`` allowed beside it."""
+    r = readings(raw, max_bytes)
+    if "json_recursion" not in r.triggers:
+        return r
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, _DEEP_READ_LIMIT))
+    try:
+        deeper = readings(raw, max_bytes)
+    finally:
+        sys.setrecursionlimit(old)
+    deeper.rejects.add(BAD_JSON)
+    deeper.triggers.discard("json_recursion")
+    return deeper
+
+
+def _answer(a: Any) -> venue_rules.Answer | tuple[str, str]:
+    """What ``Dialect.control`` answered, as the oracle words answers."""
+    if a is None:
+        return None
+    if isinstance(a, Pong):
+        return ("pong",)
+    if isinstance(a, Ack):
+        return ("ack", a.request_id, a.error is not None, a.streams)
+    return ("not a Control", type(a).__name__)
+
+
+def _answer_allowed(got: Any, allowed: frozenset[venue_rules.Answer]) -> bool:
+    for a in allowed:
+        if a is None or got is None or a[0] != "ack" or got[0] != "ack":
+            if a == got:
+                return True
+        elif a[1:3] == got[1:3] and (a[3] is None or a[3] == got[3]):
+            return True
+    return False
+
+
+class VenueHarness:
+    """Boundary 1 for a venue read through the venue contract, one frame at a time, as the
+    websocket state machine hands it over: ``Dialect.control`` (an answer, or None: data),
+    then ``VenueIngest.on_ws_frame`` with ``conflate_ms=0``, so every update is published
+    and the oracle's points compare exactly. Bybit's merged book is compared with the
+    oracle's after every frame (a rejected frame must leave it as it was)."""
+
+    def __init__(self, venue: str, deadline: Deadline | None = None) -> None:
+        self.venue = venue
+        self.setup = _venue_setups()[venue]
+        self.source = self.setup.spec.source
+        self.max_frame = self.setup.max_frame
+        self.codec = metric_point_codec()
+        self.encoder = MetricPointEncoder(self.codec)
+        self.deadline = deadline
+        self._cache: dict[bytes, Point] = {}
+        self._sentinel = venue_sentinel(venue)
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh product objects and oracle model, primed (after a crash their state is unknown)."""
+        self.target, self.telemetry = RecordingTarget(), Telemetry()
+        self.parser = self.setup.parser()
+        self.ingest = VenueIngest(self.target, self.encoder, self.telemetry, source=self.source,
+                                  parser=self.parser, conflate_ms=0)
+        self.model = self.setup.model()
+        for raw in venue_primer(self.venue):
+            v = self._frame(raw)
+            if v.failure is not None or v.outcome != "accepted":
+                raise RuntimeError(f"{self.venue} primer not read: {v.failure or v.outcome}")
+
+    # -- observing ------------------------------------------------------------------------
+
+    def _rejections(self) -> Counter[tuple[str, str]]:
+        series = self.telemetry.snapshot().get("frames_rejected", {})
+        out: Counter[tuple[str, str]] = Counter()
+        for key, n in series.items():
+            labels = dict(key)
+            out[(labels.get("source", ""), labels.get("reason", ""))] += int(n)
+        return out
+
+    def _decoded(self, key: bytes, value: bytes) -> Point:
+        got = self._cache.get(value)
+        if got is None:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            got = self._cache[value] = point(b"", self.codec.decode(value))
+        return (key, *got[1:])
+
+    def _feed(self, raw: str | bytes) -> tuple[Observed | str, float]:
+        """``on_ws_frame`` once; the observation, or the failure text."""
+        total_before = self.telemetry.total("frames_rejected")
+        before = self._rejections() if total_before else Counter()
+        start, points_before = len(self.target.sent), self.ingest.points
+        t0 = time.perf_counter()
+        try:
+            with (self.deadline or _no_deadline)():
+                ret = self.ingest.on_ws_frame(raw, INGEST_MS)
+        except InputTimeout as exc:
+            return f"hang: {exc}", time.perf_counter() - t0
+        except Exception as exc:
+            failure = f"crash: on_ws_frame raised {type(exc).__name__}: {str(exc)[:200]}"
+            return failure, time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        sent = self.target.sent[start:]
+        del self.target.sent[start:]
+        new = self._rejections() - before if self.telemetry.total("frames_rejected") != total_before \
+            else Counter()
+        wrong = [k for k in new if k[0] != self.source or k[1] not in venue_rules.VENUE_REASONS]
+        if wrong:
+            return f"mismatch: frames_rejected counted under {wrong[0]}, not a documented reason of " \
+                   f"{self.source}", elapsed
+        if self.ingest.points - points_before != len(sent) or ret is not None:
+            return f"mismatch: VenueIngest.points moved by {self.ingest.points - points_before} for " \
+                   f"{len(sent)} points published, on_ws_frame handed back {ret!r}"[:300], elapsed
+        pts: Counter[Point] = Counter()
+        for key, value in sent:
+            try:
+                pts[self._decoded(key, value)] += 1
+            except DecodeError as exc:
+                return f"mismatch: published bytes the codec cannot read: {exc}", elapsed
+        return Observed(pts, Counter({reason: n for (_, reason), n in new.items()}), False), elapsed
+
+    def _control(self, raw: str | bytes) -> tuple[Any, str | None]:
+        try:
+            with (self.deadline or _no_deadline)():
+                return _answer(self.setup.spec.dialect.control(raw)), None
+        except InputTimeout as exc:
+            return None, f"hang: Dialect.control: {exc}"
+        except Exception as exc:
+            return None, f"crash: Dialect.control raised {type(exc).__name__}: {str(exc)[:200]}"
+
+    def _answers(self, raw: str | bytes) -> frozenset[venue_rules.Answer]:
+        r = _venue_readings(raw, self.setup.control_max)
+        allowed: set[venue_rules.Answer] = {None} if r.rejects else set()
+        for msg in [*(x.value for x in r.values), *([None] if not r.values else [])]:
+            allowed |= self.model.answers(raw, msg)
+        return frozenset(allowed)
+
+    def _book_problem(self, values: list[Any]) -> str | None:
+        """Bybit: the parser's merged book against the oracle's, for the symbols this frame names."""
+        if not isinstance(self.model, venue_rules.BybitModel):
+            return None
+        named = {d["symbol"] for v in values if type(v) is dict and type(d := v.get("data")) is dict
+                 and type(d.get("symbol")) is str and len(d["symbol"]) <= 64}
+        for symbol in sorted(named | set(BYBIT_BOOK)):
+            got = {str(m): bits(x) for m, x in self.parser.book.current(symbol).items()}  # type: ignore[attr-defined]
+            want = {str(m): bits(x) for m, x in self.model.current(symbol).items()}
+            if got != want:
+                return f"mismatch: the book of {symbol} holds {got}, the oracle's {want}"[:400]
+        return None
+
+    # -- judging --------------------------------------------------------------------------
+
+    def _frame(self, raw: str | bytes) -> Verdict:
+        r = _venue_readings(raw, self.max_frame)
+        alts = [venue_rules.Alternative(Reject(frozenset(r.rejects)))] if r.rejects else []
+        for reading in r.values:
+            alts += [a for a in self.model.alternatives(reading.value, INGEST_MS) if a not in alts]
+        answered, failure = self._control(raw)
+        allowed = self._answers(raw)
+        if failure is None and not _answer_allowed(answered, allowed):
+            failure = f"mismatch: Dialect.control answered {answered!r}; allowed {sorted(map(repr, allowed))}"
+        got, elapsed = self._feed(raw)
+        if isinstance(got, str):
+            self.reset()
+            return Verdict(got.split(":", 1)[0], failure=failure or got, ms=elapsed * 1000)
+        # an answer never reaches the data path live; that path is still judged, not tallied
+        v = Verdict("control", failure=failure, ms=elapsed * 1000) if answered is not None else \
+            Verdict(_outcome(got), Counter(got.rejected), failure=failure, ms=elapsed * 1000)
+        match = next((a for a in alts if matches(a.outcome, got)), None)
+        if match is None:
+            shown = describe_alternatives([a.outcome for a in alts])
+            v.failure = v.failure or f"mismatch: allowed {shown}; got {describe_observed(got)}"
+        else:
+            self.model.commit(match.effect)
+        v.failure = v.failure or self._book_problem([x.value for x in r.values])
+        return v
+
+    def run(self, case: Case) -> Verdict:
+        """One case (a frame, or a burst judged frame by frame), then the sentinel."""
+        frames = case.data if isinstance(case.data, Burst) else (case.data,)
+        verdict = Verdict("nothing")
+        for raw in frames:
+            v = self._frame(raw)
+            verdict = Verdict(v.outcome, verdict.reasons + v.reasons, verdict.failure or v.failure,
+                              ms=verdict.ms + v.ms)
+        after = self._frame(self._sentinel)
+        if after.failure is not None or after.outcome != "accepted":
+            verdict.failure = verdict.failure or \
+                f"mismatch: the valid frame after it went wrong: {after.failure or after.outcome}"
+        return verdict
 
 
 class DecoderHarness:

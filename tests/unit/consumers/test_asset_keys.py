@@ -24,6 +24,7 @@ from perpstream.consumers.assets.keys import (
     AssetKey,
     asset_of,
     fold,
+    partition_key,
 )
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "assets.md"
@@ -175,3 +176,33 @@ def test_a_lot_before_any_coin_folds_to_that_coin(coin: str, lot: tuple[str, int
 def test_any_text_gives_a_key_or_none_never_an_error(source: str, symbol: str, base: str | None) -> None:
     key = asset_of(source, symbol, base)
     assert key is None or (key.asset and key.scale >= 1 and key.quote)
+
+
+@pytest.mark.parametrize("source, symbol, asset, scale", [
+    ("sim", "SIM0001USDT", "SIM0001", 1),
+    ("sim.bybit_linear", "1000SIMPEPEUSDT", "SIMPEPE", 1000),
+    ("sim.okx_swap", "SIM0001-USDT-SWAP", "SIM0001", 1),
+    ("sim.hyperliquid", "kSIMPEPE", "SIMPEPE", 1000),
+])
+def test_a_simulated_venue_is_read_with_the_grammar_of_the_venue_it_plays(
+        source: str, symbol: str, asset: str, scale: int) -> None:
+    key = asset_of(source, symbol)
+    assert key is not None and (key.asset, key.scale) == (asset, scale)
+
+
+def test_an_unknown_simulated_venue_has_no_key() -> None:
+    assert asset_of("sim.nowhere", "SIM0001USDT") is None
+
+
+@pytest.mark.parametrize("source, symbol, key", [
+    ("binance_usdm", "1000PEPEUSDT", b"PEPE"),
+    ("bybit_linear", "1000PEPEUSDT", b"PEPE"),
+    ("okx_swap", "PEPE-USDT-SWAP", b"PEPE"),
+    ("hyperliquid", "kPEPE", b"PEPE"),
+    ("okx_swap", "BTC-USD-SWAP", b"BTC"),
+    ("binance_usdm", "BTCUSDT_261225", b"BTCUSDT_261225"),  # no asset: the symbol
+    ("elsewhere", "BTCUSDT", b"BTCUSDT"),
+])
+def test_the_snapshot_topic_key_is_the_asset_so_its_markets_share_a_partition(
+        source: str, symbol: str, key: bytes) -> None:
+    assert partition_key(source, symbol) == key

@@ -42,8 +42,8 @@ TABLES = {
                          ("partition", "UInt32"), ("first_offset", "Int64"), ("last_offset", "Int64"),
                          ("topic_id", "String")],
     "snapshot_checkpoints": [("group_id", "LowCardinality(String)"), ("topic", "LowCardinality(String)"),
-                             ("partition", "UInt32"), ("symbol", "LowCardinality(String)"),
-                             ("last_snapshot_ms", "Int64")],
+                             ("partition", "UInt32"), ("source", "LowCardinality(String)"),
+                             ("symbol", "LowCardinality(String)"), ("last_snapshot_ms", "Int64")],
 }
 
 
@@ -143,7 +143,7 @@ def test_sink_inserts_are_synchronous_and_carry_their_dedup_token(server: FakeCl
 def test_snapshot_checkpoints_are_synchronous(server: FakeClickHouse) -> None:
     client = _product_client(server)
     SnapshotStore(client, "perpstream", "snap-group").write_checkpoints(
-        {("perpstream.metrics.v1", 0): {"BTCUSDT": 1_760_000_000_000}})
+        {("perpstream.metrics.v1", 0): {("binance_usdm", "BTCUSDT"): 1_760_000_000_000}})
     (insert,) = server.inserts()
     assert insert.query.startswith("INSERT INTO `perpstream`.`snapshot_checkpoints`")
     assert insert.params["async_insert"] == "0"

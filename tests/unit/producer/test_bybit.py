@@ -168,7 +168,7 @@ def test_contract_without_funding_publishes_no_funding_points() -> None:
      "bad_symbol"),
     ('{"topic":"tickers.BTCUSDT","type":"update","data":{"symbol":"BTCUSDT"},"ts":1673272861686}',
      "unexpected_event"),
-    ('{"success":true,"ret_msg":"","conn_id":"c1","req_id":"","op":"unsubscribe"}', "unexpected_event"),
+    ('{"success":true,"ret_msg":"","conn_id":"c1","req_id":"","op":"auth"}', "unexpected_event"),
     ('{"hello":"world"}', "unexpected_event"),
 ])
 def test_messages_that_are_not_bybit_answers_are_rejected_with_a_reason(raw: str, reason: str) -> None:

@@ -137,8 +137,11 @@ def test_unreadable_coin_names_are_rejected(coin: Any, reason: str) -> None:
     assert rejected(text(push(coin))) == reason
 
 
-def test_builder_deployed_names_are_names() -> None:
-    assert {p["symbol"] for p in Parser().parse(text(push("xyz:TSLA")), INGEST)} == {"xyz:TSLA"}
+@pytest.mark.parametrize("coin", ["xyz:TSLA", "BTC.X", "BTC$", "\U0001f680"])
+def test_names_the_contract_refuses_are_rejected_not_published(coin: str) -> None:
+    # docs/contract.md, "Symbols": no punctuation but "_" and "-", no symbols; the consumers
+    # would dead-letter every point of such a coin
+    assert rejected(text(push(coin))) == "bad_symbol"
 
 
 @pytest.mark.parametrize(("field", "value", "reason"), [

@@ -12,13 +12,26 @@ from typing import Any
 
 Point = tuple[str, str, str, float, int]  # source, symbol, metric, value, event_time
 
-USED = ("mark_price", "index_price", "funding_rate", "open_interest")
+USED = ("mark_price", "index_price", "funding_rate", "open_interest", "funding_interval_hours")
+#: The metrics whose values must be > 0 to be applied.
+POSITIVE = ("mark_price", "index_price", "funding_interval_hours")
 
 
 def _mean(xs: list[float]) -> float | None:
     if not xs:
         return None
     return float(sum((Fraction(x) for x in xs), Fraction(0)) / len(xs))
+
+
+def _annualized(rate: float, hours: float) -> float:
+    """rate x 8760 / hours as an exact rational, rounded once to a double; a zero rate keeps
+    its sign and a quotient past the double range is an infinity of the rate's sign."""
+    if rate == 0:
+        return rate
+    try:
+        return float(Fraction(rate) * 8760 / Fraction(hours))
+    except OverflowError:
+        return math.inf if rate > 0 else -math.inf
 
 
 def reference_snapshots(
@@ -31,19 +44,18 @@ def reference_snapshots(
     oi_stale_ms: float = 30000,
 ) -> list[dict[str, Any]]:
     """Snapshots for a stream in which no point is late: every distinct
-    identity is applied; times run from the first multiple of the interval
-    >= the symbol's first event time while t < max event time - lateness."""
-    by_symbol: dict[str, dict[str, dict[int, float]]] = {}
-    sources: dict[str, str] = {}
+    identity is applied; per market (source, symbol), times run from the first
+    multiple of the interval >= the market's first event time while
+    t < max event time - lateness."""
+    by_market: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for source, symbol, metric, value, et in points:
         if metric not in USED:
             continue
-        if metric in ("mark_price", "index_price") and not value > 0:
+        if metric in POSITIVE and not value > 0:
             continue
-        sources.setdefault(symbol, source)
-        by_symbol.setdefault(symbol, {m: {} for m in USED})[metric].setdefault(et, value)
+        by_market.setdefault((source, symbol), {m: {} for m in USED})[metric].setdefault(et, value)
     out: list[dict[str, Any]] = []
-    for symbol, series in by_symbol.items():
+    for (source, symbol), series in by_market.items():
         all_et = [et for s in series.values() for et in s]
         if not all_et:
             continue
@@ -53,6 +65,7 @@ def reference_snapshots(
         index = series["index_price"]
         funding = sorted(series["funding_rate"].items())
         oi = sorted(series["open_interest"].items())
+        intervals = sorted(series["funding_interval_hours"].items())
         basis = [(et, (m - index[et]) / index[et]) for et, m in marks if et in index]
         t = first
         while t < limit:
@@ -65,6 +78,7 @@ def reference_snapshots(
             fl = last(funding, t)
             ol = last(oi, t)
             bl = last(basis, t)
+            hl = last(intervals, t)
             mark_age = None if ml is None else t - ml[0]
             oi_age = None if ol is None else t - ol[0]
             stale = (
@@ -77,7 +91,7 @@ def reference_snapshots(
                 m0 = last(marks, start)
                 o0 = last(oi, start)
                 out.append({
-                    "source": sources[symbol],
+                    "source": source,
                     "symbol": symbol,
                     "window_s": w,
                     "snapshot_time": t,
@@ -102,6 +116,10 @@ def reference_snapshots(
                     "mark_age_ms": mark_age,
                     "oi_age_ms": oi_age,
                     "stale": stale,
+                    "funding_interval_h": None if hl is None else hl[1],
+                    "funding_annualized": (
+                        _annualized(fl[1], hl[1]) if fl is not None and hl is not None else None
+                    ),
                 })
             t += interval_ms
     return out
@@ -115,5 +133,5 @@ def keyed(snaps: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         for k in sorted(s):
             v = s[k]
             row.append((k, v.hex() if isinstance(v, float) else v))
-        rows.append((s["symbol"], s["snapshot_time"], s["window_s"], tuple(row)))
+        rows.append((s["source"], s["symbol"], s["snapshot_time"], s["window_s"], tuple(row)))
     return sorted(rows)

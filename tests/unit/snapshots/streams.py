@@ -1,6 +1,8 @@
 """A deterministic recorded market for the snapshot tests and the benchmark:
 markPrice events at 1 s, open interest every 10 s (stopping early for one
-symbol), disorder within the allowed lateness, duplicates and late points."""
+symbol), a funding interval set at the start and changed two thirds in,
+disorder within the allowed lateness, duplicates and late points;
+each symbol listed on one venue or on several (one market per venue)."""
 
 from __future__ import annotations
 
@@ -22,15 +24,21 @@ def recorded_market(
     late_rate: float = 0.01,
     oi_every_s: int = 10,
     oi_stop_symbol: int | None = 0,
+    sources: tuple[str, ...] = (SOURCE,),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(arrival-order records with duplicates and late points, the clean records)."""
+    """(arrival-order records with duplicates and late points, the clean records).
+
+    Every symbol is listed on each of ``sources``, a market with prices of its own;
+    ``oi_stop_symbol``'s open interest stops half way on the first source only.
+    """
     rnd = random.Random(seed)
     clean: list[dict[str, Any]] = []
-    for k in range(symbols):
+    for k, src in ((k, src) for k in range(symbols) for src in sources):
         sym = f"SYM{k:03d}USDT"
         mark = 10.0 + 100 * rnd.random()
         oi = 1e6 * (1 + rnd.random())
         offset = rnd.randint(0, 999)
+        changes = {0: 8.0, (seconds * 2) // 3 + k: 4.0 if src == sources[0] else 1.0}
         for s in range(seconds):
             et = T0 + s * 1000 + offset
             mark *= math.exp(rnd.gauss(0, 5e-4))
@@ -39,11 +47,13 @@ def recorded_market(
                 ("mark_price", mark), ("index_price", index), ("estimated_settle_price", index),
                 ("funding_rate", 1e-4 + rnd.gauss(0, 2e-5)), ("next_funding_time", float(T0 + 8 * 3600_000)),
             ):
-                clean.append(_rec(sym, metric, value, et))
-            stopped = oi_stop_symbol == k and s > seconds // 2
+                clean.append(_rec(sym, metric, value, et, src))
+            stopped = oi_stop_symbol == k and src == sources[0] and s > seconds // 2
             if s % oi_every_s == 0 and not stopped:
                 oi += rnd.gauss(0, 1e3)
-                clean.append(_rec(sym, "open_interest", oi, et + 37))
+                clean.append(_rec(sym, "open_interest", oi, et + 37, src))
+            if s in changes:  # the funding interval: set at the start, changed once later
+                clean.append(_rec(sym, "funding_interval_hours", changes[s], et + 211, src))
     keyed = [(r["event_time"] + rnd.randint(0, lateness_ms), i, r) for i, r in enumerate(clean)]
     n = len(keyed)
     for i in range(n):
@@ -60,8 +70,8 @@ def recorded_market(
     return arrival, clean
 
 
-def _rec(symbol: str, metric: str, value: float, et: int) -> dict[str, Any]:
-    return {"source": SOURCE, "symbol": symbol, "metric": metric, "value": value,
+def _rec(symbol: str, metric: str, value: float, et: int, source: str = SOURCE) -> dict[str, Any]:
+    return {"source": source, "symbol": symbol, "metric": metric, "value": value,
             "event_time": et, "ingest_time": et + 150}
 
 

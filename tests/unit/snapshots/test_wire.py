@@ -23,6 +23,7 @@ snapshots = st.fixed_dictionaries({
     **{k: opt_d for k in ("mark_last", "index_last", "funding_last", "oi_last", "mark_return",
                           "mark_volatility", "basis_last", "basis_mean", "funding_mean", "oi_change_pct")},
     "n_mark": ints, "n_oi": ints, "mark_age_ms": opt_l, "oi_age_ms": opt_l, "stale": st.booleans(),
+    "funding_interval_h": opt_d, "funding_annualized": opt_d,
 })
 
 
