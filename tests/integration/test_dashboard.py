@@ -1,6 +1,7 @@
 """The live view against the real ClickHouse engine: the sink's own table, rows
-inserted as the sink inserts them, read through a client and through the
-read-only session the query endpoint uses."""
+inserted as the sink inserts them, and the cross-venue table as the asset engine
+fills it, read through a client and through the read-only session the query
+endpoint uses (its JSON answers carry 64-bit integers as strings, arrays as lists)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,19 @@ from rich.console import Console
 
 from perpstream.consumers.sink.handler import rows_to_arrow
 from perpstream.consumers.sink.migrations import migrate_sink
-from perpstream.dashboard import Dashboard, percent, price, quantity, query_fn
+from perpstream.dashboard import (
+    ASSET_LOOKBACK_S,
+    Dashboard,
+    annual,
+    money,
+    percent,
+    price,
+    quantity,
+    query_fn,
+)
 from perpstream.query_server import ReadOnlyQueries
 from perpstream.runtime.telemetry import Telemetry
+from tests.dashboard_store import BYBIT, HYPERLIQUID, OKX, Store, asset_records, market, snapshot_row
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +136,50 @@ def test_the_board_shows_what_the_store_holds(clickhouse: Any, clickhouse_dsn: s
     assert any(x.startswith("! store query failed") for x in _render(dash, failed))
 
 
+def test_several_venues_and_the_cross_venue_table(clickhouse: Any, clickhouse_dsn: str,
+                                                  ch_database: str) -> None:
+    store = Store(clickhouse, ch_database)
+    market(store, "BTCUSDT", 64_240.38, 64_227.5, 0.0001, 82_345.678)
+    market(store, "BTCUSDT", 64_251.5, 64_230.0, 0.00012, 50_123.4, source=BYBIT)
+    market(store, "BTC-USDT-SWAP", 64_238.0, 64_227.0, 0.00008, 29_500.0, source=OKX)
+    market(store, "kPEPE", 0.01231, 0.0123, 0.00002, 900_000_000.0, source=HYPERLIQUID)
+    store.flush()
+    store.create_assets()
+    t = NOW_MS - 25_000
+    store.add_assets(asset_records([
+        snapshot_row(SRC, "BTCUSDT", t, funding_ann=0.1095, mark=64_240.0, oi=82_345.678),
+        snapshot_row(BYBIT, "BTCUSDT", t, funding_ann=0.1314, mark=64_251.5, oi=50_123.4),
+        snapshot_row(OKX, "BTC-USDT-SWAP", t, funding_ann=None, mark=64_238.0, oi=29_500.0, stale=True),
+        snapshot_row(SRC, "1000PEPEUSDT", t, funding_ann=-0.1095, mark=0.0123, oi=5e9),
+        snapshot_row(HYPERLIQUID, "kPEPE", t, funding_ann=0.1752, mark=0.01231, oi=9e8)]))
+    session = ReadOnlyQueries(clickhouse_dsn)
+    try:
+        boards = []
+        for source in (clickhouse, session):
+            dash = Dashboard(Telemetry(), source, database=ch_database, clock=lambda: 100.0,
+                             wall=lambda: NOW_MS / 1000)
+            boards.append((dash, dash.sample()))
+    finally:
+        session.close()
+    (_, by_client), (dash, by_session) = boards
+    assert by_client.error is None and by_session.error is None
+    assert by_session.rows == by_client.rows and by_session.assets == by_client.assets
+    btc, pepe = by_session.assets
+    assert (btc.asset, btc.window_s, btc.snapshot_ms) == ("BTC", 60, t)
+    assert btc.venues_present == (SRC, BYBIT, OKX) and btc.venues_stale == (OKX,)
+    assert btc.funding_ann_oi_weighted == pytest.approx(
+        (0.1095 * 64_240.0 * 82_345.678 + 0.1314 * 64_251.5 * 50_123.4)
+        / (64_240.0 * 82_345.678 + 64_251.5 * 50_123.4), rel=1e-12)
+    assert pepe.asset == "PEPE" and pepe.funding_ann_spread == pytest.approx(0.1752 + 0.1095, rel=1e-12)
+    lines = _render(dash, by_session)
+    assert max(cell_len(x) for x in lines) <= 80
+    assert any(x.split()[:2] == ["bybit", "BTCUSDT"] and "64,251.50" in x for x in lines)
+    row = next(x for x in lines if x.split()[:2] == ["BTC", "2/3"])
+    for shown in ("+10.95% binance", "+13.14% bybit", "+2.19%", annual(btc.funding_ann_oi_weighted),
+                  money(btc.oi_notional_total), "25s"):
+        assert shown in row, shown
+
+
 @pytest.mark.skipif(not os.environ.get("PERPSTREAM_DASHBOARD_BENCH"),
                     reason="a measurement: PERPSTREAM_DASHBOARD_BENCH=1 (rows: PERPSTREAM_DASHBOARD_BENCH_S)")
 def test_cost_of_a_tick(clickhouse: Any, clickhouse_dsn: str, ch_database: str) -> None:
@@ -158,6 +213,52 @@ def test_cost_of_a_tick(clickhouse: Any, clickhouse_dsn: str, ch_database: str) 
                       f"its query {query_ms:.1f} ms")
     finally:
         session.close()
+
+
+@pytest.mark.skipif(not os.environ.get("PERPSTREAM_DASHBOARD_BENCH"),
+                    reason="a measurement: PERPSTREAM_DASHBOARD_BENCH=1 (PERPSTREAM_DASHBOARD_BENCH_S)")
+def test_cost_of_the_asset_query(clickhouse: Any, clickhouse_dsn: str, ch_database: str) -> None:
+    """700 assets on two venues, windows 60, 300 and 3600 s, a snapshot every 5 s: an hour of
+    history merged into one part (1.5 million rows), then ten minutes in five parts."""
+    store = Store(clickhouse, ch_database)
+    store.create_assets()
+    seconds = int(os.environ.get("PERPSTREAM_DASHBOARD_BENCH_S", "3600"))
+    _asset_history(clickhouse, ch_database, NOW_MS - 600_000 - seconds * 1000, seconds // 5)
+    clickhouse.command(f"OPTIMIZE TABLE {ch_database}.asset_snapshots FINAL")
+    for k in range(5):
+        _asset_history(clickhouse, ch_database, NOW_MS - 600_000 + k * 120_000, 24)
+    total = clickhouse.command(f"SELECT count() FROM {ch_database}.asset_snapshots")
+    parts = clickhouse.command(f"SELECT count() FROM system.parts WHERE database = '{ch_database}' "
+                               "AND table = 'asset_snapshots' AND active")
+    sql = Dashboard(Telemetry(), store, database=ch_database).asset_sql(
+        NOW_MS - 60_000 - ASSET_LOOKBACK_S * 1000)
+    session = ReadOnlyQueries(clickhouse_dsn)
+    try:
+        for name, source in (("clickhouse-connect client", clickhouse), ("ReadOnlyQueries", session)):
+            run, took = query_fn(source), []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                answer = run(sql)
+                took.append(time.perf_counter() - t0)
+            assert len(answer) == 700
+            print(f"\n{total:,} asset rows in {parts} part(s), {name}: the cross-venue query, median "
+                  f"{statistics.median(took) * 1000:.1f} ms")
+    finally:
+        session.close()
+
+
+def _asset_history(client: Any, database: str, start_ms: int, times: int) -> None:
+    """AssetSnapshot rows of 700 assets on Binance and Bybit in three windows, every 5 s from
+    ``start_ms``: the sizes of real rows, not the asset engine's arithmetic."""
+    markets = ", ".join(f"('{src}', 'X', 'USDT', 1, 0.01, 8.0, 0.00001, 0.0001, 100.0, 1e4, 1e6, false)"
+                        for src in (SRC, BYBIT))
+    client.command(f"""
+        INSERT INTO {database}.asset_snapshots
+        SELECT concat('S', toString(a.number)), w,
+               fromUnixTimestamp64Milli(toInt64({start_ms} + k.number * 5000), 'UTC'),
+               [{markets}], ['{SRC}', '{BYBIT}'], [], 2, 2,
+               0.01, '{SRC}:X', 0.02, '{BYBIT}:X', 0.01, 0.015, 2e6
+        FROM numbers(700) AS a, (SELECT arrayJoin([60, 300, 3600]) AS w) AS ws, numbers({times}) AS k""")
 
 
 def _time_samples(telemetry: Telemetry, source: Any, database: str) -> tuple[float, float]:
