@@ -43,8 +43,10 @@ from perpstream.producer.binance import (
 from perpstream.producer.exceptions import FrameRejected, ProducerError
 from perpstream.producer.venue import Ack, Control, Dialect, Instrument, shard_by_chars
 from perpstream.producer.venue import Pong as PongAnswer
+from perpstream.producer.venue_values import decimal_string as _decimal
+from perpstream.producer.venue_values import millis as _millis
 from perpstream.schemas.models import Metric
-from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
+from perpstream.schemas.rules import symbol_problem
 
 SOURCE: Final = "bybit_linear"
 
@@ -120,34 +122,6 @@ class ErrorAck(NamedTuple):
 
 
 WsMessage = TickerUpdate | SubscribeAck | Pong | ErrorAck
-
-
-def _decimal(v: Any, field: str, signed: bool) -> float:
-    # Bybit sends decimal strings; float() of one is the nearest double. A decimal is ASCII,
-    # without "_" or padding (float() alone also takes "1_000", " 1", fullwidth digits).
-    if type(v) is not str or not v.isascii() or "_" in v or len(v.strip()) != len(v):
-        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a decimal string")
-    try:
-        x = float(v)
-    except ValueError:
-        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number") from None
-    if x - x != 0.0:  # nan and inf, without a call
-        raise FrameRejected(NON_FINITE, f"{field}={v!r}")
-    if not signed and x < 0:
-        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is negative")
-    return x
-
-
-def _millis(v: Any, field: str) -> int:
-    """Integer milliseconds in 2017..2100, from an int (envelope ``ts``) or a digit string."""
-    # 13 digits until 2286; a longer string is not a time (and int() refuses 4,300+ digits)
-    if type(v) is str and len(v) <= 16 and v.isascii() and v.isdigit():
-        v = int(v)
-    if type(v) is not int:
-        raise FrameRejected(BAD_TIMESTAMP, f"{field}={v!r} is not integer milliseconds")
-    if not MIN_EVENT_TIME_MS <= v < MAX_EVENT_TIME_MS:
-        raise FrameRejected(BAD_TIMESTAMP, f"{field}={v} is outside 2017..2100")
-    return v
 
 
 def _value(field: str, v: Any, signed: bool) -> float | None:

@@ -69,9 +69,10 @@ from perpstream.producer.binance import (
 from perpstream.producer.bybit import UNEXPECTED_TOPIC
 from perpstream.producer.exceptions import FrameRejected, ProducerError
 from perpstream.producer.venue import Ack, Control, Dialect, Instrument, Pong, shard_by_count
+from perpstream.producer.venue_values import decimal_string as _decimal
+from perpstream.producer.venue_values import millis as _millis
 from perpstream.schemas import rules
 from perpstream.schemas.models import Metric
-from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
 SOURCE: Final = "okx_swap"
 
@@ -340,34 +341,6 @@ def instruments(body: str | bytes) -> dict[str, Instrument]:
 
 
 # -- pushes --------------------------------------------------------------------------------
-
-
-def _decimal(v: Any, field: str, signed: bool) -> float:
-    # OKX sends decimal strings; float() of one is the nearest double. A decimal is ASCII,
-    # without "_" or padding (float() alone also takes "1_000", " 1", fullwidth digits).
-    if type(v) is not str or not v.isascii() or "_" in v or len(v.strip()) != len(v):
-        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a decimal string")
-    try:
-        x = float(v)
-    except ValueError:
-        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is not a number") from None
-    if x - x != 0.0:  # nan and inf, without a call
-        raise FrameRejected(NON_FINITE, f"{field}={v!r}")
-    if not signed and x < 0:
-        raise FrameRejected(BAD_NUMBER, f"{field}={v!r} is negative")
-    return x
-
-
-def _millis(v: Any, field: str) -> int:
-    """Integer milliseconds in 2017..2100, from a digit string (or an integer)."""
-    # 13 digits until 2286; a longer string is not a time (and int() refuses 4,300+ digits)
-    if type(v) is str and len(v) <= 16 and v.isascii() and v.isdigit():
-        v = int(v)
-    if type(v) is not int:
-        raise FrameRejected(BAD_TIMESTAMP, f"{field}={v!r} is not integer milliseconds")
-    if not MIN_EVENT_TIME_MS <= v < MAX_EVENT_TIME_MS:
-        raise FrameRejected(BAD_TIMESTAMP, f"{field}={v} is outside 2017..2100")
-    return v
 
 
 def _field(item: dict[str, Any], name: str, channel: str) -> Any:
