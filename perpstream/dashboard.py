@@ -70,7 +70,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -80,6 +80,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from perpstream.consumers.assets.store import SNAPSHOTS_TABLE as ASSETS_TABLE
 from perpstream.consumers.clickhouse import classify_clickhouse_error
 from perpstream.consumers.sink.migrations import TABLE as POINTS_TABLE
 from perpstream.consumers.snapshots.engine import EngineConfig
@@ -104,8 +105,9 @@ ASSET_SHARE = 3
 #: keeps OKX's ``BTC-USDT-SWAP`` whole.
 _SYMBOL_CHARS, _SYMBOL_CHARS_WITH_VENUE = 14, 13
 #: How the market table fits a narrow terminal: first the names are cut, a column at a time
-#: down to so many characters (the venue's seven keep ``binance``), then whole columns are
-#: left out in this order. No number is ever cut.
+#: down to so many characters (the venue's seven keep ``binance``; never so short that two
+#: names shown read the same, :func:`_apart`), then whole columns are left out in this order.
+#: No number is ever cut.
 _MARKET_CUTS = (("venue", 7), ("symbol", 10), ("venue", 5), ("symbol", 8))
 _MARKET_DROPS = ("basis bp", "age", "state", "funding")
 #: The same for the cross-venue table, once its venue names are down to four characters.
@@ -116,8 +118,6 @@ _SPARKS = "▁▂▃▄▅▆▇█"
 #: query alone and half of it for each of the two while the cross-venue query runs too.
 QUERY_SHARE = 0.2
 _METRICS = (Metric.MARK_PRICE, Metric.INDEX_PRICE, Metric.FUNDING_RATE, Metric.OPEN_INTEREST)
-#: The cross-venue snapshots' table (docs/snapshots.md, "Cross-venue asset snapshots").
-ASSETS_TABLE = "asset_snapshots"
 #: How far before the tick's minute an asset's newest snapshot may be and still be shown. The
 #: newest lags the latest event by the snapshot watermark and the asset engine's lateness (about
 #: 20 s with the defaults, docs/assets.md); ten minutes leave room for a consumer that catches up.
@@ -356,6 +356,16 @@ def sparkline(values: Sequence[float | None]) -> str:
 def _cut(text: str, n: int) -> str:
     """``text`` in at most ``n`` characters, an ellipsis saying where it was cut."""
     return text if len(text) <= n else text[:max(0, n - 1)] + "…"
+
+
+def _apart(names: Iterable[str], floor: int) -> int:
+    """The fewest characters, at least ``floor``, that ``names`` can be cut to and still be
+    told apart: ``sim.bybit`` and ``sim.okx`` need six (``sim.b…``, ``sim.o…``)."""
+    distinct = set(names)
+    for n in range(floor, max(map(len, distinct), default=floor) + 1):
+        if len({_cut(v, n) for v in distinct}) == len(distinct):
+            return n
+    return max(floor, *map(len, distinct))
 
 
 # -- the board --------------------------------------------------------------------------------
@@ -643,7 +653,7 @@ class Dashboard:
         rows = []
         for (source, symbol), h in self._rows.items():
             f = assess(symbol, now_ms=wall_ms, config=self.stale, last_snapshot_ms=None,
-                       snapshot_stale=None, last_mark_ms=h.mark_ms, last_oi_ms=h.oi_ms)
+                       snapshot_stale=None, last_mark_ms=h.mark_ms, last_oi_ms=h.oi_ms, source=source)
             rows.append(SymbolRow(source, symbol, h.mark, h.mark_ms, h.index, h.index_ms, h.funding, h.oi,
                                   h.oi_ms, h.basis, f.reasons, tuple(map(h.marks.get, buckets))))
         rows.sort(key=lambda r: (r.notional is None, -(r.notional or 0.0), r.symbol, r.source))
@@ -792,7 +802,8 @@ def _market_table(board: Board, shown: Sequence[SymbolRow], width: int) -> Table
         "state": ["STALE" if r.stale else "ok" for r in shown],
     }
     full = {lbl: max([len(lbl), *map(len, cells)]) for lbl, cells in columns.items()}
-    widths = _fit(full, width, _MARKET_CUTS if multi else (), _MARKET_DROPS)
+    cuts = [(lbl, _apart(columns[lbl], floor)) for lbl, floor in _MARKET_CUTS] if multi else []
+    widths = _fit(full, width, cuts, _MARKET_DROPS)
     for lbl in ("venue", "symbol"):
         if lbl in widths:
             columns[lbl] = [_cut(c, widths[lbl]) for c in columns[lbl]]
@@ -850,9 +861,12 @@ def _asset_table(board: Board, shown: Sequence[AssetRow], width: int) -> Table:
     extremes = ("funding min", "funding max")
     for j, lbl in enumerate(extremes):  # the rate, a space, the venue
         widths[lbl] = max(len(lbl), rate_w[j] + 1 + max(len(v) for _, v in ends[j]))
-    # the wider one is cut first, each to four characters of venue
-    cuts = sorted(((lbl, max(len(lbl), rate_w[j] + 5)) for j, lbl in enumerate(extremes)),
-                  key=lambda c: -widths[c[0]])
+    # the venue names are cut a character at a time, the longer first, down to four
+    # characters or as many as keep them apart
+    longest = [max(len(v) for _, v in e) for e in ends]
+    floor = _apart((v for e in ends for _, v in e), 4)
+    cuts = [(lbl, max(len(lbl), rate_w[j] + 1 + n)) for n in range(max(longest) - 1, floor - 1, -1)
+            for j, lbl in enumerate(extremes) if longest[j] > n]
     widths = _fit(widths, width, cuts, _ASSET_DROPS)
     venue_w = [widths[lbl] - rate_w[j] - 1 for j, lbl in enumerate(extremes)]
     gap = 2 if sum(widths.values()) + 2 * (len(widths) - 1) <= width else 1

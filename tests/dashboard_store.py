@@ -1,36 +1,32 @@
 """The store the live view's tests read: the product's tables in a database of the test's
 own, on the session's ClickHouse (the embedded engine, in process).
 
-``metric_points`` comes from the sink's migrations; ``asset_snapshots`` is created with
-the product's DDL (the columns of ``schemas/asset_snapshot.avsc``, a ReplacingMergeTree
-ordered by (asset, window_s, snapshot_time)) and filled with the records the asset
-engine makes of MarketSnapshot rows, so the numbers on the board are the product's own.
+``metric_points`` comes from the sink's migrations, ``asset_snapshots`` from the asset
+group's (the columns of ``schemas/asset_snapshot.avsc``, a ReplacingMergeTree ordered by
+(asset, window_s, snapshot_time)), filled with the records the asset engine makes of
+MarketSnapshot rows, written as the asset group writes them: the numbers on the board are
+the product's own.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from perpstream.consumers.assets.engine import (
     ACCEPTED,
-    ASSET_SNAPSHOT_COLUMNS,
     AssetEngine,
     AssetEngineConfig,
 )
 from perpstream.consumers.assets.keys import asset_of
+from perpstream.consumers.assets.store import SNAPSHOT_COLUMNS, migrate_assets, record_row
 from perpstream.consumers.sink.handler import rows_to_arrow
 from perpstream.consumers.sink.migrations import migrate_sink
 from perpstream.dashboard import ASSETS_TABLE, query_fn
-from perpstream.schemas.columns import ddl_columns
 
 NOW_MS = 1_796_169_600_000  # 2026-12-02T00:00:00Z
 BINANCE, BYBIT, OKX, HYPERLIQUID = "binance_usdm", "bybit_linear", "okx_swap", "hyperliquid"
 
-#: The table of the asset consumer: the schema's columns, one row per (asset, window_s, snapshot_time).
-ASSET_DDL = ("CREATE TABLE {db}." + ASSETS_TABLE + " (" + ddl_columns(ASSET_SNAPSHOT_COLUMNS)
-             + ") ENGINE = ReplacingMergeTree ORDER BY (asset, window_s, snapshot_time)")
 
 
 class Store:
@@ -61,17 +57,13 @@ class Store:
         return sum(ASSETS_TABLE in s for s in self.sql)
 
     def create_assets(self) -> None:
-        self.client.command(ASSET_DDL.format(db=self.database))
+        """The asset group's tables, as it creates them when it starts."""
+        migrate_assets(self.client, self.database)
 
     def add_assets(self, records: Sequence[dict[str, Any]]) -> None:
-        """AssetSnapshot records (as the engine emits them) as rows of ``asset_snapshots``."""
-        names = [c.name for c in ASSET_SNAPSHOT_COLUMNS]
-        rows = []
-        for rec in records:
-            row = dict(rec, snapshot_time=dt.datetime.fromtimestamp(rec["snapshot_time"] / 1000, dt.UTC),
-                       markets=[tuple(m.values()) for m in rec["markets"]])
-            rows.append([row[n] for n in names])
-        self.client.insert(ASSETS_TABLE, rows, column_names=names, database=self.database)
+        """AssetSnapshot records (as the engine emits them) as the asset group writes them."""
+        self.client.insert(ASSETS_TABLE, [record_row(r) for r in records],
+                           column_names=list(SNAPSHOT_COLUMNS), database=self.database)
 
 
 def market(store: Store, symbol: str, mark: float, index: float, funding: float, oi: float,

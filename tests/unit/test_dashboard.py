@@ -533,6 +533,32 @@ def test_narrow_terminals_cut_names_and_leave_out_columns_but_never_cut_a_number
     assert "basis bp" in line_of(text(board, dash, width=80), "venue", "symbol")
 
 
+def test_names_cut_to_fit_still_tell_the_simulated_venues_apart(store: Store) -> None:
+    """The simulated venues share ``sim.``: cut to four characters they would all read ``sim…``."""
+    t, clock, wall = Telemetry(), Clock(), [NOW_MS]
+    sim = [("sim", "SIM0007USDT"), ("sim.bybit_linear", "SIM0007USDT"), ("sim.okx_swap", "SIM0007-USDT-SWAP"),
+           ("sim.hyperliquid", "SIM0007")]
+    for k, (source, symbol) in enumerate(sim):
+        market(store, symbol, 3_883.0 + k, 3_883.0, 0.0001, 5_000_000.0 - k, source=source)
+    store.create_assets()
+    store.add_assets(asset_records(snapshots([(src, sym, 0.09 + 0.01 * k, 3_883.0 + k, 5e6, False)
+                                              for k, (src, sym) in enumerate(sim)])))
+    dash = dashboard(t, store, clock, wall)
+    board = dash.sample()
+    assert (board.assets[0].funding_ann_min_market, board.assets[0].funding_ann_max_market) == (
+        "sim:SIM0007USDT", "sim.hyperliquid:SIM0007")
+    for width in (80, 72, 64):
+        lines = text(board, dash, width=width)
+        assert max(cell_len(x) for x in lines) <= width
+        venues = [x.split()[0] for x in lines if x.endswith(("ok", "STALE"))]
+        assert len(set(venues)) == 4, (width, venues)  # one row per venue, each name its own
+        names = ("sim", "sim.bybit", "sim.okx", "sim.hyperliquid")
+        for shown in venues:
+            assert any(v.startswith(shown.rstrip("…")) for v in names)
+        row = line_of(lines, "SIM0007")
+        assert "+9.00% sim " in row + " " and re.search(r"\+12\.00% sim\.h", row), (width, row)
+
+
 def test_prices_keep_six_significant_digits_over_the_exchanges_range() -> None:
     assert price(100_000.0) == "100,000.00"
     assert price(64_240.38272864) == "64,240.38"
