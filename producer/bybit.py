@@ -23,7 +23,7 @@ Binance frames (``producer.binance``), and never changes the book.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from perpstream.producer.binance import (
@@ -46,7 +46,7 @@ from perpstream.producer.venue import Pong as PongAnswer
 from perpstream.producer.venue_values import decimal_string as _decimal
 from perpstream.producer.venue_values import millis as _millis
 from perpstream.schemas.models import Metric
-from perpstream.schemas.rules import symbol_problem
+from perpstream.schemas.rules import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS, symbol_problem
 
 SOURCE: Final = "bybit_linear"
 
@@ -71,6 +71,8 @@ REJECT_REASONS: Final = (
 )
 
 _TOPIC_PREFIX: Final = "tickers."
+#: Topics a book remembers as read whole (Bybit lists about 500 linear perpetuals).
+MAX_TOPICS: Final = 10_000
 
 #: Ticker field -> metric, and whether the value can be negative (only funding can).
 _FIELDS: Final[tuple[tuple[str, Metric, bool], ...]] = (
@@ -124,12 +126,25 @@ class ErrorAck(NamedTuple):
 WsMessage = TickerUpdate | SubscribeAck | Pong | ErrorAck
 
 
-def _value(field: str, v: Any, signed: bool) -> float | None:
-    if field == "fundingRate" and v == "":
-        return None  # a contract without funding: no point, not a zero
-    if field == "nextFundingTime":
-        return None if v in ("0", "") else float(_millis(v, field))
-    return _decimal(v, field, signed)
+def _price(v: Any, field: str) -> float:
+    return _decimal(v, field, False)
+
+
+def _rate(v: Any, field: str) -> float | None:
+    # a contract without funding sends "": no point, not a zero
+    return None if v == "" else _decimal(v, field, True)
+
+
+def _next_time(v: Any, field: str) -> float | None:
+    return None if v in ("0", "") else float(_millis(v, field))
+
+
+#: Ticker field -> metric and the reader of its value (only funding can be negative), in
+#: the order points are published.
+_READERS: Final[tuple[tuple[str, Metric, Callable[[Any, str], float | None]], ...]] = tuple(
+    (field, metric, {"fundingRate": _rate, "nextFundingTime": _next_time}.get(field, _price))
+    for field, metric, _signed in _FIELDS
+)
 
 
 def _symbol(v: Any) -> str:
@@ -174,22 +189,50 @@ class TickerBook:
 
     def __init__(self) -> None:
         self._state: dict[str, Values] = {}
+        # topic -> the symbol it names, for topics already read whole (bounded: see _envelope)
+        self._topics: dict[str, str] = {}
+
+    def _envelope(self, msg: Any) -> tuple[str, int, bool, dict[str, Any]]:
+        """:func:`_envelope`, with a topic seen before checked by one lookup: its symbol was
+        found valid and equal to the topic's name, so a message of it needs only its data's
+        symbol to match. A message on ten a second per symbol, so this is the hot path."""
+        if type(msg) is dict:
+            data, topic = msg.get("data"), msg.get("topic")
+            symbol = self._topics.get(topic) if type(topic) is str else None
+            if symbol is not None and type(data) is dict and data.get("symbol") == symbol:
+                kind, ts = msg.get("type"), msg.get("ts")
+                if (kind == "delta" or kind == "snapshot") and type(ts) is int \
+                        and MIN_EVENT_TIME_MS <= ts < MAX_EVENT_TIME_MS:
+                    return symbol, ts, kind == "snapshot", data
+        symbol, event_time, snapshot, data = _envelope(msg)
+        if len(self._topics) >= MAX_TOPICS:  # listings change over weeks; never grows without bound
+            self._topics.clear()
+        self._topics[msg["topic"]] = symbol
+        return symbol, event_time, snapshot, data
+
+    def merge(self, msg: Any) -> tuple[str, int, list[tuple[Metric, float]]]:
+        """Merge one decoded ``tickers`` message (all or nothing): its symbol, event time, and
+        the published metrics it carried with their values (what :meth:`apply` says, without
+        the update object)."""
+        symbol, event_time, snapshot, data = self._envelope(msg)
+        state = self._state.get(symbol)
+        if state is None and not snapshot:
+            raise FrameRejected(DELTA_BEFORE_SNAPSHOT, f"delta for {symbol} before its snapshot")
+        carried: Values = {}
+        for field, metric, read in _READERS:
+            if field in data:
+                carried[metric] = read(data[field], field)
+        if snapshot or state is None:
+            self._state[symbol] = carried
+        else:
+            state.update(carried)
+        return symbol, event_time, [(m, v) for m, v in carried.items() if v is not None]
 
     def apply(self, msg: Any) -> TickerUpdate:
         """Merge one decoded ``tickers`` message (all or nothing) and say what it changed."""
-        symbol, event_time, snapshot, data = _envelope(msg)
-        if not snapshot and symbol not in self._state:
-            raise FrameRejected(DELTA_BEFORE_SNAPSHOT, f"delta for {symbol} before its snapshot")
-        carried: Values = {
-            metric: _value(field, data[field], signed)
-            for field, metric, signed in _FIELDS if field in data
-        }
-        if snapshot:
-            self._state[symbol] = carried
-        else:
-            self._state[symbol].update(carried)
-        values = {m: v for m, v in carried.items() if v is not None}
-        return TickerUpdate(symbol, event_time, values, snapshot)
+        symbol, event_time, values = self.merge(msg)
+        snapshot = msg["type"] == "snapshot"
+        return TickerUpdate(symbol, event_time, dict(values), snapshot)
 
     def current(self, symbol: str) -> dict[Metric, float]:
         """The symbol's latest value of each metric it has (empty before its snapshot)."""
@@ -400,10 +443,16 @@ class Parser:
         self.book = TickerBook()
 
     def parse(self, raw: str | bytes, ingest_ms: int) -> list[Record]:
-        msg = parse_ws_message(raw, self.book, self.max_bytes)
-        if not isinstance(msg, TickerUpdate):
+        msg = load_json(raw, self.max_bytes)
+        if type(msg) is not dict:
+            raise FrameRejected(NOT_OBJECT, f"message is {type(msg).__name__}")
+        if "topic" not in msg:
+            _control(msg)  # rejected unless it is a control answer
             return []  # a control answer the state machine did not take (replay files)
-        return records(msg, ingest_ms, self.source)
+        symbol, et, values = self.book.merge(msg)
+        source = self.source
+        return [{"source": source, "symbol": symbol, "metric": metric, "value": value, "event_time": et,
+                 "ingest_time": ingest_ms} for metric, value in values]
 
     def reset(self) -> None:
         self.book.reset()

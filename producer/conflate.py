@@ -89,28 +89,36 @@ class Conflator:
             self.updates_in += len(out)
             self.points_out += len(out)
             return out
+        # the venue's every update passes here (Bybit: 10 a second a symbol): locals, the
+        # common case (a later value in the held value's interval) first
         out = []
+        c, pending_of = self.conflate_ms, self._pending
+        n = superseded = 0
         for r in records:
-            self.updates_in += 1
+            n += 1
             key: Key = (r["source"], r["symbol"], r["metric"])
-            bucket = r["event_time"] // self.conflate_ms
-            pending = self._pending.get(key)
+            et = r["event_time"]
+            bucket = et // c
+            pending = pending_of.get(key)
             if pending is None:
                 if bucket <= self._released.get(key, bucket - 1):
                     self.late += 1
                 else:
                     self._hold(key, r, bucket)
                 continue
-            held_bucket = pending["event_time"] // self.conflate_ms
-            if bucket < held_bucket:
-                self.late += 1
-            elif bucket == held_bucket:
-                if r["event_time"] >= pending["event_time"]:
-                    self._pending[key] = r
-                self.superseded += 1
-            else:
+            held_et = pending["event_time"]
+            held_bucket = held_et // c
+            if bucket == held_bucket:
+                if et >= held_et:
+                    pending_of[key] = r
+                superseded += 1
+            elif bucket > held_bucket:
                 out.append(self._release(key, held_bucket))
                 self._hold(key, r, bucket)
+            else:
+                self.late += 1
+        self.updates_in += n
+        self.superseded += superseded
         return out
 
     def due(self, now_ms: int) -> list[Record]:
