@@ -94,9 +94,12 @@ class Client:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
         self.log = log
+        # Run in the bench's scratch directory: ``python -m`` puts the current directory first on
+        # the import path, so a bench started from a checkout would have every client, the
+        # compared checkout's included, import that checkout's modules instead of its own.
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, env=env,
-                                         preexec_fn=die_with_parent)
+                                         cwd=log.parent, preexec_fn=die_with_parent)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

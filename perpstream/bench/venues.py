@@ -242,7 +242,7 @@ def checkout_venues(checkout: str) -> frozenset[str]:
         return frozenset()
     code = ("import json, perpstream, perpstream.producer.venues as v; "
             "print(json.dumps([perpstream.__file__, sorted(v.VENUES)]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                           env=dict(os.environ, PYTHONPATH=str(root)))
     if done.returncode != 0 or not done.stdout.strip():
         return frozenset()
