@@ -51,7 +51,6 @@ engine: its outputs are computed once and kept until they are durable.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -59,14 +58,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
-
 from perpstream.consumers.assets.keys import partition_key
 from perpstream.consumers.exceptions import BackpressureError, ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
 from perpstream.consumers.runtime.health import watch_members
 from perpstream.consumers.runtime.loop import ConsumeLoop
+from perpstream.consumers.runtime.publisher import RecordPublisher
 from perpstream.consumers.runtime.supervisor import run_workers
 from perpstream.consumers.snapshots.engine import (
     ACCEPTED,
@@ -80,9 +78,8 @@ from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from perpstream.consumers.snapshots.wire import snapshot_encoder
 from perpstream.runtime.health import Health
-from perpstream.runtime.telemetry import Telemetry, kafka_logging
+from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.codec import (
-    AvroCodec,
     market_snapshot_codec,
     metric_point_codec,
     registry_client,
@@ -92,103 +89,11 @@ from perpstream.schemas.codec import (
 log = logging.getLogger(__name__)
 
 
-class SnapshotPublisher:
-    """Avro MarketSnapshots to the snapshots topic, key = the market's asset (the symbol when it
-    has none), so one asset's markets share a partition for the asset group (docs/snapshots.md,
-    "Partitioning: one asset, one partition"); ``publish`` returns only when the broker
-    acknowledged every record."""
-
-    def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
-                 *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
-        # Idempotent like the other producers: a retry after a leader failover can neither
-        # duplicate nor reorder a symbol's snapshots within one producer session (docs/kafka.md).
-        cfg: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 20,
-                               "compression.type": "lz4"}
-        cfg.update(producer_config)
-        self._config = cfg
-        self.topic = topic
-        self._encode = snapshot_encoder(codec)
-        self._flush_timeout = flush_timeout
-        #: longest wait for room in a full producer queue: then backpressure, so that the
-        #: runtime serves the group while it backs off instead of this thread blocking
-        self._buffer_wait = buffer_wait
-        self._failed = 0
-        self._error: str | None = None
-        self._fatal: Any = None
-        self._producer = self._new_producer()
-
-    def _new_producer(self) -> Any:
-
-        return Producer({**self._config, **kafka_logging(), "error_cb": self._on_error})
-
-    def _on_error(self, err: Any) -> None:
-        """A fatal error (the idempotent producer's state is lost, e.g. its id fenced or expired)
-        leaves the client unusable: :meth:`wait` replaces it and the batch is retried."""
-        if err.fatal():
-            self._fatal = err
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._failed += 1
-            self._error = str(err)
-
-    def send(self, snaps: list[dict[str, Any]]) -> None:
-        """Enqueue; the acknowledgements are awaited by :meth:`wait` (so they
-        overlap the ClickHouse inserts)."""
-        self._failed, self._error = 0, None
-        produce, encode, topic, cb = self._producer.produce, self._encode, self.topic, self._on_delivery
-        for s in snaps:
-            value = encode(s)
-            deadline: float | None = None
-            while True:
-                try:
-                    produce(topic, value, partition_key(s["source"], s["symbol"]), on_delivery=cb)
-                    break
-                except BufferError:
-                    now = time.monotonic()
-                    deadline = deadline or now + self._buffer_wait
-                    if now >= deadline:
-                        raise BackpressureError(
-                            f"snapshots topic {self.topic!r}: producer queue still full after "
-                            f"{self._buffer_wait:.0f} s") from None
-                    self._producer.poll(0.05)
-
-    def wait(self) -> None:
-        """Return once the broker acknowledged everything sent; else backpressure."""
-        left = self._producer.flush(self._flush_timeout)
-        if self._fatal is not None or left:
-            # A fatal error leaves the client unusable; records still queued after the flush
-            # timeout belong to a client that may never deliver them (a broker restarted in
-            # place forgets the idempotent producer's id, and librdkafka retries forever). Both
-            # ways the client is replaced and the whole batch is sent again (at-least-once).
-            cause = f"failed fatally ({self._fatal})" if self._fatal is not None else f"{left} unacknowledged"
-            self._fatal = None
-            self._failed = 0
-            log.warning("replacing the snapshot producer", extra={"topic": self.topic, "cause": cause})
-            self._replace()
-            raise BackpressureError(f"snapshots topic {self.topic!r}: {cause}; producer replaced, the batch "
-                                    f"is sent again")
-        if self._failed:
-            failed, self._failed = self._failed, 0
-            raise BackpressureError(f"snapshots topic {self.topic!r}: {failed} failed ({self._error})")
-
-    def _replace(self) -> None:
-        """A new client; the old one's messages are dropped (the batch is sent again)."""
-        old, self._producer = self._producer, self._new_producer()
-        with contextlib.suppress(Exception):
-            old.purge()
-            old.flush(0)
-
-    def publish(self, snaps: list[dict[str, Any]]) -> None:
-        self.send(snaps)
-        self.wait()
-
-    def close(self) -> None:
-        """Flush and release the client (its threads would otherwise outlive the member)."""
-        self._producer.flush(5.0)
-        close = getattr(self._producer, "close", None)
-        if close is not None:
-            close()
+def snapshot_key(snapshot: dict[str, Any]) -> bytes:
+    """The Kafka key of a MarketSnapshot: its market's asset (the symbol when it has none), so
+    one asset's markets share a partition for the asset group (docs/snapshots.md,
+    "Partitioning: one asset, one partition")."""
+    return partition_key(snapshot["source"], snapshot["symbol"])
 
 
 @dataclass
@@ -212,7 +117,7 @@ class SnapshotHandler:
         self,
         store: SnapshotStore,
         config: EngineConfig,
-        publisher: SnapshotPublisher | None,
+        publisher: RecordPublisher | None,
         *,
         telemetry: Telemetry | None = None,
         group_id: str = "",
@@ -450,7 +355,10 @@ class SnapshotService:
         return SnapshotHandler(
             SnapshotStore(self.client, s.clickhouse_database, s.group_id),
             s.engine_config(),
-            SnapshotPublisher(producer_cfg, s.snapshots_topic, codec),
+            # Idempotent like the other producers: a retry after a leader failover can neither
+            # duplicate nor reorder a symbol's snapshots within one producer session (docs/kafka.md).
+            RecordPublisher(producer_cfg, s.snapshots_topic, snapshot_encoder(codec), snapshot_key,
+                            label="snapshots topic", client_name="snapshot producer"),
             telemetry=self.telemetry,
             group_id=s.group_id,
             checkpoint_interval=s.snapshot_checkpoint_interval_ms / 1000,
