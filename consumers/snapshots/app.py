@@ -55,13 +55,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from perpstream.consumers.assets.keys import partition_key
-from perpstream.consumers.exceptions import BackpressureError, ConsumerError
+from perpstream.consumers.exceptions import ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
+from perpstream.consumers.runtime.derived import DerivingHandler, PartitionOut, Prepared
 from perpstream.consumers.runtime.health import watch_members
 from perpstream.consumers.runtime.loop import ConsumeLoop
 from perpstream.consumers.runtime.publisher import RecordPublisher
@@ -96,22 +96,9 @@ def snapshot_key(snapshot: dict[str, Any]) -> bytes:
     return partition_key(snapshot["source"], snapshot["symbol"])
 
 
-@dataclass
-class _PartitionOut:
-    points: list[tuple[str, str, str, int, float]] = field(default_factory=list)
-    snapshots: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: dict[Market, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Prepared:
-    batch: Batch
-    parts: dict[TopicPartitionId, _PartitionOut]
-    done: set[str] = field(default_factory=set)
-
-
-class SnapshotHandler:
-    """The :class:`~consumers.runtime.loop.BatchHandler` of the snapshot group."""
+class SnapshotHandler(DerivingHandler[SnapshotStore, SnapshotEngine, Market]):
+    """The :class:`~consumers.runtime.loop.BatchHandler` of the snapshot group; the order in
+    which a batch's outputs are made durable is :mod:`consumers.runtime.derived`'s."""
 
     def __init__(
         self,
@@ -124,126 +111,41 @@ class SnapshotHandler:
         checkpoint_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        super().__init__(store, publisher, telemetry=telemetry, group_id=group_id,
+                         checkpoint_interval=checkpoint_interval, clock=clock)
         self.config = config
-        self.publisher = publisher
-        self.telemetry = telemetry or Telemetry()
-        self._labels = {"group": group_id}
-        self.engines: dict[TopicPartitionId, SnapshotEngine] = {}
-        self._restore: set[TopicPartitionId] = set()
-        self._restored_out: dict[TopicPartitionId, list[dict[str, Any]]] = {}
-        self._prepared: _Prepared | None = None
         #: (source, symbol) -> (latest snapshot time, its stale flag), for the freshness gauge
         self.latest: dict[Market, tuple[int, bool]] = {}
-        self._lock = threading.Lock()
-        #: seconds between checkpoint writes (0: every batch that emitted); see _checkpoint
-        self._checkpoint_interval = checkpoint_interval
-        self._clock = clock
-        #: per partition, market -> latest snapshot time whose outputs are durable, not yet written
-        self._unwritten: dict[TopicPartitionId, dict[Market, int]] = {}
-        self._checkpoint_due = 0.0
 
-    # -- BatchHandler -------------------------------------------------------------
+    # -- DerivingHandler ------------------------------------------------------------
 
-    def on_assigned(self, partitions: list[TopicPartitionId]) -> None:
-        # Rebuilt lazily in handle(): a ClickHouse outage then becomes backpressure
-        # (pause and retry) instead of an error inside the rebalance callback.
-        for tp in partitions:
-            self._forget(tp)
-            self._restore.add(tp)
-
-    def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
-        # the next owner resumes from the checkpoints: write what this member vouches for
-        self._write_checkpoints_now(partitions)
-        for tp in partitions:
-            self._forget(tp)
-            self._restore.discard(tp)
-
-    def _forget(self, tp: TopicPartitionId) -> None:
-        engine = self.engines.pop(tp, None)
-        self._restored_out.pop(tp, None)
-        self._unwritten.pop(tp, None)
+    def _forget(self, tp: TopicPartitionId) -> SnapshotEngine | None:
+        engine = super()._forget(tp)
         if engine is not None:
             with self._lock:
                 for m in engine.markets:
                     self.latest.pop(m, None)
+        return engine
 
-    def handle(self, batch: Batch) -> None:
-        prep = self._prepared
-        if prep is None or prep.batch is not batch:
-            prep = self._prepared = self._prepare(batch)
-        parts = {tp: out for tp, out in prep.parts.items() if tp in batch.partitions}
-        snaps = [s for out in parts.values() for s in out.snapshots]
-        # Order: the checkpoints last (they say "everything up to here is durable").
-        # Snapshots may go before the points: their values follow from the input,
-        # so a crash in between re-derives the same ones from the committed offset.
-        if "sent" not in prep.done:
-            if self.publisher is not None:
-                self.publisher.send(snaps)
-            prep.done.add("sent")
-        if "points" not in prep.done:
-            self.store.write_points({tp: out.points for tp, out in parts.items()})
-            prep.done.add("points")
-        if "snapshots" not in prep.done:
-            self.store.write_snapshots(snaps)
-            prep.done.add("snapshots")
-        if self.publisher is not None:
-            try:
-                self.publisher.wait()
-            except BackpressureError:
-                prep.done.discard("sent")
-                raise
-        self._checkpoint({tp: out.checkpoints for tp, out in parts.items()})
-        self._prepared = None
-        self.telemetry.inc("snapshots_emitted", len(snaps), self._labels)
-        self.telemetry.inc("snapshot_points_applied", sum(len(o.points) for o in parts.values()),
+    def _write_inputs(self, inputs: Mapping[TopicPartitionId, list[Any]]) -> None:
+        """The applied points, each ``(source, symbol, metric, event_time, value)``."""
+        self.store.write_points(inputs)
+
+    def _handled(self, records: list[dict[str, Any]],
+                 parts: Mapping[TopicPartitionId, PartitionOut[Market]]) -> None:
+        self.telemetry.inc("snapshots_emitted", len(records), self._labels)
+        self.telemetry.inc("snapshot_points_applied", sum(len(o.inputs) for o in parts.values()),
                            self._labels)
         with self._lock:
-            for s in snaps:
+            for s in records:
                 market = (s["source"], s["symbol"])
                 cur = self.latest.get(market)
                 if cur is None or s["snapshot_time"] >= cur[0]:
                     self.latest[market] = (s["snapshot_time"], s["stale"])
 
-    def close(self) -> None:
-        self._write_checkpoints_now(list(self._unwritten))
-        if self.publisher is not None:
-            self.publisher.close()
-
-    # -- checkpoints ----------------------------------------------------------------
-
-    def _checkpoint(self, durable: Mapping[TopicPartitionId, Mapping[Market, int]]) -> None:
-        """Vouch for a handled batch's outputs; write the checkpoints at most once per interval.
-
-        A checkpoint written later than it could be is never wrong, only older: a restore
-        from it re-emits the snapshots after it, with the values they had (docs/snapshots.md,
-        "State recovery"). So the writes of several batches are coalesced into one insert,
-        the cost being re-emitted duplicates of at most ``checkpoint_interval`` after a crash.
-        Merging by max makes a retry of the same batch (a failed write) harmless.
-        """
-        for tp, markets in durable.items():
-            if not markets:
-                continue
-            held = self._unwritten.setdefault(tp, {})
-            for market, t in markets.items():
-                if held.get(market, -1) < t:
-                    held[market] = t
-        if self._unwritten and self._clock() >= self._checkpoint_due:
-            self.store.write_checkpoints(self._unwritten)
-            self._unwritten = {}
-            self._checkpoint_due = self._clock() + self._checkpoint_interval
-
-    def _write_checkpoints_now(self, partitions: list[TopicPartitionId]) -> None:
-        """Revocation and stop: write the held checkpoints of ``partitions`` if ClickHouse
-        takes them; if not, the next owner re-emits from the older ones (still exact)."""
-        todo = {tp: self._unwritten.pop(tp) for tp in partitions if tp in self._unwritten}
-        if not todo:
-            return
-        try:
-            self.store.write_checkpoints(todo)
-        except ConsumerError as exc:
-            log.warning("checkpoints not written; the next owner re-emits their snapshots",
-                        extra={"partitions": sorted(todo), "error": str(exc)})
+    def _checkpoints_not_written(self, partitions: list[TopicPartitionId], exc: ConsumerError) -> None:
+        log.warning("checkpoints not written; the next owner re-emits their snapshots",
+                    extra={"partitions": partitions, "error": str(exc)})
 
     # -- internals ----------------------------------------------------------------
 
@@ -265,17 +167,17 @@ class SnapshotHandler:
                 "seconds": round(time.perf_counter() - started, 3)})
         return engine
 
-    def _prepare(self, batch: Batch) -> _Prepared:
+    def _prepare(self, batch: Batch) -> Prepared[Market]:
         # Rebuild every partition first: a failed read leaves no engine half-fed.
         for tp in batch.partitions:
             self._engine(tp)
-        parts: dict[TopicPartitionId, _PartitionOut] = {}
+        parts: dict[TopicPartitionId, PartitionOut[Market]] = {}
         for tp, pb in batch.partitions.items():
             engine = self.engines[tp]
             before = engine.counters.as_dict()
-            out = _PartitionOut()
-            out.snapshots = self._restored_out.pop(tp, [])
-            pts = out.points
+            out: PartitionOut[Market] = PartitionOut()
+            out.records = self._restored_out.pop(tp, [])
+            pts = out.inputs
             add = engine.add
             used = METRIC_CODES
             ignored = 0
@@ -287,8 +189,8 @@ class SnapshotHandler:
                 if add(source, symbol, metric, value, et) == ACCEPTED:
                     pts.append((source, symbol, metric, et, value))
             engine.counters.ignored += ignored
-            out.snapshots.extend(engine.take_output())
-            for s in out.snapshots:
+            out.records.extend(engine.take_output())
+            for s in out.records:
                 t = s["snapshot_time"]
                 market = (s["source"], s["symbol"])
                 if out.checkpoints.get(market, -1) < t:
@@ -299,7 +201,7 @@ class SnapshotHandler:
                     self.telemetry.inc("snapshot_points", after[name] - before[name],
                                        {**self._labels, "outcome": name})
             parts[tp] = out
-        return _Prepared(batch, parts)
+        return Prepared(batch, parts)
 
     def stale_markets(self, now_ms: int | None = None) -> list[Market]:
         """Markets (source, symbol) whose context cannot be trusted now: the latest
