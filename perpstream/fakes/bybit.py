@@ -31,19 +31,18 @@ Faults, callable from the test thread: :meth:`drop_connections`, :meth:`mute_con
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection
 
-from perpstream.fakes.server import FakeVenue
+from perpstream.fakes.server import TickingVenue
 
 WS_PATH = "/v5/public/linear"
 #: Characters the args of one connection may add up to (Bybit's documented limit).
@@ -88,7 +87,7 @@ class _Conn:
     muted: bool = False
 
 
-class FakeBybit(FakeVenue[_Conn]):
+class FakeBybit(TickingVenue[_Conn]):
     """See the module doc. Use as a context manager, or :meth:`start` / :meth:`stop`."""
 
     venue_name = "Bybit"
@@ -136,9 +135,6 @@ class FakeBybit(FakeVenue[_Conn]):
         app.router.add_get("/v5/market/funding/history", self._funding_history)
         app.router.add_get("/v5/market/open-interest", self._open_interest)
         return app
-
-    def _clocks(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._run_clock()]
 
     # -- websocket ------------------------------------------------------------------
 
@@ -231,17 +227,6 @@ class FakeBybit(FakeVenue[_Conn]):
                 full = self.ticker(symbol, self.k)
                 conn.topics[symbol] = full
                 await conn.ws.send(self._message(symbol, "snapshot", full, self.k))
-
-    async def _run_clock(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
-            if self.paused:
-                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
-                continue
-            self.k += 1
-            await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
 
     async def _emit(self, conn: _Conn, k: int) -> None:
         if conn.muted:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ from aiohttp import web
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from perpstream.fakes.server import FakeVenue
+from perpstream.fakes.server import TickingVenue
 
 WS_PATH = "/ws"
 INFO_PATH = "/info"
@@ -101,7 +101,7 @@ class _BadBody(Exception):
         self.text = text
 
 
-class FakeHyperliquid(FakeVenue[_Conn]):
+class FakeHyperliquid(TickingVenue[_Conn]):
     """See the module doc. Use as a context manager, or :meth:`start` / :meth:`stop`."""
 
     venue_name = "Hyperliquid"
@@ -159,9 +159,6 @@ class FakeHyperliquid(FakeVenue[_Conn]):
         app = web.Application()
         app.router.add_post(INFO_PATH, self._info)
         return app
-
-    def _clocks(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._run_clock()]
 
     # -- listings -------------------------------------------------------------------------
 
@@ -284,17 +281,6 @@ class FakeHyperliquid(FakeVenue[_Conn]):
         if self.record:
             self.sent.append((k, coin, frame))
         return frame
-
-    async def _run_clock(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
-            if self.paused:
-                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
-                continue
-            self.k += 1
-            await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
 
     async def _emit(self, conn: _Conn, k: int) -> None:
         if conn.muted:

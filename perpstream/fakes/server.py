@@ -8,7 +8,8 @@ on the loop from the test thread) and the connection faults every venue offers
 :meth:`~FakeVenue.inject`). A venue module (:mod:`perpstream.fakes.binance`,
 :mod:`~perpstream.fakes.bybit`, :mod:`~perpstream.fakes.okx`,
 :mod:`~perpstream.fakes.hyperliquid`) brings only what the venue does: its websocket
-handler and options, its HTTP routes and the clocks that push.
+handler and options, its HTTP routes and the clocks that push. A venue that pushes on one
+clock of ``rate`` ticks a second derives from :class:`TickingVenue`, which runs it.
 """
 
 from __future__ import annotations
@@ -195,3 +196,34 @@ class FakeVenue(abc.ABC, Generic[ConnT]):
             return len(conns)
 
         return int(self.call(send))
+
+
+class TickingVenue(FakeVenue[ConnT]):
+    """A fake venue whose pushes follow one clock: tick :attr:`k` comes ``rate`` times a second
+    and every open connection is handed it (:meth:`_emit`). While :attr:`paused` the clock
+    stands still (connections stay open) and resumes at the rate, without a burst."""
+
+    #: Ticks a second.
+    rate: float
+    #: The current tick.
+    k: int
+    #: While True the clock stands still.
+    paused: bool
+
+    @abc.abstractmethod
+    async def _emit(self, conn: ConnT, k: int) -> None:
+        """Send ``conn`` what tick ``k`` brings it."""
+
+    def _clocks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._run_clock()]
+
+    async def _run_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
+            if self.paused:
+                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
+                continue
+            self.k += 1
+            await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
