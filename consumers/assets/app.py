@@ -55,7 +55,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from perpstream.consumers.assets.engine import ACCEPTED, OUTCOMES, AssetEngine, AssetEngineConfig
@@ -68,8 +67,9 @@ from perpstream.consumers.assets.wire import (
     market_snapshot_reader,
     snapshot_row_decoder,
 )
-from perpstream.consumers.exceptions import BackpressureError, ConsumerError
+from perpstream.consumers.exceptions import ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
+from perpstream.consumers.runtime.derived import DerivingHandler, PartitionOut, Prepared
 from perpstream.consumers.runtime.health import watch_members
 from perpstream.consumers.runtime.loop import ConsumeLoop
 from perpstream.consumers.runtime.publisher import RecordPublisher
@@ -97,23 +97,9 @@ def rebuild_engine(config: AssetEngineConfig, recoveries: Iterable[AssetRecovery
     return engine
 
 
-@dataclass
-class _PartitionOut:
-    #: accepted rows: (asset, row in ROW_FIELDS order)
-    inputs: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Prepared:
-    batch: Batch
-    parts: dict[TopicPartitionId, _PartitionOut]
-    done: set[str] = field(default_factory=set)
-
-
-class AssetHandler:
-    """The :class:`~consumers.runtime.loop.BatchHandler` of the asset group (module docstring)."""
+class AssetHandler(DerivingHandler[AssetStore, AssetEngine, str]):
+    """The :class:`~consumers.runtime.loop.BatchHandler` of the asset group (module docstring);
+    the order in which a batch's outputs are made durable is :mod:`consumers.runtime.derived`'s."""
 
     def __init__(
         self,
@@ -126,113 +112,28 @@ class AssetHandler:
         checkpoint_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        super().__init__(store, publisher, telemetry=telemetry, group_id=group_id,
+                         checkpoint_interval=checkpoint_interval, clock=clock)
         self.config = config
-        self.publisher = publisher
-        self.telemetry = telemetry or Telemetry()
-        self._labels = {"group": group_id}
-        self.engines: dict[TopicPartitionId, AssetEngine] = {}
-        self._restore: set[TopicPartitionId] = set()
-        self._restored_out: dict[TopicPartitionId, list[dict[str, Any]]] = {}
-        self._prepared: _Prepared | None = None
-        self._lock = threading.Lock()
-        self._checkpoint_interval = checkpoint_interval
-        self._clock = clock
-        #: per partition, asset -> latest snapshot time whose records are durable, not yet written
-        self._unwritten: dict[TopicPartitionId, dict[str, int]] = {}
-        self._checkpoint_due = 0.0
 
-    # -- BatchHandler -------------------------------------------------------------
+    # -- DerivingHandler ------------------------------------------------------------
 
-    def on_assigned(self, partitions: list[TopicPartitionId]) -> None:
-        # Rebuilt lazily in handle(): a ClickHouse outage then becomes backpressure
-        # (pause and retry) instead of an error inside the rebalance callback.
-        for tp in partitions:
-            self._forget(tp)
-            self._restore.add(tp)
+    def _write_inputs(self, inputs: Mapping[TopicPartitionId, list[Any]]) -> None:
+        """The accepted rows, each ``(asset, row in ROW_FIELDS order)``."""
+        self.store.write_inputs(inputs)
 
-    def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
-        # the next owner resumes from the checkpoints: write what this member vouches for
-        self._write_checkpoints_now(partitions)
-        for tp in partitions:
-            self._forget(tp)
-            self._restore.discard(tp)
-
-    def _forget(self, tp: TopicPartitionId) -> None:
-        with self._lock:
-            self.engines.pop(tp, None)
-        self._restored_out.pop(tp, None)
-        self._unwritten.pop(tp, None)
-
-    def handle(self, batch: Batch) -> None:
-        prep = self._prepared
-        if prep is None or prep.batch is not batch:
-            prep = self._prepared = self._prepare(batch)
-        parts = {tp: out for tp, out in prep.parts.items() if tp in batch.partitions}
-        records = [r for out in parts.values() for r in out.records]
-        # The checkpoints last: they say "every record up to here is durable". Records may go
-        # before the inputs: they follow from the input, and a crash in between re-derives them.
-        if "sent" not in prep.done:
-            if self.publisher is not None:
-                self.publisher.send(records)
-            prep.done.add("sent")
-        if "inputs" not in prep.done:
-            self.store.write_inputs({tp: out.inputs for tp, out in parts.items()})
-            prep.done.add("inputs")
-        if "records" not in prep.done:
-            self.store.write_snapshots(records)
-            prep.done.add("records")
-        if self.publisher is not None:
-            try:
-                self.publisher.wait()
-            except BackpressureError:
-                prep.done.discard("sent")
-                raise
-        self._checkpoint({tp: out.checkpoints for tp, out in parts.items()})
-        self._prepared = None
+    def _handled(self, records: list[dict[str, Any]],
+                 parts: Mapping[TopicPartitionId, PartitionOut[str]]) -> None:
         self.telemetry.inc("asset_snapshots_emitted", len(records), self._labels)
 
-    def close(self) -> None:
-        self._write_checkpoints_now(list(self._unwritten))
-        if self.publisher is not None:
-            self.publisher.close()
+    def _checkpoints_not_written(self, partitions: list[TopicPartitionId], exc: ConsumerError) -> None:
+        log.warning("asset checkpoints not written; the next owner emits their records again",
+                    extra={"partitions": partitions, "error": str(exc)})
 
     def pending_rows(self) -> int:
         """Rows held for asset snapshots not emitted yet, over this member's partitions."""
         with self._lock:
             return sum(e.pending_rows() for e in self.engines.values())
-
-    # -- checkpoints ----------------------------------------------------------------
-
-    def _checkpoint(self, durable: Mapping[TopicPartitionId, Mapping[str, int]]) -> None:
-        """Vouch for a handled batch's records; write the checkpoints at most once per interval.
-
-        An older checkpoint is never wrong, it only makes a rebuild emit more records
-        again, with their values (module docstring). Merging by max makes a retry harmless.
-        """
-        for tp, assets in durable.items():
-            if not assets:
-                continue
-            held = self._unwritten.setdefault(tp, {})
-            for asset, t in assets.items():
-                if held.get(asset, -1) < t:
-                    held[asset] = t
-        if self._unwritten and self._clock() >= self._checkpoint_due:
-            self.store.write_checkpoints(self._unwritten)
-            self._unwritten = {}
-            self._checkpoint_due = self._clock() + self._checkpoint_interval
-
-    def _write_checkpoints_now(self, partitions: list[TopicPartitionId]) -> None:
-        """Revocation and stop: write the held checkpoints of ``partitions`` if ClickHouse
-        takes them; if not, the next owner emits again from the older ones (still exact)."""
-        todo = {tp: self._unwritten.pop(tp) for tp in partitions if tp in self._unwritten}
-        if not todo:
-            return
-        try:
-            self.store.write_checkpoints(todo)
-        except ConsumerError as exc:
-            log.warning("asset checkpoints not written; the next owner emits their records again",
-                        extra={"partitions": sorted(todo), "error": str(exc)})
 
     # -- internals ----------------------------------------------------------------
 
@@ -253,15 +154,15 @@ class AssetHandler:
                 "seconds": round(time.perf_counter() - started, 3)})
         return engine
 
-    def _prepare(self, batch: Batch) -> _Prepared:
+    def _prepare(self, batch: Batch) -> Prepared[str]:
         # Rebuild every partition first: a failed read leaves no engine half-fed.
         for tp in batch.partitions:
             self._engine(tp)
-        parts: dict[TopicPartitionId, _PartitionOut] = {}
+        parts: dict[TopicPartitionId, PartitionOut[str]] = {}
         for tp, pb in batch.partitions.items():
             engine = self.engines[tp]
             before = engine.counters.as_dict()
-            out = _PartitionOut()
+            out: PartitionOut[str] = PartitionOut()
             out.records = self._restored_out.pop(tp, [])
             for row in pb.rows:
                 rec = dict(zip(ROW_FIELDS, row, strict=True))
@@ -279,7 +180,7 @@ class AssetHandler:
                     self.telemetry.inc("asset_rows", after[name] - before[name],
                                        {**self._labels, "outcome": name})
             parts[tp] = out
-        return _Prepared(batch, parts)
+        return Prepared(batch, parts)
 
 
 class AssetService:

@@ -1,7 +1,7 @@
 """Publishing a consumer's output records to a topic, acknowledged before offsets are committed.
 
-A consumer that writes derived records (the asset group's AssetSnapshots,
-docs/snapshots.md "Cross-venue asset snapshots") may commit its input offsets
+A consumer that writes derived records (the snapshot group's MarketSnapshots and
+the asset group's AssetSnapshots, docs/snapshots.md) may commit its input offsets
 only once the broker holds them: :meth:`RecordPublisher.send` enqueues a batch,
 :meth:`RecordPublisher.wait` returns once every record is acknowledged and raises
 :class:`~consumers.exceptions.BackpressureError` otherwise, so the consume loop
@@ -38,12 +38,15 @@ class RecordPublisher:
     ``buffer_wait``: the longest wait for room in a full producer queue before
     backpressure, so the runtime keeps serving the group while it backs off
     instead of this thread blocking. ``flush_timeout``: the longest wait for
-    acknowledgements in :meth:`wait`.
+    acknowledgements in :meth:`wait`. ``label`` names the topic in the errors
+    (``snapshots topic 'x': ...``), ``client_name`` the client in the log line
+    of its replacement (``replacing the snapshot producer``).
     """
 
     def __init__(self, producer_config: Mapping[str, Any], topic: str,
                  encode: Callable[[Record], bytes], key_of: Callable[[Record], bytes], *,
-                 flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
+                 flush_timeout: float = 30.0, buffer_wait: float = 10.0, label: str = "topic",
+                 client_name: str = "producer") -> None:
         cfg: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 20,
                                "compression.type": "lz4"}
         cfg.update(producer_config)
@@ -53,6 +56,8 @@ class RecordPublisher:
         self._key_of = key_of
         self._flush_timeout = flush_timeout
         self._buffer_wait = buffer_wait
+        self._label = label
+        self._client_name = client_name
         self._failed = 0
         self._error: str | None = None
         self._fatal: Any = None
@@ -88,7 +93,7 @@ class RecordPublisher:
                     deadline = deadline or now + self._buffer_wait
                     if now >= deadline:
                         raise BackpressureError(
-                            f"topic {self.topic!r}: producer queue still full after "
+                            f"{self._label} {self.topic!r}: producer queue still full after "
                             f"{self._buffer_wait:.0f} s") from None
                     self._producer.poll(0.05)
 
@@ -106,15 +111,16 @@ class RecordPublisher:
             cause = f"failed fatally ({self._fatal})" if self._fatal is not None else f"{left} unacknowledged"
             self._fatal = None
             self._failed = 0
-            log.warning("replacing the producer", extra={"topic": self.topic, "cause": cause})
+            log.warning(f"replacing the {self._client_name}", extra={"topic": self.topic, "cause": cause})
             self._replace()
-            raise BackpressureError(f"topic {self.topic!r}: {cause}; producer replaced, the batch is "
-                                    f"sent again")
+            raise BackpressureError(f"{self._label} {self.topic!r}: {cause}; producer replaced, the batch "
+                                    f"is sent again")
         if self._failed:
             failed, self._failed = self._failed, 0
-            raise BackpressureError(f"topic {self.topic!r}: {failed} failed ({self._error})")
+            raise BackpressureError(f"{self._label} {self.topic!r}: {failed} failed ({self._error})")
 
     def _replace(self) -> None:
+        """A new client; the old one's messages are dropped (the batch is sent again)."""
         old, self._producer = self._producer, self._new_producer()
         with contextlib.suppress(Exception):
             old.purge()

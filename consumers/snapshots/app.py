@@ -51,22 +51,20 @@ engine: its outputs are computed once and kept until they are durable.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
-
 from perpstream.consumers.assets.keys import partition_key
-from perpstream.consumers.exceptions import BackpressureError, ConsumerError
+from perpstream.consumers.exceptions import ConsumerError
 from perpstream.consumers.runtime.batch import Batch, TopicPartitionId
 from perpstream.consumers.runtime.decoding import row_decoder
+from perpstream.consumers.runtime.derived import DerivingHandler, PartitionOut, Prepared
 from perpstream.consumers.runtime.health import watch_members
 from perpstream.consumers.runtime.loop import ConsumeLoop
+from perpstream.consumers.runtime.publisher import RecordPublisher
 from perpstream.consumers.runtime.supervisor import run_workers
 from perpstream.consumers.snapshots.engine import (
     ACCEPTED,
@@ -80,9 +78,8 @@ from perpstream.consumers.snapshots.settings import SnapshotSettings
 from perpstream.consumers.snapshots.store import SnapshotStore, migrate_snapshots
 from perpstream.consumers.snapshots.wire import snapshot_encoder
 from perpstream.runtime.health import Health
-from perpstream.runtime.telemetry import Telemetry, kafka_logging
+from perpstream.runtime.telemetry import Telemetry
 from perpstream.schemas.codec import (
-    AvroCodec,
     market_snapshot_codec,
     metric_point_codec,
     registry_client,
@@ -92,253 +89,63 @@ from perpstream.schemas.codec import (
 log = logging.getLogger(__name__)
 
 
-class SnapshotPublisher:
-    """Avro MarketSnapshots to the snapshots topic, key = the market's asset (the symbol when it
-    has none), so one asset's markets share a partition for the asset group (docs/snapshots.md,
-    "Partitioning: one asset, one partition"); ``publish`` returns only when the broker
-    acknowledged every record."""
-
-    def __init__(self, producer_config: Mapping[str, Any], topic: str, codec: AvroCodec,
-                 *, flush_timeout: float = 30.0, buffer_wait: float = 10.0) -> None:
-        # Idempotent like the other producers: a retry after a leader failover can neither
-        # duplicate nor reorder a symbol's snapshots within one producer session (docs/kafka.md).
-        cfg: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "linger.ms": 20,
-                               "compression.type": "lz4"}
-        cfg.update(producer_config)
-        self._config = cfg
-        self.topic = topic
-        self._encode = snapshot_encoder(codec)
-        self._flush_timeout = flush_timeout
-        #: longest wait for room in a full producer queue: then backpressure, so that the
-        #: runtime serves the group while it backs off instead of this thread blocking
-        self._buffer_wait = buffer_wait
-        self._failed = 0
-        self._error: str | None = None
-        self._fatal: Any = None
-        self._producer = self._new_producer()
-
-    def _new_producer(self) -> Any:
-
-        return Producer({**self._config, **kafka_logging(), "error_cb": self._on_error})
-
-    def _on_error(self, err: Any) -> None:
-        """A fatal error (the idempotent producer's state is lost, e.g. its id fenced or expired)
-        leaves the client unusable: :meth:`wait` replaces it and the batch is retried."""
-        if err.fatal():
-            self._fatal = err
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._failed += 1
-            self._error = str(err)
-
-    def send(self, snaps: list[dict[str, Any]]) -> None:
-        """Enqueue; the acknowledgements are awaited by :meth:`wait` (so they
-        overlap the ClickHouse inserts)."""
-        self._failed, self._error = 0, None
-        produce, encode, topic, cb = self._producer.produce, self._encode, self.topic, self._on_delivery
-        for s in snaps:
-            value = encode(s)
-            deadline: float | None = None
-            while True:
-                try:
-                    produce(topic, value, partition_key(s["source"], s["symbol"]), on_delivery=cb)
-                    break
-                except BufferError:
-                    now = time.monotonic()
-                    deadline = deadline or now + self._buffer_wait
-                    if now >= deadline:
-                        raise BackpressureError(
-                            f"snapshots topic {self.topic!r}: producer queue still full after "
-                            f"{self._buffer_wait:.0f} s") from None
-                    self._producer.poll(0.05)
-
-    def wait(self) -> None:
-        """Return once the broker acknowledged everything sent; else backpressure."""
-        left = self._producer.flush(self._flush_timeout)
-        if self._fatal is not None or left:
-            # A fatal error leaves the client unusable; records still queued after the flush
-            # timeout belong to a client that may never deliver them (a broker restarted in
-            # place forgets the idempotent producer's id, and librdkafka retries forever). Both
-            # ways the client is replaced and the whole batch is sent again (at-least-once).
-            cause = f"failed fatally ({self._fatal})" if self._fatal is not None else f"{left} unacknowledged"
-            self._fatal = None
-            self._failed = 0
-            log.warning("replacing the snapshot producer", extra={"topic": self.topic, "cause": cause})
-            self._replace()
-            raise BackpressureError(f"snapshots topic {self.topic!r}: {cause}; producer replaced, the batch "
-                                    f"is sent again")
-        if self._failed:
-            failed, self._failed = self._failed, 0
-            raise BackpressureError(f"snapshots topic {self.topic!r}: {failed} failed ({self._error})")
-
-    def _replace(self) -> None:
-        """A new client; the old one's messages are dropped (the batch is sent again)."""
-        old, self._producer = self._producer, self._new_producer()
-        with contextlib.suppress(Exception):
-            old.purge()
-            old.flush(0)
-
-    def publish(self, snaps: list[dict[str, Any]]) -> None:
-        self.send(snaps)
-        self.wait()
-
-    def close(self) -> None:
-        """Flush and release the client (its threads would otherwise outlive the member)."""
-        self._producer.flush(5.0)
-        close = getattr(self._producer, "close", None)
-        if close is not None:
-            close()
+def snapshot_key(snapshot: dict[str, Any]) -> bytes:
+    """The Kafka key of a MarketSnapshot: its market's asset (the symbol when it has none), so
+    one asset's markets share a partition for the asset group (docs/snapshots.md,
+    "Partitioning: one asset, one partition")."""
+    return partition_key(snapshot["source"], snapshot["symbol"])
 
 
-@dataclass
-class _PartitionOut:
-    points: list[tuple[str, str, str, int, float]] = field(default_factory=list)
-    snapshots: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: dict[Market, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Prepared:
-    batch: Batch
-    parts: dict[TopicPartitionId, _PartitionOut]
-    done: set[str] = field(default_factory=set)
-
-
-class SnapshotHandler:
-    """The :class:`~consumers.runtime.loop.BatchHandler` of the snapshot group."""
+class SnapshotHandler(DerivingHandler[SnapshotStore, SnapshotEngine, Market]):
+    """The :class:`~consumers.runtime.loop.BatchHandler` of the snapshot group; the order in
+    which a batch's outputs are made durable is :mod:`consumers.runtime.derived`'s."""
 
     def __init__(
         self,
         store: SnapshotStore,
         config: EngineConfig,
-        publisher: SnapshotPublisher | None,
+        publisher: RecordPublisher | None,
         *,
         telemetry: Telemetry | None = None,
         group_id: str = "",
         checkpoint_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        super().__init__(store, publisher, telemetry=telemetry, group_id=group_id,
+                         checkpoint_interval=checkpoint_interval, clock=clock)
         self.config = config
-        self.publisher = publisher
-        self.telemetry = telemetry or Telemetry()
-        self._labels = {"group": group_id}
-        self.engines: dict[TopicPartitionId, SnapshotEngine] = {}
-        self._restore: set[TopicPartitionId] = set()
-        self._restored_out: dict[TopicPartitionId, list[dict[str, Any]]] = {}
-        self._prepared: _Prepared | None = None
         #: (source, symbol) -> (latest snapshot time, its stale flag), for the freshness gauge
         self.latest: dict[Market, tuple[int, bool]] = {}
-        self._lock = threading.Lock()
-        #: seconds between checkpoint writes (0: every batch that emitted); see _checkpoint
-        self._checkpoint_interval = checkpoint_interval
-        self._clock = clock
-        #: per partition, market -> latest snapshot time whose outputs are durable, not yet written
-        self._unwritten: dict[TopicPartitionId, dict[Market, int]] = {}
-        self._checkpoint_due = 0.0
 
-    # -- BatchHandler -------------------------------------------------------------
+    # -- DerivingHandler ------------------------------------------------------------
 
-    def on_assigned(self, partitions: list[TopicPartitionId]) -> None:
-        # Rebuilt lazily in handle(): a ClickHouse outage then becomes backpressure
-        # (pause and retry) instead of an error inside the rebalance callback.
-        for tp in partitions:
-            self._forget(tp)
-            self._restore.add(tp)
-
-    def on_revoked(self, partitions: list[TopicPartitionId]) -> None:
-        # the next owner resumes from the checkpoints: write what this member vouches for
-        self._write_checkpoints_now(partitions)
-        for tp in partitions:
-            self._forget(tp)
-            self._restore.discard(tp)
-
-    def _forget(self, tp: TopicPartitionId) -> None:
-        engine = self.engines.pop(tp, None)
-        self._restored_out.pop(tp, None)
-        self._unwritten.pop(tp, None)
+    def _forget(self, tp: TopicPartitionId) -> SnapshotEngine | None:
+        engine = super()._forget(tp)
         if engine is not None:
             with self._lock:
                 for m in engine.markets:
                     self.latest.pop(m, None)
+        return engine
 
-    def handle(self, batch: Batch) -> None:
-        prep = self._prepared
-        if prep is None or prep.batch is not batch:
-            prep = self._prepared = self._prepare(batch)
-        parts = {tp: out for tp, out in prep.parts.items() if tp in batch.partitions}
-        snaps = [s for out in parts.values() for s in out.snapshots]
-        # Order: the checkpoints last (they say "everything up to here is durable").
-        # Snapshots may go before the points: their values follow from the input,
-        # so a crash in between re-derives the same ones from the committed offset.
-        if "sent" not in prep.done:
-            if self.publisher is not None:
-                self.publisher.send(snaps)
-            prep.done.add("sent")
-        if "points" not in prep.done:
-            self.store.write_points({tp: out.points for tp, out in parts.items()})
-            prep.done.add("points")
-        if "snapshots" not in prep.done:
-            self.store.write_snapshots(snaps)
-            prep.done.add("snapshots")
-        if self.publisher is not None:
-            try:
-                self.publisher.wait()
-            except BackpressureError:
-                prep.done.discard("sent")
-                raise
-        self._checkpoint({tp: out.checkpoints for tp, out in parts.items()})
-        self._prepared = None
-        self.telemetry.inc("snapshots_emitted", len(snaps), self._labels)
-        self.telemetry.inc("snapshot_points_applied", sum(len(o.points) for o in parts.values()),
+    def _write_inputs(self, inputs: Mapping[TopicPartitionId, list[Any]]) -> None:
+        """The applied points, each ``(source, symbol, metric, event_time, value)``."""
+        self.store.write_points(inputs)
+
+    def _handled(self, records: list[dict[str, Any]],
+                 parts: Mapping[TopicPartitionId, PartitionOut[Market]]) -> None:
+        self.telemetry.inc("snapshots_emitted", len(records), self._labels)
+        self.telemetry.inc("snapshot_points_applied", sum(len(o.inputs) for o in parts.values()),
                            self._labels)
         with self._lock:
-            for s in snaps:
+            for s in records:
                 market = (s["source"], s["symbol"])
                 cur = self.latest.get(market)
                 if cur is None or s["snapshot_time"] >= cur[0]:
                     self.latest[market] = (s["snapshot_time"], s["stale"])
 
-    def close(self) -> None:
-        self._write_checkpoints_now(list(self._unwritten))
-        if self.publisher is not None:
-            self.publisher.close()
-
-    # -- checkpoints ----------------------------------------------------------------
-
-    def _checkpoint(self, durable: Mapping[TopicPartitionId, Mapping[Market, int]]) -> None:
-        """Vouch for a handled batch's outputs; write the checkpoints at most once per interval.
-
-        A checkpoint written later than it could be is never wrong, only older: a restore
-        from it re-emits the snapshots after it, with the values they had (docs/snapshots.md,
-        "State recovery"). So the writes of several batches are coalesced into one insert,
-        the cost being re-emitted duplicates of at most ``checkpoint_interval`` after a crash.
-        Merging by max makes a retry of the same batch (a failed write) harmless.
-        """
-        for tp, markets in durable.items():
-            if not markets:
-                continue
-            held = self._unwritten.setdefault(tp, {})
-            for market, t in markets.items():
-                if held.get(market, -1) < t:
-                    held[market] = t
-        if self._unwritten and self._clock() >= self._checkpoint_due:
-            self.store.write_checkpoints(self._unwritten)
-            self._unwritten = {}
-            self._checkpoint_due = self._clock() + self._checkpoint_interval
-
-    def _write_checkpoints_now(self, partitions: list[TopicPartitionId]) -> None:
-        """Revocation and stop: write the held checkpoints of ``partitions`` if ClickHouse
-        takes them; if not, the next owner re-emits from the older ones (still exact)."""
-        todo = {tp: self._unwritten.pop(tp) for tp in partitions if tp in self._unwritten}
-        if not todo:
-            return
-        try:
-            self.store.write_checkpoints(todo)
-        except ConsumerError as exc:
-            log.warning("checkpoints not written; the next owner re-emits their snapshots",
-                        extra={"partitions": sorted(todo), "error": str(exc)})
+    def _checkpoints_not_written(self, partitions: list[TopicPartitionId], exc: ConsumerError) -> None:
+        log.warning("checkpoints not written; the next owner re-emits their snapshots",
+                    extra={"partitions": partitions, "error": str(exc)})
 
     # -- internals ----------------------------------------------------------------
 
@@ -360,17 +167,17 @@ class SnapshotHandler:
                 "seconds": round(time.perf_counter() - started, 3)})
         return engine
 
-    def _prepare(self, batch: Batch) -> _Prepared:
+    def _prepare(self, batch: Batch) -> Prepared[Market]:
         # Rebuild every partition first: a failed read leaves no engine half-fed.
         for tp in batch.partitions:
             self._engine(tp)
-        parts: dict[TopicPartitionId, _PartitionOut] = {}
+        parts: dict[TopicPartitionId, PartitionOut[Market]] = {}
         for tp, pb in batch.partitions.items():
             engine = self.engines[tp]
             before = engine.counters.as_dict()
-            out = _PartitionOut()
-            out.snapshots = self._restored_out.pop(tp, [])
-            pts = out.points
+            out: PartitionOut[Market] = PartitionOut()
+            out.records = self._restored_out.pop(tp, [])
+            pts = out.inputs
             add = engine.add
             used = METRIC_CODES
             ignored = 0
@@ -382,8 +189,8 @@ class SnapshotHandler:
                 if add(source, symbol, metric, value, et) == ACCEPTED:
                     pts.append((source, symbol, metric, et, value))
             engine.counters.ignored += ignored
-            out.snapshots.extend(engine.take_output())
-            for s in out.snapshots:
+            out.records.extend(engine.take_output())
+            for s in out.records:
                 t = s["snapshot_time"]
                 market = (s["source"], s["symbol"])
                 if out.checkpoints.get(market, -1) < t:
@@ -394,7 +201,7 @@ class SnapshotHandler:
                     self.telemetry.inc("snapshot_points", after[name] - before[name],
                                        {**self._labels, "outcome": name})
             parts[tp] = out
-        return _Prepared(batch, parts)
+        return Prepared(batch, parts)
 
     def stale_markets(self, now_ms: int | None = None) -> list[Market]:
         """Markets (source, symbol) whose context cannot be trusted now: the latest
@@ -450,7 +257,10 @@ class SnapshotService:
         return SnapshotHandler(
             SnapshotStore(self.client, s.clickhouse_database, s.group_id),
             s.engine_config(),
-            SnapshotPublisher(producer_cfg, s.snapshots_topic, codec),
+            # Idempotent like the other producers: a retry after a leader failover can neither
+            # duplicate nor reorder a symbol's snapshots within one producer session (docs/kafka.md).
+            RecordPublisher(producer_cfg, s.snapshots_topic, snapshot_encoder(codec), snapshot_key,
+                            label="snapshots topic", client_name="snapshot producer"),
             telemetry=self.telemetry,
             group_id=s.group_id,
             checkpoint_interval=s.snapshot_checkpoint_interval_ms / 1000,

@@ -58,22 +58,22 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import json
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from perpstream.fakes.server import FakeVenue
 from perpstream.producer import binance
 
 GARBAGE = [
@@ -139,8 +139,11 @@ class _Conn:
     garbage: list[str] = field(default_factory=list)
 
 
-class FakeBinance:
+class FakeBinance(FakeVenue[_Conn]):
     """See the module doc. Use as a context manager (starts/stops its thread)."""
+
+    venue_name = "Binance"
+    ws_path = "/market"
 
     def __init__(
         self,
@@ -155,6 +158,7 @@ class FakeBinance:
         funding_intervals: Mapping[str, int] | None = None,
         extra_funding_info: Iterable[Any] = (),
     ) -> None:
+        super().__init__()
         # Long: one documented attribute a line; the fake's whole observable state in one place.
         self.listing: list[str] = sorted(symbols)
         #: Raw exchangeInfo entries listed after the generated ones (never streamed).
@@ -170,16 +174,11 @@ class FakeBinance:
         self.frames_sent = 0
         self.updates_sent = 0
         self.k = 0
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._thread_main, name="fake-binance", daemon=True)
-        self._ready = threading.Event()
         self._lock = threading.Lock()
-        self.conns: set[_Conn] = set()
         #: (symbol, E) -> markPrice payload dict, for frames actually sent.
         self.sent_mark: dict[tuple[str, int], dict[str, Any]] = {}
         #: (symbol, time) -> openInterest payload dict, for responses actually sent.
         self.sent_oi: dict[tuple[str, int], dict[str, Any]] = {}
-        self.connections_total = 0
         #: Malformed frames actually sent (:meth:`send_garbage`).
         self.garbage_sent = 0
         self.subscribes: list[list[str]] = []
@@ -209,49 +208,24 @@ class FakeBinance:
         self._funding_info_faults: list[tuple[int, float | None]] = []
         #: premiumIndex items actually answered.
         self.sent_premium: list[dict[str, Any]] = []
-        self.ws_port = 0
-        self.http_port = 0
         #: While True the clock stands still and nothing is streamed.
         self.paused = False
         #: With ``paused``: openInterest requests wait until the clock runs again, so that no
         #: point of the frozen second is answered twice (``perpstream soak``).
         self.hold_rest_while_paused = False
 
-    # -- lifecycle ----------------------------------------------------------------
-
-    def __enter__(self) -> FakeBinance:
-        self._thread.start()
-        if not self._ready.wait(20):
-            raise RuntimeError("fake Binance did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
-        with contextlib.suppress(Exception):
-            fut.result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+    # -- servers ------------------------------------------------------------------------
 
     @property
     def ws_url(self) -> str:
-        return f"{'wss' if self.ssl is not None else 'ws'}://127.0.0.1:{self.ws_port}/market"
+        return f"{'wss' if self.ssl is not None else 'ws'}://127.0.0.1:{self.ws_port}{self.ws_path}"
 
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+    def _ws_options(self) -> dict[str, Any]:
+        # Binance pings its clients, and serves TLS when given a context.
+        return {"ping_interval": self.ping_interval, "ping_timeout": max(5.0, self.ping_interval * 5),
+                "ssl": self.ssl}
 
-    def _thread_main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        self._ws_server = await serve(
-            self._handle_ws, "127.0.0.1", 0, process_request=self._process_request,
-            ping_interval=self.ping_interval, ping_timeout=max(5.0, self.ping_interval * 5), ssl=self.ssl,
-        )
-        self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
+    def _http_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/fapi/v1/ping", self._ping)
         app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
@@ -262,41 +236,12 @@ class FakeBinance:
         app.router.add_get("/fapi/v1/markPriceKlines", self._mark_klines)
         app.router.add_get("/fapi/v1/indexPriceKlines", self._index_klines)
         app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.http_port = self._runner.addresses[0][1]
-        self._clock = asyncio.create_task(self._run_clock())
+        return app
 
-    async def _shutdown(self) -> None:
-        self._clock.cancel()
-        self._ws_server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws_server.wait_closed(), 5)
-        await self._runner.cleanup()
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the server loop and wait (coroutine functions too)."""
-        async def wrapper() -> Any:
-            res = fn(*args)
-            if asyncio.iscoroutine(res):
-                res = await res
-            return res
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
+    def _clocks(self) -> list[Coroutine[Any, Any, None]]:
+        return [self._run_clock()]
 
     # -- faults and controls ------------------------------------------------------------
-
-    def drop_connections(self) -> int:
-        """Close every open websocket (after what was already sent)."""
-        async def drop() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                await c.ws.close(1001, "going away")
-            return len(conns)
-
-        return int(self.call(drop))
 
     def send_garbage(self) -> None:
         """Each open connection sends every kind of malformed frame once."""
@@ -305,15 +250,6 @@ class FakeBinance:
                 c.garbage.extend(GARBAGE)
 
         self.call(queue)
-
-    def mute_connections(self) -> int:
-        """The open connections stay open but never send data again (new ones are normal)."""
-        def mute() -> int:
-            for c in self.conns:
-                c.muted = True
-            return len(self.conns)
-
-        return int(self.call(mute))
 
     def refuse_connections(self, seconds: float) -> None:
         """Websocket handshakes fail with HTTP 503 for ``seconds``."""

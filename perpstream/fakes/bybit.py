@@ -31,22 +31,18 @@ Faults, callable from the test thread: :meth:`drop_connections`, :meth:`mute_con
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.asyncio.server import ServerConnection
+
+from perpstream.fakes.server import TickingVenue
 
 WS_PATH = "/v5/public/linear"
 #: Characters the args of one connection may add up to (Bybit's documented limit).
@@ -91,8 +87,11 @@ class _Conn:
     muted: bool = False
 
 
-class FakeBybit:
+class FakeBybit(TickingVenue[_Conn]):
     """See the module doc. Use as a context manager, or :meth:`start` / :meth:`stop`."""
+
+    venue_name = "Bybit"
+    ws_path = WS_PATH
 
     def __init__(
         self,
@@ -105,6 +104,7 @@ class FakeBybit:
         launch_ms: int | None = None,
         record: bool = True,
     ) -> None:
+        super().__init__()
         self.listing: list[str] = sorted(symbols)
         #: Ticker messages per subscribed symbol per second (Bybit: every 100 ms).
         self.rate = rate
@@ -119,124 +119,24 @@ class FakeBybit:
         #: While True the clock stands still: no ticker is sent (connections stay open).
         self.paused = False
         self.cs = 0
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._thread_main, name="fake-bybit", daemon=True)
-        self._ready = threading.Event()
-        self.conns: set[_Conn] = set()
-        self.connections_total = 0
         #: Every ticker message sent (the decoded envelope), in order, while ``record``.
         self.sent_tickers: list[dict[str, Any]] = []
         #: (path, query, HTTP status) of every REST request.
         self.rest_requests: list[tuple[str, dict[str, str], int]] = []
         self._rest_times: list[float] = []
-        self.ws_port = 0
-        self.http_port = 0
 
-    # -- lifecycle ----------------------------------------------------------------
+    # -- servers ------------------------------------------------------------------------
+    # The venue never pings (the default of FakeVenue): the client keeps the connection alive
+    # with {"op":"ping"}.
 
-    def start(self) -> FakeBybit:
-        self._thread.start()
-        if not self._ready.wait(20):
-            raise RuntimeError("fake Bybit did not start")
-        return self
-
-    def stop(self) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
-        with contextlib.suppress(Exception):
-            fut.result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeBybit:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}{WS_PATH}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def _thread_main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        # The venue never pings: the client keeps the connection alive with {"op":"ping"}.
-        self._ws_server = await serve(self._handle_ws, "127.0.0.1", 0, process_request=self._process_request,
-                                      ping_interval=None)
-        self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
+    def _http_app(self) -> web.Application:
         app = web.Application(middlewares=[self._rate_limit])
         app.router.add_get("/v5/market/instruments-info", self._instruments)
         app.router.add_get("/v5/market/funding/history", self._funding_history)
         app.router.add_get("/v5/market/open-interest", self._open_interest)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.http_port = self._runner.addresses[0][1]
-        self._clock = asyncio.create_task(self._run_clock())
-
-    async def _shutdown(self) -> None:
-        self._clock.cancel()
-        self._ws_server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws_server.wait_closed(), 5)
-        await self._runner.cleanup()
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the server loop and wait (coroutine functions too)."""
-        async def wrapper() -> Any:
-            res = fn(*args)
-            if asyncio.iscoroutine(res):
-                res = await res
-            return res
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
-
-    # -- faults and controls ------------------------------------------------------------
-
-    def drop_connections(self) -> int:
-        """Close every open websocket (after what was already sent)."""
-        async def drop() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                await c.ws.close(1001, "going away")
-            return len(conns)
-
-        return int(self.call(drop))
-
-    def mute_connections(self) -> int:
-        """The open connections stay open but send nothing again, pongs included."""
-        def mute() -> int:
-            for c in self.conns:
-                c.muted = True
-            return len(self.conns)
-
-        return int(self.call(mute))
-
-    def inject(self, *frames: str) -> int:
-        """Send these raw text frames on every open connection now; returns the connections."""
-        async def send() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                for f in frames:
-                    await c.ws.send(f)
-            return len(conns)
-
-        return int(self.call(send))
+        return app
 
     # -- websocket ------------------------------------------------------------------
-
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        if request.path.partition("?")[0] != WS_PATH:
-            return Response(HTTPStatus.NOT_FOUND, "Not Found", Headers(), b"not found\n")
-        return None
 
     async def _handle_ws(self, ws: ServerConnection) -> None:
         conn = _Conn(ws)
@@ -327,17 +227,6 @@ class FakeBybit:
                 full = self.ticker(symbol, self.k)
                 conn.topics[symbol] = full
                 await conn.ws.send(self._message(symbol, "snapshot", full, self.k))
-
-    async def _run_clock(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
-            if self.paused:
-                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
-                continue
-            self.k += 1
-            await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
 
     async def _emit(self, conn: _Conn, k: int) -> None:
         if conn.muted:

@@ -37,20 +37,17 @@ frames, malformed ones included).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+
+from perpstream.fakes.server import TickingVenue
 
 WS_PATH = "/ws"
 INFO_PATH = "/info"
@@ -104,8 +101,11 @@ class _BadBody(Exception):
         self.text = text
 
 
-class FakeHyperliquid:
+class FakeHyperliquid(TickingVenue[_Conn]):
     """See the module doc. Use as a context manager, or :meth:`start` / :meth:`stop`."""
+
+    venue_name = "Hyperliquid"
+    ws_path = WS_PATH
 
     def __init__(
         self,
@@ -119,6 +119,7 @@ class FakeHyperliquid:
         launch_ms: int | None = None,
         record: bool = True,
     ) -> None:
+        super().__init__()
         now = int(time.time() * 1000)
         #: When the initial coins were listed: funding history starts there (default 30 days ago).
         self.launch_ms = now - 30 * 86_400_000 if launch_ms is None else launch_ms
@@ -142,11 +143,6 @@ class FakeHyperliquid:
         self.k = 0
         #: While True the clock stands still: nothing is pushed (connections stay open).
         self.paused = False
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._thread_main, name="fake-hyperliquid", daemon=True)
-        self._ready = threading.Event()
-        self.conns: set[_Conn] = set()
-        self.connections_total = 0
         #: Connections the server closed for their client's silence.
         self.idle_closed = 0
         #: Every push sent while ``record``: (tick, coin, the frame's text), in order.
@@ -154,73 +150,15 @@ class FakeHyperliquid:
         #: (request type, weight charged, HTTP status) of every info request.
         self.requests: list[tuple[str, int, int]] = []
         self._weights: list[tuple[float, int]] = []
-        self.ws_port = 0
-        self.http_port = 0
 
-    # -- lifecycle ----------------------------------------------------------------
+    # -- servers ------------------------------------------------------------------------
+    # The venue does not ping (the default of FakeVenue): a client keeps a quiet connection
+    # with {"method":"ping"}.
 
-    def start(self) -> FakeHyperliquid:
-        self._thread.start()
-        if not self._ready.wait(20):
-            raise RuntimeError("fake Hyperliquid did not start")
-        return self
-
-    def stop(self) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
-        with contextlib.suppress(Exception):
-            fut.result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeHyperliquid:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}{WS_PATH}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def _thread_main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        # The venue does not ping: a client keeps a quiet connection with {"method":"ping"}.
-        self._ws_server = await serve(self._handle_ws, "127.0.0.1", 0, process_request=self._process_request,
-                                      ping_interval=None)
-        self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
+    def _http_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(INFO_PATH, self._info)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.http_port = self._runner.addresses[0][1]
-        self._clock = asyncio.create_task(self._run_clock())
-
-    async def _shutdown(self) -> None:
-        self._clock.cancel()
-        self._ws_server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws_server.wait_closed(), 5)
-        await self._runner.cleanup()
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the server loop and wait (coroutine functions too)."""
-        async def wrapper() -> Any:
-            res = fn(*args)
-            if asyncio.iscoroutine(res):
-                res = await res
-            return res
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
+        return app
 
     # -- listings -------------------------------------------------------------------------
 
@@ -251,48 +189,13 @@ class FakeHyperliquid:
         """The coins trading now, in listing order."""
         return [e["name"] for e in self.universe if e["name"] not in self._delisted]
 
-    # -- faults -----------------------------------------------------------------------------
-
-    def drop_connections(self) -> int:
-        """Close every open websocket (after what was already sent)."""
-        async def drop() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                await c.ws.close(1001, "going away")
-            return len(conns)
-
-        return int(self.call(drop))
-
-    def mute_connections(self) -> int:
-        """The open connections stay open but send nothing again, pongs and acks included."""
-        def mute() -> int:
-            for c in self.conns:
-                c.muted = True
-            return len(self.conns)
-
-        return int(self.call(mute))
-
-    def inject(self, *frames: str | bytes) -> int:
-        """Send these raw frames on every open connection now; returns the connections."""
-        async def send() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                for f in frames:
-                    await c.ws.send(f)
-            return len(conns)
-
-        return int(self.call(send))
+    # -- connections ------------------------------------------------------------------------
 
     @property
     def subscriptions(self) -> int:
         return sum(len(c.coins) for c in self.conns)
 
     # -- websocket ----------------------------------------------------------------------
-
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        if request.path.partition("?")[0] != WS_PATH:
-            return Response(HTTPStatus.NOT_FOUND, "Not Found", Headers(), b"not found\n")
-        return None
 
     async def _handle_ws(self, ws: ServerConnection) -> None:
         conn = _Conn(ws)
@@ -378,17 +281,6 @@ class FakeHyperliquid:
         if self.record:
             self.sent.append((k, coin, frame))
         return frame
-
-    async def _run_clock(self) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            await asyncio.sleep(max(0.0, started + (self.k + 1) / self.rate - loop.time()))
-            if self.paused:
-                started = loop.time() - self.k / self.rate  # resume at the rate, without a burst
-                continue
-            self.k += 1
-            await asyncio.gather(*(self._emit(c, self.k) for c in list(self.conns)), return_exceptions=True)
 
     async def _emit(self, conn: _Conn, k: int) -> None:
         if conn.muted:

@@ -53,21 +53,19 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+
+from perpstream.fakes.server import FakeVenue
 
 WS_PATH = "/ws/v5/public"
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
@@ -183,8 +181,11 @@ class _Conn:
     muted: bool = False
 
 
-class FakeOkx:
+class FakeOkx(FakeVenue[_Conn]):
     """See the module doc. Use as a context manager, or :meth:`start` / :meth:`stop`."""
+
+    venue_name = "OKX"
+    ws_path = WS_PATH
 
     def __init__(
         self,
@@ -207,6 +208,7 @@ class FakeOkx:
         list_ms: int | None = None,
         record: bool = True,
     ) -> None:
+        super().__init__()
         self.swaps: dict[str, Swap] = {s.inst_id: s for s in map(as_swap, swaps)}
         self.mark_interval_ms, self.mark_idle_ms = mark_interval_ms, mark_idle_ms
         #: A price moves once every ``hold`` intervals (hold it longer to see the idle pushes).
@@ -225,11 +227,6 @@ class FakeOkx:
         #: When every swap was listed: history stops there (default: 400 days ago).
         self.list_ms = _now_ms() - 400 * DAY_MS if list_ms is None else list_ms
         self.record = record
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._thread_main, name="fake-okx", daemon=True)
-        self._ready = threading.Event()
-        self.conns: set[_Conn] = set()
-        self.connections_total = 0
         #: Connections closed because nothing was sent on them for ``idle_timeout_s``.
         self.idle_closed = 0
         #: Every push sent (decoded), in order, while ``record``.
@@ -239,85 +236,24 @@ class FakeOkx:
         #: (path, query, HTTP status) of every REST request.
         self.rest_requests: list[tuple[str, dict[str, str], int]] = []
         self._rest_times: dict[tuple[str, str], list[float]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.ws_port = 0
-        self.http_port = 0
 
-    # -- lifecycle ----------------------------------------------------------------
+    # -- servers ------------------------------------------------------------------------
 
-    def start(self) -> FakeOkx:
-        self._thread.start()
-        if not self._ready.wait(20):
-            raise RuntimeError("fake OKX did not start")
-        return self
-
-    def stop(self) -> None:
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
-        with contextlib.suppress(Exception):
-            fut.result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def __enter__(self) -> FakeOkx:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}{WS_PATH}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def _thread_main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._start())
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
+    def _ws_options(self) -> dict[str, Any]:
         # OKX never pings: the client keeps a quiet connection open with the text "ping".
-        self._ws_server = await serve(self._handle_ws, "127.0.0.1", 0, process_request=self._process_request,
-                                      ping_interval=None, max_size=MAX_REQUEST_BYTES)
-        self.ws_port = next(iter(self._ws_server.sockets)).getsockname()[1]
+        return {"ping_interval": None, "max_size": MAX_REQUEST_BYTES}
+
+    def _http_app(self) -> web.Application:
         app = web.Application(middlewares=[self._rate_limit])
         app.router.add_get(INSTRUMENTS_PATH, self._instruments)
         app.router.add_get(FUNDING_HISTORY_PATH, self._funding_history)
         app.router.add_get(OPEN_INTEREST_HISTORY_PATH, self._open_interest_history)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.http_port = self._runner.addresses[0][1]
-        self._clocks = [asyncio.create_task(self._pump(ch)) for ch in CHANNELS]
-        self._clocks.append(asyncio.create_task(self._watch_idle()))
+        return app
 
-    async def _shutdown(self) -> None:
-        for task in self._clocks:
-            task.cancel()
-        self._ws_server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws_server.wait_closed(), 5)
-        await self._runner.cleanup()
+    def _clocks(self) -> list[Coroutine[Any, Any, None]]:
+        return [*(self._pump(ch) for ch in CHANNELS), self._watch_idle()]
 
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the server loop and wait (coroutine functions too)."""
-        async def wrapper() -> Any:
-            res = fn(*args)
-            if asyncio.iscoroutine(res):
-                res = await res
-            return res
-
-        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(30)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # -- listings and faults, from the test thread -----------------------------------------
+    # -- listings, from the test thread -----------------------------------------------------
 
     def add_swap(self, spec: Swap | str) -> Swap:
         """List a swap now (the instruments answer and the websocket know it at once)."""
@@ -339,36 +275,6 @@ class FakeOkx:
             self.swaps[inst_id].state = state
 
         self.call(change)
-
-    def drop_connections(self) -> int:
-        """Close every open websocket (after what was already sent)."""
-        async def drop() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                await c.ws.close(1001, "going away")
-            return len(conns)
-
-        return int(self.call(drop))
-
-    def mute_connections(self) -> int:
-        """The open connections stay open but send nothing again, pongs and acks included."""
-        def mute() -> int:
-            for c in self.conns:
-                c.muted = True
-            return len(self.conns)
-
-        return int(self.call(mute))
-
-    def inject(self, *frames: str) -> int:
-        """Send these raw text frames on every open connection now; returns the connections."""
-        async def send() -> int:
-            conns = list(self.conns)
-            for c in conns:
-                for f in frames:
-                    await self._send(c, f)
-            return len(conns)
-
-        return int(self.call(send))
 
     # -- values (functions of time: see the module doc) -----------------------------------
 
@@ -434,13 +340,9 @@ class FakeOkx:
 
     # -- websocket ------------------------------------------------------------------
 
-    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
-        if request.path.partition("?")[0] != WS_PATH:
-            return Response(HTTPStatus.NOT_FOUND, "Not Found", Headers(), b"not found\n")
-        return None
-
-    async def _send(self, conn: _Conn, text: str) -> None:
-        await conn.ws.send(text)
+    async def _send(self, conn: _Conn, frame: str | bytes) -> None:
+        """Send one frame, and note when: the idle close counts from the last frame sent."""
+        await conn.ws.send(frame)
         conn.last_sent = time.monotonic()
 
     async def _handle_ws(self, ws: ServerConnection) -> None:

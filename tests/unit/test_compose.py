@@ -26,8 +26,8 @@ from pydantic_settings import BaseSettings
 from perpstream.cli import build_parser
 from perpstream.consumers.runtime.dlq import DlqWriter
 from perpstream.consumers.runtime.leave import leave_group
+from perpstream.consumers.runtime.publisher import RecordPublisher
 from perpstream.consumers.settings import ConsumerSettings
-from perpstream.consumers.snapshots.app import SnapshotPublisher
 from perpstream.kafka_runtime import KAFKA_VERSION, Node, cluster_settings, node_properties
 from perpstream.local import free_port
 from perpstream.producer.settings import ProducerSettings
@@ -321,7 +321,7 @@ def test_consumer_grace_period_outlasts_its_drain(compose: dict[str, Any], servi
     # consumers/runtime/loop.py: a stop lets an unstored batch be retried for drain_timeout; the
     # deadline is checked between attempts, so the backoff wait under way and one attempt may follow
     # (a snapshots attempt waits for the broker's acknowledgement); then the DLQ flush and LeaveGroup
-    attempt = _default(SnapshotPublisher.__init__, "flush_timeout") if service == "snapshots" else 0.0
+    attempt = _default(RecordPublisher.__init__, "flush_timeout") if service == "snapshots" else 0.0
     close = _default(DlqWriter.close, "timeout") + 2 * _default(leave_group, "timeout")
     longest_stop = (s.drain_timeout_ms + s.retry_backoff_max_ms) / 1000 + attempt + close
     grace = _seconds(compose["services"][service]["stop_grace_period"])
