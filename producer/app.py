@@ -49,8 +49,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: How often delivery callbacks are served and counters reach the telemetry.
-PUMP_INTERVAL = 0.02
+#: How often delivery callbacks are served, conflated values whose second is over are
+#: published and counters reach the telemetry. Each wake-up costs the same whatever the load:
+#: an idle producer took 1.4% of a core at 50 a second and 0.7% at 10 (docs/producer.md,
+#: "Frame path cost"); 10 add at most 100 ms to a conflated point's 500 ms grace.
+PUMP_INTERVAL = 0.1
 #: The component name of the producer's health checks; how long its event loop may stall;
 #: how often the readiness state is noted; how long Kafka may acknowledge nothing while points wait.
 HEALTH_NAME = "producer"
