@@ -21,8 +21,10 @@ Figures per case: CPU µs per frame (one symbol's message), per published point 
 producer's own ``points_published`` over the window), and the share of one core per 1,000
 symbols at the live rate: CPU per update x the live updates per symbol per second x 1,000
 (the measured share scaled, and the same figure when the fake kept its rate). The line
-that sums the venues takes each at its listed count (:data:`LISTED_SYMBOLS`) against
-:data:`ALL_VENUES_SHARE`. The fakes serve plain ``ws://`` only.
+that sums the venues takes each at its listed count (:data:`LISTED_SYMBOLS`), each in a
+process of its own, against :data:`ALL_VENUES_SHARE`; when the four also ran in one
+producer process (:mod:`perpstream.bench.together`), that case is the one judged. The
+fakes serve plain ``ws://`` only.
 """
 
 from __future__ import annotations
@@ -392,5 +394,5 @@ def case_notes(venues: list[VenueBench], n: int | None, seconds: float) -> list[
                    "the live updates a second per symbol x 1,000; the total takes each venue at its listed "
                    f"count ({', '.join(f'{k} {v}' for k, v in LISTED_SYMBOLS.items())}), each in a producer "
                    "process of its own, so each process's fixed cost (its timers, librdkafka's threads) is "
-                   "counted once per venue")
+                   "counted once per venue (the sum of separate processes)")
     return out
