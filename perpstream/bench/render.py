@@ -130,11 +130,10 @@ def venues_table(rep: Mapping[str, Any]) -> Table:
         verdict = "-" if tot["met"] is None else ("under" if tot["met"] else "[bold red]over[/]")
         missing = f", not measured: {', '.join(tot['missing'])}" if tot["missing"] else ""
         listed = sum(v["listed_symbols"] for v in rep["venues"])
-        if not tot.get("judged", True):
-            verdict = "not judged: the one-process case is"
-        t.add_row(f"[bold]all venues, the sum of separate processes[/] ({verdict} the target "
-                  f"{tot['target']:.1%}{missing})", "", "", "", "", "", "", _num(listed),
-                  f"[bold]{_pct(tot['cpu_share'])}[/]")
+        said = (f"{verdict} the target {tot['target']:.1%}" if tot.get("judged", True) else
+                f"not judged against the target {tot['target']:.1%}: the one-process case is")
+        t.add_row(f"[bold]all venues, the sum of separate processes[/] ({said}{missing})", "", "", "", "", "",
+                  "", _num(listed), f"[bold]{_pct(tot['cpu_share'])}[/]")
     return t
 
 

@@ -219,10 +219,10 @@ def test_the_report_shows_both_lines_and_the_delivered_rates() -> None:
     rep = {"scenario": "frames", "rows": [], "targets": [sum_goal, goal], "notes": [], "venues": venues,
            "venues_total": sums, "venues_together": summary}
     out = io.StringIO()
-    render(rep, Console(file=out, width=250))
+    render(rep, Console(file=out, width=400))  # no line wrapped inside a cell
     text = out.getvalue()
     assert "all venues, the sum of separate processes" in text
-    assert "not judged: the one-process case is" in text
+    assert "not judged against the target 33.3%: the one-process case is" in text
     assert "all four venues in one producer process" in text
     assert "1,918.8" in text and "50.0% (behind)" in text  # OKX delivered half its 3,837.5
     assert f"{summary['cpu_share_live']:.1%}" in text
