@@ -6,7 +6,8 @@ Scenarios (``all`` runs them in this order):
 - ``frames``: websocket frames from the fake exchanges -> points to Kafka, ``perpstream produce``
   in a child process: Binance (per-symbol and all-market streams, plain and TLS) and every other
   venue at its live rate (``--frames-venues``), with each venue's share of one core per 1,000
-  symbols and all of them summed at their listed symbol counts; baselines a bare client that
+  symbols and all of them summed at their listed symbol counts, and, with all four chosen, one
+  producer process reading the four at once; baselines a bare client that
   only receives (websockets, and picows where installed: ``--floor``), and the peer
   (cryptofeed) where installed.
 - ``produce``: replayed frames -> Kafka acks; baseline a raw confluent-kafka + fastavro loop.
@@ -117,7 +118,7 @@ def register(sub: Any) -> None:
     p.add_argument("--frames-venues", type=venues_spec, default="all", metavar="VENUES",
                    help="frames: the venues whose cases run, comma-separated among "
                    f"{', '.join(FRAME_VENUES)}; all (default): every venue this checkout has a fake for and "
-                   "its producer reads")
+                   "its producer reads; with all four, one more case reads them in one producer process")
     p.add_argument("--frames-venue-symbols", type=int, metavar="N",
                    help="frames: symbols of each venue case other than Binance's (default: the venue's "
                    "listed count, perpstream.bench.venues.LISTED_SYMBOLS)")

@@ -7,7 +7,9 @@ of its own, measured over a window against the fake venue that serves it
 - :class:`Feed` is what the bench reads of a fake venue: whether the client has every
   subscription open, the frames and per-symbol updates the server sent so far, whether no
   client is connected. Each fake keeps these its own way, so each has its feed
-  (:class:`BinanceFeed` here, the other venues' in :mod:`perpstream.bench.venues`).
+  (:class:`BinanceFeed` here, the other venues' in :mod:`perpstream.bench.venues`);
+  :class:`Feeds` is several at once, for one client that reads several venues, and
+  :func:`measure` gives what each of them sent in the window.
 - :func:`measure` waits until the client streams everything, lets ``warmup`` pass, and
   takes the CPU-seconds of its process (every thread, ``/proc/<pid>/stat``, 10 ms ticks:
   keep windows long) over what the server sent in the window, and, for a producer, the
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,6 +88,47 @@ class BinanceFeed:
 
     def reset(self) -> None:
         return None
+
+
+class Feeds:
+    """Several fake venues served to one client at once (a producer reading them all): ready
+    when every one is, idle when every one is, what they sent summed; each by its name."""
+
+    def __init__(self, feeds: Mapping[str, Feed]) -> None:
+        self.feeds = dict(feeds)
+
+    def ready(self) -> bool:
+        return all(f.ready() for f in self.feeds.values())
+
+    def progress(self) -> str:
+        return "; ".join(f"{name}: {f.progress()}" for name, f in self.feeds.items())
+
+    def sent_by(self) -> dict[str, tuple[int, int]]:
+        """Frames and updates each feed sent so far, by its name."""
+        return {name: f.sent() for name, f in self.feeds.items()}
+
+    def sent(self) -> tuple[int, int]:
+        return summed(self.sent_by())
+
+    def idle(self) -> bool:
+        return all(f.idle() for f in self.feeds.values())
+
+    def reset(self) -> None:
+        for f in self.feeds.values():
+            f.reset()
+
+
+def summed(by: Mapping[str, tuple[int, int]]) -> tuple[int, int]:
+    """Frames and updates of several feeds together."""
+    return sum(f for f, _ in by.values()), sum(u for _, u in by.values())
+
+
+def _sent(feed: Feed) -> tuple[tuple[int, int], dict[str, tuple[int, int]] | None]:
+    """What ``feed`` sent so far and, for :class:`Feeds`, each part's, read at one time."""
+    if isinstance(feed, Feeds):
+        by = feed.sent_by()
+        return summed(by), by
+    return feed.sent(), None
 
 
 class Client:
@@ -147,17 +190,21 @@ def measure(feed: Feed, client: Client, seconds: float, warmup: float,
             points: Callable[[], float] | None = None) -> dict[str, Any]:
     """Wait until ``client`` has every subscription open and streaming, then its CPU over the
     window (``during(pid, seconds)`` runs in the window instead of a sleep and adds its keys;
-    ``points()``, read before and after, gives the points published in it)."""
+    ``points()``, read before and after, gives the points published in it). For
+    :class:`Feeds`, ``by_feed`` holds each feed's frames and updates in the window."""
     _wait_ready(feed, client)
     time.sleep(warmup)
     pid = client.proc.pid
     p0 = points() if points is not None else 0.0
     threads0 = thread_cpu_s(pid)
-    (f0, u0), c0, t0 = feed.sent(), proc_cpu_s(pid), time.perf_counter()
+    ((f0, u0), by0), c0, t0 = _sent(feed), proc_cpu_s(pid), time.perf_counter()
     extra = during(pid, seconds) if during is not None else {}
     if during is None:
         time.sleep(seconds)
-    (f1, u1), c1, t1 = feed.sent(), proc_cpu_s(pid), time.perf_counter()
+    ((f1, u1), by1), c1, t1 = _sent(feed), proc_cpu_s(pid), time.perf_counter()
+    if by0 is not None and by1 is not None:
+        extra["by_feed"] = {name: {"frames": f - by0[name][0], "updates": u - by0[name][1]}
+                            for name, (f, u) in by1.items()}
     threads = {k: round(v - threads0.get(k, 0.0), 3) for k, v in thread_cpu_s(pid).items()}
     rss = peak_rss_mb(pid)
     if points is not None:

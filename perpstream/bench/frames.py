@@ -43,8 +43,15 @@ symbol is a perpetual: mark, index, settle, funding rate, next funding time).
 
 Venue cases (the other venues ``--frames-venues`` names): ``perpstream produce --venues X``
 against that venue's fake at its live rate, plain (:mod:`perpstream.bench.venues`), each
-with its share of one core per 1,000 symbols; one target sums every venue at its listed
-symbol count (Binance from the all-market case) against a third of one core.
+with its share of one core per 1,000 symbols; one line sums every venue at its listed
+symbol count (Binance from the all-market case), each in a process of its own.
+
+With all four venues chosen, one more case (:mod:`perpstream.bench.together`): one
+``perpstream produce --venues binance,bybit,okx,hyperliquid`` process against the four
+fakes at once, each venue's delivered rate next to its live rate, and its share of a
+core at the live rate. That share, at the listed counts, is the one held to a third of
+one core; the sum of separate processes is judged only when the one-process case did not
+run at the listed counts.
 
 Each client is measured over ``seconds`` (venue cases: ``venue_seconds``) after it
 subscribed everything and ``warmup`` seconds passed: CPU-seconds of its process over the
@@ -83,6 +90,7 @@ from perpstream.bench.clients import (
 )
 from perpstream.bench.e2e import _broker
 from perpstream.bench.measure import report, target
+from perpstream.bench.together import run_together, runs_together
 from perpstream.bench.venues import (
     BINANCE_LIVE_RATE,
     LISTED_SYMBOLS,
@@ -92,6 +100,7 @@ from perpstream.bench.venues import (
     run_case,
     share_per_1000,
     summary,
+    symbols_of,
     total,
 )
 from perpstream.fakes.binance import FakeBinance
@@ -148,10 +157,6 @@ def venue_plan(spec: str) -> tuple[list[str], list[str]]:
         else:
             run.append(n)
     return run, notes
-
-
-def symbols_of(n: int) -> list[str]:
-    return [f"SYM{i:04d}USDT" for i in range(n)]
 
 
 @contextlib.contextmanager
@@ -258,18 +263,28 @@ def run(frame_symbols: int = 200, frame_rate: float = 10.0, all_symbols: int = 7
         _venue_cases(out, others, venue_symbols, env=env, bootstrap=bootstrap, work=tmp,
                      seconds=venue_seconds or seconds, warmup=warmup, libs=libs, rounds=rounds,
                      compare_checkout=compare_checkout, profile=profile)
+        together = (run_together(all_symbols, venue_symbols, rounds, env, bootstrap, tmp,
+                                 venue_seconds or seconds, warmup, profile, compare_checkout)
+                    if runs_together(chosen) else None)
     if "binance" in chosen:
         out.notes.extend(_run_notes(peer_py, frame_symbols, frame_rate, all_symbols, seconds, warmup, rounds))
     out.notes.extend(case_notes(others, venue_symbols, venue_seconds or seconds))
-    venues_total, total_target = total(out.venues)
+    judged_together = together is not None and together.summary["listed"]
+    venues_total, total_target = total(out.venues, judged=not judged_together)
     out.targets.append(total_target)
+    if together is not None:
+        out.rows.append(together.row)
+        out.targets.append(together.target)
+        out.notes.extend(together.notes)
+        if together.profile is not None:
+            out.profiles[together.row["name"]] = together.profile
     return report("frames", {"frame_symbols": frame_symbols, "frame_rate": frame_rate,
                              "all_symbols": all_symbols, "seconds": seconds, "warmup": warmup, "tls": tls,
                              "peer": peer_py, "compare_checkout": compare_checkout, "rounds": rounds,
                              "floors": libs, "profile": profile, "venues": chosen,
                              "venue_symbols": venue_symbols, "venue_seconds": venue_seconds or seconds},
                   out.rows, out.targets, out.notes, profiles=out.profiles, venues=out.venues,
-                  venues_total=venues_total)
+                  venues_total=venues_total, venues_together=together.summary if together else None)
 
 
 def _binance_case(out: _Run, fake: FakeBinance, layout: str, secure: bool, *, env: dict[str, str],

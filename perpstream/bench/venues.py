@@ -21,8 +21,10 @@ Figures per case: CPU µs per frame (one symbol's message), per published point 
 producer's own ``points_published`` over the window), and the share of one core per 1,000
 symbols at the live rate: CPU per update x the live updates per symbol per second x 1,000
 (the measured share scaled, and the same figure when the fake kept its rate). The line
-that sums the venues takes each at its listed count (:data:`LISTED_SYMBOLS`) against
-:data:`ALL_VENUES_SHARE`. The fakes serve plain ``ws://`` only.
+that sums the venues takes each at its listed count (:data:`LISTED_SYMBOLS`), each in a
+process of its own, against :data:`ALL_VENUES_SHARE`; when the four also ran in one
+producer process (:mod:`perpstream.bench.together`), that case is the one judged. The
+fakes serve plain ``ws://`` only.
 """
 
 from __future__ import annotations
@@ -179,6 +181,11 @@ class VenueBench:
     feed: Callable[[Any, int], Feed]
 
 
+def symbols_of(n: int) -> list[str]:
+    """``n`` symbols as Binance and Bybit spell them."""
+    return [f"SYM{i:04d}USDT" for i in range(n)]
+
+
 def _bybit_fake(symbols: list[str]) -> FakeBybit:
     return FakeBybit(symbols, rate=BYBIT.live_rate, record=False)
 
@@ -210,7 +217,7 @@ BYBIT: Final = VenueBench(
     name="bybit", live_rate=10.0,
     rate_note="10 tickers messages a second a symbol (a snapshot, then deltas of the changed fields; Bybit "
     "pushes every 100 ms)",
-    symbols=lambda n: [f"SYM{i:04d}USDT" for i in range(n)],
+    symbols=symbols_of,
     streams=lambda symbols: [tickers_topic(s) for s in symbols],
     fake=lambda symbols: _bybit_fake(symbols), feed=BybitFeed,
 )
@@ -309,19 +316,23 @@ def summary(venue: str, r: dict[str, Any], symbols: int, live_rate: float) -> di
             "cpu_share_listed": round(per_1000 * listed / 1000, 5) if per_1000 is not None else None}
 
 
-def total(summaries: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The sum of every measured venue's share at its listed count, and the target it is held to
-    (met only when all four were measured)."""
+def total(summaries: list[dict[str, Any]], judged: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sum of every measured venue's share at its listed count, each venue in a producer
+    process of its own, and the target it is held to: met only when all four were measured,
+    and not judged (``judged`` False) when the four venues ran in one producer process
+    (:mod:`perpstream.bench.together`), the figure the target is judged on then."""
     measured = {s["venue"]: s for s in summaries if s["cpu_share_listed"] is not None}
     missing = [v for v in LISTED_SYMBOLS if v not in measured]
     share = round(sum(s["cpu_share_listed"] for s in measured.values()), 5)
     parts = " + ".join(f"{v} {LISTED_SYMBOLS[v]}" for v in LISTED_SYMBOLS if v in measured)
-    name = (f"every venue at its listed symbols ({parts or 'none measured'}): producer CPU, each venue's "
-            "case summed (share of one core)" + (f"; not measured: {', '.join(missing)}" if missing else ""))
-    met = share < ALL_VENUES_SHARE if not missing else None
+    name = (f"every venue at its listed symbols ({parts or 'none measured'}): producer CPU, the sum of "
+            "separate processes, one a venue (share of one core)"
+            + (f"; not measured: {', '.join(missing)}" if missing else ""))
+    met = share < ALL_VENUES_SHARE if not missing and judged else None
+    wanted = f"< {ALL_VENUES_SHARE:.3f} (a third)" + ("" if judged else "; judged on one process")
     out = {"cpu_share": share, "target": round(ALL_VENUES_SHARE, 4), "venues": list(measured),
-           "missing": missing, "met": met}
-    return out, target(name, share, f"< {ALL_VENUES_SHARE:.3f} (a third)", met)
+           "missing": missing, "met": met, "judged": judged}
+    return out, target(name, share, wanted, met)
 
 
 def _rounds(case: VenueCase, name: str, rounds: int,
@@ -383,5 +394,5 @@ def case_notes(venues: list[VenueBench], n: int | None, seconds: float) -> list[
                    "the live updates a second per symbol x 1,000; the total takes each venue at its listed "
                    f"count ({', '.join(f'{k} {v}' for k, v in LISTED_SYMBOLS.items())}), each in a producer "
                    "process of its own, so each process's fixed cost (its timers, librdkafka's threads) is "
-                   "counted once per venue")
+                   "counted once per venue (the sum of separate processes)")
     return out

@@ -208,6 +208,34 @@ def test_the_total_takes_every_venue_at_its_listed_count_against_a_third_of_a_co
     assert "every venue at its live rate" in text and "all venues" in text
 
 
+def test_the_four_venues_run_in_one_producer_and_each_fake_says_what_it_delivered(
+        frames_report: dict[str, Any]) -> None:
+    rep = frames_report
+    together = rep["venues_together"]
+    counts = {"binance": 40, "bybit": 6, "okx": 6, "hyperliquid": 6}
+    assert together["symbols"] == counts and together["listed"] is False
+    row = next(r for r in rep["rows"] if r["name"] == together["case"])
+    assert row["name"].startswith("all four venues in one producer")
+    assert row["cpu_s"] > 0 and row["points"] > 0 and row["frames"] > 0, row
+    lines = {v["venue"]: v for v in together["venues"]}
+    assert list(lines) == list(counts)
+    for venue, line in lines.items():
+        rate = 1.0 if venue in ("binance", "hyperliquid") else VENUE_RATES[venue]
+        assert _close(line["live_per_s"], counts[venue] * rate), line
+        assert line["updates"] > 0 and line["delivered_per_s"] > 0, line
+    assert sum(v["updates"] for v in lines.values()) == row["events"]
+    assert together["scale"] >= 1.0
+    assert _close(together["cpu_share_live"], row["cpu_share"] * together["scale"])
+    # not the listed counts: reported, not judged; the sum of separate processes is judged
+    goal = next(t for t in rep["targets"] if "one producer process" in t["name"])
+    assert goal["met"] is None and "not judged" in goal["name"]
+    assert rep["venues_total"]["judged"] is True and rep["venues_total"]["met"] is not None
+    out = io.StringIO()
+    render(rep, Console(file=out, width=250))
+    text = out.getvalue()
+    assert "all four venues in one producer process" in text and "delivered updates/s" in text
+
+
 def test_a_checkout_from_before_the_venues_is_measured_in_the_cases_it_knows_only(tmp_path: Any) -> None:
     here = str(Path(perpstream.__file__).resolve().parent.parent)
     assert checkout_venues(here) >= {"bybit", "okx", "hyperliquid"}
