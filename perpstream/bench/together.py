@@ -1,7 +1,7 @@
 """The case "all four venues in one producer" of ``perpstream bench frames``.
 
 What a user runs to follow every venue is one process, ``perpstream produce --venues
-binance,bybit,okx,hyperliquid``: its fixed cost (the 50 Hz pump, librdkafka's threads) is
+binance,bybit,okx,hyperliquid``: its fixed cost (the pump, librdkafka's threads) is
 paid once, where the venue cases (:mod:`perpstream.bench.venues`), each venue in a process
 of its own, sum it four times. This case starts the four fakes at once, each as its own
 case configures it (Binance's all-market stream at ``all_symbols``, the others at their
