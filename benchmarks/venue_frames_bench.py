@@ -143,13 +143,23 @@ def measure(name: str, source: str, make_parser: Callable[[], FrameParser], fram
             "json_us_per_frame": floor / n * 1e6, "ratio": own / floor if floor else float("nan")}
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not at least 1")
+    return n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.venue_frames_bench",
                                 description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--symbols", type=int, default=500, help="Bybit symbols (default 500, its listing)")
-    p.add_argument("--swaps", type=int, default=250, help="OKX swaps (default 250, its listing)")
-    p.add_argument("--seconds", type=int, default=4, help="seconds of pushes per venue (default 4)")
-    p.add_argument("--repeat", type=int, default=7, help="passes per figure, the least kept (default 7)")
+    p.add_argument("--symbols", type=_positive, default=500, help="Bybit symbols (default 500, its listing)")
+    p.add_argument("--swaps", type=_positive, default=250, help="OKX swaps (default 250, its listing)")
+    p.add_argument("--seconds", type=_positive, default=4, help="seconds of pushes per venue (default 4)")
+    p.add_argument("--repeat", type=_positive, default=7, help="passes a figure, the least kept (default 7)")
     a = p.parse_args(argv)
     listing = okx_listing(a.swaps)
 

@@ -33,3 +33,10 @@ def test_every_frame_is_read_and_conflation_publishes_one_point_a_second_per_met
     assert bench.main(["--symbols", "2", "--swaps", "2", "--seconds", "1", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "bybit" in out and "okx" in out and "x JSON" in out
+
+
+def test_a_count_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--repeat", "0"])
+    assert exc.value.code == 2
+    assert "--repeat: 0 is not at least 1" in capsys.readouterr().err
